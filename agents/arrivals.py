@@ -1,0 +1,90 @@
+"""The open-model arrival loop: hand each request to the engine at its intended time, whatever happened to
+earlier ones.
+
+The loop wakes when the next arrival is due (timer resolution is about a millisecond under uvloop, so at high
+rates one wake-up fires a batch), submits every arrival whose time has come, and sleeps again. It creates no
+task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is counted as dropped,
+never queued without bound. Each submitted arrival's send lag (now minus intended time) is recorded: a
+generator that cannot keep up shows it there instead of quietly sending less.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+
+from agents.engine import Engine
+from agents.recorder import Recorder
+from loadgen.schedule import ArrivalSchedule
+
+
+class RequestPicker:
+    """Weighted choice of a request index; a value with its own seeded random source."""
+
+    def __init__(self, weights: Sequence[float], rng: random.Random) -> None:
+        self._cum = list(accumulate(weights))
+        self._total = self._cum[-1]
+        self._single = len(self._cum) == 1
+        self._random = rng.random
+        self._last = len(self._cum) - 1
+
+    def __call__(self) -> int:
+        if self._single:
+            return 0
+        i = bisect_right(self._cum, self._random() * self._total)
+        return i if i <= self._last else self._last
+
+
+class ArrivalLoop:
+    def __init__(
+        self,
+        schedule: ArrivalSchedule,
+        engine: Engine,
+        recorder: Recorder,
+        pick: Callable[[], int],
+        *,
+        start: float,
+        max_in_flight: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._schedule = schedule
+        self._engine = engine
+        self._recorder = recorder
+        self._pick = pick
+        self._start = start
+        self._max_in_flight = max_in_flight
+        self._clock = clock
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Stop scheduling; arrivals not yet due are not counted."""
+        self._stopped = True
+
+    async def run(self) -> None:
+        schedule_next = self._schedule.next
+        submit = self._engine.submit
+        engine = self._engine
+        scheduled = self._recorder.scheduled
+        dropped = self._recorder.dropped
+        pick = self._pick
+        clock = self._clock
+        start = self._start
+        limit = self._max_in_flight
+        t = schedule_next()
+        while not self._stopped and t != math.inf:
+            now = clock() - start
+            while t <= now:
+                req = pick()
+                if engine.in_flight >= limit:
+                    dropped(req)
+                else:
+                    scheduled(req, now - t)
+                    submit(req, start + t)
+                t = schedule_next()
+            if t == math.inf:
+                break
+            await asyncio.sleep(t - now)

@@ -1,0 +1,53 @@
+"""The engine interface: how the agent's arrival loop hands requests to an HTTP client.
+
+The arrival loop calls :meth:`Engine.submit` at (or just after) each arrival's intended send time. The engine
+never blocks and never raises there: it sends on an idle keep-alive connection, or queues the request until a
+connection frees up or a new one is open, and reports every outcome exactly once to its :class:`Sink`.
+
+Times are seconds on the engine's clock (``time.monotonic`` unless a clock is injected); the agent's recorder
+turns them into latencies: response time from ``intended``, service time from ``sent``.
+
+Error categories reported to :meth:`Sink.error`:
+
+- ``timeout``  no complete response within the request timeout (counted from submit)
+- ``connect``  the connection could not be opened (refused, unreachable, TLS handshake failed)
+- ``reset``    the connection broke while the request was outstanding
+- ``protocol`` the response could not be parsed
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+ERROR_CATEGORIES = ("timeout", "connect", "reset", "protocol")
+
+
+class Sink(Protocol):
+    """Receives every outcome; called on the event loop thread, must be cheap."""
+
+    def response(self, req: int, intended: float, sent: float, done: float, status: int) -> None:
+        """A complete response arrived (any status; the sink decides what counts as a failure)."""
+
+    def error(self, req: int, intended: float, sent: float, done: float, category: str) -> None:
+        """The request failed without a response. ``sent`` is 0.0 if it was never written."""
+
+
+class Engine(Protocol):
+    """An HTTP client driven by the arrival loop. Created without side effects; I/O starts in ``start``."""
+
+    async def start(self) -> None:
+        """Prepare (resolve the target, open a first connection). Raises ``ConnectionError`` if the target
+        cannot be reached at all."""
+
+    def submit(self, req: int, intended: float) -> None:
+        """Start request number ``req`` (an index into the profile's requests). Never blocks, never raises."""
+
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted whose outcome has not yet been reported (queued or on the wire)."""
+
+    async def drain(self, deadline: float) -> None:
+        """Wait until nothing is in flight or the clock reaches ``deadline``."""
+
+    async def aclose(self) -> None:
+        """Close every connection. Requests still in flight are not reported (they stay ``in_flight``)."""

@@ -1,0 +1,187 @@
+"""Merging what agents send into the run's numbers, exactly.
+
+Each agent's 1-second :class:`~loadgen.wire.Interval` carries counters and encoded HDR histograms per request
+name. The aggregate adds the counters and the histograms (HDR addition is exact) into run totals per name, and
+into a per-second slot that is *closed* once every agent has reported past it (or it is too old to wait for);
+a closed second becomes one entry of ``intervals`` and one histogram for the interval log. Data that arrives
+for an already-closed second still counts in every total; only that second's summary misses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from loadgen import histogram
+from loadgen.curve import RateCurve
+from loadgen.errors import WireError
+from loadgen.wire import Interval
+
+
+@dataclass
+class Counts:
+    scheduled: int = 0
+    ok: int = 0
+    failed: int = 0
+    dropped: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add_errors(self, errors: dict[str, int]) -> None:
+        for k, v in errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+
+
+@dataclass
+class NameTotals:
+    counts: Counts = field(default_factory=Counts)
+    latency: HdrHistogram = field(default_factory=histogram.new_histogram)
+    service: HdrHistogram = field(default_factory=histogram.new_histogram)
+
+
+@dataclass
+class Slot:
+    """One second of the run, across agents, until it is closed."""
+
+    index: int
+    counts: Counts = field(default_factory=Counts)
+    latency: HdrHistogram = field(default_factory=histogram.new_histogram)
+
+
+@dataclass
+class ClosedInterval:
+    index: int
+    summary: dict[str, Any]
+    latency: HdrHistogram
+
+
+@dataclass
+class AgentTotals:
+    counts: Counts = field(default_factory=Counts)
+    last_index: int = -1
+    in_flight: int = 0
+
+
+def _check_name_entry(name: object, entry: object, peer: str) -> tuple[str, int, int, int, dict[str, int], bytes, bytes]:
+    if not isinstance(name, str) or not isinstance(entry, list) or len(entry) != 6:
+        raise WireError("interval: bad entry in names", peer)
+    scheduled, ok, failed, errors, lat, svc = entry
+    for v in (scheduled, ok, failed):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise WireError(f"interval: bad counter for {name!r}", peer)
+    if not isinstance(errors, dict) or not all(
+        isinstance(k, str) and isinstance(c, int) and not isinstance(c, bool) and c >= 0 for k, c in errors.items()
+    ):
+        raise WireError(f"interval: bad errors for {name!r}", peer)
+    if not isinstance(lat, bytes) or not isinstance(svc, bytes):
+        raise WireError(f"interval: bad histogram for {name!r}", peer)
+    return name, scheduled, ok, failed, errors, lat, svc
+
+
+def _decode(data: bytes, peer: str) -> HdrHistogram | None:
+    try:
+        return histogram.decode(data)
+    except Exception as exc:  # hdrh raises assorted errors on corrupt payloads
+        raise WireError(f"interval: undecodable histogram ({type(exc).__name__})", peer) from exc
+
+
+class RunAggregate:
+    def __init__(self, names: Iterable[str], curve: RateCurve) -> None:
+        self.curve = curve
+        self.names: dict[str, NameTotals] = {n: NameTotals() for n in names}
+        self.totals = Counts()
+        self.lag = histogram.new_histogram()
+        self.service = histogram.new_histogram()
+        self.latency = histogram.new_histogram()
+        self.agents: dict[str, AgentTotals] = {}
+        self._slots: dict[int, Slot] = {}
+        self.closed_through = -1  # every slot <= this index is closed
+        self.late_intervals = 0
+
+    def agent(self, agent_id: str) -> AgentTotals:
+        return self.agents.setdefault(agent_id, AgentTotals())
+
+    def add(self, agent_id: str, iv: Interval) -> None:
+        """Merge one interval. Validates the content first: a bad message changes nothing."""
+        if iv.index < 0 or min(iv.scheduled, iv.dropped, iv.in_flight) < 0:
+            raise WireError("interval: negative index or counter", agent_id)
+        entries = [_check_name_entry(n, e, agent_id) for n, e in iv.names.items()]
+        unknown = [e[0] for e in entries if e[0] not in self.names]
+        if unknown:
+            raise WireError(f"interval: unknown request names {unknown}", agent_id)
+        decoded = [(e, _decode(e[5], agent_id), _decode(e[6], agent_id)) for e in entries]
+        lag = _decode(iv.lag, agent_id)
+
+        slot = self._slots.get(iv.index)
+        if slot is None and iv.index > self.closed_through:
+            slot = self._slots[iv.index] = Slot(iv.index)
+        if slot is None:
+            self.late_intervals += 1
+        at = self.agent(agent_id)
+        at.last_index = max(at.last_index, iv.index)
+        at.in_flight = iv.in_flight
+        for counts in (self.totals, at.counts, *(() if slot is None else (slot.counts,))):
+            counts.scheduled += iv.scheduled
+            counts.dropped += iv.dropped
+        for (name, scheduled, ok, failed, errors, _, _), lat, svc in decoded:
+            nt = self.names[name]
+            for counts in (self.totals, at.counts, nt.counts, *(() if slot is None else (slot.counts,))):
+                counts.ok += ok
+                counts.failed += failed
+                counts.add_errors(errors)
+            nt.counts.scheduled += scheduled
+            if lat is not None:
+                nt.latency.add(lat)
+                self.latency.add(lat)
+                if slot is not None:
+                    slot.latency.add(lat)
+            if svc is not None:
+                nt.service.add(svc)
+                self.service.add(svc)
+        if lag is not None:
+            self.lag.add(lag)
+
+    def close(self, active: Iterable[str], now_index: int, grace: int = 3) -> list[ClosedInterval]:
+        """Close every slot that all ``active`` agents have reported past, or that is more than ``grace``
+        seconds older than ``now_index``. Returns the closed seconds in order."""
+        reported = [self.agent(a).last_index for a in active]
+        through = min(reported) if reported else now_index
+        through = max(through, now_index - grace)
+        out = []
+        for index in range(self.closed_through + 1, through + 1):
+            slot = self._slots.pop(index, None) or Slot(index)
+            out.append(self._summarize(slot))
+        self.closed_through = max(self.closed_through, through)
+        return out
+
+    def close_all(self) -> list[ClosedInterval]:
+        last = max([self.closed_through, *self._slots])
+        return self.close((), last, grace=0)
+
+    def _summarize(self, slot: Slot) -> ClosedInterval:
+        h = slot.latency
+        has = h.get_total_count() > 0
+        c = slot.counts
+        summary = {
+            "t": slot.index,
+            "target_rate": round(self.curve.between(slot.index, slot.index + 1), 3),
+            "scheduled": c.scheduled,
+            "ok": c.ok,
+            "failed": c.failed,
+            "dropped": c.dropped,
+            "errors": dict(c.errors),
+            "p50": h.get_value_at_percentile(50) / 1000.0 if has else None,
+            "p99": h.get_value_at_percentile(99) / 1000.0 if has else None,
+            "max": h.get_max_value() / 1000.0 if has else None,
+        }
+        return ClosedInterval(slot.index, summary, h)
+
+
+def recent_p99(closed: list[ClosedInterval], make: Callable[[], HdrHistogram] = histogram.new_histogram) -> float | None:
+    """p99 in ms over a few closed seconds (for the progress line)."""
+    h = make()
+    for c in closed:
+        h.add(c.latency)
+    return h.get_value_at_percentile(99) / 1000.0 if h.get_total_count() else None

@@ -1,0 +1,146 @@
+"""Turning the merged aggregate into the ``results.json`` document (see docs/results-schema.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from coordinator.aggregate import RunAggregate
+from loadgen import histogram
+from loadgen.profile import Profile
+
+SCHEMA_VERSION = 1
+SATURATION_LAG_P99_MS = 5.0
+
+
+@dataclass
+class AgentInfo:
+    id: str
+    host: str
+    pid: int
+    share: float = 0.0
+    clock_offset_ms: float = 0.0
+    clock_error_ms: float = 0.0
+    finished: bool = False
+    lost: bool = False
+
+
+def iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_results(
+    profile: Profile,
+    agg: RunAggregate,
+    intervals: list[dict[str, Any]],
+    agents: list[AgentInfo],
+    events: list[dict[str, Any]],
+    *,
+    started_at: float,
+    elapsed_s: float,
+    agents_expected: int,
+    final: bool,
+) -> dict[str, Any]:
+    t = agg.totals
+    completed = t.ok + t.failed
+    in_flight_at_end = t.scheduled - completed - t.dropped
+    duration = profile.load.duration
+    lag = histogram.summary_ms(agg.lag)
+    warnings: list[str] = []
+    saturated = False
+    if t.dropped:
+        saturated = True
+        warnings.append(
+            f"GENERATOR SATURATED: {t.dropped} arrivals dropped at max_in_flight={profile.load.max_in_flight}"
+        )
+    lag_p99 = lag.get("p99")
+    if lag_p99 is not None and lag_p99 > SATURATION_LAG_P99_MS:
+        saturated = True
+        warnings.append(
+            f"GENERATOR SATURATED: send lag p99 {lag_p99:.1f} ms exceeds {SATURATION_LAG_P99_MS:g} ms "
+            "(the generator sent late; add agents or cores)"
+        )
+    if agg.late_intervals:
+        warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
+    lost = [a.id for a in agents if a.lost]
+    if lost:
+        warnings.append(f"agents lost during the run: {', '.join(lost)}")
+    requests: dict[str, Any] = {}
+    for spec in profile.requests:
+        nt = agg.names[spec.name]
+        c = nt.counts
+        requests[spec.name] = {
+            "method": spec.method,
+            "path": spec.path,
+            "scheduled": c.scheduled,
+            "count": c.ok + c.failed,
+            "ok": c.ok,
+            "failed": c.failed,
+            "errors": dict(sorted(c.errors.items())),
+            "latency_ms": histogram.summary_ms(nt.latency),
+            "service_ms": histogram.summary_ms(nt.service),
+        }
+    return {
+        "schema": SCHEMA_VERSION,
+        "final": final,
+        "name": profile.name,
+        "profile": profile.source,
+        "target": profile.target,
+        "started_at": iso_utc(started_at),
+        "duration_s": duration,
+        "elapsed_s": round(elapsed_s, 3),
+        "agents_expected": agents_expected,
+        "totals": {
+            "scheduled": t.scheduled,
+            "ok": t.ok,
+            "failed": t.failed,
+            "dropped": t.dropped,
+            "in_flight_at_end": in_flight_at_end,
+        },
+        "errors": dict(sorted(t.errors.items())),
+        "rps": round(completed / duration, 3) if duration > 0 else 0.0,
+        "error_rate": (t.failed / completed) if completed else 0.0,
+        "latency_ms": histogram.summary_ms(agg.latency),
+        "service_ms": histogram.summary_ms(agg.service),
+        "send_lag_ms": lag,
+        "requests": requests,
+        "intervals": intervals,
+        "agents": [
+            {
+                "id": a.id,
+                "host": a.host,
+                "pid": a.pid,
+                "share": round(a.share, 6),
+                "clock_offset_ms": round(a.clock_offset_ms, 3),
+                "clock_error_ms": round(a.clock_error_ms, 3),
+                "scheduled": agg.agent(a.id).counts.scheduled,
+                "ok": agg.agent(a.id).counts.ok,
+                "failed": agg.agent(a.id).counts.failed,
+                "dropped": agg.agent(a.id).counts.dropped,
+                "lost": a.lost,
+            }
+            for a in agents
+        ],
+        "events": events,
+        "generator_saturated": saturated,
+        "warnings": warnings,
+    }
+
+
+def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,3 @@
+"""loadgen: a distributed open-model HTTP load generator with exact merged HDR percentiles."""
+
+__version__ = "0.1.0"

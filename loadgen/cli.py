@@ -1,0 +1,247 @@
+"""The ``loadgen`` command. The only place that turns errors into messages and exit statuses.
+
+Exit statuses: 0 success, 1 thresholds failed, 2 usage or profile error, 3 the run could not complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from loadgen import __version__
+from loadgen.errors import LoadgenError, ProfileError, RunError
+
+EXIT_OK = 0
+EXIT_THRESHOLDS = 1
+EXIT_USAGE = 2
+EXIT_RUN = 3
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    click.echo(f"loadgen: {message}", err=True)
+    sys.exit(code)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="loadgen %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _load(path: str, target: str | None) -> Any:
+    from loadgen.profile_file import load_profile
+
+    try:
+        return load_profile(path, target=target)
+    except ProfileError as exc:
+        _fail(EXIT_USAGE, str(exc))
+
+
+def _progress(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loadgen")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Distributed open-model HTTP load generator with exact merged HDR percentiles."""
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--target", help="Override the profile's target base URL.")
+def plan(profile: str, target: str | None) -> None:
+    """Validate PROFILE and show its rate curve, stages and expected request count. Sends nothing."""
+    from loadgen.plan import render_plan
+
+    click.echo(render_plan(_load(profile, target)))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int, help="0 picks a free port.")
+def target(host: str, port: int) -> None:
+    """Serve the built-in test target (/, /delay?ms=N, /status/CODE, /flaky?p=P, /bytes?n=N)."""
+    from loadgen.target import run_target
+
+    run_target(host, port)
+
+
+@cli.command()
+@click.option("--connect", required=True, help="Coordinator endpoint, e.g. tcp://10.0.0.5:5555.")
+@click.option("--id", "agent_id", help="Agent id (default: host-pid-random).")
+@click.option(
+    "--wait",
+    default=0.0,
+    type=float,
+    help="Give up if no coordinator answers within this many seconds (0: wait).",
+)
+def agent(connect: str, agent_id: str | None, wait: float) -> None:
+    """Join a coordinator and run its share of the load."""
+    import uvloop
+
+    from agents.agent import Agent
+
+    ag = Agent(connect, agent_id=agent_id, wait_timeout=wait if wait > 0 else float("inf"))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(ag.run())
+    except RunError as exc:
+        _fail(EXIT_RUN, f"agent {ag.agent_id}: {exc}")
+    except KeyboardInterrupt:
+        _fail(EXIT_RUN, f"agent {ag.agent_id}: interrupted")
+
+
+def _run_coordinator(
+    profile: Any,
+    bind: str,
+    expect: int,
+    out: str | None,
+    join_timeout: float,
+    seed: int | None,
+    spawn_agents: int = 0,
+) -> int:
+    from coordinator.coordinator import Coordinator, CoordinatorConfig
+
+    config = CoordinatorConfig(
+        bind=bind,
+        expect_agents=expect,
+        out_dir=Path(out) if out else None,
+        join_timeout=join_timeout,
+        seed=seed,
+        progress_every=1.0 if sys.stderr.isatty() else 5.0,
+    )
+    coord = Coordinator(profile, config, progress=_progress)
+    try:
+        endpoint = coord.bind()
+    except Exception as exc:
+        _fail(EXIT_USAGE, f"cannot bind {bind}: {exc}")
+    try:
+        with _agents(endpoint, spawn_agents):
+            results = coord.run()
+    except RunError as exc:
+        _fail(EXIT_RUN, str(exc))
+    finally:
+        coord.close()
+    return _report(results, out)
+
+
+@contextmanager
+def _agents(endpoint: str, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start ``n`` local agent processes connected to ``endpoint``; stop them on the way out."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "loadgen", "agent", "--connect", endpoint, "--wait", "60"],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        for _ in range(n)
+    ]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _report(results: dict[str, Any], out: str | None) -> int:
+    from loadgen.summary import render_terminal_summary
+
+    click.echo(render_terminal_summary(results))
+    if out:
+        click.echo(f"results written to {Path(out) / 'results.json'}", err=True)
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--agents", "n_agents", default=2, show_default=True, type=click.IntRange(1, 256))
+@click.option("--out", type=click.Path(file_okay=False), help="Write results.json (and reports) here.")
+@click.option("--target", help="Override the profile's target base URL.")
+@click.option("--seed", type=int, help="Seed the arrival schedules (reproducible Poisson arrivals).")
+def run(profile: str, n_agents: int, out: str | None, target: str | None, seed: int | None) -> None:
+    """Run PROFILE on this machine: a coordinator and N agent processes over loopback."""
+    prof = _load(profile, target)
+    sys.exit(_run_coordinator(prof, "tcp://127.0.0.1:0", n_agents, out, 30.0, seed, spawn_agents=n_agents))
+
+
+@cli.command("coordinator")
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Where agents connect.")
+@click.option("--expect-agents", default=1, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--out", type=click.Path(file_okay=False), help="Write results.json (and reports) here.")
+@click.option("--target", help="Override the profile's target base URL.")
+@click.option("--join-timeout", default=300.0, show_default=True, help="Seconds to wait for the agents.")
+@click.option("--seed", type=int)
+def coordinator_cmd(
+    profile: str,
+    bind: str,
+    expect_agents: int,
+    out: str | None,
+    target: str | None,
+    join_timeout: float,
+    seed: int | None,
+) -> None:
+    """Coordinate agents (started with `loadgen agent --connect`) through PROFILE and merge their results."""
+    prof = _load(profile, target)
+    sys.exit(_run_coordinator(prof, bind, expect_agents, out, join_timeout, seed))
+
+
+@contextmanager
+def _target_process() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "target", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if "listening on " not in line:
+            raise RunError(f"the built-in target did not start: {line!r}")
+        yield line.split("listening on ", 1)[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@cli.command()
+@click.option("--out", default="demo-results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--agents", "n_agents", default=2, show_default=True, type=click.IntRange(1, 64))
+def demo(out: str, n_agents: int) -> None:
+    """A ~30 s showcase: the built-in target, N agents, ramp, hold and spike from profiles/demo.toml."""
+    path = PROFILES_DIR / "demo.toml"
+    if not path.exists():
+        _fail(EXIT_USAGE, f"{path}: the demo profile is missing (run from a checkout of loadgen)")
+    try:
+        with _target_process() as url:
+            prof = _load(str(path), url)
+            click.echo(f"demo: built-in target at {url}, {n_agents} agents, profile {path.name}", err=True)
+            code = _run_coordinator(
+                prof, "tcp://127.0.0.1:0", n_agents, out, 30.0, None, spawn_agents=n_agents
+            )
+    except RunError as exc:
+        _fail(EXIT_RUN, str(exc))
+    sys.exit(code)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="loadgen")
+    except LoadgenError as exc:  # a last resort: commands map their own errors
+        _fail(EXIT_RUN, str(exc))

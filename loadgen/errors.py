@@ -1,0 +1,45 @@
+"""Every error loadgen raises on purpose.
+
+    LoadgenError
+    ├── ProfileError   a profile file is missing, unreadable or invalid (the user's input)
+    ├── WireError      a message from a peer is malformed, oversized or of another version (the peer's fault)
+    └── RunError       the run could not complete (no agent arrived, the coordinator vanished, ...)
+
+Library code raises these; only the CLI turns them into messages and exit statuses.
+"""
+
+from __future__ import annotations
+
+
+class LoadgenError(Exception):
+    """Root of every error loadgen raises on purpose."""
+
+
+class ProfileError(LoadgenError):
+    """A profile is refused. Carries the file, the field and what is wrong with it."""
+
+    def __init__(self, file: str, field: str, reason: str, line: int | None = None) -> None:
+        self.file = file
+        self.field = field
+        self.reason = reason
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.field:
+            return f"{where}: {self.field}: {self.reason}"
+        return f"{where}: {self.reason}"
+
+
+class WireError(LoadgenError):
+    """A message from a peer cannot be accepted. Carries the peer's identity when known."""
+
+    def __init__(self, reason: str, peer: str | None = None) -> None:
+        self.reason = reason
+        self.peer = peer
+        super().__init__(reason if peer is None else f"{peer}: {reason}")
+
+
+class RunError(LoadgenError):
+    """The run could not complete."""

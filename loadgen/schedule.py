@@ -1,0 +1,84 @@
+"""Arrival schedules: the intended send time of every request, from the rate curve.
+
+Both kinds work on the curve's integral Λ(t), the expected number of fleet-wide arrivals by time t:
+
+- ``constant``: the fleet's k-th arrival is where Λ reaches k, so arrivals are evenly spaced at any rate.
+  An agent with share ``s`` and phase ``φ`` (0 < φ <= 1) takes the fleet counts ``(j + φ) / s``; with equal
+  shares and phases ``1/n, 2/n, ... 1`` the agents interleave into exactly the fleet's schedule.
+- ``poisson``: arrivals where Λ reaches a running sum of exponential gaps with mean ``1 / s``. That is a
+  non-homogeneous Poisson process with rate ``s · rate(t)``; independent agents sum to the fleet's process.
+
+An :class:`ArrivalSchedule` yields intended times in seconds from the run's start, in order, and ``math.inf``
+when the curve is exhausted. It walks the curve's segments forward, so each arrival costs O(1).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+from loadgen.curve import RateCurve, Segment
+
+
+class ArrivalSchedule:
+    def __init__(
+        self,
+        curve: RateCurve,
+        kind: str,
+        share: float = 1.0,
+        phase: float = 1.0,
+        rng: random.Random | None = None,
+        start: float = 0.0,
+    ) -> None:
+        if kind not in ("poisson", "constant"):
+            raise ValueError(f"unknown arrival kind {kind!r}")
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        self._segments: tuple[Segment, ...] = curve.segments
+        self._total = curve.total
+        self._poisson = kind == "poisson"
+        self._step = 1.0 / share
+        self._rng = rng if rng is not None else random.Random()
+        self._i = 0
+        base = curve.integral(start)
+        if self._poisson:
+            self._count = base + self._rng.expovariate(1.0) * self._step
+        else:
+            # The first fleet count (j + phase) / share at or after `base`.
+            j = math.ceil(base * share - phase)
+            self._count = (max(j, 0) + phase) * self._step
+            if self._count < base:
+                self._count += self._step
+
+    def __iter__(self) -> Iterator[float]:
+        return self
+
+    def __next__(self) -> float:
+        t = self.next()
+        if t == math.inf:
+            raise StopIteration
+        return t
+
+    def next(self) -> float:
+        """The next intended time, or ``math.inf`` when no arrival is left."""
+        c = self._count
+        if c > self._total:
+            return math.inf
+        segs = self._segments
+        i = self._i
+        seg = segs[i]
+        while c > seg.c1 or seg.c1 <= seg.c0:
+            i += 1
+            seg = segs[i]
+        self._i = i
+        if self._poisson:
+            self._count = c + self._rng.expovariate(1.0) * self._step
+        else:
+            self._count = c + self._step
+        return seg.inverse(c)
+
+
+def phases(n: int) -> list[float]:
+    """Phases that interleave ``n`` equal-share constant schedules into the fleet's schedule."""
+    return [(i + 1) / n for i in range(n)]

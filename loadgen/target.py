@@ -1,0 +1,406 @@
+"""The built-in test target: a small, fast HTTP/1.1 server to aim loadgen at.
+
+It runs on uvloop with one ``asyncio.Protocol`` per connection and httptools' C parser, no framework, so that
+one core answers tens of thousands of requests per second and the target is not what a benchmark measures.
+
+Endpoints (any method; HEAD gets the headers without the body):
+
+    /                  200 ``ok``
+    /delay?ms=N        200 after N ms (0..600000), scheduled with ``loop.call_later``; never blocks the loop
+    /status/CODE       that status (200..599) with a short body; anything else is 400
+    /flaky?p=P         500 with probability P (0..1), else 200
+    /bytes?n=N         200 with a body of N bytes (0..10 MiB; larger is 400)
+    anything else      404
+
+Admin endpoints, which are not counted in the stats:
+
+    /__stats           JSON ``{"requests": n, "by_path": {"/delay": n, ...}, "connections": open,
+                       "connections_total": n}``; ``by_path`` keys are paths without the query string
+    /__reset           zero the counters (``connections``, the number open now, is a gauge and stays)
+    /__freeze?ms=N     stall the whole event loop with ``time.sleep`` for N ms (0..60000), then 200; a total
+                       server stall on purpose, for coordinated-omission tests
+
+Connections are kept alive (HTTP/1.1 default) unless the request says ``Connection: close`` or is HTTP/1.0
+without keep-alive. Request bodies, sized or chunked, are read and discarded. Pipelined requests are
+answered in order, even when an earlier one is delayed. Every response carries Content-Length (except 204,
+which must not). A request is counted as soon as its headers are complete, before any delay, so a test can
+compare what the server saw with what a client sent. Expect: 100-continue is not answered; clients send the
+body after their own short wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+import uvloop
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_DELAY_MS = 600_000
+MAX_FREEZE_MS = 60_000
+
+Body = bytes | memoryview
+Reply = tuple[int, Body, float]
+"""What a route returns: status, body, and how many seconds to wait before sending it."""
+
+_OK: Reply = (200, b"ok", 0.0)
+_NOT_FOUND: Reply = (404, b"not found", 0.0)
+_FAILED: Reply = (500, b"failed", 0.0)
+_LARGE_BODY = 64 * 1024  # bodies at least this big are written separately instead of copied behind the head
+
+
+@dataclass
+class TargetStats:
+    """A snapshot of what the target has seen since it started or was last reset."""
+
+    requests: int
+    by_path: dict[str, int]
+    connections: int
+    connections_total: int
+
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    by_path: dict[bytes, int] = field(default_factory=dict)
+    connections: int = 0
+    connections_total: int = 0
+
+    def snapshot(self) -> TargetStats:
+        by_path = {path.decode("latin-1"): n for path, n in self.by_path.items()}
+        return TargetStats(self.requests, by_path, self.connections, self.connections_total)
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.by_path.clear()
+        self.connections_total = 0
+
+
+# --- routes: pure functions of the query string (and the counters, for admin)
+
+
+def _param(query: bytes, name: bytes) -> bytes | None:
+    for pair in query.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == name:
+            return value
+    return None
+
+
+def _int_param(query: bytes, name: bytes, high: int) -> int | None:
+    """The parameter as an int in 0..high, or None if it is missing, malformed or out of range."""
+    raw = _param(query, name)
+    if raw is None or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if value <= high else None
+
+
+def _bad(reason: str) -> Reply:
+    return (400, reason.encode(), 0.0)
+
+
+def _root(query: bytes, counters: _Counters) -> Reply:
+    return _OK
+
+
+def _delay(query: bytes, counters: _Counters) -> Reply:
+    ms = _int_param(query, b"ms", MAX_DELAY_MS)
+    if ms is None:
+        return _bad(f"ms must be an integer 0..{MAX_DELAY_MS}")
+    return (200, b"ok", ms / 1000)
+
+
+def _flaky(query: bytes, counters: _Counters) -> Reply:
+    raw = _param(query, b"p")
+    try:
+        p = float(raw) if raw is not None else -1.0
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p <= 1.0:
+        return _bad("p must be a number 0..1")
+    return _FAILED if random.random() < p else _OK
+
+
+def _bytes(query: bytes, counters: _Counters) -> Reply:
+    n = _int_param(query, b"n", MAX_BYTES)
+    if n is None:
+        return _bad(f"n must be an integer 0..{MAX_BYTES}")
+    return (200, _payload()[:n], 0.0)
+
+
+@lru_cache(maxsize=1)
+def _payload() -> memoryview:
+    """One shared MAX_BYTES buffer; every /bytes body is a zero-copy slice of it."""
+    return memoryview(b"x" * MAX_BYTES)
+
+
+def _status(code: bytes) -> Reply:
+    if len(code) != 3 or not code.isdigit() or not 200 <= int(code) <= 599:
+        return _bad("status must be 200..599")
+    return (int(code), code, 0.0)
+
+
+def _stats(query: bytes, counters: _Counters) -> Reply:
+    stats = counters.snapshot()
+    document = {
+        "requests": stats.requests,
+        "by_path": stats.by_path,
+        "connections": stats.connections,
+        "connections_total": stats.connections_total,
+    }
+    return (200, json.dumps(document).encode(), 0.0)
+
+
+def _reset(query: bytes, counters: _Counters) -> Reply:
+    counters.reset()
+    return _OK
+
+
+def _freeze(query: bytes, counters: _Counters) -> Reply:
+    ms = _int_param(query, b"ms", MAX_FREEZE_MS)
+    if ms is None:
+        return _bad(f"ms must be an integer 0..{MAX_FREEZE_MS}")
+    time.sleep(ms / 1000)  # deliberately blocks the whole event loop
+    return _OK
+
+
+_ROUTES: dict[bytes, Callable[[bytes, _Counters], Reply]] = {
+    b"/": _root,
+    b"/delay": _delay,
+    b"/flaky": _flaky,
+    b"/bytes": _bytes,
+    b"/__stats": _stats,
+    b"/__reset": _reset,
+    b"/__freeze": _freeze,
+}
+_ADMIN_PREFIX = b"/__"
+
+
+@lru_cache(maxsize=1024)
+def _head(status: int, length: int, close: bool) -> bytes:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {status} {reason}", "Content-Type: text/plain"]
+    if status != 204:
+        lines.append(f"Content-Length: {length}")
+    lines.append("Connection: close" if close else "Connection: keep-alive")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _render(status: int, body: Body, close: bool, head_only: bool) -> tuple[Body, ...]:
+    if status in (204, 304) or head_only:
+        return (_head(status, 0 if status in (204, 304) else len(body), close),)
+    if len(body) >= _LARGE_BODY:
+        return (_head(status, len(body), close), body)
+    return (_head(status, len(body), close) + body,)
+
+
+# --- the protocol
+
+
+class _Slot:
+    """One response's place in a connection's order; ``data`` is None until it is ready to go."""
+
+    __slots__ = ("close", "data", "timer")
+
+    def __init__(self, data: tuple[Body, ...] | None, close: bool) -> None:
+        self.data = data
+        self.close = close
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: feeds bytes to httptools, answers each complete request in order."""
+
+    def __init__(self, counters: _Counters, connections: set[_Connection]) -> None:
+        self._counters = counters
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._path = b""
+        self._query = b""
+        self._queue: deque[_Slot] = deque()  # responses waiting behind a delayed one
+        self._closing = False  # a request asked to close: answer what came before it, ignore what follows
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self._connections.add(self)
+        self._counters.connections += 1
+        self._counters.connections_total += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._connections.discard(self)
+        self._counters.connections -= 1
+        for slot in self._queue:
+            if slot.timer is not None:
+                slot.timer.cancel()
+        self._queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._closing = True  # the request before the upgrade is answered; no protocol switch here
+        except httptools.HttpParserError:
+            self._closing = True
+            self._send(_render(400, b"bad request", True, False), True)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # httptools callbacks (no on_body: bodies are discarded by the parser)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_headers_complete(self) -> None:
+        path, _, self._query = self._url.partition(b"?")
+        self._url = b""
+        self._path = path
+        if self._closing or path.startswith(_ADMIN_PREFIX):
+            return
+        counters = self._counters
+        counters.requests += 1
+        counters.by_path[path] = counters.by_path.get(path, 0) + 1
+
+    def on_message_complete(self) -> None:
+        if self._closing:
+            return
+        parser = self._parser
+        close = not parser.should_keep_alive()
+        self._closing = close
+        path = self._path
+        route = _ROUTES.get(path)
+        if route is not None:
+            status, body, delay = route(self._query, self._counters)
+        elif path.startswith(b"/status/"):
+            status, body, delay = _status(path[8:])
+        else:
+            status, body, delay = _NOT_FOUND
+        data = _render(status, body, close, parser.get_method() == b"HEAD")
+        if delay > 0:
+            slot = _Slot(None, close)
+            self._queue.append(slot)
+            slot.timer = asyncio.get_running_loop().call_later(delay, self._ready, slot, data)
+        else:
+            self._send(data, close)
+
+    # writing in order
+
+    def _send(self, data: tuple[Body, ...], close: bool) -> None:
+        if self._queue:
+            self._queue.append(_Slot(data, close))
+        else:
+            self._write(data, close)
+
+    def _ready(self, slot: _Slot, data: tuple[Body, ...]) -> None:
+        slot.data = data
+        slot.timer = None
+        queue = self._queue
+        while queue and queue[0].data is not None:
+            head = queue.popleft()
+            assert head.data is not None
+            self._write(head.data, head.close)
+
+    def _write(self, data: tuple[Body, ...], close: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        for chunk in data:
+            transport.write(chunk)
+        if close:
+            transport.close()
+
+
+# --- the server
+
+
+class TargetServer:
+    """The target server on the running event loop. ``start()`` binds; ``close()`` drops every connection."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._port = port
+        self._counters = _Counters()
+        self._connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Bind and listen. Port 0 picks a free port; read it from ``port`` afterwards."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self._counters, self._connections), self._host, self._port, backlog=1024
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def port(self) -> int:
+        """The bound port after ``start()``; before it, the port asked for."""
+        return self._port
+
+    @property
+    def stats(self) -> TargetStats:
+        return self._counters.snapshot()
+
+    async def close(self) -> None:
+        """Stop listening and close every open connection."""
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self._connections):
+            connection.close()
+        await self._server.wait_closed()
+        self._server = None
+
+
+async def _serve(host: str, port: int) -> None:
+    server = TargetServer(host, port)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"loadgen target listening on http://{shown}:{server.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.close()
+
+
+def run_target(host: str, port: int) -> None:
+    """Blocking: install uvloop, start the server, print exactly one line
+    ``loadgen target listening on http://HOST:PORT`` to stdout (flush), serve until SIGINT/SIGTERM, exit
+    cleanly."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(host, port))

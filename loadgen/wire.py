@@ -1,0 +1,182 @@
+"""The wire protocol between coordinator and agents: typed, versioned msgpack messages.
+
+Every message is a msgpack map ``{"v": PROTOCOL_VERSION, "type": NAME, ...fields}``. Nothing executable
+travels: only maps, lists, strings, numbers and byte strings. :func:`decode` checks size, version, type and
+every field's type at the boundary and raises :class:`~loadgen.errors.WireError` on anything else; callers
+drop and log such messages.
+
+Agent → coordinator: Hello, Pong, Interval, Finished, Heartbeat, Refused.
+Coordinator → agent: Welcome, Ping, Start, Stop, Heartbeat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+from loadgen.errors import WireError
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """An agent introduces itself."""
+
+    TYPE: ClassVar[str] = "hello"
+    agent_id: str
+    host: str
+    pid: int
+    software: str
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    TYPE: ClassVar[str] = "welcome"
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    """Clock probe: the agent answers at once with its own clock reading."""
+
+    TYPE: ClassVar[str] = "ping"
+    seq: int
+    t_coord: float
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    TYPE: ClassVar[str] = "pong"
+    seq: int
+    t_coord: float
+    t_agent: float
+
+
+@dataclass(frozen=True)
+class Start(Message):
+    """Run this profile with this share of the fleet's rate, starting at ``start_at`` on the agent's clock."""
+
+    TYPE: ClassVar[str] = "start"
+    run_id: str
+    profile: dict[str, Any]
+    share: float
+    phase: float
+    seed: int
+    start_at: float
+    coordinator_timeout: float
+
+
+@dataclass(frozen=True)
+class Stop(Message):
+    TYPE: ClassVar[str] = "stop"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    TYPE: ClassVar[str] = "heartbeat"
+    t: float
+
+
+@dataclass(frozen=True)
+class Interval(Message):
+    """One second of an agent's measurements.
+
+    ``names`` maps each request name to ``[scheduled, ok, failed, errors, latency, service]`` where ``errors``
+    maps category to count and ``latency``/``service`` are encoded HDR histograms in microseconds (empty bytes
+    when nothing completed). ``lag`` is the encoded histogram of send lag (actual minus intended send, µs).
+    """
+
+    TYPE: ClassVar[str] = "interval"
+    index: int
+    scheduled: int
+    dropped: int
+    in_flight: int
+    names: dict[str, list[Any]]
+    lag: bytes
+
+
+@dataclass(frozen=True)
+class Finished(Message):
+    """The agent's run is over and drained; its totals for cross-checking."""
+
+    TYPE: ClassVar[str] = "finished"
+    scheduled: int
+    ok: int
+    failed: int
+    dropped: int
+    in_flight: int
+    last_index: int
+
+
+@dataclass(frozen=True)
+class Refused(Message):
+    TYPE: ClassVar[str] = "refused"
+    reason: str
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (Hello, Welcome, Ping, Pong, Start, Stop, Heartbeat, Interval, Finished, Refused)
+}
+
+_CHECKS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bytes": (bytes,),
+    "dict[str, Any]": (dict,),
+    "dict[str, list[Any]]": (dict,),
+}
+
+
+def encode(msg: Message) -> bytes:
+    body = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+    body["v"] = PROTOCOL_VERSION
+    body["type"] = msg.TYPE
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return data
+
+
+def decode(data: bytes, peer: str | None = None) -> Message:
+    """Decode and validate one message; raise :class:`WireError` for anything unexpected."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}", peer)
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise WireError(f"not a msgpack message ({type(exc).__name__})", peer) from exc
+    if not isinstance(body, dict):
+        raise WireError("message is not a map", peer)
+    version = body.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise WireError(
+            f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION}); "
+            "run the same loadgen version on coordinator and agents",
+            peer,
+        )
+    kind = body.pop("type", None)
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise WireError(f"unknown message type {kind!r}", peer)
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
+    if set(body) != names:
+        missing = sorted(names - set(body))
+        extra = sorted(set(body) - names)
+        raise WireError(f"{kind}: missing fields {missing}, unexpected fields {extra}", peer)
+    for f in fields:
+        value = body[f.name]
+        allowed = _CHECKS[str(f.type)]
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise WireError(f"{kind}.{f.name}: expected {f.type}, got {type(value).__name__}", peer)
+    return cls(**body)
