@@ -14,7 +14,7 @@ import asyncio
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import accumulate
 
 from agents.engine import Engine
@@ -50,6 +50,7 @@ class ArrivalLoop:
         start: float,
         max_in_flight: int,
         clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._schedule = schedule
         self._engine = engine
@@ -58,6 +59,7 @@ class ArrivalLoop:
         self._start = start
         self._max_in_flight = max_in_flight
         self._clock = clock
+        self._sleep = sleep
         self._stopped = False
 
     def stop(self) -> None:
@@ -72,6 +74,7 @@ class ArrivalLoop:
         dropped = self._recorder.dropped
         pick = self._pick
         clock = self._clock
+        sleep = self._sleep
         start = self._start
         limit = self._max_in_flight
         t = schedule_next()
@@ -87,4 +90,4 @@ class ArrivalLoop:
                 t = schedule_next()
             if t == math.inf:
                 break
-            await asyncio.sleep(t - now)
+            await sleep(t - now)

@@ -37,6 +37,8 @@ class ArrivalSchedule:
             raise ValueError(f"share must be in (0, 1], got {share}")
         self._segments: tuple[Segment, ...] = curve.segments
         self._total = curve.total
+        # Float rounding of shares and phases must not lose the arrival that lands exactly on the end.
+        self._limit = curve.total + 1e-9 * max(1.0, curve.total)
         self._poisson = kind == "poisson"
         self._step = 1.0 / share
         self._rng = rng if rng is not None else random.Random()
@@ -45,11 +47,10 @@ class ArrivalSchedule:
         if self._poisson:
             self._count = base + self._rng.expovariate(1.0) * self._step
         else:
-            # The first fleet count (j + phase) / share at or after `base`.
-            j = math.ceil(base * share - phase)
+            # The first fleet count (j + phase) / share strictly after `base`: an arrival exactly at `base`
+            # belongs to whoever ran the curve before `start`.
+            j = math.floor(base * share - phase) + 1
             self._count = (max(j, 0) + phase) * self._step
-            if self._count < base:
-                self._count += self._step
 
     def __iter__(self) -> Iterator[float]:
         return self
@@ -64,7 +65,9 @@ class ArrivalSchedule:
         """The next intended time, or ``math.inf`` when no arrival is left."""
         c = self._count
         if c > self._total:
-            return math.inf
+            if c > self._limit:
+                return math.inf
+            c = self._total
         segs = self._segments
         i = self._i
         seg = segs[i]
@@ -73,9 +76,9 @@ class ArrivalSchedule:
             seg = segs[i]
         self._i = i
         if self._poisson:
-            self._count = c + self._rng.expovariate(1.0) * self._step
+            self._count = self._count + self._rng.expovariate(1.0) * self._step
         else:
-            self._count = c + self._step
+            self._count = self._count + self._step
         return seg.inverse(c)
 
 

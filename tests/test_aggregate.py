@@ -1,0 +1,111 @@
+"""Merging intervals: exact against one histogram of all samples, and robust to bad content."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.recorder import Recorder
+from coordinator.aggregate import RunAggregate
+from coordinator.clock_sync import ClockSample, estimate
+from loadgen import histogram
+from loadgen.curve import RateCurve
+from loadgen.errors import WireError
+from loadgen.profile import Stage
+from loadgen.wire import Interval
+
+CURVE = RateCurve(10, [Stage(10, 10)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=1, max_value=10_000_000), min_size=0, max_size=200),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_merge_equals_one_histogram_of_all_samples(per_agent: list[list[int]]) -> None:
+    agg = RunAggregate(["a"], CURVE)
+    everything = histogram.new_histogram()
+    for i, samples in enumerate(per_agent):
+        rec = Recorder(["a"])
+        for us in samples:
+            rec.scheduled(0, 0.0)
+            rec.response(0, 0.0, 0.0, us / 1e6, 200)
+            everything.record_value(histogram.clamp_us(us / 1e6))
+        agg.add(f"agent{i}", rec.take_interval(0, 0))
+    assert agg.latency.get_total_count() == everything.get_total_count()
+    assert histogram.summary_ms(agg.latency) == histogram.summary_ms(everything)
+    assert agg.totals.ok == sum(len(s) for s in per_agent)
+
+
+def test_counts_add_up_and_intervals_close_when_all_agents_reported() -> None:
+    agg = RunAggregate(["a", "b"], CURVE)
+    recs = {x: Recorder(["a", "b"]) for x in ("x", "y")}
+    for second in range(3):
+        for agent, rec in recs.items():
+            for _ in range(5):
+                rec.scheduled(0, 0.001)
+                rec.response(0, 0.0, 0.001, 0.002, 200)
+            rec.scheduled(1, 0.0)
+            rec.response(1, 0.0, 0.0, 0.5, 503)
+            rec.dropped(1)
+            agg.add(agent, rec.take_interval(second, 0))
+        if second == 0:
+            assert agg.close(["x", "y"], now_index=0) and agg.closed_through == 0
+    closed = agg.close(["x", "y"], now_index=2)
+    assert [c.index for c in closed] == [1, 2]
+    s = closed[-1].summary
+    assert (s["scheduled"], s["ok"], s["failed"], s["dropped"]) == (14, 10, 2, 2)
+    assert s["errors"] == {"http_503": 2}
+    assert agg.totals.scheduled == 42
+    assert agg.totals.ok + agg.totals.failed + agg.totals.dropped == agg.totals.scheduled
+    assert agg.names["b"].counts.failed == 6
+
+
+def test_slow_agent_does_not_hold_intervals_forever() -> None:
+    agg = RunAggregate(["a"], CURVE)
+    rec = Recorder(["a"])
+    agg.add("fast", rec.take_interval(5, 0))
+    assert agg.close(["fast", "slow"], now_index=5, grace=3)[-1].index == 2
+    # data for a closed second still counts in the totals
+    rec.scheduled(0, 0.0)
+    rec.response(0, 0.0, 0.0, 0.001, 200)
+    agg.add("slow", rec.take_interval(1, 0))
+    assert agg.totals.ok == 1
+    assert agg.late_intervals == 1
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"a": [1, 2]},
+        {"a": [1, 1, 0, {}, b"garbage", b""]},
+        {"a": [-1, 0, 0, {}, b"", b""]},
+        {"zzz": [1, 1, 0, {}, b"", b""]},
+        {"a": [1, 1, 0, {"x": "y"}, b"", b""]},
+    ],
+)
+def test_bad_interval_content_is_refused_and_changes_nothing(names: dict[str, list[object]]) -> None:
+    agg = RunAggregate(["a"], CURVE)
+    with pytest.raises(WireError):
+        agg.add("x", Interval(0, 1, 0, 0, names, b""))  # type: ignore[arg-type]
+    assert agg.totals.scheduled == 0
+
+
+def test_clock_estimate_takes_the_tightest_round_trip() -> None:
+    rnd = random.Random(3)
+    true_offset = 123.456
+    samples = []
+    for _ in range(20):
+        send = rnd.uniform(0, 100)
+        there = rnd.uniform(0.0001, 0.01)
+        back = rnd.uniform(0.0001, 0.01)
+        samples.append(ClockSample(send, send + there + true_offset, send + there + back))
+    est = estimate(samples)
+    assert abs(est.offset - true_offset) <= est.error + 1e-12
+    assert est.error < 0.01

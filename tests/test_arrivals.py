@@ -1,0 +1,125 @@
+"""The arrival loop on a virtual clock with a fake engine: open model, drops, send lag, weights."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+
+from agents.arrivals import ArrivalLoop, RequestPicker
+from agents.recorder import Recorder
+from loadgen import histogram
+from loadgen.curve import RateCurve
+from loadgen.profile import Stage
+from loadgen.schedule import ArrivalSchedule
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.001)  # a timer never fires sooner than about a millisecond
+
+
+class FakeEngine:
+    """Never answers: every submitted request stays in flight (a frozen server)."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[int, float]] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.submitted)
+
+    def submit(self, req: int, intended: float) -> None:
+        self.submitted.append((req, intended))
+
+    async def start(self) -> None:
+        pass
+
+    async def drain(self, deadline: float) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _run(curve: RateCurve, max_in_flight: int = 1_000_000) -> tuple[FakeEngine, Recorder, FakeClock]:
+    clock = FakeClock()
+    engine = FakeEngine()
+    rec = Recorder(["a", "b"])
+    loop = ArrivalLoop(
+        ArrivalSchedule(curve, "constant"),
+        engine,
+        rec,
+        RequestPicker([1, 1], random.Random(1)),
+        start=clock.now,
+        max_in_flight=max_in_flight,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    asyncio.run(loop.run())
+    return engine, rec, clock
+
+
+def test_open_model_keeps_sending_when_nothing_answers() -> None:
+    # 8 h at 2/s in no real time at all: the schedule does not wait for responses.
+    curve = RateCurve(2, [Stage(8 * 3600, 2)])
+    engine, rec, clock = _run(curve)
+    assert len(engine.submitted) == 57_600
+    assert clock.now - 1000.0 == pytest.approx(8 * 3600, abs=0.01)
+    intended = [t for _, t in engine.submitted]
+    assert intended == sorted(intended)
+    assert intended[1] - intended[0] == pytest.approx(0.5)
+
+
+def test_arrivals_beyond_max_in_flight_are_dropped_and_counted() -> None:
+    curve = RateCurve(100, [Stage(2, 100)])
+    engine, rec, _ = _run(curve, max_in_flight=50)
+    iv = rec.take_interval(0, engine.in_flight)
+    assert len(engine.submitted) == 50
+    assert iv.scheduled == 200
+    assert iv.dropped == 150
+
+
+def test_send_lag_is_recorded_from_intended_time() -> None:
+    # 5000/s with a 1 ms timer: arrivals are submitted in batches up to ~1 ms late, never early.
+    curve = RateCurve(5000, [Stage(1, 5000)])
+    engine, rec, _ = _run(curve)
+    iv = rec.take_interval(0, 0)
+    lag = histogram.decode(iv.lag)
+    assert lag is not None
+    assert lag.get_total_count() == 5000
+    assert lag.get_max_value() <= 1100  # µs
+
+
+def test_weights_hold() -> None:
+    pick = RequestPicker([6, 3, 1], random.Random(5))
+    counts = Counter(pick() for _ in range(100_000))
+    for i, w in enumerate([0.6, 0.3, 0.1]):
+        assert counts[i] / 100_000 == pytest.approx(w, abs=0.01)
+
+
+def test_recorder_measures_from_intended_and_from_sent() -> None:
+    rec = Recorder(["a"])
+    rec.scheduled(0, 0.0)
+    rec.response(0, intended=10.0, sent=10.9, done=11.0, status=200)  # 1 s late to send, 100 ms service
+    rec.scheduled(0, 0.0)
+    rec.error(0, 10.0, 0.0, 12.0, "timeout")
+    rec.scheduled(0, 0.0)
+    rec.error(0, 10.0, 0.0, 10.001, "connect")
+    iv = rec.take_interval(0, 0)
+    scheduled, ok, failed, errors, lat, svc = iv.names["a"]
+    assert (scheduled, ok, failed, errors) == (3, 1, 2, {"timeout": 1, "connect": 1})
+    lat_h, svc_h = histogram.decode(lat), histogram.decode(svc)
+    assert lat_h is not None and svc_h is not None
+    assert lat_h.get_total_count() == 2  # the response and the timeout; a refused connect is no latency
+    assert lat_h.get_min_value() == pytest.approx(1_000_000, rel=0.001)
+    assert svc_h.get_max_value() == pytest.approx(100_000, rel=0.001)
+    assert rec.total_failed == 2
