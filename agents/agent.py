@@ -170,7 +170,12 @@ class Agent:
             clock=self._clock,
         )
         self._run = _Run(start, profile, loop)
-        await engine.start()
+        try:
+            await engine.start()
+        except ConnectionError as exc:
+            # Not fatal: every arrival is still scheduled, tried and counted (as connect errors if the
+            # target stays down). A load test must report a dead target, not hide it by not running.
+            log.warning("target not reachable before the start: %s", exc)
         wait = start.start_at - self._clock()
         log.info(
             "share %.3f of %s, starting in %.3f s (profile %s, %.0f s)",

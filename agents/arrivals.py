@@ -77,10 +77,15 @@ class ArrivalLoop:
         sleep = self._sleep
         start = self._start
         limit = self._max_in_flight
+        seal = self._recorder.seal_arrivals
+        boundary = 1.0  # the end of the second whose arrivals are being counted
         t = schedule_next()
         while not self._stopped and t != math.inf:
             now = clock() - start
             while t <= now:
+                if t >= boundary:
+                    seal()
+                    boundary = math.floor(t) + 1.0
                 req = pick()
                 if engine.in_flight >= limit:
                     dropped(req)
@@ -90,4 +95,10 @@ class ArrivalLoop:
                 t = schedule_next()
             if t == math.inf:
                 break
+            if t >= boundary:
+                # Everything due before the next arrival's second is counted: seal it before sleeping, so
+                # the interval report for that second finds it.
+                seal()
+                boundary = math.floor(t) + 1.0
             await sleep(t - now)
+        seal()

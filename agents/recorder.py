@@ -4,6 +4,10 @@ Per request name it keeps the current interval's counters and two HDR histograms
 intended send time, service time from the actual send), plus a send-lag histogram for the whole agent. Every
 second the agent calls :meth:`Recorder.take_interval`, which hands the interval over as a wire message and
 starts a fresh one. Running totals are kept separately so the agent can report them at the end.
+
+Arrival counts (scheduled, dropped) are counted in the second of their *intended* time: the arrival loop
+calls :meth:`Recorder.seal_arrivals` when its schedule crosses a second, and an interval carries the arrival
+counts sealed so far. Completions are counted in the second they complete.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class Recorder:
         self._lag = histogram.new_histogram()
         self._scheduled = 0
         self._dropped = 0
+        self._by_name = [0] * len(self.names)
+        # Arrival counts of whole seconds, sealed by the arrival loop and waiting for the next interval.
+        self._sealed_scheduled = 0
+        self._sealed_dropped = 0
+        self._sealed_by_name = [0] * len(self.names)
         # Running totals over the whole run.
         self.total_scheduled = 0
         self.total_ok = 0
@@ -55,14 +64,14 @@ class Recorder:
 
     def scheduled(self, req: int, lag: float) -> None:
         """An arrival was handed to the engine ``lag`` seconds after its intended time."""
-        self._stats[req].scheduled += 1
+        self._by_name[req] += 1
         self._scheduled += 1
         us = int(lag * 1_000_000.0)
         self._lag.record_value(1 if us < 1 else (us if us < HIGHEST_US else HIGHEST_US))
 
     def dropped(self, req: int) -> None:
         """An arrival was not sent because ``max_in_flight`` requests were already outstanding."""
-        self._stats[req].scheduled += 1
+        self._by_name[req] += 1
         self._scheduled += 1
         self._dropped += 1
 
@@ -91,11 +100,24 @@ class Recorder:
         st.failed += 1
         st.errors[category] = st.errors.get(category, 0) + 1
 
+    def seal_arrivals(self) -> None:
+        """Every arrival of the seconds before the schedule's current one has been counted."""
+        self._sealed_scheduled += self._scheduled
+        self._sealed_dropped += self._dropped
+        for i, n in enumerate(self._by_name):
+            self._sealed_by_name[i] += n
+            self._by_name[i] = 0
+        self._scheduled = 0
+        self._dropped = 0
+
     # --- interval hand-over ------------------------------------------------------------------------------
 
     def take_interval(self, index: int, in_flight: int) -> Interval:
+        """Hand over this interval's completions and the arrivals sealed so far; start afresh."""
         names: dict[str, list[object]] = {}
-        for name, st in zip(self.names, self._stats, strict=True):
+        for i, (name, st) in enumerate(zip(self.names, self._stats, strict=True)):
+            st.scheduled = self._sealed_by_name[i]
+            self._sealed_by_name[i] = 0
             if st.scheduled or st.ok or st.failed:
                 names[name] = [
                     st.scheduled,
@@ -110,15 +132,15 @@ class Recorder:
                 st.reset()
         msg = Interval(
             index=index,
-            scheduled=self._scheduled,
-            dropped=self._dropped,
+            scheduled=self._sealed_scheduled,
+            dropped=self._sealed_dropped,
             in_flight=in_flight,
             names=names,  # type: ignore[arg-type]
             lag=histogram.encode(self._lag),
         )
-        self.total_scheduled += self._scheduled
-        self.total_dropped += self._dropped
-        self._scheduled = 0
-        self._dropped = 0
+        self.total_scheduled += self._sealed_scheduled
+        self.total_dropped += self._sealed_dropped
+        self._sealed_scheduled = 0
+        self._sealed_dropped = 0
         self._lag.reset()
         return msg

@@ -2,9 +2,11 @@
 
 Both kinds work on the curve's integral Λ(t), the expected number of fleet-wide arrivals by time t:
 
-- ``constant``: the fleet's k-th arrival is where Λ reaches k, so arrivals are evenly spaced at any rate.
-  An agent with share ``s`` and phase ``φ`` (0 < φ <= 1) takes the fleet counts ``(j + φ) / s``; with equal
-  shares and phases ``1/n, 2/n, ... 1`` the agents interleave into exactly the fleet's schedule.
+- ``constant``: the fleet's k-th arrival is where Λ reaches k - 1/2, so arrivals are evenly spaced at any rate
+  and centred in their slots (none lands exactly on a second's edge at round rates, and a curve with integral
+  N yields round(N) arrivals). An agent with share ``s`` and phase ``φ`` (0 < φ <= 1) takes the fleet counts
+  ``(j + φ) / s``; with equal shares and phases ``1/n, 2/n, ... 1`` the agents interleave into exactly the
+  fleet's schedule.
 - ``poisson``: arrivals where Λ reaches a running sum of exponential gaps with mean ``1 / s``. That is a
   non-homogeneous Poisson process with rate ``s · rate(t)``; independent agents sum to the fleet's process.
 
@@ -37,9 +39,10 @@ class ArrivalSchedule:
             raise ValueError(f"share must be in (0, 1], got {share}")
         self._segments: tuple[Segment, ...] = curve.segments
         self._total = curve.total
-        # Float rounding of shares and phases must not lose the arrival that lands exactly on the end.
-        self._limit = curve.total + 1e-9 * max(1.0, curve.total)
         self._poisson = kind == "poisson"
+        self._shift = 0.0 if self._poisson else 0.5
+        # Float rounding of shares and phases must not lose the arrival that lands exactly on the end.
+        self._limit = curve.total + self._shift + 1e-9 * max(1.0, curve.total)
         self._step = 1.0 / share
         self._rng = rng if rng is not None else random.Random()
         self._i = 0
@@ -49,7 +52,7 @@ class ArrivalSchedule:
         else:
             # The first fleet count (j + phase) / share strictly after `base`: an arrival exactly at `base`
             # belongs to whoever ran the curve before `start`.
-            j = math.floor(base * share - phase) + 1
+            j = math.floor((base + self._shift) * share - phase) + 1
             self._count = (max(j, 0) + phase) * self._step
 
     def __iter__(self) -> Iterator[float]:
@@ -64,9 +67,10 @@ class ArrivalSchedule:
     def next(self) -> float:
         """The next intended time, or ``math.inf`` when no arrival is left."""
         c = self._count
+        if c > self._limit:
+            return math.inf
+        c -= self._shift
         if c > self._total:
-            if c > self._limit:
-                return math.inf
             c = self._total
         segs = self._segments
         i = self._i

@@ -37,6 +37,7 @@ def test_merge_equals_one_histogram_of_all_samples(per_agent: list[list[int]]) -
             rec.scheduled(0, 0.0)
             rec.response(0, 0.0, 0.0, us / 1e6, 200)
             everything.record_value(histogram.clamp_us(us / 1e6))
+        rec.seal_arrivals()
         agg.add(f"agent{i}", rec.take_interval(0, 0))
     assert agg.latency.get_total_count() == everything.get_total_count()
     assert histogram.summary_ms(agg.latency) == histogram.summary_ms(everything)
@@ -54,6 +55,7 @@ def test_counts_add_up_and_intervals_close_when_all_agents_reported() -> None:
             rec.scheduled(1, 0.0)
             rec.response(1, 0.0, 0.0, 0.5, 503)
             rec.dropped(1)
+            rec.seal_arrivals()
             agg.add(agent, rec.take_interval(second, 0))
         if second == 0:
             assert agg.close(["x", "y"], now_index=0) and agg.closed_through == 0
@@ -70,11 +72,13 @@ def test_counts_add_up_and_intervals_close_when_all_agents_reported() -> None:
 def test_slow_agent_does_not_hold_intervals_forever() -> None:
     agg = RunAggregate(["a"], CURVE)
     rec = Recorder(["a"])
+    rec.seal_arrivals()
     agg.add("fast", rec.take_interval(5, 0))
     assert agg.close(["fast", "slow"], now_index=5, grace=3)[-1].index == 2
     # data for a closed second still counts in the totals
     rec.scheduled(0, 0.0)
     rec.response(0, 0.0, 0.0, 0.001, 200)
+    rec.seal_arrivals()
     agg.add("slow", rec.take_interval(1, 0))
     assert agg.totals.ok == 1
     assert agg.late_intervals == 1

@@ -1,0 +1,101 @@
+"""Shared fixtures: the built-in target as a real process, and running the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Target:
+    url: str
+    proc: subprocess.Popen[str]
+
+    def get(self, path: str, timeout: float = 5.0) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:  # loopback only
+            body: bytes = resp.read()
+            return body
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.get("/__stats"))
+        return data
+
+    def reset(self) -> None:
+        self.get("/__reset")
+
+
+def start_target() -> Target:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "target", "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on " in line, line
+    return Target(line.split("listening on ", 1)[1].strip(), proc)
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[Target]:
+    t = start_target()
+    try:
+        yield t
+    finally:
+        t.proc.terminate()
+        t.proc.wait(timeout=10)
+        assert t.proc.stdout is not None
+        t.proc.stdout.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def loadgen(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI and wait for it (bounded)."""
+    return subprocess.run(
+        [sys.executable, "-m", "loadgen", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+
+
+def loadgen_bg(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loadgen", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def write_profile(path: Path, target: str, stages: str, *, arrival: str = "constant", extra: str = "",
+                  requests: str = '[[requests]]\npath = "/"\n') -> Path:
+    path.write_text(
+        f'name = "{path.stem}"\ntarget = "{target}"\n{extra}\n[load]\narrival = "{arrival}"\n'
+        f"timeout = \"5s\"\nstages = {stages}\n\n{requests}"
+    )
+    return path
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return data

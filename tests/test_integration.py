@@ -1,0 +1,134 @@
+"""End to end with real processes: coordinator and agents over ZeroMQ on loopback, the built-in target."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Target, free_port, loadgen, loadgen_bg, read_results, write_profile
+
+pytestmark = pytest.mark.integration
+
+
+def _accounted(res: dict) -> None:
+    t = res["totals"]
+    assert t["scheduled"] == t["ok"] + t["failed"] + t["dropped"] + t["in_flight_at_end"]
+
+
+def test_coordinator_and_two_agents_over_tcp(target: Target, tmp_path: Path) -> None:
+    target.reset()
+    prof = write_profile(tmp_path / "steady.toml", target.url, '[{duration = "0s", rate = 200}, {duration = "4s", rate = 200}]')
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    coord = loadgen_bg("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "2",
+                       "--out", str(tmp_path / "out"), "--join-timeout", "30")
+    agents = [loadgen_bg("agent", "--connect", endpoint, "--wait", "30") for _ in range(2)]
+    try:
+        _, err = coord.communicate(timeout=60)
+        assert coord.returncode == 0, err
+        for a in agents:
+            a.communicate(timeout=30)
+            assert a.returncode == 0
+    finally:
+        for p in (coord, *agents):
+            p.kill()
+            p.communicate()
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    # constant arrivals: exactly the integral of the curve, split over two agents
+    assert res["totals"]["scheduled"] == 800
+    assert res["totals"]["ok"] == 800
+    # what the server saw is what we counted
+    assert target.stats()["by_path"].get("/", 0) == 800
+    assert sorted(a["share"] for a in res["agents"]) == [0.5, 0.5]
+    assert sum(a["ok"] for a in res["agents"]) == 800
+    # the rate per second holds
+    per_second = [iv["scheduled"] for iv in res["intervals"][:4]]
+    assert per_second == [200, 200, 200, 200]
+    assert res["latency_ms"]["p50"] is not None
+    assert res["schema"] == 1
+
+
+def test_spike_is_delivered(target: Target, tmp_path: Path) -> None:
+    stages = '[{duration = "0s", rate = 100}, {duration = "2s", rate = 100}, {duration = "0s", rate = 1000}, {duration = "1s", rate = 1000}, {duration = "0s", rate = 100}, {duration = "2s", rate = 100}]'
+    prof = write_profile(tmp_path / "spike.toml", target.url, stages)
+    r = loadgen("run", str(prof), "--agents", "2", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["scheduled"] == 1400
+    sched = [iv["scheduled"] for iv in res["intervals"][:5]]
+    assert sched == [100, 100, 1000, 100, 100]
+    assert [iv["target_rate"] for iv in res["intervals"][:5]] == [100, 100, 1000, 100, 100]
+    done = [iv["ok"] + iv["failed"] for iv in res["intervals"]]
+    assert max(done) >= 900  # completions follow the spike within its second
+
+
+def test_ramp_follows_the_curve(target: Target, tmp_path: Path) -> None:
+    prof = write_profile(tmp_path / "ramp.toml", target.url, '[{duration = "4s", rate = 400}]')
+    r = loadgen("run", str(prof), "--agents", "2", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["scheduled"] == 800
+    assert [iv["scheduled"] for iv in res["intervals"][:4]] == [50, 150, 250, 350]
+
+
+def test_stalled_server_shows_in_the_tail(target: Target, tmp_path: Path) -> None:
+    """Coordinated omission: freeze the server for 1 s; the open model keeps scheduling, and latency
+    measured from the intended send time shows the stall for every request caught behind it."""
+    prof = write_profile(tmp_path / "co.toml", target.url, '[{duration = "0s", rate = 200}, {duration = "4s", rate = 200}]')
+    proc = loadgen_bg("run", str(prof), "--agents", "2", "--out", str(tmp_path / "out"))
+
+    def freeze() -> None:
+        time.sleep(3.0)  # process start-up plus about 1.5 s into the run
+        target.get("/__freeze?ms=1000", timeout=10)
+
+    th = threading.Thread(target=freeze)
+    th.start()
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        th.join(timeout=15)
+        proc.kill()
+    assert proc.returncode == 0, err
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["scheduled"] == 800
+    assert res["totals"]["ok"] == 800
+    lat = res["latency_ms"]
+    # ~200 arrivals fall inside the 1 s stall: about a quarter of all requests wait 0..1000 ms.
+    assert lat["max"] >= 900
+    assert lat["p90"] >= 200
+    # service time from the actual send hides most of it for requests that queued in the client
+    assert res["service_ms"]["p50"] <= lat["p90"]
+
+
+def test_broken_profile_is_refused_before_any_traffic(target: Target, tmp_path: Path) -> None:
+    target.reset()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'target = "{target.url}"\n[load]\nstages = [{{duration = "1s", rate = -5}}]\n[[requests]]\npath = "/"\n')
+    r = loadgen("run", str(bad), "--agents", "1")
+    assert r.returncode == 2
+    assert "bad.toml" in r.stderr and "rate" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert target.stats()["requests"] == 0
+
+
+def test_no_agent_means_exit_3(tmp_path: Path, target: Target) -> None:
+    prof = write_profile(tmp_path / "p.toml", target.url, '[{duration = "1s", rate = 1}]')
+    r = loadgen("coordinator", str(prof), "--bind", f"tcp://127.0.0.1:{free_port()}", "--join-timeout", "1")
+    assert r.returncode == 3
+    assert "0 of 1 agents joined" in r.stderr
+
+
+def test_dead_target_is_counted_as_connect_errors(tmp_path: Path) -> None:
+    prof = write_profile(tmp_path / "dead.toml", f"http://127.0.0.1:{free_port()}", '[{duration = "0s", rate = 50}, {duration = "2s", rate = 50}]')
+    r = loadgen("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["scheduled"] == 100
+    assert res["errors"].get("connect") == 100, (res["errors"], r.stderr)
