@@ -135,7 +135,7 @@ def _run_coordinator(
         _fail(EXIT_RUN, str(exc))
     finally:
         coord.close()
-    return _report(results, out)
+    return _report(results, profile, out)
 
 
 @contextmanager
@@ -159,13 +159,18 @@ def _agents(endpoint: str, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
                 p.wait()
 
 
-def _report(results: dict[str, Any], out: str | None) -> int:
-    from loadgen.summary import render_terminal_summary
+def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
+    from coordinator.results import write_json_atomic
+    from loadgen.report_md import render_summary_text
+    from loadgen.reports import apply_thresholds, write_reports
 
-    click.echo(render_terminal_summary(results))
+    verdicts = apply_thresholds(results, profile.thresholds)
+    click.echo(render_summary_text(results, verdicts))
     if out:
-        click.echo(f"results written to {Path(out) / 'results.json'}", err=True)
-    return EXIT_OK
+        write_json_atomic(Path(out) / "results.json", results)
+        written = [Path(out) / "results.json", *write_reports(Path(out), results)]
+        click.echo("written: " + ", ".join(str(p) for p in written), err=True)
+    return EXIT_OK if results["passed"] else EXIT_THRESHOLDS
 
 
 @cli.command()
@@ -238,6 +243,48 @@ def demo(out: str, n_agents: int) -> None:
     except RunError as exc:
         _fail(EXIT_RUN, str(exc))
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(exists=True))
+def report(out: str) -> None:
+    """Re-create the reports in OUT (a results folder) from its results.json, and print the summary."""
+    from loadgen.report_md import render_summary_text
+    from loadgen.reports import read_results, verdicts_from, write_reports
+
+    try:
+        results = read_results(Path(out))
+    except LoadgenError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    click.echo(render_summary_text(results, verdicts_from(results)))
+    if Path(out).is_dir():
+        written = write_reports(Path(out), results)
+        click.echo("written: " + ", ".join(str(p) for p in written), err=True)
+    sys.exit(EXIT_OK if results.get("passed", True) else EXIT_THRESHOLDS)
+
+
+@cli.command()
+@click.argument("baseline", type=click.Path(exists=True))
+@click.argument("candidate", type=click.Path(exists=True))
+@click.option("--max-regression", default="10%", show_default=True, help="Allowed worsening, e.g. 10%.")
+def compare(baseline: str, candidate: str, max_regression: str) -> None:
+    """Compare two runs (results folders or results.json files); exit 1 on a regression beyond the limit."""
+    from loadgen.compare import compare as compare_runs
+    from loadgen.compare import render_comparison_md
+    from loadgen.reports import read_results
+
+    text = max_regression.strip()
+    try:
+        limit = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        _fail(EXIT_USAGE, f"--max-regression: {max_regression!r} is not a percentage like 10%")
+    try:
+        base, cand = read_results(Path(baseline)), read_results(Path(candidate))
+    except LoadgenError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    cmp = compare_runs(base, cand, limit)
+    click.echo(render_comparison_md(cmp))
+    sys.exit(EXIT_THRESHOLDS if cmp.regressed else EXIT_OK)
 
 
 def main() -> None:

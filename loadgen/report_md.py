@@ -1,0 +1,356 @@
+"""Human summaries of a finished run: Markdown for CI job summaries and PR comments, aligned text for
+the terminal. Both are pure functions of the ``results.json`` dict (docs/results-schema.md) and the
+threshold verdicts, and show the same content: the sections are built once as plain values
+(:class:`Section`) and then rendered by :func:`render_summary_md` or :func:`render_summary_text`.
+
+Missing keys are tolerated (a checkpoint written during a run may lack some), shown as ``-``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loadgen.table import (
+    NO_DATA,
+    format_count,
+    format_ms,
+    format_pct,
+    format_rps,
+    render_markdown_table,
+    render_table,
+)
+from loadgen.thresholds import Verdict, format_value, parse_threshold
+
+REQUEST_STATS = ("min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max")
+HOURLY_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    align: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading, lines of prose above an optional table, and notes below it."""
+
+    title: str
+    lines: tuple[str, ...] = ()
+    table: Table | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Style:
+    markdown: bool
+
+    def bold(self, text: str) -> str:
+        return f"**{text}**" if self.markdown else text
+
+    def code(self, text: str) -> str:
+        return f"`{text}`" if self.markdown else text
+
+    def mark(self, passed: bool) -> str:
+        if self.markdown:
+            return "✅" if passed else "❌"
+        return "pass" if passed else "FAIL"
+
+    def verdict(self, passed: bool) -> str:
+        word = "PASS" if passed else "FAIL"
+        return f"{self.mark(passed)} {word}" if self.markdown else word
+
+    @property
+    def warn(self) -> str:
+        return "⚠️" if self.markdown else "!!"
+
+
+def render_summary_md(results: Mapping[str, Any], verdicts: Sequence[Verdict] | None) -> str:
+    """The run summary as GitHub-flavoured Markdown."""
+    title, sections = build_sections(results, verdicts, markdown=True)
+    out = [f"# {title}"]
+    for s in sections:
+        if s.title:
+            out.append(f"## {s.title}")
+        if s.lines:
+            out.append("  \n".join(s.lines))
+        if s.table is not None:
+            out.append(render_markdown_table(s.table.headers, s.table.rows, s.table.align))
+        if s.notes:
+            out.append("  \n".join(f"_{n}_" for n in s.notes))
+    return "\n\n".join(out) + "\n"
+
+
+def render_summary_text(results: Mapping[str, Any], verdicts: Sequence[Verdict] | None) -> str:
+    """The run summary as aligned plain text for a terminal."""
+    title, sections = build_sections(results, verdicts, markdown=False)
+    out = [f"{title}\n{'=' * len(title)}"]
+    for s in sections:
+        block = []
+        if s.title:
+            block.append(f"{s.title}\n{'-' * len(s.title)}")
+        block.extend(s.lines)
+        if s.table is not None:
+            block.append(render_table(s.table.headers, s.table.rows, s.table.align))
+        block.extend(s.notes)
+        out.append("\n".join(block))
+    return "\n\n".join(out) + "\n"
+
+
+def build_sections(
+    results: Mapping[str, Any], verdicts: Sequence[Verdict] | None, *, markdown: bool
+) -> tuple[str, list[Section]]:
+    """The summary's title and sections, in order, as values (what both renderers draw)."""
+    st = _Style(markdown)
+    title = f"loadgen: {results.get('name', 'run')}"
+    sections = [_overview(results, verdicts, st)]
+    warnings = _warnings(results, st)
+    if warnings:
+        sections.append(Section("Warnings", lines=tuple(warnings)))
+    if verdicts is not None:
+        sections.append(_thresholds(verdicts, st))
+    sections.append(_requests(results))
+    sections.append(_errors(results))
+    if float(results.get("duration_s") or 0.0) > HOURLY_AFTER_S:
+        sections.append(_per_hour(results))
+    return title, sections
+
+
+# -- sections -------------------------------------------------------------------------------------------
+
+
+def _overview(results: Mapping[str, Any], verdicts: Sequence[Verdict] | None, st: _Style) -> Section:
+    duration = results.get("duration_s")
+    elapsed = results.get("elapsed_s")
+    run_time = NO_DATA if duration is None else _duration(float(duration))
+    if duration is not None and elapsed is not None and float(elapsed) > float(duration):
+        run_time += f" (+{_duration(float(elapsed) - float(duration))} drain)"
+    agents = len(results.get("agents") or [])
+    meta = [
+        f"target {st.code(str(results.get('target', NO_DATA)))}",
+        f"duration {run_time}",
+        f"started {results.get('started_at', NO_DATA)}",
+        f"agents {agents}/{results.get('agents_expected', agents)}",
+    ]
+    if results.get("profile"):
+        meta.insert(1, f"profile {st.code(str(results['profile']))}")
+
+    t = results.get("totals") or {}
+    completed = int(t.get("ok", 0)) + int(t.get("failed", 0))
+    totals = [
+        f"scheduled {format_count(t.get('scheduled'))}",
+        f"ok {format_count(t.get('ok'))}",
+        f"failed {format_count(t.get('failed'))}",
+        f"dropped {format_count(t.get('dropped'))}",
+        f"in flight at end {format_count(t.get('in_flight_at_end'))}",
+        st.bold(f"{format_rps(results.get('rps'))} req/s"),
+        st.bold(f"error rate {format_pct(int(t.get('failed', 0)) / completed if completed else None)}"),
+    ]
+    lines = [" · ".join(meta), " · ".join(totals)]
+    lag = results.get("send_lag_ms") or {}
+    if lag:
+        lines.append(
+            f"send lag (generator lateness behind schedule): p99 {format_ms(lag.get('p99'))} ms, "
+            f"max {format_ms(lag.get('max'))} ms"
+        )
+    if verdicts:
+        lines.append(st.bold(f"Thresholds: {st.verdict(all(v.passed for v in verdicts))}"))
+    return Section("", lines=tuple(lines))
+
+
+def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
+    out = []
+    if results.get("generator_saturated"):
+        out.append(
+            st.bold(
+                f"{st.warn} GENERATOR SATURATED: the load generator fell behind its own schedule. "
+                "The target got less load than the profile asked for, and latencies include the "
+                "generator's lateness (see send lag). Do not trust these numbers as the target's."
+            )
+        )
+    t = results.get("totals") or {}
+    parts = [int(t.get(k, 0)) for k in ("ok", "failed", "dropped", "in_flight_at_end")]
+    if t and int(t.get("scheduled", 0)) != sum(parts):
+        out.append(
+            f"{st.warn} counts do not add up: scheduled {format_count(t.get('scheduled'))} "
+            f"!= ok + failed + dropped + in flight ({format_count(sum(parts))})"
+        )
+    if int(t.get("dropped", 0)):
+        out.append(
+            f"{st.warn} {format_count(t.get('dropped'))} requests were dropped (not sent: too many in "
+            "flight); they count as neither ok nor failed"
+        )
+    if int(t.get("in_flight_at_end", 0)):
+        out.append(
+            f"{st.warn} {format_count(t.get('in_flight_at_end'))} requests were still in flight at the end; "
+            "they count as neither ok nor failed"
+        )
+    agents, expected = len(results.get("agents") or []), results.get("agents_expected")
+    if expected is not None and results.get("agents") is not None and agents < int(expected):
+        out.append(f"{st.warn} only {agents} of {expected} expected agents took part")
+    out.extend(f"{st.warn} {w}" for w in results.get("warnings") or [])
+    return out
+
+
+def _thresholds(verdicts: Sequence[Verdict], st: _Style) -> Section:
+    if not verdicts:
+        return Section("Thresholds", lines=("No thresholds defined.",))
+    failed = sum(not v.passed for v in verdicts)
+    summary = f"{len(verdicts) - failed} of {len(verdicts)} passed"
+    rows = tuple((st.mark(v.passed), v.expr, _observed(v)) for v in verdicts)
+    return Section(
+        "Thresholds",
+        lines=(st.bold(f"Thresholds: {st.verdict(failed == 0)}") + f" ({summary})",),
+        table=Table(("", "Threshold", "Observed"), rows, "cll"),
+    )
+
+
+def _requests(results: Mapping[str, Any]) -> Section:
+    duration = float(results.get("duration_s") or 0.0)
+    headers = ("Name", "Count", "OK", "Failed", "RPS", *(f"{s} ms" for s in REQUEST_STATS))
+    rows = []
+    for name, req in (results.get("requests") or {}).items():
+        rows.append(_request_row(name, req, req, duration))
+    totals = results.get("totals") or {}
+    rows.append(_request_row("All", totals, results, duration))
+    return Section(
+        "Requests",
+        table=Table(headers, tuple(rows), "l" + "r" * (len(headers) - 1)),
+        notes=("Latency in ms, from the intended send time (includes any generator lateness).",),
+    )
+
+
+def _request_row(
+    name: str, counts: Mapping[str, Any], source: Mapping[str, Any], duration: float
+) -> tuple[str, ...]:
+    ok, failed = int(counts.get("ok", 0)), int(counts.get("failed", 0))
+    completed = ok + failed
+    count = counts.get("count", completed)
+    latency = (source.get("latency_ms") or {}) if completed else {}
+    rps = completed / duration if duration > 0 else None
+    return (
+        name,
+        format_count(count),
+        format_count(ok),
+        format_count(failed),
+        format_rps(rps),
+        *(format_ms(latency.get(s)) for s in REQUEST_STATS),
+    )
+
+
+def _errors(results: Mapping[str, Any]) -> Section:
+    errors: Mapping[str, int] = results.get("errors") or {}
+    if not errors:
+        return Section("Errors", lines=("No errors.",))
+    t = results.get("totals") or {}
+    completed = int(t.get("ok", 0)) + int(t.get("failed", 0))
+    by_request: dict[str, list[str]] = {}
+    for name, req in (results.get("requests") or {}).items():
+        for category, n in (req.get("errors") or {}).items():
+            by_request.setdefault(category, []).append(f"{name} {format_count(n)}")
+    rows = tuple(
+        (
+            category,
+            format_count(n),
+            format_pct(n / completed if completed else None),
+            ", ".join(by_request.get(category, [])),
+        )
+        for category, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return Section("Errors", table=Table(("Category", "Count", "% of completed", "Requests"), rows, "lrrl"))
+
+
+def _per_hour(results: Mapping[str, Any]) -> Section:
+    hours: dict[int, list[Mapping[str, Any]]] = {}
+    for iv in results.get("intervals") or []:
+        hours.setdefault(int(float(iv.get("t", 0)) // 3600), []).append(iv)
+    start = _parse_time(results.get("started_at"))
+    headers = ["Hour", "Since start"]
+    if start is not None:
+        headers.append("From (UTC)")
+    headers += ["Scheduled", "OK", "Failed", "Success rate", "p99 ms (max of 1 s p99)", "max ms"]
+    rows = []
+    for hour in sorted(hours):
+        ivs = hours[hour]
+        end = min((hour + 1) * 3600, max(int(float(iv.get("t", 0))) for iv in ivs) + 1)
+        ok = sum(int(iv.get("ok", 0)) for iv in ivs)
+        failed = sum(int(iv.get("failed", 0)) for iv in ivs)
+        row = [str(hour + 1), f"{_clock(hour * 3600)}–{_clock(end)}"]
+        if start is not None:
+            row.append((start + timedelta(hours=hour)).strftime("%Y-%m-%d %H:%M"))
+        row += [
+            format_count(sum(int(iv.get("scheduled", 0)) for iv in ivs)),
+            format_count(ok),
+            format_count(failed),
+            _success(ok, failed),
+            format_ms(_max_of(iv.get("p99") for iv in ivs)),
+            format_ms(_max_of(iv.get("max") for iv in ivs)),
+        ]
+        rows.append(tuple(row))
+    return Section(
+        "Per hour",
+        table=Table(tuple(headers), tuple(rows), "l" * (len(headers) - 6) + "r" * 6),
+        notes=(
+            "Per-second intervals carry only p50, p99 and max, so an hour's exact percentiles cannot be "
+            "recovered from them and no hourly p95 is shown. The p99 column is the worst one-second p99 "
+            "in the hour: never below the hour's true p99, often above it. max is exact.",
+        ),
+    )
+
+
+# -- formatting -----------------------------------------------------------------------------------------
+
+
+def _success(ok: int, failed: int) -> str:
+    """Success rate that never rounds a failure away (99.999% is '>99.99%', not '100.00%')."""
+    if ok + failed == 0:
+        return NO_DATA
+    text = f"{100 * ok / (ok + failed):.2f}%"
+    if failed and text == "100.00%":
+        return ">99.99%"
+    if ok and text == "0.00%":
+        return "<0.01%"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s" if seconds == int(seconds) else f"{seconds:.1f} s"
+    total = round(seconds)
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def _clock(seconds: int) -> str:
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}" if s == 0 else f"{h}:{m:02d}:{s:02d}"
+
+
+def _observed(v: Verdict) -> str:
+    if v.observed is None:
+        return v.detail
+    try:
+        return format_value(parse_threshold(v.expr).metric, v.observed)
+    except ValueError:
+        return f"{v.observed:g}"
+
+
+def _max_of(values: Any) -> float | None:
+    present = [float(x) for x in values if x is not None]
+    return max(present) if present else None
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

@@ -1,0 +1,65 @@
+"""Everything written to ``--out`` at the end of a run, and re-creatable from it with ``loadgen report DIR``.
+
+``results.json`` is the source of truth; ``summary.md`` and ``stats.csv`` are derived from it, with the
+profile's thresholds evaluated into ``results["thresholds"]`` and ``results["passed"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadgen.errors import LoadgenError
+from loadgen.report_csv import render_stats_csv
+from loadgen.report_md import render_summary_md
+from loadgen.thresholds import Verdict, evaluate_all, verdicts_to_json
+
+
+def apply_thresholds(results: dict[str, Any], thresholds: Sequence[str]) -> list[Verdict]:
+    """Evaluate ``thresholds`` against ``results`` and store the verdicts in it."""
+    verdicts = evaluate_all(list(thresholds), results)
+    results["thresholds"] = verdicts_to_json(verdicts)
+    results["passed"] = all(v.passed for v in verdicts)
+    return verdicts
+
+
+def verdicts_from(results: dict[str, Any]) -> list[Verdict]:
+    return [
+        Verdict(t["expr"], bool(t["passed"]), t.get("observed"), str(t.get("detail", "")))
+        for t in results.get("thresholds", [])
+    ]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_reports(out: Path, results: dict[str, Any]) -> list[Path]:
+    """Write the derived reports next to ``results.json``; return their paths."""
+    verdicts = verdicts_from(results)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (
+        ("summary.md", render_summary_md(results, verdicts)),
+        ("stats.csv", render_stats_csv(results)),
+    ):
+        write_text_atomic(out / name, text)
+        written.append(out / name)
+    return written
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    path = out / "results.json" if out.is_dir() else out
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise LoadgenError(f"{path}: no results here") from exc
+    except (OSError, ValueError) as exc:
+        raise LoadgenError(f"{path}: unreadable results: {exc}") from exc
+    if doc.get("schema") != 1:
+        raise LoadgenError(f"{path}: unknown results schema {doc.get('schema')!r}")
+    return doc
