@@ -53,6 +53,7 @@ log = logging.getLogger("loadgen.agent")
 EngineFactory = Callable[[str, Sequence[RequestSpec], Sink, float, int], Engine]
 HELLO_EVERY = 1.0
 HEARTBEAT_EVERY = 1.0
+SEAL_WAIT = 0.25
 
 
 def default_engine_factory(
@@ -158,7 +159,9 @@ class Agent:
         curve = RateCurve(load.start_rate, load.stages)
         schedule = ArrivalSchedule(curve, load.arrival, start.share, start.phase, rng)
         recorder = Recorder([r.name for r in profile.requests])
-        engine = self._engine_factory(profile.target, profile.requests, recorder, load.timeout, load.max_in_flight)
+        engine = self._engine_factory(
+            profile.target, profile.requests, recorder, load.timeout, load.max_in_flight
+        )
         picker = RequestPicker([r.weight for r in profile.requests], random.Random(start.seed + 1))
         loop = ArrivalLoop(
             schedule,
@@ -186,7 +189,7 @@ class Agent:
             load.duration,
         )
         control = asyncio.ensure_future(self._control(start))
-        reporter = asyncio.ensure_future(self._report(recorder, engine, start.start_at))
+        reporter = asyncio.ensure_future(self._report(recorder, engine, loop, start.start_at))
         try:
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -197,7 +200,8 @@ class Agent:
                 await arrivals
                 if control.result() == "lost":
                     raise RunError(
-                        f"coordinator silent for more than {start.coordinator_timeout:g} s; stopped sending load"
+                        f"coordinator silent for more than {start.coordinator_timeout:g} s; "
+                        "stopped sending load"
                     )
             else:
                 arrivals.result()
@@ -230,8 +234,11 @@ class Agent:
             control.cancel()
             await engine.aclose()
 
-    async def _report(self, recorder: Recorder, engine: Engine, start_at: float) -> None:
-        """Every second of the run: hand the finished interval to the coordinator."""
+    async def _report(self, recorder: Recorder, engine: Engine, loop: ArrivalLoop, start_at: float) -> None:
+        """Every second of the run: hand the finished interval to the coordinator.
+
+        Waits a little (at most ``SEAL_WAIT``) for the arrival loop to seal the second, so a busy loop's
+        arrivals are still counted in the second they were intended for."""
         k = 0
         while True:
             due = start_at + k + 1
@@ -241,6 +248,9 @@ class Agent:
                 pass
             else:
                 return
+            give_up = self._clock() + SEAL_WAIT
+            while loop.sealed_until < k + 1 and self._clock() < give_up:
+                await asyncio.sleep(0.002)
             iv: Interval = recorder.take_interval(k, engine.in_flight)
             self._next_index = k + 1
             await self._send(iv)

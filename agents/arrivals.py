@@ -3,9 +3,9 @@ earlier ones.
 
 The loop wakes when the next arrival is due (timer resolution is about a millisecond under uvloop, so at high
 rates one wake-up fires a batch), submits every arrival whose time has come, and sleeps again. It creates no
-task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is counted as dropped,
-never queued without bound. Each submitted arrival's send lag (now minus intended time) is recorded: a
-generator that cannot keep up shows it there instead of quietly sending less.
+task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is counted as
+dropped, never queued without bound. Each submitted arrival's send lag (now minus intended time) is
+recorded: a generator that cannot keep up shows it there instead of quietly sending less.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class ArrivalLoop:
         self._clock = clock
         self._sleep = sleep
         self._stopped = False
+        # Every arrival intended before this many seconds from the start has been counted and sealed.
+        self.sealed_until = 0.0
 
     def stop(self) -> None:
         """Stop scheduling; arrivals not yet due are not counted."""
@@ -86,6 +88,7 @@ class ArrivalLoop:
                 if t >= boundary:
                     seal()
                     boundary = math.floor(t) + 1.0
+                    self.sealed_until = boundary - 1.0
                 req = pick()
                 if engine.in_flight >= limit:
                     dropped(req)
@@ -100,5 +103,7 @@ class ArrivalLoop:
                 # the interval report for that second finds it.
                 seal()
                 boundary = math.floor(t) + 1.0
+                self.sealed_until = boundary - 1.0
             await sleep(t - now)
         seal()
+        self.sealed_until = math.inf

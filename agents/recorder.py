@@ -135,7 +135,7 @@ class Recorder:
             scheduled=self._sealed_scheduled,
             dropped=self._sealed_dropped,
             in_flight=in_flight,
-            names=names,  # type: ignore[arg-type]
+            names=names,
             lag=histogram.encode(self._lag),
         )
         self.total_scheduled += self._sealed_scheduled

@@ -64,7 +64,9 @@ class AgentTotals:
     in_flight: int = 0
 
 
-def _check_name_entry(name: object, entry: object, peer: str) -> tuple[str, int, int, int, dict[str, int], bytes, bytes]:
+def _check_name_entry(
+    name: object, entry: object, peer: str
+) -> tuple[str, int, int, int, dict[str, int], bytes, bytes]:
     if not isinstance(name, str) or not isinstance(entry, list) or len(entry) != 6:
         raise WireError("interval: bad entry in names", peer)
     scheduled, ok, failed, errors, lat, svc = entry
@@ -72,7 +74,8 @@ def _check_name_entry(name: object, entry: object, peer: str) -> tuple[str, int,
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise WireError(f"interval: bad counter for {name!r}", peer)
     if not isinstance(errors, dict) or not all(
-        isinstance(k, str) and isinstance(c, int) and not isinstance(c, bool) and c >= 0 for k, c in errors.items()
+        isinstance(k, str) and isinstance(c, int) and not isinstance(c, bool) and c >= 0
+        for k, c in errors.items()
     ):
         raise WireError(f"interval: bad errors for {name!r}", peer)
     if not isinstance(lat, bytes) or not isinstance(svc, bytes):
@@ -179,7 +182,9 @@ class RunAggregate:
         return ClosedInterval(slot.index, summary, h)
 
 
-def recent_p99(closed: list[ClosedInterval], make: Callable[[], HdrHistogram] = histogram.new_histogram) -> float | None:
+def recent_p99(
+    closed: list[ClosedInterval], make: Callable[[], HdrHistogram] = histogram.new_histogram
+) -> float | None:
     """p99 in ms over a few closed seconds (for the progress line)."""
     h = make()
     for c in closed:

@@ -192,7 +192,9 @@ class Coordinator:
         self.agents[peer] = AgentInfo(peer, msg.host, msg.pid)
         self._last_heard[peer] = self._clock()
         self._send(peer, Welcome(self.run_id))
-        self._progress(f"agent {peer} joined from {msg.host} ({len(self.agents)}/{self.config.expect_agents})")
+        self._progress(
+            f"agent {peer} joined from {msg.host} ({len(self.agents)}/{self.config.expect_agents})"
+        )
 
     def _on_pong(self, peer: str, msg: Pong) -> None:
         if peer in self._samples:
@@ -347,8 +349,7 @@ class Coordinator:
         for c in self.agg.close_all():
             self.intervals.append(c.summary)
         self.events.append({"t": round(self._clock() - self._start_at, 3), "type": "run_finished"})
-        results = self._checkpoint(final=True)
-        return results
+        return self._checkpoint(final=True)
 
     def _checkpoint(self, *, final: bool) -> dict[str, Any]:
         results = build_results(

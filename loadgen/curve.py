@@ -1,8 +1,8 @@
 """The rate curve: requests/second over time, piecewise linear, and its integral.
 
-``integral(t)`` is the expected number of arrivals in ``[0, t]``; arrival schedules place the k-th arrival where
-the integral reaches k (constant) or where it reaches a sum of unit exponentials (Poisson), so the number of
-arrivals follows the curve exactly whatever the rate does.
+``integral(t)`` is the expected number of arrivals in ``[0, t]``; arrival schedules place the k-th arrival
+where the integral reaches a fixed step (constant) or a sum of unit exponentials (Poisson), so the number
+of arrivals follows the curve exactly whatever the rate does.
 """
 
 from __future__ import annotations

@@ -70,8 +70,7 @@ class ArrivalSchedule:
         if c > self._limit:
             return math.inf
         c -= self._shift
-        if c > self._total:
-            c = self._total
+        c = min(c, self._total)
         segs = self._segments
         i = self._i
         seg = segs[i]

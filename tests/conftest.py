@@ -87,11 +87,18 @@ def loadgen_bg(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def write_profile(path: Path, target: str, stages: str, *, arrival: str = "constant", extra: str = "",
-                  requests: str = '[[requests]]\npath = "/"\n') -> Path:
+def write_profile(
+    path: Path,
+    target: str,
+    stages: str,
+    *,
+    arrival: str = "constant",
+    extra: str = "",
+    requests: str = '[[requests]]\npath = "/"\n',
+) -> Path:
     path.write_text(
         f'name = "{path.stem}"\ntarget = "{target}"\n{extra}\n[load]\narrival = "{arrival}"\n'
-        f"timeout = \"5s\"\nstages = {stages}\n\n{requests}"
+        f'timeout = "5s"\nstages = {stages}\n\n{requests}'
     )
     return path
 

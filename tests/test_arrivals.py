@@ -71,7 +71,7 @@ def _run(curve: RateCurve, max_in_flight: int = 1_000_000) -> tuple[FakeEngine, 
 def test_open_model_keeps_sending_when_nothing_answers() -> None:
     # 8 h at 2/s in no real time at all: the schedule does not wait for responses.
     curve = RateCurve(2, [Stage(8 * 3600, 2)])
-    engine, rec, clock = _run(curve)
+    engine, _rec, clock = _run(curve)
     assert len(engine.submitted) == 57_600
     assert clock.now - 1000.0 == pytest.approx(8 * 3600 - 0.25, abs=0.01)  # the last slot's centre
     intended = [t for _, t in engine.submitted]
@@ -92,7 +92,7 @@ def test_arrivals_beyond_max_in_flight_are_dropped_and_counted() -> None:
 def test_send_lag_is_recorded_from_intended_time() -> None:
     # 5000/s with a 1 ms timer: arrivals are submitted in batches up to ~1 ms late, never early.
     curve = RateCurve(5000, [Stage(1, 5000)])
-    engine, rec, _ = _run(curve)
+    _engine, rec, _ = _run(curve)
     rec.seal_arrivals()
     iv = rec.take_interval(0, 0)
     lag = histogram.decode(iv.lag)

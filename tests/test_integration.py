@@ -20,11 +20,23 @@ def _accounted(res: dict) -> None:
 
 def test_coordinator_and_two_agents_over_tcp(target: Target, tmp_path: Path) -> None:
     target.reset()
-    prof = write_profile(tmp_path / "steady.toml", target.url, '[{duration = "0s", rate = 200}, {duration = "4s", rate = 200}]')
+    prof = write_profile(
+        tmp_path / "steady.toml", target.url, '[{duration = "0s", rate = 200}, {duration = "4s", rate = 200}]'
+    )
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
-    coord = loadgen_bg("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "2",
-                       "--out", str(tmp_path / "out"), "--join-timeout", "30")
+    coord = loadgen_bg(
+        "coordinator",
+        str(prof),
+        "--bind",
+        endpoint,
+        "--expect-agents",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--join-timeout",
+        "30",
+    )
     agents = [loadgen_bg("agent", "--connect", endpoint, "--wait", "30") for _ in range(2)]
     try:
         _, err = coord.communicate(timeout=60)
@@ -80,7 +92,9 @@ def test_ramp_follows_the_curve(target: Target, tmp_path: Path) -> None:
 def test_stalled_server_shows_in_the_tail(target: Target, tmp_path: Path) -> None:
     """Coordinated omission: freeze the server for 1 s; the open model keeps scheduling, and latency
     measured from the intended send time shows the stall for every request caught behind it."""
-    prof = write_profile(tmp_path / "co.toml", target.url, '[{duration = "0s", rate = 200}, {duration = "4s", rate = 200}]')
+    prof = write_profile(
+        tmp_path / "co.toml", target.url, '[{duration = "0s", rate = 200}, {duration = "4s", rate = 200}]'
+    )
     proc = loadgen_bg("run", str(prof), "--agents", "2", "--out", str(tmp_path / "out"))
 
     def freeze() -> None:
@@ -110,7 +124,9 @@ def test_stalled_server_shows_in_the_tail(target: Target, tmp_path: Path) -> Non
 def test_broken_profile_is_refused_before_any_traffic(target: Target, tmp_path: Path) -> None:
     target.reset()
     bad = tmp_path / "bad.toml"
-    bad.write_text(f'target = "{target.url}"\n[load]\nstages = [{{duration = "1s", rate = -5}}]\n[[requests]]\npath = "/"\n')
+    bad.write_text(
+        f'target = "{target.url}"\n[load]\nstages = [{{duration = "1s", rate = -5}}]\n[[requests]]\npath = "/"\n'
+    )
     r = loadgen("run", str(bad), "--agents", "1")
     assert r.returncode == 2
     assert "bad.toml" in r.stderr and "rate" in r.stderr
@@ -126,7 +142,11 @@ def test_no_agent_means_exit_3(tmp_path: Path, target: Target) -> None:
 
 
 def test_dead_target_is_counted_as_connect_errors(tmp_path: Path) -> None:
-    prof = write_profile(tmp_path / "dead.toml", f"http://127.0.0.1:{free_port()}", '[{duration = "0s", rate = 50}, {duration = "2s", rate = 50}]')
+    prof = write_profile(
+        tmp_path / "dead.toml",
+        f"http://127.0.0.1:{free_port()}",
+        '[{duration = "0s", rate = 50}, {duration = "2s", rate = 50}]',
+    )
     r = loadgen("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
     res = read_results(tmp_path / "out")
     _accounted(res)

@@ -64,7 +64,9 @@ def test_constant_shares_interleave_into_the_fleet_schedule(n: int, stages: list
     curve = RateCurve(10, stages)
     fleet = list(ArrivalSchedule(curve, "constant"))
     merged = sorted(
-        t for sh in split([f"a{i}" for i in range(n)]) for t in ArrivalSchedule(curve, "constant", sh.share, sh.phase)
+        t
+        for sh in split([f"a{i}" for i in range(n)])
+        for t in ArrivalSchedule(curve, "constant", sh.share, sh.phase)
     )
     assert len(merged) == len(fleet)
     assert merged == pytest.approx(fleet, abs=1e-6)
@@ -80,7 +82,10 @@ def test_poisson_count_matches_the_integral(seed: int, n: int) -> None:
     # ramp 0->400/s over 10 s, hold, spike: 2000 + 2000 + 1000 = 5000 expected arrivals
     curve = RateCurve(0, [Stage(10, 400), Stage(5, 400), Stage(0, 1000), Stage(1, 1000)])
     rng = random.Random(seed)
-    counts = [len(list(ArrivalSchedule(curve, "poisson", 1 / n, 1.0, random.Random(rng.random())))) for _ in range(n)]
+    counts = [
+        len(list(ArrivalSchedule(curve, "poisson", 1 / n, 1.0, random.Random(rng.random()))))
+        for _ in range(n)
+    ]
     total = sum(counts)
     # Poisson with mean 5000: sd ~71; 6 sd is a bound a correct schedule never crosses in practice.
     assert abs(total - curve.total) < 6 * math.sqrt(curve.total)

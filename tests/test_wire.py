@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -78,22 +80,25 @@ def test_oversized_message_is_refused() -> None:
 
 @given(st.binary(max_size=200))
 def test_random_bytes_never_crash(data: bytes) -> None:
-    try:
+    with contextlib.suppress(WireError):
         decode(data)
-    except WireError:
-        pass
 
 
 msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=10) | st.binary(max_size=10),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(max_size=10)
+    | st.binary(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @given(st.dictionaries(st.sampled_from(["v", "type", "seq", "t_coord", "index", "names"]), msgpack_values))
 def test_random_msgpack_maps_never_crash(body: dict[str, object]) -> None:
-    try:
+    with contextlib.suppress(WireError):
         decode(msgpack.packb(body))
-    except WireError:
-        pass

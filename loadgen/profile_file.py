@@ -1,0 +1,344 @@
+"""Reading a profile from TOML and validating every field into a :class:`~loadgen.profile.Profile`.
+
+Every problem raises :class:`~loadgen.errors.ProfileError` with the file, the field as a dotted path
+(``load.stages[2].duration``, ``requests[1].weight``; indexes count from 0) and a one-line reason.
+The format::
+
+    name = "checkout"                    # default: the file name without extension
+    target = "http://127.0.0.1:8080"     # http(s) base URL; a target override replaces it
+    thresholds = ["p95 < 500ms"]         # stored as given
+
+    [load]
+    arrival = "poisson"                  # or "constant"
+    start_rate = 0                       # requests/s at t=0 (not with a shape, which starts from 0)
+    timeout = "10s"                      # per request, > 0
+    max_in_flight = 10000                # integer >= 1
+    stages = [{ duration = "30s", rate = 200 }]   # or a [load.shape] table, see loadgen.shapes
+
+    [[requests]]
+    name = "home"                        # default "METHOD path"; unique
+    method = "GET"                       # uppercase token
+    path = "/"                           # required, starts with "/"
+    weight = 1                           # > 0
+    headers = { "content-type" = "application/json" }
+    body = "..."                         # sent as UTF-8
+
+A target ending in ``/`` is stored without it, so that request paths can be appended.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from loadgen.curve import RateCurve
+from loadgen.durations import parse_duration
+from loadgen.errors import ProfileError
+from loadgen.profile import ARRIVAL_KINDS, LoadSpec, Profile, RequestSpec, Stage
+from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
+
+TOP_KEYS = ("name", "target", "thresholds", "load", "requests")
+LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "stages", "shape")
+STAGE_KEYS = ("duration", "rate")
+REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body")
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_STAGE_EXAMPLE = '{ duration = "30s", rate = 100 }'
+
+
+class _Invalid(Exception):
+    """Raised by the field readers; :func:`parse_profile` adds the file name."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.field = field
+        self.reason = reason
+
+
+def load_profile(path: str | Path, target: str | None = None) -> Profile:
+    """Read and validate the profile at ``path``; ``target`` replaces the file's target.
+
+    Raises ProfileError.
+    """
+    file = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ProfileError(file, "", "no such file") from exc
+    except IsADirectoryError as exc:
+        raise ProfileError(file, "", "is a directory, not a profile file") from exc
+    except OSError as exc:
+        raise ProfileError(file, "", f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ProfileError(file, "", "not UTF-8 text", line=line) from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(file, text, exc) from exc
+    return parse_profile(doc, file, target)
+
+
+def _syntax_error(file: str, text: str, exc: tomllib.TOMLDecodeError) -> ProfileError:
+    message = str(exc)
+    line: int | None = None
+    if m := re.search(r" \(at line (\d+), column (\d+)\)$", message):
+        line = int(m.group(1))
+        message = f"{message[: m.start()]} at column {m.group(2)}"
+    elif message.endswith(" (at end of document)"):
+        line = max(len(text.splitlines()), 1)
+        message = message.removesuffix(" (at end of document)") + " at end of file"
+    return ProfileError(file, "", f"invalid TOML: {message[:1].lower()}{message[1:]}", line=line)
+
+
+def parse_profile(doc: Mapping[str, object], file: str, target: str | None = None) -> Profile:
+    """Validate a parsed TOML document. ``file`` names it in errors and gives the default name."""
+    try:
+        return _profile(doc, file, target)
+    except _Invalid as exc:
+        raise ProfileError(file, exc.field, exc.reason) from None
+
+
+def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Profile:
+    _check_keys(doc, TOP_KEYS, "")
+    name = Path(file).stem
+    if "name" in doc:
+        name = _one_line(doc["name"], "name")
+    target = _target(doc["target"], "target") if "target" in doc else None
+    if override is not None:
+        try:
+            target = _target(override, "target")
+        except _Invalid as exc:
+            raise _Invalid("target", f"{exc.reason} (in the target override)") from None
+    if target is None:
+        raise _Invalid("target", 'missing; set target = "http://host:port" or give a target override')
+    if "load" not in doc:
+        raise _Invalid("load", "missing; add a [load] table with stages or a shape")
+    return Profile(
+        name=name,
+        target=target,
+        load=_load(_table(doc["load"], "load")),
+        requests=_requests(doc.get("requests")),
+        thresholds=_thresholds(doc.get("thresholds", [])),
+        source=file,
+    )
+
+
+def _path(prefix: str, key: str) -> str:
+    key = key if _BARE_KEY.fullmatch(key) else f'"{key}"'
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _check_keys(table: Mapping[str, object], known: tuple[str, ...], prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise _Invalid(_path(prefix, key), "unknown key" + suggestion(key, known))
+
+
+def _table(value: object, field: str, example: str = "") -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        like = f" like {example}" if example else ""
+        raise _Invalid(field, f"expected a table{like}, got {describe(value)}")
+    return value
+
+
+def _string(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(field, f"expected a string, got {describe(value)}")
+    return value
+
+
+def _one_line(value: object, field: str) -> str:
+    text = _string(value, field)
+    if not text.strip():
+        raise _Invalid(field, "must not be empty")
+    if not text.isprintable():
+        raise _Invalid(field, "must be one line of printable text")
+    return text
+
+
+def _rate(value: object, field: str) -> float:
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise _Invalid(field, str(exc)) from None
+
+
+def _duration(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Invalid(field, f"expected a duration such as '30s' or '1m30s', got {describe(value)}")
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _Invalid(field, str(exc)) from None
+
+
+def _target(value: object, field: str) -> str:
+    text = _string(value, field)
+    if not text or any(c.isspace() for c in text):
+        raise _Invalid(field, f"must be a URL like 'http://host:8080' without spaces, got {text!r}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise _Invalid(field, f"invalid URL {text!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not text.lower().startswith(parts.scheme + "://"):
+        raise _Invalid(field, f"must start with http:// or https://, got {text!r}")
+    if not parts.hostname:
+        raise _Invalid(field, f"has no host: {text!r}")
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise _Invalid(field, f"invalid port in {text!r}; expected 1 to 65535")
+    if parts.username is not None:
+        raise _Invalid(field, "must not contain credentials; send them in a request header")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise _Invalid(field, "must not have a query or fragment; put those in the request paths")
+    return text.rstrip("/")
+
+
+def _thresholds(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(
+            "thresholds", f'expected an array of strings like ["p95 < 500ms"], got {describe(value)}'
+        )
+    return tuple(_string(item, f"thresholds[{i}]") for i, item in enumerate(value))
+
+
+def _load(table: Mapping[str, object]) -> LoadSpec:
+    _check_keys(table, LOAD_KEYS, "load")
+    arrival = _string(table.get("arrival", "poisson"), "load.arrival")
+    if arrival not in ARRIVAL_KINDS:
+        raise _Invalid(
+            "load.arrival", f"unknown arrival kind {arrival!r}" + suggestion(arrival, ARRIVAL_KINDS)
+        )
+    start_rate = _rate(table.get("start_rate", 0), "load.start_rate")
+    timeout = _duration(table.get("timeout", "10s"), "load.timeout")
+    if timeout <= 0:
+        raise _Invalid("load.timeout", "must be longer than 0s")
+    max_in_flight = table.get("max_in_flight", 10_000)
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise _Invalid("load.max_in_flight", f"expected a whole number >= 1, got {describe(max_in_flight)}")
+    if "stages" in table and "shape" in table:
+        raise _Invalid("load.shape", "give either stages or a shape, not both")
+    if "shape" in table:
+        if "start_rate" in table:
+            raise _Invalid("load.start_rate", "cannot be combined with a shape, which starts from 0")
+        field, stages = "load.shape", _shape(table["shape"])
+    elif "stages" in table:
+        field, stages = "load.stages", _stages(table["stages"])
+    else:
+        raise _Invalid(
+            "load.stages", f"missing; give stages = [{_STAGE_EXAMPLE}, ...] or a [load.shape] table"
+        )
+    curve = RateCurve(start_rate, stages)
+    if curve.duration <= 0:
+        raise _Invalid(field, "total duration is 0s; at least one stage must last longer than 0s")
+    if curve.total <= 0:
+        raise _Invalid(field, "the rate is 0 throughout; no request would be sent")
+    return LoadSpec(arrival, start_rate, timeout, max_in_flight, stages)
+
+
+def _stages(value: object) -> tuple[Stage, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(
+            "load.stages", f"expected an array of tables like {_STAGE_EXAMPLE}, got {describe(value)}"
+        )
+    if not value:
+        raise _Invalid("load.stages", f"empty; give at least one stage like {_STAGE_EXAMPLE}")
+    stages = []
+    for i, item in enumerate(value):
+        field = f"load.stages[{i}]"
+        table = _table(item, field, _STAGE_EXAMPLE)
+        _check_keys(table, STAGE_KEYS, field)
+        for key in STAGE_KEYS:
+            if key not in table:
+                raise _Invalid(f"{field}.{key}", f"missing; each stage is a table like {_STAGE_EXAMPLE}")
+        stages.append(
+            Stage(_duration(table["duration"], f"{field}.duration"), _rate(table["rate"], f"{field}.rate"))
+        )
+    return tuple(stages)
+
+
+def _shape(value: object) -> tuple[Stage, ...]:
+    table = _table(value, "load.shape")
+    if "kind" not in table:
+        raise _Invalid("load.shape.kind", f"missing; one of {', '.join(SHAPE_KINDS)}")
+    kind = _string(table["kind"], "load.shape.kind")
+    try:
+        return expand_shape(kind, {k: v for k, v in table.items() if k != "kind"})
+    except ShapeError as exc:
+        raise _Invalid(_path("load.shape", exc.param), exc.reason) from None
+
+
+def _requests(value: object) -> tuple[RequestSpec, ...]:
+    if value is None:
+        raise _Invalid("requests", "missing; add at least one [[requests]] table")
+    if not isinstance(value, list):
+        raise _Invalid("requests", f"expected an array of tables ([[requests]]), got {describe(value)}")
+    if not value:
+        raise _Invalid("requests", "empty; add at least one [[requests]] table")
+    specs: list[RequestSpec] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(value):
+        spec = _request(_table(item, f"requests[{i}]"), f"requests[{i}]")
+        if spec.name in seen:
+            other = f"requests[{seen[spec.name]}]"
+            reason = f"duplicate name {spec.name!r} (also {other}); give each request its own name"
+            raise _Invalid(f"requests[{i}].name", reason)
+        seen[spec.name] = i
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _request(table: Mapping[str, object], field: str) -> RequestSpec:
+    _check_keys(table, REQUEST_KEYS, field)
+    method = _string(table.get("method", "GET"), f"{field}.method")
+    if not _TOKEN.fullmatch(method) or method != method.upper():
+        raise _Invalid(
+            f"{field}.method", f"expected an uppercase HTTP method like 'GET' or 'POST', got {method!r}"
+        )
+    if "path" not in table:
+        raise _Invalid(f"{field}.path", 'missing; e.g. path = "/"')
+    path = _string(table["path"], f"{field}.path")
+    if not path.startswith("/"):
+        raise _Invalid(f"{field}.path", f"must start with '/', got {path!r}")
+    if any(c.isspace() or not c.isprintable() for c in path) or "#" in path:
+        raise _Invalid(f"{field}.path", f"must not contain spaces, control characters or '#'; got {path!r}")
+    weight = table.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < float("inf"):
+        raise _Invalid(f"{field}.weight", f"expected a number > 0, got {describe(weight)}")
+    name = _one_line(table["name"], f"{field}.name") if "name" in table else f"{method} {path}"
+    return RequestSpec(
+        name=name,
+        method=method,
+        path=path,
+        headers=_headers(table.get("headers", {}), f"{field}.headers"),
+        body=_body(table.get("body", ""), f"{field}.body"),
+        weight=float(weight),
+    )
+
+
+def _headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
+    table = _table(value, field, '{ "content-type" = "application/json" }')
+    headers = []
+    for key, item in table.items():
+        where = _path(field, key)
+        if not _TOKEN.fullmatch(key):
+            raise _Invalid(where, f"invalid header name {key!r}")
+        text = _string(item, where)
+        if any(c in text for c in "\r\n\0"):
+            raise _Invalid(where, "header values must not contain line breaks or NUL")
+        headers.append((key, text))
+    return tuple(headers)
+
+
+def _body(value: object, field: str) -> bytes:
+    try:
+        return _string(value, field).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(field, "is not valid Unicode text") from None
