@@ -50,18 +50,31 @@ from loadgen.wire import (
 
 log = logging.getLogger("loadgen.agent")
 
-EngineFactory = Callable[[str, Sequence[RequestSpec], Sink, float, int], Engine]
+EngineFactory = Callable[[str, str, Sequence[RequestSpec], Sink, float, int], Engine]
+ENGINES = ("fast", "httpx")
 HELLO_EVERY = 1.0
 HEARTBEAT_EVERY = 1.0
 SEAL_WAIT = 0.25
 
 
 def default_engine_factory(
-    target: str, requests: Sequence[RequestSpec], sink: Sink, timeout: float, max_connections: int
+    engine: str,
+    target: str,
+    requests: Sequence[RequestSpec],
+    sink: Sink,
+    timeout: float,
+    max_connections: int,
 ) -> Engine:
-    from agents.fast_engine import FastEngine
+    """``fast``: uvloop protocol client with httptools (the default). ``httpx``: the full-featured client."""
+    if engine == "fast":
+        from agents.fast_engine import FastEngine
 
-    return FastEngine(target, requests, sink, timeout=timeout, max_connections=max_connections)
+        return FastEngine(target, requests, sink, timeout=timeout, max_connections=max_connections)
+    if engine == "httpx":
+        from agents.httpx_engine import HttpxEngine
+
+        return HttpxEngine(target, requests, sink, timeout=timeout, max_connections=max_connections)
+    raise RunError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
 
 
 def new_agent_id() -> str:
@@ -159,9 +172,12 @@ class Agent:
         curve = RateCurve(load.start_rate, load.stages)
         schedule = ArrivalSchedule(curve, load.arrival, start.share, start.phase, rng)
         recorder = Recorder([r.name for r in profile.requests])
-        engine = self._engine_factory(
-            profile.target, profile.requests, recorder, load.timeout, load.max_in_flight
-        )
+        try:
+            engine = self._engine_factory(
+                start.engine, profile.target, profile.requests, recorder, load.timeout, load.max_in_flight
+            )
+        except ValueError as exc:
+            raise RunError(f"cannot drive {profile.target}: {exc}") from exc
         picker = RequestPicker([r.weight for r in profile.requests], random.Random(start.seed + 1))
         loop = ArrivalLoop(
             schedule,
@@ -240,6 +256,7 @@ class Agent:
         Waits a little (at most ``SEAL_WAIT``) for the arrival loop to seal the second, so a busy loop's
         arrivals are still counted in the second they were intended for."""
         k = 0
+        cpu_at, cpu_used = self._clock(), time.process_time()
         while True:
             due = start_at + k + 1
             try:
@@ -251,7 +268,10 @@ class Agent:
             give_up = self._clock() + SEAL_WAIT
             while loop.sealed_until < k + 1 and self._clock() < give_up:
                 await asyncio.sleep(0.002)
-            iv: Interval = recorder.take_interval(k, engine.in_flight)
+            now, used = self._clock(), time.process_time()
+            cpu = (used - cpu_used) / (now - cpu_at) if now > cpu_at else 0.0
+            cpu_at, cpu_used = now, used
+            iv: Interval = recorder.take_interval(k, engine.in_flight, cpu)
             self._next_index = k + 1
             await self._send(iv)
             k += 1

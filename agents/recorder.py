@@ -112,7 +112,7 @@ class Recorder:
 
     # --- interval hand-over ------------------------------------------------------------------------------
 
-    def take_interval(self, index: int, in_flight: int) -> Interval:
+    def take_interval(self, index: int, in_flight: int, cpu: float = 0.0) -> Interval:
         """Hand over this interval's completions and the arrivals sealed so far; start afresh."""
         names: dict[str, list[object]] = {}
         for i, (name, st) in enumerate(zip(self.names, self._stats, strict=True)):
@@ -137,6 +137,7 @@ class Recorder:
             in_flight=in_flight,
             names=names,
             lag=histogram.encode(self._lag),
+            cpu=cpu,
         )
         self.total_scheduled += self._sealed_scheduled
         self.total_dropped += self._sealed_dropped

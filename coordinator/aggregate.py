@@ -57,11 +57,18 @@ class ClosedInterval:
     latency: HdrHistogram
 
 
+CPU_SATURATED = 0.95  # share of one core at which an agent process cannot be trusted to keep time
+
+
 @dataclass
 class AgentTotals:
     counts: Counts = field(default_factory=Counts)
     last_index: int = -1
     in_flight: int = 0
+    intervals: int = 0
+    cpu_sum: float = 0.0
+    cpu_max: float = 0.0
+    cpu_saturated_s: int = 0  # seconds spent at or above CPU_SATURATED
 
 
 def _check_name_entry(
@@ -108,7 +115,7 @@ class RunAggregate:
 
     def add(self, agent_id: str, iv: Interval) -> None:
         """Merge one interval. Validates the content first: a bad message changes nothing."""
-        if iv.index < 0 or min(iv.scheduled, iv.dropped, iv.in_flight) < 0:
+        if iv.index < 0 or min(iv.scheduled, iv.dropped, iv.in_flight) < 0 or not 0.0 <= iv.cpu < 1e3:
             raise WireError("interval: negative index or counter", agent_id)
         entries = [_check_name_entry(n, e, agent_id) for n, e in iv.names.items()]
         unknown = [e[0] for e in entries if e[0] not in self.names]
@@ -125,6 +132,11 @@ class RunAggregate:
         at = self.agent(agent_id)
         at.last_index = max(at.last_index, iv.index)
         at.in_flight = iv.in_flight
+        at.intervals += 1
+        at.cpu_sum += iv.cpu
+        at.cpu_max = max(at.cpu_max, iv.cpu)
+        if iv.cpu >= CPU_SATURATED:
+            at.cpu_saturated_s += 1
         for counts in (self.totals, at.counts, *(() if slot is None else (slot.counts,))):
             counts.scheduled += iv.scheduled
             counts.dropped += iv.dropped

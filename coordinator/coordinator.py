@@ -61,6 +61,7 @@ class CoordinatorConfig:
     lead: float = 0.5  # seconds between the Start message and the aligned start
     seed: int | None = None
     progress_every: float = 1.0
+    engine: str = "fast"
 
 
 class Coordinator:
@@ -285,6 +286,7 @@ class Coordinator:
                     seed + 7919 * i,
                     start_at,
                     self.config.coordinator_timeout,
+                    self.config.engine,
                 ),
             )
         self.events.append({"t": 0.0, "type": "run_started", "agents": len(ids)})
@@ -334,14 +336,17 @@ class Coordinator:
         elapsed = now - self._start_at
         duration = self.profile.load.duration
         last = self.intervals[-1] if self.intervals else None
-        achieved = (last["ok"] + last["failed"]) if last else 0
-        target = self.curve.rate(min(elapsed, duration)) if elapsed < duration else 0.0
         t = self.agg.totals
         p99 = recent_p99(self._recent)
         p99s = f"{p99:.1f} ms" if p99 is not None else "-"
+        if last is None:
+            rates = "target        -   achieved        -"
+        else:  # both figures for the last second every agent has reported
+            done = last["ok"] + last["failed"]
+            rates = f"target {last['target_rate']:8.1f}/s  achieved {done:8d}/s @{last['t']}s"
         return (
-            f"[{elapsed:6.0f}/{duration:.0f} s] target {target:8.1f}/s  achieved {achieved:8d}/s  "
-            f"ok {t.ok}  failed {t.failed}  dropped {t.dropped}  p99(5s) {p99s}"
+            f"[{min(elapsed, duration):6.0f}/{duration:.0f} s] {rates}  ok {t.ok}  failed {t.failed}  "
+            f"dropped {t.dropped}  p99(5s) {p99s}"
         )
 
     def _finish(self) -> dict[str, Any]:

@@ -65,6 +65,14 @@ def build_results(
             f"GENERATOR SATURATED: send lag p99 {lag_p99:.1f} ms exceeds {SATURATION_LAG_P99_MS:g} ms "
             "(the generator sent late; add agents or cores)"
         )
+    for a in agents:
+        at = agg.agent(a.id)
+        if at.cpu_saturated_s >= max(2, at.intervals // 20):
+            saturated = True
+            warnings.append(
+                f"GENERATOR SATURATED: agent {a.id} used a full CPU core for {at.cpu_saturated_s} of "
+                f"{at.intervals} s (max {at.cpu_max:.0%}); its timing is not trustworthy, add agents"
+            )
     if agg.late_intervals:
         warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
     lost = [a.id for a in agents if a.lost]
@@ -123,6 +131,8 @@ def build_results(
                 "failed": agg.agent(a.id).counts.failed,
                 "dropped": agg.agent(a.id).counts.dropped,
                 "lost": a.lost,
+                "cpu_mean": round(agg.agent(a.id).cpu_sum / max(1, agg.agent(a.id).intervals), 3),
+                "cpu_max": round(agg.agent(a.id).cpu_max, 3),
             }
             for a in agents
         ],

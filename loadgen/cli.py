@@ -51,6 +51,15 @@ def _progress(line: str) -> None:
     click.echo(line, err=True)
 
 
+ENGINE_OPTION = click.option(
+    "--engine",
+    type=click.Choice(["fast", "httpx"]),
+    default="fast",
+    show_default=True,
+    help="HTTP engine on the agents: fast (uvloop + httptools) or httpx (full-featured, slower).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="loadgen")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
@@ -112,6 +121,7 @@ def _run_coordinator(
     join_timeout: float,
     seed: int | None,
     spawn_agents: int = 0,
+    engine: str = "fast",
 ) -> int:
     from coordinator.coordinator import Coordinator, CoordinatorConfig
 
@@ -122,6 +132,7 @@ def _run_coordinator(
         join_timeout=join_timeout,
         seed=seed,
         progress_every=1.0 if sys.stderr.isatty() else 5.0,
+        engine=engine,
     )
     coord = Coordinator(profile, config, progress=_progress)
     try:
@@ -179,10 +190,17 @@ def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
 @click.option("--out", type=click.Path(file_okay=False), help="Write results.json (and reports) here.")
 @click.option("--target", help="Override the profile's target base URL.")
 @click.option("--seed", type=int, help="Seed the arrival schedules (reproducible Poisson arrivals).")
-def run(profile: str, n_agents: int, out: str | None, target: str | None, seed: int | None) -> None:
+@ENGINE_OPTION
+def run(
+    profile: str, n_agents: int, out: str | None, target: str | None, seed: int | None, engine: str
+) -> None:
     """Run PROFILE on this machine: a coordinator and N agent processes over loopback."""
     prof = _load(profile, target)
-    sys.exit(_run_coordinator(prof, "tcp://127.0.0.1:0", n_agents, out, 30.0, seed, spawn_agents=n_agents))
+    sys.exit(
+        _run_coordinator(
+            prof, "tcp://127.0.0.1:0", n_agents, out, 30.0, seed, spawn_agents=n_agents, engine=engine
+        )
+    )
 
 
 @cli.command("coordinator")
@@ -193,6 +211,7 @@ def run(profile: str, n_agents: int, out: str | None, target: str | None, seed: 
 @click.option("--target", help="Override the profile's target base URL.")
 @click.option("--join-timeout", default=300.0, show_default=True, help="Seconds to wait for the agents.")
 @click.option("--seed", type=int)
+@ENGINE_OPTION
 def coordinator_cmd(
     profile: str,
     bind: str,
@@ -201,10 +220,11 @@ def coordinator_cmd(
     target: str | None,
     join_timeout: float,
     seed: int | None,
+    engine: str,
 ) -> None:
     """Coordinate agents (started with `loadgen agent --connect`) through PROFILE and merge their results."""
     prof = _load(profile, target)
-    sys.exit(_run_coordinator(prof, bind, expect_agents, out, join_timeout, seed))
+    sys.exit(_run_coordinator(prof, bind, expect_agents, out, join_timeout, seed, engine=engine))
 
 
 @contextmanager

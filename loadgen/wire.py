@@ -74,6 +74,7 @@ class Start(Message):
     seed: int
     start_at: float
     coordinator_timeout: float
+    engine: str
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Interval(Message):
     ``names`` maps each request name to ``[scheduled, ok, failed, errors, latency, service]`` where ``errors``
     maps category to count and ``latency``/``service`` are encoded HDR histograms in microseconds (empty bytes
     when nothing completed). ``lag`` is the encoded histogram of send lag (actual minus intended send, µs).
+    ``cpu`` lets the coordinator see a generator that is saturated rather than a slow target.
     """
 
     TYPE: ClassVar[str] = "interval"
@@ -104,6 +106,7 @@ class Interval(Message):
     in_flight: int
     names: dict[str, list[Any]]
     lag: bytes
+    cpu: float  # share of one core the agent process used in this second (1.0 = a full core)
 
 
 @dataclass(frozen=True)

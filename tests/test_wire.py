@@ -40,8 +40,8 @@ def _profile() -> Profile:
         Hello("a1", "host", 42, "loadgen 0.1"),
         Ping(3, 1.5),
         Pong(3, 1.5, 99.25),
-        Start("run", _profile().to_wire(), 0.5, 1.0, 7, 123.5, 10.0),
-        Interval(4, 10, 1, 2, {"a": [10, 8, 1, {"http_500": 1}, b"h1", b""]}, b""),
+        Start("run", _profile().to_wire(), 0.5, 1.0, 7, 123.5, 10.0, "fast"),
+        Interval(4, 10, 1, 2, {"a": [10, 8, 1, {"http_500": 1}, b"h1", b""]}, b"", 0.5),
         Finished(10, 8, 1, 1, 0, 4),
     ],
 )
@@ -51,7 +51,7 @@ def test_round_trip(msg: object) -> None:
 
 def test_profile_round_trips_through_start() -> None:
     p = _profile()
-    msg = decode(encode(Start("r", p.to_wire(), 1.0, 1.0, 1, 0.0, 10.0)))
+    msg = decode(encode(Start("r", p.to_wire(), 1.0, 1.0, 1, 0.0, 10.0, "fast")))
     assert isinstance(msg, Start)
     assert Profile.from_wire(msg.profile) == p
 
