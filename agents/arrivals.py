@@ -61,12 +61,20 @@ class ArrivalLoop:
         self._clock = clock
         self._sleep = sleep
         self._stopped = False
+        self._next_schedule: ArrivalSchedule | None = None
+        self._switch_at = math.inf
         # Every arrival intended before this many seconds from the start has been counted and sealed.
         self.sealed_until = 0.0
 
     def stop(self) -> None:
         """Stop scheduling; arrivals not yet due are not counted."""
         self._stopped = True
+
+    def switch(self, schedule: ArrivalSchedule, at: float) -> None:
+        """From ``at`` seconds into the run, take arrivals from ``schedule`` instead (a new share after the
+        fleet changed). ``schedule`` must begin at ``at``; arrivals of the old one before ``at`` still go."""
+        self._next_schedule = schedule
+        self._switch_at = at
 
     async def run(self) -> None:
         schedule_next = self._schedule.next
@@ -82,9 +90,17 @@ class ArrivalLoop:
         seal = self._recorder.seal_arrivals
         boundary = 1.0  # the end of the second whose arrivals are being counted
         t = schedule_next()
-        while not self._stopped and t != math.inf:
+        while not self._stopped:
+            switch_at = self._switch_at
+            if switch_at != math.inf and t >= switch_at:
+                t, schedule_next = self._take_switch()
+                continue
+            if t == math.inf:
+                break
             now = clock() - start
             while t <= now:
+                if t >= switch_at:
+                    break
                 if t >= boundary:
                     seal()
                     boundary = math.floor(t) + 1.0
@@ -96,14 +112,23 @@ class ArrivalLoop:
                     scheduled(req, now - t)
                     submit(req, start + t)
                 t = schedule_next()
-            if t == math.inf:
-                break
-            if t >= boundary:
-                # Everything due before the next arrival's second is counted: seal it before sleeping, so
-                # the interval report for that second finds it.
-                seal()
-                boundary = math.floor(t) + 1.0
-                self.sealed_until = boundary - 1.0
-            await sleep(t - now)
+            if t > now:
+                if t != math.inf and t >= boundary:
+                    # Everything due before the next arrival's second is counted: seal it before sleeping, so
+                    # the interval report for that second finds it.
+                    seal()
+                    boundary = math.floor(t) + 1.0
+                    self.sealed_until = boundary - 1.0
+                wake = min(t, self._switch_at)
+                if wake != math.inf:
+                    await sleep(wake - now)
         seal()
         self.sealed_until = math.inf
+
+    def _take_switch(self) -> tuple[float, Callable[[], float]]:
+        schedule = self._next_schedule
+        assert schedule is not None
+        self._schedule = schedule
+        self._next_schedule = None
+        self._switch_at = math.inf
+        return schedule.next(), schedule.next

@@ -112,7 +112,7 @@ class Recorder:
 
     # --- interval hand-over ------------------------------------------------------------------------------
 
-    def take_interval(self, index: int, in_flight: int, cpu: float = 0.0) -> Interval:
+    def take_interval(self, index: int, in_flight: int, cpu: float = 0.0, first: int = 0) -> Interval:
         """Hand over this interval's completions and the arrivals sealed so far; start afresh."""
         names: dict[str, list[object]] = {}
         for i, (name, st) in enumerate(zip(self.names, self._stats, strict=True)):
@@ -132,6 +132,7 @@ class Recorder:
                 st.reset()
         msg = Interval(
             index=index,
+            first=first,
             scheduled=self._sealed_scheduled,
             dropped=self._sealed_dropped,
             in_flight=in_flight,

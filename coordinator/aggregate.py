@@ -48,6 +48,7 @@ class Slot:
     index: int
     counts: Counts = field(default_factory=Counts)
     latency: HdrHistogram = field(default_factory=histogram.new_histogram)
+    by_name: dict[str, HdrHistogram] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ClosedInterval:
     index: int
     summary: dict[str, Any]
     latency: HdrHistogram
+    by_name: dict[str, HdrHistogram]
 
 
 CPU_SATURATED = 0.95  # share of one core at which an agent process cannot be trusted to keep time
@@ -69,6 +71,21 @@ class AgentTotals:
     cpu_sum: float = 0.0
     cpu_max: float = 0.0
     cpu_saturated_s: int = 0  # seconds spent at or above CPU_SATURATED
+    first: int = 0
+    contiguous: int = -1  # every interval from `first` through this index is merged
+    ahead: set[int] = field(default_factory=set)  # merged indices beyond `contiguous`
+
+    def seen(self, index: int) -> bool:
+        return index <= self.contiguous or index in self.ahead
+
+    def mark(self, first: int, index: int) -> None:
+        if self.contiguous < first - 1:
+            self.first = first
+            self.contiguous = first - 1
+        self.ahead.add(index)
+        while self.contiguous + 1 in self.ahead:
+            self.contiguous += 1
+            self.ahead.discard(self.contiguous)
 
 
 def _check_name_entry(
@@ -110,12 +127,24 @@ class RunAggregate:
         self.closed_through = -1  # every slot <= this index is closed
         self.late_intervals = 0
 
+    def open_slots(self) -> dict[int, Slot]:
+        return dict(self._slots)
+
+    def restore_slot(self, slot: Slot) -> None:
+        self._slots[slot.index] = slot
+
     def agent(self, agent_id: str) -> AgentTotals:
         return self.agents.setdefault(agent_id, AgentTotals())
 
-    def add(self, agent_id: str, iv: Interval) -> None:
-        """Merge one interval. Validates the content first: a bad message changes nothing."""
-        if iv.index < 0 or min(iv.scheduled, iv.dropped, iv.in_flight) < 0 or not 0.0 <= iv.cpu < 1e3:
+    def add(self, agent_id: str, iv: Interval) -> bool:
+        """Merge one interval; False if it was merged before (an agent re-sending after a coordinator
+        restart). Validates the content first: a bad message changes nothing."""
+        if (
+            iv.index < iv.first
+            or iv.first < 0
+            or min(iv.scheduled, iv.dropped, iv.in_flight) < 0
+            or not 0.0 <= iv.cpu < 1e3
+        ):
             raise WireError("interval: negative index or counter", agent_id)
         entries = [_check_name_entry(n, e, agent_id) for n, e in iv.names.items()]
         unknown = [e[0] for e in entries if e[0] not in self.names]
@@ -123,13 +152,16 @@ class RunAggregate:
             raise WireError(f"interval: unknown request names {unknown}", agent_id)
         decoded = [(e, _decode(e[5], agent_id), _decode(e[6], agent_id)) for e in entries]
         lag = _decode(iv.lag, agent_id)
+        at = self.agent(agent_id)
+        if at.seen(iv.index):
+            return False
+        at.mark(iv.first, iv.index)
 
         slot = self._slots.get(iv.index)
         if slot is None and iv.index > self.closed_through:
             slot = self._slots[iv.index] = Slot(iv.index)
         if slot is None:
             self.late_intervals += 1
-        at = self.agent(agent_id)
         at.last_index = max(at.last_index, iv.index)
         at.in_flight = iv.in_flight
         at.intervals += 1
@@ -152,11 +184,16 @@ class RunAggregate:
                 self.latency.add(lat)
                 if slot is not None:
                     slot.latency.add(lat)
+                    per_name = slot.by_name.get(name)
+                    if per_name is None:
+                        per_name = slot.by_name[name] = histogram.new_histogram()
+                    per_name.add(lat)
             if svc is not None:
                 nt.service.add(svc)
                 self.service.add(svc)
         if lag is not None:
             self.lag.add(lag)
+        return True
 
     def close(self, active: Iterable[str], now_index: int, grace: int = 3) -> list[ClosedInterval]:
         """Close every slot that all ``active`` agents have reported past, or that is more than ``grace``
@@ -191,7 +228,7 @@ class RunAggregate:
             "p99": h.get_value_at_percentile(99) / 1000.0 if has else None,
             "max": h.get_max_value() / 1000.0 if has else None,
         }
-        return ClosedInterval(slot.index, summary, h)
+        return ClosedInterval(slot.index, summary, h, slot.by_name)
 
 
 def recent_p99(

@@ -1,12 +1,21 @@
 """The coordinator process: gathers agents, aligns their start, hands out shares, merges what they send.
 
 Phases: ``join`` (wait for ``expect_agents`` Hellos) → ``sync`` (clock probes per agent) → ``run`` (Start,
-then merge 1 s intervals, heartbeats both ways, progress) → ``finish`` (all agents Finished or given up on)
-→ results. Messages are dispatched from a table by type; a malformed message is dropped and logged.
+then merge 1 s intervals, heartbeats both ways, progress, membership changes, checkpoints) → ``finish`` (all
+agents Finished or lost) → results. A crashed coordinator is restarted with :meth:`Coordinator.resume`, which
+reloads the last checkpoint and goes straight back to ``run`` on the profile's clock.
+
+Membership during the run: an agent silent for ``agent_timeout`` is declared lost and its share moves to the
+survivors; an agent that says hello mid-run is clock-probed and then given a share at the current point of the
+curve. Every change is an event. The decisions (who gets which share from when) come from the pure
+:func:`loadgen.split.split`; this module only does the talking.
+
+Messages are dispatched from a table by type; a malformed message is dropped and logged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -22,12 +31,14 @@ import zmq
 from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.results import AgentInfo, build_results, write_json_atomic
+from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, WireError
 from loadgen.profile import Profile
 from loadgen.split import split
 from loadgen.wire import (
     MAX_MESSAGE_BYTES,
+    Ack,
     Finished,
     Heartbeat,
     Hello,
@@ -36,7 +47,9 @@ from loadgen.wire import (
     Ping,
     Pong,
     Refused,
+    Reshare,
     Start,
+    Started,
     Stop,
     Welcome,
     decode,
@@ -47,7 +60,16 @@ log = logging.getLogger("loadgen.coordinator")
 
 CLOCK_PROBES = 8
 HEARTBEAT_EVERY = 1.0
-CHECKPOINT_EVERY = 5.0
+CHECKPOINT_EVERY = 2.0
+RESULTS_EVERY = 10.0
+JOIN_LEAD = 1.0  # a late joiner starts this long after its clock probes
+LOST_LEAD = 0.25  # survivors take over a lost agent's share this long after it is declared lost
+HLOG_FILE = "latency.hlog"
+
+
+# Configures the control socket before it binds (e.g. CURVE); may return a cleanup to run before the
+# context ends.
+SocketSetup = Callable[[zmq.Context[Any], zmq.Socket[Any]], Callable[[], None] | None]
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,7 @@ class CoordinatorConfig:
     out_dir: Path | None = None
     join_timeout: float = 60.0
     coordinator_timeout: float = 10.0  # agents stop if the coordinator is silent this long
-    agent_timeout: float = 10.0  # an agent silent this long is declared lost
+    agent_timeout: float = 3.0  # an agent silent this long is declared lost
     lead: float = 0.5  # seconds between the Start message and the aligned start
     seed: int | None = None
     progress_every: float = 1.0
@@ -73,24 +95,32 @@ class Coordinator:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         progress: Callable[[str], None] | None = None,
+        socket_setup: SocketSetup | None = None,
     ) -> None:
         self.profile = profile
         self.config = config
         self._clock = clock
         self._wall = wall
         self._progress = progress or (lambda line: None)
+        self._socket_setup = socket_setup
+        self._cleanup: Callable[[], None] | None = None
         self.run_id = uuid.uuid4().hex[:12]
+        self.epoch = uuid.uuid4().hex[:12]  # this process; agents re-send unacknowledged data on a new one
+        self.seed = config.seed if config.seed is not None else random.randrange(2**31)
         self.curve = RateCurve(profile.load.start_rate, profile.load.stages)
         self.agents: dict[str, AgentInfo] = {}
         self._last_heard: dict[str, float] = {}
-        self._finished: dict[str, Finished] = {}
         self._samples: dict[str, list[ClockSample]] = {}
         self.events: list[dict[str, Any]] = []
         self.intervals: list[dict[str, Any]] = []
         self._recent: list[ClosedInterval] = []
+        self._unlogged: list[ClosedInterval] = []  # closed but not yet in the interval log
         self.agg = RunAggregate([r.name for r in profile.requests], self.curve)
         self._start_at = 0.0
         self._started_wall = 0.0
+        self._reshares = 0
+        self._hlog_size = 0
+        self._hold_intervals_until = 0.0  # after a resume: wait for agents' buffered data before closing
         self._phase = "join"
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
@@ -99,6 +129,7 @@ class Coordinator:
         self._dispatch: dict[type[Message], Callable[[str, Any], None]] = {
             Hello: self._on_hello,
             Pong: self._on_pong,
+            Started: self._on_started,
             Interval: self._on_interval,
             Finished: self._on_finished,
             Heartbeat: self._on_heartbeat,
@@ -107,14 +138,16 @@ class Coordinator:
 
     # --- socket ------------------------------------------------------------------------------------------
 
-    def bind(self) -> str:
+    def bind(self, endpoint: str | None = None) -> str:
         """Bind the control socket; returns the endpoint actually bound (a port of 0 picks a free one)."""
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        bind = self.config.bind
+        if self._socket_setup is not None:
+            self._cleanup = self._socket_setup(self._ctx, sock)
+        bind = endpoint or self.config.bind
         if bind.endswith(":0"):
             bind = bind[:-2] + ":*"
         sock.bind(bind)
@@ -126,6 +159,9 @@ class Coordinator:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -172,8 +208,12 @@ class Coordinator:
             self.dropped_messages += 1
             log.warning("dropped an unexpected %s message from %s", msg.TYPE, peer)
             return
-        if peer in self.agents:
+        info = self.agents.get(peer)
+        if info is not None:
             self._last_heard[peer] = self._clock()
+            if info.state == "lost" and not isinstance(msg, Interval | Finished):
+                # It came back after its share was given away: it must not go on adding load.
+                self._send(peer, Stop("declared lost; its share went to other agents"))
         try:
             handler(peer, msg)
         except WireError as exc:
@@ -183,23 +223,45 @@ class Coordinator:
     # --- handlers ----------------------------------------------------------------------------------------
 
     def _on_hello(self, peer: str, msg: Hello) -> None:
-        if peer in self.agents:
+        info = self.agents.get(peer)
+        if info is not None:
             self._send(peer, Welcome(self.run_id))  # a repeated hello: the first welcome was lost or late
             return
-        if self._phase != "join" or len(self.agents) >= self.config.expect_agents:
-            self._send(peer, Stop("a run is already in progress on this coordinator"))
-            log.warning("refused late agent %s (%s)", peer, msg.host)
+        if self._phase == "join" and len(self.agents) < self.config.expect_agents:
+            self.agents[peer] = AgentInfo(peer, msg.host, msg.pid, max_rate=msg.max_rate)
+            self._last_heard[peer] = self._clock()
+            self._send(peer, Welcome(self.run_id))
+            self._progress(
+                f"agent {peer} joined from {msg.host} ({len(self.agents)}/{self.config.expect_agents})"
+            )
             return
-        self.agents[peer] = AgentInfo(peer, msg.host, msg.pid)
-        self._last_heard[peer] = self._clock()
-        self._send(peer, Welcome(self.run_id))
-        self._progress(
-            f"agent {peer} joined from {msg.host} ({len(self.agents)}/{self.config.expect_agents})"
-        )
+        if self._phase == "run" and self._now() < self.profile.load.duration - JOIN_LEAD - 1.0:
+            info = self.agents[peer] = AgentInfo(peer, msg.host, msg.pid, max_rate=msg.max_rate)
+            self._last_heard[peer] = self._clock()
+            self._samples[peer] = []
+            self._send(peer, Welcome(self.run_id))
+            self._send(peer, Ping(0, self._clock()))
+            self._progress(f"agent {peer} from {msg.host} asks to join mid-run; probing its clock")
+            return
+        self._send(peer, Stop("this coordinator's run is not accepting agents now"))
+        log.warning("refused agent %s (%s): not accepting agents in phase %s", peer, msg.host, self._phase)
 
     def _on_pong(self, peer: str, msg: Pong) -> None:
-        if peer in self._samples:
-            self._samples[peer].append(ClockSample(msg.t_coord, msg.t_agent, self._clock()))
+        samples = self._samples.get(peer)
+        if samples is None:
+            return
+        samples.append(ClockSample(msg.t_coord, msg.t_agent, self._clock()))
+        info = self.agents[peer]
+        if self._phase == "run" and info.state == "joining":
+            if len(samples) < CLOCK_PROBES:
+                self._send(peer, Ping(len(samples), self._clock()))
+            else:
+                self._set_clock(info, samples)
+                self._admit(peer)
+
+    def _on_started(self, peer: str, msg: Started) -> None:
+        if peer in self.agents:
+            self.agents[peer].start_late_ms = msg.late * 1000.0
 
     def _on_interval(self, peer: str, msg: Interval) -> None:
         if peer not in self.agents:
@@ -207,21 +269,35 @@ class Coordinator:
         self.agg.add(peer, msg)
 
     def _on_finished(self, peer: str, msg: Finished) -> None:
-        if peer in self.agents:
-            self._finished[peer] = msg
-            self.agents[peer].finished = True
+        info = self.agents.get(peer)
+        if info is None:
+            return
+        if not info.finished_received:
+            info.finished_received = True
+            if info.state in ("active", "joining"):
+                info.state = "finished"
             self._event("agent_finished", agent=peer)
 
     def _on_heartbeat(self, peer: str, msg: Heartbeat) -> None:
         pass  # _handle already noted that the agent is alive
 
     def _on_refused(self, peer: str, msg: Refused) -> None:
+        info = self.agents.get(peer)
+        if info is None or info.state in ("refused", "lost"):
+            return
+        was_active = info.state == "active"
+        info.state = "refused"
         self._event("agent_refused", agent=peer, reason=msg.reason)
         self._progress(f"agent {peer} refused the run: {msg.reason}")
+        if was_active and self._phase == "run":
+            self._reshare(self._now() + LOST_LEAD)
 
     def _event(self, kind: str, **fields: Any) -> None:
-        t = self._clock() - self._start_at if self._start_at else 0.0
-        self.events.append({"t": round(t, 3), "type": kind, **fields})
+        self.events.append({"t": round(self._now(), 3), "type": kind, **fields})
+
+    def _now(self) -> float:
+        """Seconds since the aligned start (0 before it)."""
+        return max(0.0, self._clock() - self._start_at) if self._start_at else 0.0
 
     # --- phases ------------------------------------------------------------------------------------------
 
@@ -241,10 +317,17 @@ class Coordinator:
         deadline = self._clock() + self.config.join_timeout
         while len(self.agents) < n:
             if self._clock() >= deadline:
+                for agent in self.agents:
+                    self._send(agent, Stop("not enough agents joined"))
                 raise RunError(
                     f"only {len(self.agents)} of {n} agents joined within {self.config.join_timeout:g} s"
                 )
             self._pump(0.1)
+
+    def _set_clock(self, info: AgentInfo, samples: list[ClockSample]) -> None:
+        est = estimate(samples)
+        info.clock_offset_ms = est.offset * 1000.0
+        info.clock_error_ms = est.error * 1000.0
 
     def _sync_clocks(self) -> None:
         self._phase = "sync"
@@ -259,15 +342,23 @@ class Coordinator:
             samples = self._samples[agent]
             if not samples:
                 raise RunError(f"agent {agent} did not answer clock probes")
-            est = estimate(samples)
-            info.clock_offset_ms = est.offset * 1000.0
-            info.clock_error_ms = est.error * 1000.0
+            self._set_clock(info, samples)
+
+    def _check_limits(self, shares: dict[str, float]) -> None:
+        peak = self.curve.peak_rate
+        for agent, share in shares.items():
+            limit = self.agents[agent].max_rate
+            if limit > 0 and share * peak > limit * (1 + 1e-9):
+                raise RunError(
+                    f"agent {agent} allows at most {limit:g} requests/s, but its share of the peak rate is "
+                    f"{share * peak:g}/s; add agents or raise its --max-rate"
+                )
 
     def _start(self) -> None:
         self._phase = "run"
         ids = list(self.agents)
         shares = split(ids)
-        seed = self.config.seed if self.config.seed is not None else random.randrange(2**31)
+        self._check_limits({s.agent: s.share for s in shares})
         max_err = max(a.clock_error_ms for a in self.agents.values()) / 1000.0
         self._start_at = self._clock() + self.config.lead + 2 * max_err
         self._started_wall = self._wall() + (self._start_at - self._clock())
@@ -275,6 +366,7 @@ class Coordinator:
         for i, sh in enumerate(shares):
             info = self.agents[sh.agent]
             info.share = sh.share
+            info.state = "active"
             start_at = self._start_at + info.clock_offset_ms / 1000.0
             self._send(
                 sh.agent,
@@ -283,10 +375,11 @@ class Coordinator:
                     wire_profile,
                     sh.share,
                     sh.phase,
-                    seed + 7919 * i,
+                    self.seed + 7919 * i,
                     start_at,
                     self.config.coordinator_timeout,
                     self.config.engine,
+                    0.0,
                 ),
             )
         self.events.append({"t": 0.0, "type": "run_started", "agents": len(ids)})
@@ -294,43 +387,119 @@ class Coordinator:
         self._progress(f"starting {self.profile.name!r} on {len(ids)} agent(s); clock offsets: {offsets}")
 
     def _active(self) -> list[str]:
-        return [a for a, info in self.agents.items() if not info.finished and not info.lost]
+        return [a for a, info in self.agents.items() if info.state == "active"]
+
+    def _busy(self) -> list[str]:
+        """Agents whose data may still come: active or joining."""
+        return [a for a, info in self.agents.items() if info.state in ("active", "joining")]
+
+    def _admit(self, agent: str) -> None:
+        """Give a late joiner a share from shortly from now; the others' shares shrink at the same instant."""
+        at = self._now() + JOIN_LEAD
+        if at >= self.profile.load.duration:
+            self._send(agent, Stop("too late to join this run"))
+            self.agents[agent].state = "refused"
+            return
+        self._reshare(at, joining=agent)
+        self._event("agent_joined", agent=agent, share=round(self.agents[agent].share, 6), at=round(at, 3))
+        self._progress(
+            f"agent {agent} joined mid-run; share {self.agents[agent].share:.3f} from t={at:.1f} s"
+        )
+
+    def _reshare(self, at: float, joining: str | None = None) -> None:
+        members = self._active() + ([joining] if joining else [])
+        if not members:
+            self._progress("no agent left to carry the load; waiting for agents to join")
+            return
+        self._reshares += 1
+        shares = split(members)
+        try:
+            self._check_limits({s.agent: s.share for s in shares})
+        except RunError as exc:
+            self._event("capacity_short", reason=str(exc))
+            self._progress(f"warning: {exc}")
+        for i, sh in enumerate(shares):
+            info = self.agents[sh.agent]
+            info.share = sh.share
+            seed = self.seed + 7919 * i + 104729 * self._reshares
+            if sh.agent == joining:
+                info.state = "active"
+                info.joined_t = at
+                self._send(
+                    sh.agent,
+                    Start(
+                        self.run_id,
+                        self.profile.to_wire(),
+                        sh.share,
+                        sh.phase,
+                        seed,
+                        self._start_at + info.clock_offset_ms / 1000.0,
+                        self.config.coordinator_timeout,
+                        self.config.engine,
+                        at,
+                    ),
+                )
+            else:
+                self._send(sh.agent, Reshare(sh.share, sh.phase, seed, at))
+        self._event("reshare", at=round(at, 3), shares={s.agent: round(s.share, 6) for s in shares})
+
+    def _declare_lost(self, agent: str, reason: str) -> None:
+        info = self.agents[agent]
+        info.state = "lost"
+        now = self._now()
+        info.lost_t = now
+        last = self.agg.agent(agent).last_index
+        silent_since = max(0.0, self._last_heard.get(agent, self._clock()) - self._start_at)
+        info.unreported_estimate = info.share * self.curve.between(last + 1, max(last + 1, silent_since))
+        self._event("agent_lost", agent=agent, reason=reason)
+        self._progress(f"agent {agent} lost ({reason}); moving its share to the others")
+        if now < self.profile.load.duration:
+            self._reshare(now + LOST_LEAD)
 
     def _run_loop(self) -> None:
         duration = self.profile.load.duration
-        hard_end = self._start_at + duration + self.profile.load.timeout + self.config.agent_timeout + 5.0
+        grace = self.profile.load.timeout + self.config.agent_timeout + 5.0
         next_beat = 0.0
         next_progress = self._start_at + self.config.progress_every
-        next_checkpoint = self._start_at + CHECKPOINT_EVERY
-        while self._active():
+        next_checkpoint = self._clock() + CHECKPOINT_EVERY
+        next_results = self._clock() + RESULTS_EVERY
+        while True:
             self._pump(0.05)
             now = self._clock()
             if now >= next_beat:
-                for agent in self._active():
-                    self._send(agent, Heartbeat(now))
+                for agent, info in self.agents.items():
+                    if info.state not in {"lost", "refused"}:
+                        self._send(agent, Heartbeat(now, self.epoch))
                 next_beat = now + HEARTBEAT_EVERY
-            for agent in self._active():
+            for agent in self._busy():
                 if now - self._last_heard.get(agent, now) > self.config.agent_timeout:
-                    self.agents[agent].lost = True
-                    self._event("agent_lost", agent=agent)
-                    self._progress(f"agent {agent} lost (silent for {self.config.agent_timeout:g} s)")
+                    self._declare_lost(agent, f"silent for {self.config.agent_timeout:g} s")
             self._close_intervals(math.floor(now - self._start_at) - 1)
             if now >= next_progress:
                 self._progress(self._progress_line(now))
                 next_progress += self.config.progress_every
             if now >= next_checkpoint:
-                self._checkpoint(final=False)
+                self._checkpoint(results=now >= next_results)
+                if now >= next_results:
+                    next_results = now + RESULTS_EVERY
                 next_checkpoint = now + CHECKPOINT_EVERY
-            if now > hard_end:
-                for agent in self._active():
-                    self.agents[agent].lost = True
-                    self._event("agent_lost", agent=agent, reason="did not finish in time")
+            elapsed = now - self._start_at
+            if not self._busy() and (elapsed >= duration or not self.agents):
+                break
+            if elapsed > duration + grace:
+                for agent in self._busy():
+                    self._declare_lost(agent, "did not finish in time")
                 break
 
     def _close_intervals(self, now_index: int) -> None:
-        for c in self.agg.close(self._active(), now_index):
-            self.intervals.append(c.summary)
-            self._recent = [*self._recent[-4:], c]
+        grace = 3 if self._clock() >= self._hold_intervals_until else 1 << 30
+        for c in self.agg.close(self._busy(), now_index, grace=grace):
+            self._closed(c)
+
+    def _closed(self, c: ClosedInterval) -> None:
+        self.intervals.append(c.summary)
+        self._recent = [*self._recent[-4:], c]
+        self._unlogged.append(c)
 
     def _progress_line(self, now: float) -> str:
         elapsed = now - self._start_at
@@ -346,18 +515,36 @@ class Coordinator:
             rates = f"target {last['target_rate']:8.1f}/s  achieved {done:8d}/s @{last['t']}s"
         return (
             f"[{min(elapsed, duration):6.0f}/{duration:.0f} s] {rates}  ok {t.ok}  failed {t.failed}  "
-            f"dropped {t.dropped}  p99(5s) {p99s}"
+            f"dropped {t.dropped}  p99(5s) {p99s}  agents {len(self._active())}"
         )
 
     def _finish(self) -> dict[str, Any]:
         self._pump(0.2)  # late stragglers
         for c in self.agg.close_all():
-            self.intervals.append(c.summary)
-        self.events.append({"t": round(self._clock() - self._start_at, 3), "type": "run_finished"})
-        return self._checkpoint(final=True)
+            self._closed(c)
+        self.events.append({"t": round(self._now(), 3), "type": "run_finished"})
+        return self._checkpoint(results=True, final=True)
 
-    def _checkpoint(self, *, final: bool) -> dict[str, Any]:
-        results = build_results(
+    # --- durability --------------------------------------------------------------------------------------
+
+    def _checkpoint(self, *, results: bool, final: bool = False) -> dict[str, Any]:
+        """Make what has been merged durable, then acknowledge it to the agents (they may then forget it)."""
+        out = self.config.out_dir
+        doc = self._results(final=final) if results or out is None else {}
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            self._write_hlog(out)
+            write_state(out, self._state())
+            if results:
+                write_json_atomic(out / "results.json", doc)
+        for agent, info in self.agents.items():
+            if info.state != "refused":
+                at = self.agg.agent(agent)
+                self._send(agent, Ack(at.contiguous, info.finished_received))
+        return doc
+
+    def _results(self, *, final: bool) -> dict[str, Any]:
+        return build_results(
             self.profile,
             self.agg,
             self.intervals,
@@ -368,6 +555,97 @@ class Coordinator:
             agents_expected=self.config.expect_agents,
             final=final,
         )
-        if self.config.out_dir is not None:
-            write_json_atomic(self.config.out_dir / "results.json", results)
-        return results
+
+    def _write_hlog(self, out: Path) -> None:
+        from loadgen.hlog import HlogWriter
+
+        path = out / HLOG_FILE
+        new = self._hlog_size == 0 or not path.exists()
+        with path.open("w" if new else "r+") as f:
+            if not new:
+                f.seek(self._hlog_size)
+                f.truncate()
+            writer = HlogWriter(f, self._started_wall)
+            if new:
+                writer.write_header()
+            for c in self._unlogged:
+                writer.write_interval(float(c.index), 1.0, c.latency)
+                for name, h in sorted(c.by_name.items()):
+                    writer.write_interval(float(c.index), 1.0, h, tag=name)
+            f.flush()
+            self._hlog_size = f.tell()
+        self._unlogged = []
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.to_wire(),
+            "source": self.profile.source,
+            "config": {
+                "bind": self.endpoint,
+                "expect_agents": self.config.expect_agents,
+                "coordinator_timeout": self.config.coordinator_timeout,
+                "agent_timeout": self.config.agent_timeout,
+                "engine": self.config.engine,
+            },
+            "run_id": self.run_id,
+            "seed": self.seed,
+            "started_wall": self._started_wall,
+            "reshares": self._reshares,
+            "hlog_size": self._hlog_size,
+            "agents": [dataclasses.asdict(a) for a in self.agents.values()],
+            "events": self.events,
+            "intervals": self.intervals,
+            "aggregate": aggregate_state(self.agg),
+        }
+
+    @classmethod
+    def resume(
+        cls,
+        out: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        progress: Callable[[str], None] | None = None,
+        socket_setup: SocketSetup | None = None,
+        bind: str | None = None,
+    ) -> Coordinator:
+        """A coordinator that continues the run checkpointed in ``out`` (call :meth:`run_resumed`)."""
+        st = read_state(out)
+        profile = dataclasses.replace(Profile.from_wire(st["profile"]), source=st["source"])
+        cfg = st["config"]
+        config = CoordinatorConfig(
+            bind=bind or cfg["bind"],
+            expect_agents=cfg["expect_agents"],
+            out_dir=out,
+            coordinator_timeout=cfg["coordinator_timeout"],
+            agent_timeout=cfg["agent_timeout"],
+            seed=st["seed"],
+            engine=cfg["engine"],
+        )
+        self = cls(profile, config, clock=clock, wall=wall, progress=progress, socket_setup=socket_setup)
+        self.run_id = st["run_id"]
+        self._started_wall = st["started_wall"]
+        self._start_at = clock() - (wall() - self._started_wall)  # the profile's clock goes on
+        self._reshares = st["reshares"]
+        self._hlog_size = st["hlog_size"]
+        self.agents = {a["id"]: AgentInfo(**a) for a in st["agents"]}
+        self.events = st["events"]
+        self.intervals = st["intervals"]
+        self.agg = restore_aggregate(st["aggregate"], [r.name for r in profile.requests], self.curve)
+        # Give every agent the rest of its own timeout to notice the new coordinator and re-attach.
+        now = clock() + max(0.0, config.coordinator_timeout - config.agent_timeout)
+        self._last_heard = dict.fromkeys(self.agents, now)
+        self._hold_intervals_until = now + config.agent_timeout
+        self._phase = "run"
+        self._event("coordinator_resumed", epoch=self.epoch)
+        return self
+
+    def run_resumed(self) -> dict[str, Any]:
+        if self._sock is None:
+            self.bind()
+        self._progress(
+            f"resumed run {self.run_id} at t={self._now():.1f} s on {self.endpoint}; "
+            f"waiting for {len(self._busy())} agent(s) to re-attach"
+        )
+        self._run_loop()
+        return self._finish()

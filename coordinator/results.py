@@ -18,16 +18,28 @@ SCHEMA_VERSION = 1
 SATURATION_LAG_P99_MS = 5.0
 
 
+AGENT_STATES = ("joining", "active", "finished", "lost", "refused")
+
+
 @dataclass
 class AgentInfo:
     id: str
     host: str
     pid: int
+    max_rate: float = 0.0
+    state: str = "joining"
     share: float = 0.0
     clock_offset_ms: float = 0.0
     clock_error_ms: float = 0.0
-    finished: bool = False
-    lost: bool = False
+    start_late_ms: float | None = None
+    joined_t: float = 0.0
+    lost_t: float | None = None
+    unreported_estimate: float = 0.0  # arrivals a lost agent scheduled after its last interval (expected)
+    finished_received: bool = False
+
+    @property
+    def lost(self) -> bool:
+        return self.state == "lost"
 
 
 def iso_utc(ts: float) -> str:
@@ -75,9 +87,18 @@ def build_results(
             )
     if agg.late_intervals:
         warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
-    lost = [a.id for a in agents if a.lost]
+    lost = [a for a in agents if a.lost]
+    unreported = round(sum(a.unreported_estimate for a in lost))
+    lost_in_flight = sum(max(0, agg.agent(a.id).in_flight) for a in lost)
     if lost:
-        warnings.append(f"agents lost during the run: {', '.join(lost)}")
+        warnings.append(
+            f"agents lost during the run: {', '.join(a.id for a in lost)}; about {unreported} arrivals they "
+            f"scheduled after their last report are not in the totals, and {lost_in_flight} requests they "
+            "had "
+            "in flight have no known outcome (counted in in_flight_at_end)"
+        )
+    lates = [a.start_late_ms for a in agents if a.start_late_ms is not None and a.joined_t == 0.0]
+    offset_error = max([a.clock_error_ms for a in agents] or [0.0])
     requests: dict[str, Any] = {}
     for spec in profile.requests:
         nt = agg.names[spec.name]
@@ -109,7 +130,10 @@ def build_results(
             "failed": t.failed,
             "dropped": t.dropped,
             "in_flight_at_end": in_flight_at_end,
+            "lost_in_flight": lost_in_flight,
+            "unreported_estimate": unreported,
         },
+        "start_skew_ms": round(max(lates) - min(lates) + 2 * offset_error, 3) if lates else None,
         "errors": dict(sorted(t.errors.items())),
         "rps": round(completed / duration, 3) if duration > 0 else 0.0,
         "error_rate": (t.failed / completed) if completed else 0.0,
@@ -130,7 +154,12 @@ def build_results(
                 "ok": agg.agent(a.id).counts.ok,
                 "failed": agg.agent(a.id).counts.failed,
                 "dropped": agg.agent(a.id).counts.dropped,
+                "state": a.state,
                 "lost": a.lost,
+                "joined_t": round(a.joined_t, 3),
+                "lost_t": None if a.lost_t is None else round(a.lost_t, 3),
+                "start_late_ms": None if a.start_late_ms is None else round(a.start_late_ms, 3),
+                "max_rate": a.max_rate,
                 "cpu_mean": round(agg.agent(a.id).cpu_sum / max(1, agg.agent(a.id).intervals), 3),
                 "cpu_max": round(agg.agent(a.id).cpu_max, 3),
             }

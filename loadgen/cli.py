@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -97,13 +97,63 @@ def target(host: str, port: int) -> None:
     type=float,
     help="Give up if no coordinator answers within this many seconds (0: wait).",
 )
-def agent(connect: str, agent_id: str | None, wait: float) -> None:
+@click.option(
+    "--coordinator-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Stop sending load when the coordinator has been silent this long (dead-man's switch).",
+)
+@click.option(
+    "--allow-target",
+    "allow",
+    multiple=True,
+    help="Only accept runs against this host or host:port (wildcards allowed; repeatable).",
+)
+@click.option(
+    "--max-rate", default=0.0, type=click.FloatRange(min=0.0), help="Refuse shares above this rate (req/s)."
+)
+@click.option(
+    "--processes",
+    default="1",
+    show_default=True,
+    help="Agent processes to run on this machine: a number or 'auto' (one per core).",
+)
+@click.option("--secret-key", type=click.Path(dir_okay=False), help="This agent's secret key (CURVE).")
+@click.option(
+    "--coordinator-key", type=click.Path(dir_okay=False), help="The coordinator's public key (CURVE)."
+)
+@click.option("--insecure", is_flag=True, help="Allow a plain-TCP control channel beyond loopback.")
+def agent(
+    connect: str,
+    agent_id: str | None,
+    wait: float,
+    coordinator_timeout: float,
+    allow: tuple[str, ...],
+    max_rate: float,
+    processes: str,
+    secret_key: str | None,
+    coordinator_key: str | None,
+    insecure: bool,
+) -> None:
     """Join a coordinator and run its share of the load."""
+    count = _process_count(processes)
+    setup = _client_security(connect, secret_key, coordinator_key, insecure)
+    if count > 1:
+        sys.exit(_fork_agents(count))
     import uvloop
 
     from agents.agent import Agent
 
-    ag = Agent(connect, agent_id=agent_id, wait_timeout=wait if wait > 0 else float("inf"))
+    ag = Agent(
+        connect,
+        agent_id=agent_id,
+        wait_timeout=wait if wait > 0 else float("inf"),
+        coordinator_timeout=coordinator_timeout,
+        allow_targets=allow,
+        max_rate=max_rate,
+        socket_setup=setup,
+    )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(ag.run())
@@ -113,40 +163,124 @@ def agent(connect: str, agent_id: str | None, wait: float) -> None:
         _fail(EXIT_RUN, f"agent {ag.agent_id}: interrupted")
 
 
+def _process_count(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        n = int(text)
+    except ValueError:
+        _fail(EXIT_USAGE, f"--processes: {text!r} is not a number or 'auto'")
+    if not 1 <= n <= 1024:
+        _fail(EXIT_USAGE, f"--processes: {n} is out of range 1..1024")
+    return n
+
+
+def _fork_agents(n: int) -> int:
+    """Run ``n`` copies of this agent command (each with --processes 1) and wait for all of them."""
+    args = list(sys.argv[1:])
+    for i, a in enumerate(args):
+        if a == "--processes":
+            args[i + 1] = "1"
+        elif a.startswith("--processes="):
+            args[i] = "--processes=1"
+    procs = [subprocess.Popen([sys.executable, "-m", "loadgen", *args]) for _ in range(n)]
+    codes = [p.wait() for p in procs]
+    return max(codes)
+
+
+def _client_security(
+    endpoint: str, secret_key: str | None, coordinator_key: str | None, insecure: bool
+) -> Callable[[Any], None] | None:
+    from loadgen.security import ClientSecurity, SecurityError, apply_client, check_plain_allowed
+
+    if secret_key or coordinator_key:
+        if not (secret_key and coordinator_key):
+            _fail(EXIT_USAGE, "--secret-key and --coordinator-key go together")
+        sec = ClientSecurity(Path(secret_key), Path(coordinator_key))
+
+        def setup(sock: Any) -> None:
+            apply_client(sock, sec)
+
+        return setup
+    try:
+        warning = check_plain_allowed(endpoint, insecure)
+    except SecurityError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    if warning:
+        click.echo(warning, err=True)
+    return None
+
+
+def _server_security(endpoint: str, secret_key: str | None, authorized: str | None, insecure: bool) -> Any:
+    from loadgen.security import SecurityError, ServerAuth, ServerSecurity, check_plain_allowed
+
+    if secret_key or authorized:
+        if not (secret_key and authorized):
+            _fail(EXIT_USAGE, "--secret-key and --authorized-agents go together")
+        sec = ServerSecurity(Path(secret_key), Path(authorized))
+
+        def setup(ctx: Any, sock: Any) -> Callable[[], None]:
+            auth = ServerAuth(ctx, sec)
+            auth.start()
+            auth.apply(sock)
+            return auth.stop
+
+        return setup
+    try:
+        warning = check_plain_allowed(endpoint, insecure)
+    except SecurityError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    if warning:
+        click.echo(warning, err=True)
+    return None
+
+
+def _coordinator_config(**kw: Any) -> Any:
+    from coordinator.coordinator import CoordinatorConfig
+
+    return CoordinatorConfig(progress_every=1.0 if sys.stderr.isatty() else 5.0, **kw)
+
+
 def _run_coordinator(
     profile: Any,
-    bind: str,
-    expect: int,
-    out: str | None,
-    join_timeout: float,
-    seed: int | None,
+    config: Any,
+    *,
     spawn_agents: int = 0,
-    engine: str = "fast",
+    socket_setup: Any = None,
+    resume: Path | None = None,
 ) -> int:
-    from coordinator.coordinator import Coordinator, CoordinatorConfig
+    from coordinator.coordinator import Coordinator
+    from loadgen.security import SecurityError
 
-    config = CoordinatorConfig(
-        bind=bind,
-        expect_agents=expect,
-        out_dir=Path(out) if out else None,
-        join_timeout=join_timeout,
-        seed=seed,
-        progress_every=1.0 if sys.stderr.isatty() else 5.0,
-        engine=engine,
-    )
-    coord = Coordinator(profile, config, progress=_progress)
+    try:
+        if resume is not None:
+            coord = Coordinator.resume(resume, progress=_progress, socket_setup=socket_setup)
+        else:
+            coord = Coordinator(profile, config, progress=_progress, socket_setup=socket_setup)
+    except LoadgenError as exc:
+        _fail(EXIT_USAGE, str(exc))
     try:
         endpoint = coord.bind()
-    except Exception as exc:
-        _fail(EXIT_USAGE, f"cannot bind {bind}: {exc}")
+    except SecurityError as exc:
+        coord.close()
+        _fail(EXIT_USAGE, str(exc))
+    except zmq_errors() as exc:
+        coord.close()
+        _fail(EXIT_USAGE, f"cannot bind {coord.config.bind}: {exc}")
     try:
         with _agents(endpoint, spawn_agents):
-            results = coord.run()
+            results = coord.run_resumed() if resume is not None else coord.run()
     except RunError as exc:
         _fail(EXIT_RUN, str(exc))
     finally:
         coord.close()
-    return _report(results, profile, out)
+    return _report(results, coord.profile, str(coord.config.out_dir) if coord.config.out_dir else None)
+
+
+def zmq_errors() -> type[Exception]:
+    import zmq
+
+    return zmq.ZMQError
 
 
 @contextmanager
@@ -196,35 +330,105 @@ def run(
 ) -> None:
     """Run PROFILE on this machine: a coordinator and N agent processes over loopback."""
     prof = _load(profile, target)
-    sys.exit(
-        _run_coordinator(
-            prof, "tcp://127.0.0.1:0", n_agents, out, 30.0, seed, spawn_agents=n_agents, engine=engine
-        )
+    config = _coordinator_config(
+        bind="tcp://127.0.0.1:0",
+        expect_agents=n_agents,
+        out_dir=Path(out) if out else None,
+        join_timeout=30.0,
+        seed=seed,
+        engine=engine,
     )
+    sys.exit(_run_coordinator(prof, config, spawn_agents=n_agents))
 
 
 @cli.command("coordinator")
-@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("profile", type=click.Path(dir_okay=False), required=False)
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Where agents connect.")
 @click.option("--expect-agents", default=1, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--out", type=click.Path(file_okay=False), help="Write results.json (and reports) here.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Write results.json, reports and checkpoints here."
+)
 @click.option("--target", help="Override the profile's target base URL.")
 @click.option("--join-timeout", default=300.0, show_default=True, help="Seconds to wait for the agents.")
+@click.option(
+    "--agent-timeout",
+    default=3.0,
+    show_default=True,
+    help="Declare an agent lost after this many silent seconds.",
+)
+@click.option(
+    "--coordinator-timeout",
+    default=10.0,
+    show_default=True,
+    help="Agents stop sending load when this coordinator has been silent this long.",
+)
 @click.option("--seed", type=int)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, exists=True),
+    help="Continue the run checkpointed in this folder after a coordinator crash (no PROFILE then).",
+)
+@click.option("--secret-key", type=click.Path(dir_okay=False), help="The coordinator's secret key (CURVE).")
+@click.option(
+    "--authorized-agents", type=click.Path(file_okay=False), help="Folder of agents' public keys allowed in."
+)
+@click.option("--insecure", is_flag=True, help="Allow a plain-TCP control channel beyond loopback.")
 @ENGINE_OPTION
 def coordinator_cmd(
-    profile: str,
+    profile: str | None,
     bind: str,
     expect_agents: int,
     out: str | None,
     target: str | None,
     join_timeout: float,
+    agent_timeout: float,
+    coordinator_timeout: float,
     seed: int | None,
+    resume: str | None,
+    secret_key: str | None,
+    authorized_agents: str | None,
+    insecure: bool,
     engine: str,
 ) -> None:
     """Coordinate agents (started with `loadgen agent --connect`) through PROFILE and merge their results."""
+    setup = _server_security(bind, secret_key, authorized_agents, insecure)
+    if resume is not None:
+        if profile is not None:
+            _fail(EXIT_USAGE, "--resume continues a checkpointed run: give no PROFILE")
+        sys.exit(_run_coordinator(None, None, socket_setup=setup, resume=Path(resume)))
+    if profile is None:
+        _fail(EXIT_USAGE, "a PROFILE is required (or --resume DIR)")
     prof = _load(profile, target)
-    sys.exit(_run_coordinator(prof, bind, expect_agents, out, join_timeout, seed, engine=engine))
+    config = _coordinator_config(
+        bind=bind,
+        expect_agents=expect_agents,
+        out_dir=Path(out) if out else None,
+        join_timeout=join_timeout,
+        agent_timeout=agent_timeout,
+        coordinator_timeout=coordinator_timeout,
+        seed=seed,
+        engine=engine,
+    )
+    sys.exit(_run_coordinator(prof, config, socket_setup=setup))
+
+
+@cli.group()
+def keys() -> None:
+    """Key pairs for the authenticated, encrypted control channel (CurveZMQ)."""
+
+
+@keys.command("generate")
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False))
+def keys_generate(name: str, directory: str) -> None:
+    """Write NAME.key (public: give it to the other side) and NAME.key_secret (keep it) into --dir."""
+    from loadgen.security import SecurityError, generate_keypair
+
+    try:
+        public, secret = generate_keypair(Path(directory), name)
+    except SecurityError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    click.echo(f"public key: {public}\nsecret key: {secret} (keep it private)")
 
 
 @contextmanager
@@ -257,9 +461,10 @@ def demo(out: str, n_agents: int) -> None:
         with _target_process() as url:
             prof = _load(str(path), url)
             click.echo(f"demo: built-in target at {url}, {n_agents} agents, profile {path.name}", err=True)
-            code = _run_coordinator(
-                prof, "tcp://127.0.0.1:0", n_agents, out, 30.0, None, spawn_agents=n_agents
+            config = _coordinator_config(
+                bind="tcp://127.0.0.1:0", expect_agents=n_agents, out_dir=Path(out), join_timeout=30.0
             )
+            code = _run_coordinator(prof, config, spawn_agents=n_agents)
     except RunError as exc:
         _fail(EXIT_RUN, str(exc))
     sys.exit(code)

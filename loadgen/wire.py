@@ -5,8 +5,14 @@ travels: only maps, lists, strings, numbers and byte strings. :func:`decode` che
 every field's type at the boundary and raises :class:`~loadgen.errors.WireError` on anything else; callers
 drop and log such messages.
 
-Agent → coordinator: Hello, Pong, Interval, Finished, Heartbeat, Refused.
-Coordinator → agent: Welcome, Ping, Start, Stop, Heartbeat.
+Agent → coordinator: Hello, Pong, Started, Interval, Finished, Heartbeat, Refused.
+Coordinator → agent: Welcome, Ping, Start, Reshare, Ack, Stop, Heartbeat.
+
+Delivery: an agent keeps every Interval (and its Finished) until the coordinator acknowledges it with
+``Ack``, which the coordinator sends only once the data is in a durable checkpoint. Each coordinator process
+has an ``epoch``; when an agent sees a new epoch (a coordinator resumed after a crash) it sends everything
+unacknowledged again, and the coordinator ignores what it already merged. So a coordinator restart inside the
+agents' timeout loses no completed request.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ class Message:
 
 @dataclass(frozen=True)
 class Hello(Message):
-    """An agent introduces itself."""
+    """An agent introduces itself, with the limits its operator set (``max_rate`` 0 = none)."""
 
     TYPE: ClassVar[str] = "hello"
     agent_id: str
     host: str
     pid: int
     software: str
+    max_rate: float
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,36 @@ class Start(Message):
     start_at: float
     coordinator_timeout: float
     engine: str
+    begin: float  # seconds into the run at which this agent's arrivals begin (0, or later for a late joiner)
+
+
+@dataclass(frozen=True)
+class Reshare(Message):
+    """From ``at`` seconds into the run, take this share of the fleet's rate (membership changed)."""
+
+    TYPE: ClassVar[str] = "reshare"
+    share: float
+    phase: float
+    seed: int
+    at: float
+
+
+@dataclass(frozen=True)
+class Started(Message):
+    """The agent began its arrivals ``late`` seconds after the instant it was given (start skew)."""
+
+    TYPE: ClassVar[str] = "started"
+    late: float
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """Every interval of this agent up to ``index`` is merged into a durable checkpoint; ``finished``: its
+    Finished message too."""
+
+    TYPE: ClassVar[str] = "ack"
+    index: int
+    finished: bool
 
 
 @dataclass(frozen=True)
@@ -87,6 +124,7 @@ class Stop(Message):
 class Heartbeat(Message):
     TYPE: ClassVar[str] = "heartbeat"
     t: float
+    epoch: str  # the coordinator process's epoch ("" from agents)
 
 
 @dataclass(frozen=True)
@@ -101,6 +139,7 @@ class Interval(Message):
 
     TYPE: ClassVar[str] = "interval"
     index: int
+    first: int  # the index of this agent's first interval (they are consecutive from there)
     scheduled: int
     dropped: int
     in_flight: int
@@ -129,12 +168,28 @@ class Refused(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Welcome, Ping, Pong, Start, Stop, Heartbeat, Interval, Finished, Refused)
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Welcome,
+        Ping,
+        Pong,
+        Start,
+        Reshare,
+        Started,
+        Ack,
+        Stop,
+        Heartbeat,
+        Interval,
+        Finished,
+        Refused,
+    )
 }
 
 _CHECKS: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
+    "bool": (bool,),
     "float": (float, int),
     "bytes": (bytes,),
     "dict[str, Any]": (dict,),
@@ -180,6 +235,6 @@ def decode(data: bytes, peer: str | None = None) -> Message:
     for f in fields:
         value = body[f.name]
         allowed = _CHECKS[str(f.type)]
-        if isinstance(value, bool) or not isinstance(value, allowed):
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
             raise WireError(f"{kind}.{f.name}: expected {f.type}, got {type(value).__name__}", peer)
     return cls(**body)

@@ -106,3 +106,63 @@ def write_profile(
 def read_results(out: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out / "results.json").read_text())
     return data
+
+
+class Watched:
+    """A background process whose stderr lines are collected as they come, to wait for a line."""
+
+    def __init__(self, *args: str) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loadgen", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self.out: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _pump(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.proc.poll() is not None and not any(text in x for x in self.lines):
+                time.sleep(0.2)
+                if not any(text in x for x in self.lines):
+                    break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not seen; stderr so far:\n{''.join(self.lines)}")
+
+    def wait(self, timeout: float = 60.0) -> int:
+        code = self.proc.wait(timeout=timeout)
+        for t in self._threads:
+            t.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait(timeout=10)

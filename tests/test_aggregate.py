@@ -97,7 +97,7 @@ def test_slow_agent_does_not_hold_intervals_forever() -> None:
 def test_bad_interval_content_is_refused_and_changes_nothing(names: dict[str, list[object]]) -> None:
     agg = RunAggregate(["a"], CURVE)
     with pytest.raises(WireError):
-        agg.add("x", Interval(0, 1, 0, 0, names, b"", 0.0))  # type: ignore[arg-type]
+        agg.add("x", Interval(0, 0, 1, 0, 0, names, b"", 0.0))  # type: ignore[arg-type]
     assert agg.totals.scheduled == 0
 
 

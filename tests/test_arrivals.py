@@ -126,3 +126,48 @@ def test_recorder_measures_from_intended_and_from_sent() -> None:
     assert lat_h.get_min_value() == pytest.approx(1_000_000, rel=0.001)
     assert svc_h.get_max_value() == pytest.approx(100_000, rel=0.001)
     assert rec.total_failed == 2
+
+
+def test_switch_hands_over_to_a_new_share_at_the_given_time() -> None:
+    # Two agents at 100/s each (shares of a 200/s fleet); at t=2 s one takes the whole fleet.
+    clock = FakeClock()
+    engine = FakeEngine()
+    rec = Recorder(["a"])
+    curve = RateCurve(200, [Stage(4, 200)])
+    loop = ArrivalLoop(
+        ArrivalSchedule(curve, "constant", share=0.5, phase=0.5),
+        engine,
+        rec,
+        RequestPicker([1], random.Random(1)),
+        start=clock.now,
+        max_in_flight=1_000_000,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    loop.switch(ArrivalSchedule(curve, "constant", share=1.0, phase=1.0, start=2.0), at=2.0)
+    asyncio.run(loop.run())
+    times = [t - 1000.0 for _, t in engine.submitted]
+    before = [t for t in times if t < 2.0]
+    after = [t for t in times if t >= 2.0]
+    assert len(before) == 200  # 100/s for 2 s
+    assert len(after) == 400  # 200/s for 2 s
+    assert times == sorted(times)
+
+
+def test_a_late_joiner_begins_at_its_start() -> None:
+    clock = FakeClock()
+    engine = FakeEngine()
+    curve = RateCurve(100, [Stage(10, 100)])
+    loop = ArrivalLoop(
+        ArrivalSchedule(curve, "constant", start=7.0),
+        engine,
+        Recorder(["a"]),
+        RequestPicker([1], random.Random(1)),
+        start=clock.now,
+        max_in_flight=1_000_000,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    asyncio.run(loop.run())
+    assert len(engine.submitted) == 300
+    assert min(t for _, t in engine.submitted) - 1000.0 >= 7.0

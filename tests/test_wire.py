@@ -13,12 +13,15 @@ from loadgen.errors import WireError
 from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
 from loadgen.wire import (
     PROTOCOL_VERSION,
+    Ack,
     Finished,
     Hello,
     Interval,
     Ping,
     Pong,
+    Reshare,
     Start,
+    Started,
     decode,
     encode,
 )
@@ -37,11 +40,14 @@ def _profile() -> Profile:
 @pytest.mark.parametrize(
     "msg",
     [
-        Hello("a1", "host", 42, "loadgen 0.1"),
+        Hello("a1", "host", 42, "loadgen 0.1", 0.0),
         Ping(3, 1.5),
         Pong(3, 1.5, 99.25),
-        Start("run", _profile().to_wire(), 0.5, 1.0, 7, 123.5, 10.0, "fast"),
-        Interval(4, 10, 1, 2, {"a": [10, 8, 1, {"http_500": 1}, b"h1", b""]}, b"", 0.5),
+        Start("run", _profile().to_wire(), 0.5, 1.0, 7, 123.5, 10.0, "fast", 0.0),
+        Reshare(0.25, 0.5, 9, 12.0),
+        Ack(7, False),
+        Started(0.001),
+        Interval(4, 0, 10, 1, 2, {"a": [10, 8, 1, {"http_500": 1}, b"h1", b""]}, b"", 0.5),
         Finished(10, 8, 1, 1, 0, 4),
     ],
 )
@@ -51,7 +57,7 @@ def test_round_trip(msg: object) -> None:
 
 def test_profile_round_trips_through_start() -> None:
     p = _profile()
-    msg = decode(encode(Start("r", p.to_wire(), 1.0, 1.0, 1, 0.0, 10.0, "fast")))
+    msg = decode(encode(Start("r", p.to_wire(), 1.0, 1.0, 1, 0.0, 10.0, "fast", 0.0)))
     assert isinstance(msg, Start)
     assert Profile.from_wire(msg.profile) == p
 

@@ -1,0 +1,135 @@
+"""The coordinator's durable state: everything needed to resume a run after a crash.
+
+A checkpoint is one msgpack document written atomically (``state.msgpack`` in the run's folder) holding the
+merged aggregate (counters and encoded histograms), the closed intervals, events, agents and their shares, and
+the run's clock (the wall-clock instant of the aligned start). Histograms are stored in the standard
+compressed encoding, so a checkpoint of an 8-hour run stays small: per-second summaries, not histograms.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from coordinator.aggregate import AgentTotals, Counts, RunAggregate, Slot
+from loadgen import histogram
+from loadgen.curve import RateCurve
+from loadgen.errors import LoadgenError
+
+STATE_FILE = "state.msgpack"
+STATE_VERSION = 1
+
+
+def _counts(c: Counts) -> list[Any]:
+    return [c.scheduled, c.ok, c.failed, c.dropped, c.errors]
+
+
+def _counts_back(v: list[Any]) -> Counts:
+    return Counts(int(v[0]), int(v[1]), int(v[2]), int(v[3]), {str(k): int(n) for k, n in v[4].items()})
+
+
+def _hist(data: bytes) -> Any:
+    return histogram.decode(data) or histogram.new_histogram()
+
+
+def aggregate_state(agg: RunAggregate) -> dict[str, Any]:
+    return {
+        "names": {
+            n: [_counts(t.counts), histogram.encode(t.latency), histogram.encode(t.service)]
+            for n, t in agg.names.items()
+        },
+        "totals": _counts(agg.totals),
+        "lag": histogram.encode(agg.lag),
+        "latency": histogram.encode(agg.latency),
+        "service": histogram.encode(agg.service),
+        "agents": {
+            a: [
+                _counts(t.counts),
+                t.last_index,
+                t.in_flight,
+                t.intervals,
+                t.cpu_sum,
+                t.cpu_max,
+                t.cpu_saturated_s,
+                t.first,
+                t.contiguous,
+                sorted(t.ahead),
+            ]
+            for a, t in agg.agents.items()
+        },
+        "slots": {
+            str(i): [
+                _counts(s.counts),
+                histogram.encode(s.latency),
+                {n: histogram.encode(h) for n, h in s.by_name.items()},
+            ]
+            for i, s in agg.open_slots().items()
+        },
+        "closed_through": agg.closed_through,
+        "late_intervals": agg.late_intervals,
+    }
+
+
+def restore_aggregate(d: dict[str, Any], names: list[str], curve: RateCurve) -> RunAggregate:
+    agg = RunAggregate(names, curve)
+    for n, (counts, lat, svc) in d["names"].items():
+        t = agg.names[n]
+        t.counts = _counts_back(counts)
+        t.latency = _hist(lat)
+        t.service = _hist(svc)
+    agg.totals = _counts_back(d["totals"])
+    agg.lag = _hist(d["lag"])
+    agg.latency = _hist(d["latency"])
+    agg.service = _hist(d["service"])
+    for a, v in d["agents"].items():
+        agg.agents[a] = AgentTotals(
+            counts=_counts_back(v[0]),
+            last_index=v[1],
+            in_flight=v[2],
+            intervals=v[3],
+            cpu_sum=v[4],
+            cpu_max=v[5],
+            cpu_saturated_s=v[6],
+            first=v[7],
+            contiguous=v[8],
+            ahead=set(v[9]),
+        )
+    for i, (counts, lat, by_name) in d["slots"].items():
+        agg.restore_slot(
+            Slot(int(i), _counts_back(counts), _hist(lat), {n: _hist(h) for n, h in by_name.items()})
+        )
+    agg.closed_through = d["closed_through"]
+    agg.late_intervals = d["late_intervals"]
+    return agg
+
+
+def write_state(out: Path, state: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    data = msgpack.packb({"state_version": STATE_VERSION, **state}, use_bin_type=True)
+    fd, tmp = tempfile.mkstemp(prefix=STATE_FILE + ".", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out / STATE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    path = out / STATE_FILE
+    try:
+        d: dict[str, Any] = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+    except FileNotFoundError as exc:
+        raise LoadgenError(f"{path}: no checkpoint to resume from") from exc
+    except Exception as exc:
+        raise LoadgenError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from exc
+    if d.get("state_version") != STATE_VERSION:
+        raise LoadgenError(f"{path}: checkpoint version {d.get('state_version')!r} is not supported")
+    return d

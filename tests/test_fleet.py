@@ -1,0 +1,292 @@
+"""A fleet that survives and lets no one in: real coordinator and agent processes over TCP on loopback."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from tests.conftest import Target, Watched, free_port, read_results, write_profile
+
+pytestmark = pytest.mark.integration
+
+STEADY = '[{{duration = "0s", rate = {rate}}}, {{duration = "{secs}s", rate = {rate}}}]'
+
+
+def _steady(tmp_path: Path, target: Target, rate: int, secs: int, name: str = "steady") -> Path:
+    return write_profile(tmp_path / f"{name}.toml", target.url, STEADY.format(rate=rate, secs=secs))
+
+
+def _accounted(res: dict) -> None:
+    t = res["totals"]
+    assert t["scheduled"] == t["ok"] + t["failed"] + t["dropped"] + t["in_flight_at_end"]
+
+
+def test_killed_agent_is_lost_and_its_share_moves_to_the_survivors(target: Target, tmp_path: Path) -> None:
+    target.reset()
+    prof = _steady(tmp_path, target, 300, 10)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "out"
+    coord = Watched("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "3", "--out", str(out))
+    agents = [Watched("agent", "--connect", endpoint, "--wait", "30") for _ in range(3)]
+    try:
+        coord.wait_for("starting 'steady'")
+        time.sleep(0.5 + 3.0)  # the start lead, then 3 s into the run
+        agents[0].proc.send_signal(signal.SIGKILL)
+        assert coord.wait(timeout=60) == 0, coord.stderr()
+    finally:
+        for p in (coord, *agents):
+            p.kill()
+    res = read_results(out)
+    lost = [e for e in res["events"] if e["type"] == "agent_lost"]
+    assert len(lost) == 1
+    assert 3.0 <= lost[0]["t"] <= 3.0 + 3.0 + 1.5  # declared lost within about 3 s of the kill
+    reshares = [e for e in res["events"] if e["type"] == "reshare"]
+    assert reshares and reshares[-1]["at"] - lost[0]["t"] < 1.0
+    assert sorted(reshares[-1]["shares"].values()) == pytest.approx([0.5, 0.5])
+    # After the survivors took over, the fleet's rate is the profile's rate again.
+    takeover = reshares[-1]["at"]
+    after = [iv for iv in res["intervals"] if takeover + 1 <= iv["t"] < 10]
+    assert after
+    for iv in after:
+        assert abs(iv["scheduled"] - 300) <= 3, after
+    # Totals add up, and what is missing is said.
+    _accounted(res)
+    assert res["totals"]["unreported_estimate"] > 0
+    assert any("lost" in w for w in res["warnings"])
+    seen_by_server = target.stats()["by_path"]["/"]
+    completed = res["totals"]["ok"] + res["totals"]["failed"]
+    assert completed <= seen_by_server <= completed + res["totals"]["unreported_estimate"] + 150
+
+
+def test_agent_joining_mid_run_gets_a_share(target: Target, tmp_path: Path) -> None:
+    prof = _steady(tmp_path, target, 200, 10)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "out"
+    coord = Watched("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "1", "--out", str(out))
+    first = Watched("agent", "--connect", endpoint, "--wait", "30")
+    late: Watched | None = None
+    try:
+        coord.wait_for("starting 'steady'")
+        time.sleep(3.0)
+        late = Watched("agent", "--connect", endpoint, "--wait", "30")
+        coord.wait_for("joined mid-run", timeout=15)
+        assert coord.wait(timeout=60) == 0, coord.stderr()
+        assert late.wait(timeout=30) == 0, late.stderr()
+    finally:
+        for p in (coord, first, *([late] if late else [])):
+            p.kill()
+    res = read_results(out)
+    joined = [e for e in res["events"] if e["type"] == "agent_joined"]
+    assert len(joined) == 1
+    assert {a["state"] for a in res["agents"]} == {"finished"}
+    assert all(a["ok"] > 0 for a in res["agents"])
+    _accounted(res)
+    # the fleet's rate kept following the profile through the hand-over
+    assert res["totals"]["scheduled"] == pytest.approx(2000, abs=4)
+    for iv in res["intervals"][:10]:
+        assert abs(iv["scheduled"] - 200) <= 3, res["intervals"]
+
+
+def test_agents_stop_when_the_coordinator_dies(target: Target, tmp_path: Path) -> None:
+    prof = _steady(tmp_path, target, 50, 60)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    coord = Watched(
+        "coordinator", str(prof), "--bind", endpoint, "--expect-agents", "1", "--coordinator-timeout", "3"
+    )
+    agent = Watched("agent", "--connect", endpoint, "--wait", "30", "--coordinator-timeout", "3")
+    try:
+        coord.wait_for("starting 'steady'")
+        time.sleep(2.0)
+        coord.proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        code = agent.wait(timeout=20)
+        stopped_after = time.monotonic() - killed_at
+    finally:
+        coord.kill()
+        agent.kill()
+    assert code == 3
+    assert "stopped sending load" in agent.stderr()
+    assert stopped_after < 3.0 + 3.0
+    # and no more requests reach the target afterwards
+    before = target.stats()["by_path"].get("/", 0)
+    time.sleep(1.0)
+    assert target.stats()["by_path"].get("/", 0) == before
+
+
+def test_coordinator_crash_and_resume_loses_no_completed_request(target: Target, tmp_path: Path) -> None:
+    target.reset()
+    prof = _steady(tmp_path, target, 100, 12)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "out"
+    coord = Watched("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "2", "--out", str(out))
+    agents = [Watched("agent", "--connect", endpoint, "--wait", "30") for _ in range(2)]
+    resumed: Watched | None = None
+    try:
+        coord.wait_for("starting 'steady'")
+        time.sleep(4.5)
+        coord.proc.send_signal(signal.SIGKILL)
+        coord.wait(timeout=10)
+        time.sleep(2.0)  # the coordinator is away; the agents keep going and keep their data
+        resumed = Watched("coordinator", "--resume", str(out))
+        assert resumed.wait(timeout=60) == 0, resumed.stderr()
+        for a in agents:
+            assert a.wait(timeout=30) == 0, a.stderr()
+    finally:
+        for p in (coord, *agents, *([resumed] if resumed else [])):
+            p.kill()
+    res = read_results(out)
+    assert res["final"] is True
+    assert any(e["type"] == "coordinator_resumed" for e in res["events"])
+    _accounted(res)
+    assert res["totals"]["scheduled"] == 1200
+    # every request the server answered is in the results
+    assert res["totals"]["ok"] + res["totals"]["failed"] == target.stats()["by_path"]["/"] == 1200
+    assert (out / "latency.hlog").exists()
+
+
+def test_garbage_on_the_control_port_does_not_disturb_a_run(target: Target, tmp_path: Path) -> None:
+    prof = _steady(tmp_path, target, 100, 4)
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    out = tmp_path / "out"
+    coord = Watched("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "1", "--out", str(out))
+    agent = Watched("agent", "--connect", endpoint, "--wait", "30")
+    rnd = random.Random(7)
+    try:
+        coord.wait_for("starting 'steady'")
+        # raw bytes on a plain TCP connection
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(os.urandom(rnd.randrange(1, 4096)))
+        # well-framed ZeroMQ messages with random msgpack and random bytes inside
+        ctx = zmq.Context()
+        rogue = ctx.socket(zmq.DEALER)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(endpoint)
+        for i in range(200):
+            body: object = rnd.choice(
+                [
+                    {"v": 1, "type": "interval", "index": i},
+                    {"v": 1, "type": "hello"},
+                    {"v": 2, "type": "ping", "seq": 1, "t_coord": 0.0},
+                    [1, 2, {"x": b"y"}],
+                    "interval",
+                ]
+            )
+            rogue.send(msgpack.packb(body) if i % 3 else os.urandom(rnd.randrange(1, 300)))
+            if i % 50 == 0:
+                rogue.send_multipart([b"a", b"b", b"c"])
+        rogue.close()
+        ctx.term()
+        assert coord.wait(timeout=60) == 0, coord.stderr()
+    finally:
+        coord.kill()
+        agent.kill()
+    res = read_results(out)
+    _accounted(res)
+    assert res["totals"]["scheduled"] == 400
+    assert res["totals"]["ok"] == 400
+
+
+def test_secured_fleet_admits_only_known_agents(target: Target, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ("coordinator", "good", "bad"):
+        Watched("keys", "generate", name, "--dir", str(keys)).wait(timeout=30)
+    (allowed / "good.key").write_bytes((keys / "good.key").read_bytes())
+    prof = _steady(tmp_path, target, 50, 2)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "out"
+    coord = Watched(
+        "coordinator",
+        str(prof),
+        "--bind",
+        endpoint,
+        "--expect-agents",
+        "1",
+        "--out",
+        str(out),
+        "--secret-key",
+        str(keys / "coordinator.key_secret"),
+        "--authorized-agents",
+        str(allowed),
+        "--join-timeout",
+        "20",
+    )
+    bad = Watched(
+        "agent",
+        "--connect",
+        endpoint,
+        "--wait",
+        "8",
+        "--secret-key",
+        str(keys / "bad.key_secret"),
+        "--coordinator-key",
+        str(keys / "coordinator.key"),
+    )
+    good: Watched | None = None
+    try:
+        assert bad.wait(timeout=20) == 3  # never let in: nobody answered it
+        assert not (out / "results.json").exists()
+        good = Watched(
+            "agent",
+            "--connect",
+            endpoint,
+            "--wait",
+            "20",
+            "--secret-key",
+            str(keys / "good.key_secret"),
+            "--coordinator-key",
+            str(keys / "coordinator.key"),
+        )
+        assert coord.wait(timeout=60) == 0, coord.stderr()
+    finally:
+        for p in (coord, bad, *([good] if good else [])):
+            p.kill()
+    res = read_results(out)
+    assert res["totals"]["ok"] == 100
+    assert len(res["agents"]) == 1
+
+
+def test_plain_tcp_beyond_loopback_needs_insecure(tmp_path: Path, target: Target) -> None:
+    prof = _steady(tmp_path, target, 1, 1)
+    r = Watched("coordinator", str(prof), "--bind", f"tcp://0.0.0.0:{free_port()}", "--join-timeout", "1")
+    assert r.wait(timeout=30) == 2
+    assert "--insecure" in r.stderr()
+    r = Watched(
+        "coordinator",
+        str(prof),
+        "--bind",
+        f"tcp://0.0.0.0:{free_port()}",
+        "--join-timeout",
+        "1",
+        "--insecure",
+    )
+    assert r.wait(timeout=30) == 3
+    assert "WARNING" in r.stderr()
+
+
+def test_agent_refuses_a_target_it_does_not_allow(tmp_path: Path, target: Target) -> None:
+    prof = _steady(tmp_path, target, 10, 2)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    coord = Watched(
+        "coordinator", str(prof), "--bind", endpoint, "--expect-agents", "1", "--out", str(tmp_path / "o")
+    )
+    agent = Watched("agent", "--connect", endpoint, "--wait", "30", "--allow-target", "staging.example:443")
+    try:
+        assert agent.wait(timeout=30) == 3
+        assert "not allowed" in agent.stderr()
+        coord.wait(timeout=30)
+    finally:
+        coord.kill()
+        agent.kill()
+    assert "refused the run" in coord.stderr()
