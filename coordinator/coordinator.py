@@ -260,8 +260,18 @@ class Coordinator:
                 self._admit(peer)
 
     def _on_started(self, peer: str, msg: Started) -> None:
-        if peer in self.agents:
-            self.agents[peer].start_late_ms = msg.late * 1000.0
+        info = self.agents.get(peer)
+        if info is None or info.start_late_ms is not None:
+            return
+        info.start_late_ms = msg.late * 1000.0
+        first = [a for a in self.agents.values() if a.joined_t == 0.0 and a.state != "refused"]
+        lates = [a.start_late_ms for a in first if a.start_late_ms is not None]
+        if info.joined_t == 0.0 and len(lates) == len(first):
+            error = max(a.clock_error_ms for a in first)
+            self._progress(
+                f"all {len(first)} agents started; start skew {max(lates) - min(lates):.3f} ms "
+                f"(± {2 * error:.3f} ms clock-offset uncertainty)"
+            )
 
     def _on_interval(self, peer: str, msg: Interval) -> None:
         if peer not in self.agents:

@@ -290,3 +290,25 @@ def test_agent_refuses_a_target_it_does_not_allow(tmp_path: Path, target: Target
         coord.kill()
         agent.kill()
     assert "refused the run" in coord.stderr()
+
+
+def test_one_command_runs_an_agent_per_process_and_reports_start_skew(target: Target, tmp_path: Path) -> None:
+    prof = _steady(tmp_path, target, 100, 2)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "out"
+    coord = Watched("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "2", "--out", str(out))
+    agents = Watched("agent", "--connect", endpoint, "--wait", "30", "--processes", "2")
+    try:
+        line = coord.wait_for("start skew", timeout=30)
+        assert coord.wait(timeout=60) == 0, coord.stderr()
+        assert agents.wait(timeout=30) == 0
+    finally:
+        coord.kill()
+        agents.kill()
+    res = read_results(out)
+    assert len({a["pid"] for a in res["agents"]}) == 2
+    assert res["totals"]["ok"] == 200
+    skew = float(line.split("start skew ")[1].split(" ms")[0])
+    assert skew < 50.0  # one machine's loopback: a few ms at most, even on a busy CI box
+    assert res["start_skew_ms"] is not None
+    assert all(abs(a["clock_offset_ms"]) < 50 for a in res["agents"])
