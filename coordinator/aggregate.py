@@ -48,7 +48,15 @@ class Slot:
     index: int
     counts: Counts = field(default_factory=Counts)
     latency: HdrHistogram = field(default_factory=histogram.new_histogram)
-    by_name: dict[str, HdrHistogram] = field(default_factory=dict)
+    by_name: dict[str, HdrHistogram] = field(default_factory=dict)  # response time per request name
+    service_by_name: dict[str, HdrHistogram] = field(default_factory=dict)
+
+
+def _into(hists: dict[str, HdrHistogram], name: str) -> HdrHistogram:
+    h = hists.get(name)
+    if h is None:
+        h = hists[name] = histogram.new_histogram()
+    return h
 
 
 @dataclass
@@ -150,11 +158,11 @@ class RunAggregate:
         unknown = [e[0] for e in entries if e[0] not in self.names]
         if unknown:
             raise WireError(f"interval: unknown request names {unknown}", agent_id)
-        decoded = [(e, _decode(e[5], agent_id), _decode(e[6], agent_id)) for e in entries]
-        lag = _decode(iv.lag, agent_id)
         at = self.agent(agent_id)
         if at.seen(iv.index):
             return False
+        decoded = [(e, _decode(e[5], agent_id), _decode(e[6], agent_id)) for e in entries]
+        lag = _decode(iv.lag, agent_id)
         at.mark(iv.first, iv.index)
 
         slot = self._slots.get(iv.index)
@@ -179,18 +187,18 @@ class RunAggregate:
                 counts.failed += failed
                 counts.add_errors(errors)
             nt.counts.scheduled += scheduled
+            if slot is None:  # a late second: straight into the totals
+                if lat is not None:
+                    self._fold(name, lat, None)
+                if svc is not None:
+                    self._fold(name, None, svc)
+                continue
+            # Per second and name only: the run totals are folded in once, when the second closes, so the
+            # cost per agent message is two decodes and two adds per name whatever the fleet's size.
             if lat is not None:
-                nt.latency.add(lat)
-                self.latency.add(lat)
-                if slot is not None:
-                    slot.latency.add(lat)
-                    per_name = slot.by_name.get(name)
-                    if per_name is None:
-                        per_name = slot.by_name[name] = histogram.new_histogram()
-                    per_name.add(lat)
+                _into(slot.by_name, name).add(lat)
             if svc is not None:
-                nt.service.add(svc)
-                self.service.add(svc)
+                _into(slot.service_by_name, name).add(svc)
         if lag is not None:
             self.lag.add(lag)
         return True
@@ -212,7 +220,21 @@ class RunAggregate:
         last = max([self.closed_through, *self._slots])
         return self.close((), last, grace=0)
 
+    def _fold(self, name: str, lat: HdrHistogram | None, svc: HdrHistogram | None) -> None:
+        nt = self.names[name]
+        if lat is not None:
+            nt.latency.add(lat)
+            self.latency.add(lat)
+        if svc is not None:
+            nt.service.add(svc)
+            self.service.add(svc)
+
     def _summarize(self, slot: Slot) -> ClosedInterval:
+        for name, lat in slot.by_name.items():
+            self._fold(name, lat, None)
+            slot.latency.add(lat)
+        for name, svc in slot.service_by_name.items():
+            self._fold(name, None, svc)
         h = slot.latency
         has = h.get_total_count() > 0
         c = slot.counts

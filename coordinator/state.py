@@ -66,6 +66,7 @@ def aggregate_state(agg: RunAggregate) -> dict[str, Any]:
                 _counts(s.counts),
                 histogram.encode(s.latency),
                 {n: histogram.encode(h) for n, h in s.by_name.items()},
+                {n: histogram.encode(h) for n, h in s.service_by_name.items()},
             ]
             for i, s in agg.open_slots().items()
         },
@@ -98,9 +99,15 @@ def restore_aggregate(d: dict[str, Any], names: list[str], curve: RateCurve) -> 
             contiguous=v[8],
             ahead=set(v[9]),
         )
-    for i, (counts, lat, by_name) in d["slots"].items():
+    for i, (counts, lat, by_name, svc_by_name) in d["slots"].items():
         agg.restore_slot(
-            Slot(int(i), _counts_back(counts), _hist(lat), {n: _hist(h) for n, h in by_name.items()})
+            Slot(
+                int(i),
+                _counts_back(counts),
+                _hist(lat),
+                {n: _hist(h) for n, h in by_name.items()},
+                {n: _hist(h) for n, h in svc_by_name.items()},
+            )
         )
     agg.closed_through = d["closed_through"]
     agg.late_intervals = d["late_intervals"]

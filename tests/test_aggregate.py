@@ -39,7 +39,9 @@ def test_merge_equals_one_histogram_of_all_samples(per_agent: list[list[int]]) -
             everything.record_value(histogram.clamp_us(us / 1e6))
         rec.seal_arrivals()
         agg.add(f"agent{i}", rec.take_interval(0, 0))
+    closed = agg.close_all()
     assert agg.latency.get_total_count() == everything.get_total_count()
+    assert histogram.summary_ms(closed[0].latency) == histogram.summary_ms(everything)
     assert histogram.summary_ms(agg.latency) == histogram.summary_ms(everything)
     assert agg.totals.ok == sum(len(s) for s in per_agent)
 
@@ -113,3 +115,28 @@ def test_clock_estimate_takes_the_tightest_round_trip() -> None:
     est = estimate(samples)
     assert abs(est.offset - true_offset) <= est.error + 1e-12
     assert est.error < 0.01
+
+
+def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
+
+    agg = RunAggregate(["a", "b"], CURVE)
+    rec = Recorder(["a", "b"])
+    for second in range(4):
+        for i in range(20):
+            rec.scheduled(i % 2, 0.0)
+            rec.response(i % 2, 0.0, 0.001, 0.001 * (i + 1), 200 if i % 7 else 500)
+        rec.seal_arrivals()
+        agg.add("x", rec.take_interval(second, 0, 0.5))
+        if second == 1:
+            agg.close(["x"], now_index=1)
+    write_state(tmp_path, {"aggregate": aggregate_state(agg)})
+    back = restore_aggregate(read_state(tmp_path)["aggregate"], ["a", "b"], CURVE)
+    # a re-sent interval is recognised after the restore
+    assert back.add("x", Interval(3, 0, 0, 0, 0, {}, b"", 0.0)) is False
+    for a in (agg, back):
+        a.close_all()
+    assert back.totals == agg.totals
+    assert histogram.summary_ms(back.latency) == histogram.summary_ms(agg.latency)
+    assert histogram.summary_ms(back.names["b"].service) == histogram.summary_ms(agg.names["b"].service)
+    assert back.agent("x").contiguous == 3
