@@ -41,7 +41,7 @@ from agents.engine import Engine, Sink
 from agents.recorder import Recorder
 from loadgen import __version__
 from loadgen.curve import RateCurve
-from loadgen.errors import RunError, WireError
+from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.profile import Profile, RequestSpec
 from loadgen.schedule import ArrivalSchedule
 from loadgen.wire import (
@@ -183,6 +183,8 @@ class Agent:
         data = await self._sock.recv()
         try:
             msg = decode(data, peer="coordinator")
+        except VersionMismatch as exc:
+            raise RunError(f"the coordinator speaks another protocol version: {exc.reason}") from exc
         except WireError as exc:
             log.warning("dropped a malformed message: %s", exc)
             return None

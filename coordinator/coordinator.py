@@ -33,7 +33,7 @@ from coordinator.clock_sync import ClockSample, estimate
 from coordinator.results import AgentInfo, build_results, write_json_atomic
 from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
 from loadgen.curve import RateCurve
-from loadgen.errors import RunError, WireError
+from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.profile import Profile
 from loadgen.split import split
 from loadgen.wire import (
@@ -126,6 +126,7 @@ class Coordinator:
         self._sock: zmq.Socket[bytes] | None = None
         self.endpoint = ""
         self.dropped_messages = 0
+        self._mismatched: set[str] = set()
         self._dispatch: dict[type[Message], Callable[[str, Any], None]] = {
             Hello: self._on_hello,
             Pong: self._on_pong,
@@ -199,6 +200,13 @@ class Coordinator:
         peer = ident.decode("utf-8", "replace")
         try:
             msg = decode(data, peer=peer)
+        except VersionMismatch as exc:
+            self.dropped_messages += 1
+            if peer not in self._mismatched:
+                self._mismatched.add(peer)
+                self._progress(f"refused {peer}: {exc.reason}")
+                self._send(peer, Stop(f"protocol version mismatch: {exc.reason}"))
+            return
         except WireError as exc:
             self.dropped_messages += 1
             log.warning("dropped a malformed message: %s", exc)

@@ -3,6 +3,7 @@
     LoadgenError
     ├── ProfileError   a profile file is missing, unreadable or invalid (the user's input)
     ├── WireError      a message from a peer is malformed, oversized or of another version (the peer's fault)
+    │   └── VersionMismatch   the peer speaks another protocol version
     └── RunError       the run could not complete (no agent arrived, the coordinator vanished, ...)
 
 Library code raises these; only the CLI turns them into messages and exit statuses.
@@ -39,6 +40,15 @@ class WireError(LoadgenError):
         self.reason = reason
         self.peer = peer
         super().__init__(reason if peer is None else f"{peer}: {reason}")
+
+
+class VersionMismatch(WireError):
+    """The peer speaks another version of the wire protocol; the two must not work together."""
+
+    def __init__(self, reason: str, peer: str | None, theirs: object, ours: int) -> None:
+        super().__init__(reason, peer)
+        self.theirs = theirs
+        self.ours = ours
 
 
 class RunError(LoadgenError):

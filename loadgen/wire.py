@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from loadgen.errors import WireError
+from loadgen.errors import VersionMismatch, WireError
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -217,10 +217,12 @@ def decode(data: bytes, peer: str | None = None) -> Message:
         raise WireError("message is not a map", peer)
     version = body.pop("v", None)
     if version != PROTOCOL_VERSION:
-        raise WireError(
+        raise VersionMismatch(
             f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION}); "
             "run the same loadgen version on coordinator and agents",
             peer,
+            version,
+            PROTOCOL_VERSION,
         )
     kind = body.pop("type", None)
     cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None

@@ -312,3 +312,29 @@ def test_one_command_runs_an_agent_per_process_and_reports_start_skew(target: Ta
     assert skew < 50.0  # one machine's loopback: a few ms at most, even on a busy CI box
     assert res["start_skew_ms"] is not None
     assert all(abs(a["clock_offset_ms"]) < 50 for a in res["agents"])
+
+
+def test_other_protocol_versions_are_refused_with_a_clear_message(tmp_path: Path, target: Target) -> None:
+    prof = _steady(tmp_path, target, 10, 1)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    coord = Watched(
+        "coordinator", str(prof), "--bind", endpoint, "--expect-agents", "1", "--join-timeout", "5"
+    )
+    ctx = zmq.Context()
+    old = ctx.socket(zmq.DEALER)
+    old.setsockopt(zmq.LINGER, 0)
+    old.setsockopt(zmq.IDENTITY, b"agent-from-the-future")
+    try:
+        old.connect(endpoint)
+        coord.wait_for("waiting for 1 agent")
+        hello = {"v": 2, "type": "hello", "agent_id": "x", "host": "h", "pid": 1, "software": "loadgen 9"}
+        old.send(msgpack.packb(hello))
+        assert old.poll(5000)
+        reply = msgpack.unpackb(old.recv())
+        assert reply["type"] == "stop" and "protocol version 2" in reply["reason"]
+        assert coord.wait(timeout=30) == 3
+        assert "protocol version 2 is not supported" in coord.stderr()
+    finally:
+        old.close()
+        ctx.term()
+        coord.kill()
