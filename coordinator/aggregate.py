@@ -50,6 +50,8 @@ class Slot:
     latency: HdrHistogram = field(default_factory=histogram.new_histogram)
     by_name: dict[str, HdrHistogram] = field(default_factory=dict)  # response time per request name
     service_by_name: dict[str, HdrHistogram] = field(default_factory=dict)
+    lag: HdrHistogram = field(default_factory=histogram.new_histogram)
+    cpu_max: float = 0.0
 
 
 def _into(hists: dict[str, HdrHistogram], name: str) -> HdrHistogram:
@@ -65,9 +67,15 @@ class ClosedInterval:
     summary: dict[str, Any]
     latency: HdrHistogram
     by_name: dict[str, HdrHistogram]
+    service_by_name: dict[str, HdrHistogram]
 
 
 CPU_SATURATED = 0.95  # share of one core at which an agent process cannot be trusted to keep time
+SATURATION_LAG_P99_MS = 5.0  # send lag beyond which the generator is behind its own schedule
+
+
+def _pct(h: HdrHistogram, p: float) -> float | None:
+    return h.get_value_at_percentile(p) / 1000.0 if h.get_total_count() else None
 
 
 @dataclass
@@ -177,6 +185,10 @@ class RunAggregate:
         at.cpu_max = max(at.cpu_max, iv.cpu)
         if iv.cpu >= CPU_SATURATED:
             at.cpu_saturated_s += 1
+        if lag is not None:
+            (self.lag if slot is None else slot.lag).add(lag)
+        if slot is not None:
+            slot.cpu_max = max(slot.cpu_max, iv.cpu)
         for counts in (self.totals, at.counts, *(() if slot is None else (slot.counts,))):
             counts.scheduled += iv.scheduled
             counts.dropped += iv.dropped
@@ -199,8 +211,6 @@ class RunAggregate:
                 _into(slot.by_name, name).add(lat)
             if svc is not None:
                 _into(slot.service_by_name, name).add(svc)
-        if lag is not None:
-            self.lag.add(lag)
         return True
 
     def close(self, active: Iterable[str], now_index: int, grace: int = 3) -> list[ClosedInterval]:
@@ -233,12 +243,15 @@ class RunAggregate:
         for name, lat in slot.by_name.items():
             self._fold(name, lat, None)
             slot.latency.add(lat)
+        service = histogram.new_histogram()
         for name, svc in slot.service_by_name.items():
             self._fold(name, None, svc)
+            service.add(svc)
+        self.lag.add(slot.lag)
         h = slot.latency
         has = h.get_total_count() > 0
         c = slot.counts
-        summary = {
+        summary: dict[str, Any] = {
             "t": slot.index,
             "target_rate": round(self.curve.between(slot.index, slot.index + 1), 3),
             "scheduled": c.scheduled,
@@ -249,8 +262,17 @@ class RunAggregate:
             "p50": h.get_value_at_percentile(50) / 1000.0 if has else None,
             "p99": h.get_value_at_percentile(99) / 1000.0 if has else None,
             "max": h.get_max_value() / 1000.0 if has else None,
+            "service_p50": _pct(service, 50),
+            "service_p99": _pct(service, 99),
+            "send_lag_p99": _pct(slot.lag, 99),
+            "cpu_max": round(slot.cpu_max, 3),
         }
-        return ClosedInterval(slot.index, summary, h, slot.by_name)
+        summary["saturated"] = bool(
+            c.dropped
+            or (summary["send_lag_p99"] or 0.0) > SATURATION_LAG_P99_MS
+            or slot.cpu_max >= CPU_SATURATED
+        )
+        return ClosedInterval(slot.index, summary, h, slot.by_name, slot.service_by_name)
 
 
 def recent_p99(

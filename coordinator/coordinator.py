@@ -28,7 +28,13 @@ from typing import Any
 
 import zmq
 
-from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
+from coordinator.aggregate import (
+    CPU_SATURATED,
+    SATURATION_LAG_P99_MS,
+    ClosedInterval,
+    RunAggregate,
+    recent_p99,
+)
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.results import AgentInfo, build_results, write_json_atomic
 from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
@@ -127,6 +133,7 @@ class Coordinator:
         self.endpoint = ""
         self.dropped_messages = 0
         self._mismatched: set[str] = set()
+        self._next_saturation_warning = 0.0
         self._dispatch: dict[type[Message], Callable[[str, Any], None]] = {
             Hello: self._on_hello,
             Pong: self._on_pong,
@@ -518,6 +525,21 @@ class Coordinator:
         self.intervals.append(c.summary)
         self._recent = [*self._recent[-4:], c]
         self._unlogged.append(c)
+        s = c.summary
+        if s["saturated"] and self._clock() >= self._next_saturation_warning:
+            self._next_saturation_warning = self._clock() + 10.0
+            why = []
+            if s["dropped"]:
+                why.append(f"{s['dropped']} arrivals dropped at max_in_flight")
+            if (s["send_lag_p99"] or 0.0) > SATURATION_LAG_P99_MS:
+                why.append(f"send lag p99 {s['send_lag_p99']:.1f} ms")
+            if s["cpu_max"] >= CPU_SATURATED:
+                why.append(f"an agent at {s['cpu_max']:.0%} CPU")
+            self._event("generator_saturated", second=s["t"], why="; ".join(why))
+            self._progress(
+                f"WARNING: GENERATOR SATURATED at t={s['t']} s: {'; '.join(why)}. "
+                "These numbers include the generator's own delays: add agents or cores."
+            )
 
     def _progress_line(self, now: float) -> str:
         elapsed = now - self._start_at

@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coordinator.aggregate import RunAggregate
+from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate
 from loadgen import histogram
 from loadgen.profile import Profile
 
 SCHEMA_VERSION = 1
-SATURATION_LAG_P99_MS = 5.0
 
 
 AGENT_STATES = ("joining", "active", "finished", "lost", "refused")

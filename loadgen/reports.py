@@ -1,7 +1,8 @@
 """Everything written to ``--out`` at the end of a run, and re-creatable from it with ``loadgen report DIR``.
 
-``results.json`` is the source of truth; ``summary.md`` and ``stats.csv`` are derived from it, with the
-profile's thresholds evaluated into ``results["thresholds"]`` and ``results["passed"]``.
+``results.json`` is the source of truth; ``summary.md``, ``stats.csv`` and ``report.html`` are derived
+from it, with the profile's thresholds evaluated into ``results["thresholds"]`` and ``results["passed"]``.
+``report.html`` also draws the percentile distribution from ``latency.hlog`` when the run wrote one.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import LoadgenError
+from loadgen.hlog import HlogContents, read_hlog
 from loadgen.report_csv import render_stats_csv
+from loadgen.report_html import render_html
 from loadgen.report_md import render_summary_md
 from loadgen.thresholds import Verdict, evaluate_all, verdicts_to_json
+
+HLOG_NAME = "latency.hlog"
 
 
 def apply_thresholds(results: dict[str, Any], thresholds: Sequence[str]) -> list[Verdict]:
@@ -43,13 +48,30 @@ def write_reports(out: Path, results: dict[str, Any]) -> list[Path]:
     verdicts = verdicts_from(results)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    hlog, problem = read_hlog_if_any(out / HLOG_NAME)
+    html_results = (
+        results if problem is None else {**results, "warnings": [*(results.get("warnings") or []), problem]}
+    )
     for name, text in (
         ("summary.md", render_summary_md(results, verdicts)),
         ("stats.csv", render_stats_csv(results)),
+        ("report.html", render_html(html_results, hlog)),
     ):
         write_text_atomic(out / name, text)
         written.append(out / name)
     return written
+
+
+def read_hlog_if_any(path: Path) -> tuple[HlogContents | None, str | None]:
+    """The interval log at ``path``, or None when there is none; an unreadable one is reported, not raised
+    (the other reports must still be written), as the second value."""
+    try:
+        with path.open(encoding="ascii") as stream:
+            return read_hlog(stream), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, LoadgenError) as exc:
+        return None, f"{path.name} unreadable, percentile chart drawn from results.json instead: {exc}"
 
 
 def read_results(out: Path) -> dict[str, Any]:
