@@ -152,3 +152,34 @@ def test_dead_target_is_counted_as_connect_errors(tmp_path: Path) -> None:
     _accounted(res)
     assert res["totals"]["scheduled"] == 100
     assert res["errors"].get("connect") == 100, (res["errors"], r.stderr)
+
+
+def test_latency_matches_a_known_distribution(target: Target, tmp_path: Path) -> None:
+    """Ground truth: the target delays 90% of requests by 10 ms and 10% by 100 ms."""
+    requests = (
+        '[[requests]]\nname = "fast"\npath = "/delay?ms=10"\nweight = 9\n'
+        '[[requests]]\nname = "slow"\npath = "/delay?ms=100"\nweight = 1\n'
+    )
+    prof = write_profile(
+        tmp_path / "truth.toml",
+        target.url,
+        '[{duration = "0s", rate = 100}, {duration = "5s", rate = 100}]',
+        requests=requests,
+    )
+    r = loadgen("run", str(prof), "--agents", "2", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    fast, slow = res["requests"]["fast"], res["requests"]["slow"]
+    assert fast["ok"] + slow["ok"] == 500
+    assert 400 < fast["ok"] < 490  # weights 9:1, drawn at random
+    for figures, ms in ((fast, 10.0), (slow, 100.0)):
+        for kind in ("latency_ms", "service_ms"):
+            # the target's timers have millisecond resolution (libuv), so a delay may end up to 1 ms early
+            assert ms - 1 <= figures[kind]["p50"] <= ms + 5, (kind, figures[kind])
+            assert ms - 1 <= figures[kind]["min"]
+    overall = res["latency_ms"]
+    assert 9.0 <= overall["p80"] <= 15.0
+    assert 99.0 <= overall["p95"] <= 105.0
+    assert 100.0 <= overall["max"] <= 120.0
+    assert res["generator_saturated"] is False
