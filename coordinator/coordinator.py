@@ -38,6 +38,7 @@ from coordinator.aggregate import (
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.results import AgentInfo, build_results, write_json_atomic
 from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
+from loadgen.costs import cost_of, cost_summary, judgeable_during_run
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.profile import Profile
@@ -134,6 +135,8 @@ class Coordinator:
         self.dropped_messages = 0
         self._mismatched: set[str] = set()
         self._next_saturation_warning = 0.0
+        self._aborted: str | None = None
+        self._aborted_at = 0.0
         self._dispatch: dict[type[Message], Callable[[str, Any], None]] = {
             Hello: self._on_hello,
             Pong: self._on_pong,
@@ -292,6 +295,7 @@ class Coordinator:
         if peer not in self.agents:
             raise WireError("interval from an agent that is not part of this run", peer)
         self.agg.add(peer, msg)
+        self._check_budget()
 
     def _on_finished(self, peer: str, msg: Finished) -> None:
         info = self.agents.get(peer)
@@ -509,7 +513,7 @@ class Coordinator:
                     next_results = now + RESULTS_EVERY
                 next_checkpoint = now + CHECKPOINT_EVERY
             elapsed = now - self._start_at
-            if not self._busy() and (elapsed >= duration or not self.agents):
+            if not self._busy() and (elapsed >= duration or not self.agents or self._aborted is not None):
                 break
             if elapsed > duration + grace:
                 for agent in self._busy():
@@ -525,6 +529,7 @@ class Coordinator:
         self.intervals.append(c.summary)
         self._recent = [*self._recent[-4:], c]
         self._unlogged.append(c)
+        self._check_limits_live(c.index)
         s = c.summary
         if s["saturated"] and self._clock() >= self._next_saturation_warning:
             self._next_saturation_warning = self._clock() + 10.0
@@ -540,6 +545,35 @@ class Coordinator:
                 f"WARNING: GENERATOR SATURATED at t={s['t']} s: {'; '.join(why)}. "
                 "These numbers include the generator's own delays: add agents or cores."
             )
+
+    def _check_limits_live(self, second: int) -> None:
+        """Budget and abort_on_fail, judged on every closed second."""
+        if self._aborted is not None:
+            return
+        self._check_budget()
+        p = self.profile
+        if self._aborted is None and p.abort_on_fail and p.thresholds and second + 1 >= p.abort_grace and second % 2 == 0:
+            from loadgen.thresholds import evaluate_all
+
+            judged = [t for t in p.thresholds if judgeable_during_run(t)]
+            lost = [v for v in evaluate_all(judged, self._results(final=False)) if not v.passed]
+            if lost:
+                self._abort(f"threshold already lost: {lost[0].expr} ({lost[0].detail})", "aborted")
+
+    def _check_budget(self) -> None:
+        p = self.profile
+        if p.budget is not None and self._aborted is None:
+            spent = cost_of(p, self.agg)
+            if spent > p.budget:
+                self._abort(f"budget exceeded: cost {spent:.4g} > budget {p.budget:.4g}", "budget_exceeded")
+
+    def _abort(self, reason: str, kind: str) -> None:
+        self._aborted = reason
+        self._aborted_at = self._now()
+        self._event(kind, reason=reason)
+        self._progress(f"ABORTING the run: {reason}")
+        for agent in self._busy():
+            self._send(agent, Stop(reason))
 
     def _progress_line(self, now: float) -> str:
         elapsed = now - self._start_at
@@ -584,7 +618,7 @@ class Coordinator:
         return doc
 
     def _results(self, *, final: bool) -> dict[str, Any]:
-        return build_results(
+        doc = build_results(
             self.profile,
             self.agg,
             self.intervals,
@@ -595,6 +629,12 @@ class Coordinator:
             agents_expected=self.config.expect_agents,
             final=final,
         )
+        doc["aborted"] = self._aborted
+        if self._aborted is not None and self._aborted_at > 0:
+            t = doc["totals"]
+            doc["rps"] = round((t["ok"] + t["failed"]) / self._aborted_at, 3)
+        doc["cost"] = cost_summary(self.profile, doc)
+        return doc
 
     def _write_hlog(self, out: Path) -> None:
         from loadgen.hlog import HlogWriter

@@ -166,6 +166,7 @@ def build_results(
         ],
         "events": events,
         "generator_saturated": saturated,
+        "cost": None,
         "warnings": warnings,
     }
 

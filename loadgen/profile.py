@@ -6,6 +6,7 @@ and their wire form (plain msgpack-able dicts; nothing executable ever travels).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class RequestSpec:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     weight: float = 1.0
+    cost: float = 0.0  # price of one request (e.g. a paid API's unit price), for cost totals and budgets
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,12 @@ class Profile:
     requests: tuple[RequestSpec, ...]
     thresholds: tuple[str, ...] = ()
     source: str = field(default="<memory>", compare=False)
+    abort_on_fail: bool = False  # stop the run early once a threshold is already lost
+    abort_grace: float = 0.0  # seconds into the run before thresholds may abort it
+    budget: float | None = None  # stop the run when the cost of completed requests exceeds this
 
     def with_target(self, target: str) -> Profile:
-        return Profile(self.name, target, self.load, self.requests, self.thresholds, self.source)
+        return dataclasses.replace(self, target=target)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -78,9 +83,13 @@ class Profile:
                     "headers": [list(h) for h in r.headers],
                     "body": r.body,
                     "weight": r.weight,
+                    "cost": r.cost,
                 }
                 for r in self.requests
             ],
+            "abort_on_fail": self.abort_on_fail,
+            "abort_grace": self.abort_grace,
+            "budget": self.budget,
         }
 
     @classmethod
@@ -106,6 +115,7 @@ class Profile:
                 headers=tuple((str(k), str(v)) for k, v in r["headers"]),
                 body=bytes(r["body"]),
                 weight=float(r["weight"]),
+                cost=float(r.get("cost", 0.0)),
             )
             for r in d["requests"]
         )
@@ -118,4 +128,7 @@ class Profile:
             requests=requests,
             thresholds=tuple(str(t) for t in d["thresholds"]),
             source="<wire>",
+            abort_on_fail=bool(d.get("abort_on_fail", False)),
+            abort_grace=float(d.get("abort_grace", 0.0)),
+            budget=None if d.get("budget") is None else float(d["budget"]),
         )

@@ -6,7 +6,10 @@ The format::
 
     name = "checkout"                    # default: the file name without extension
     target = "http://127.0.0.1:8080"     # http(s) base URL; a target override replaces it
-    thresholds = ["p95 < 500ms"]         # stored as given
+    thresholds = ["p95 < 500ms"]         # checked against loadgen.thresholds' grammar
+    abort_on_fail = false                # stop early once a threshold is already lost ...
+    abort_grace = "30s"                  # ... but not in the first 30 s
+    budget = 50.0                        # stop when the cost of completed requests exceeds this
 
     [load]
     arrival = "poisson"                  # or "constant"
@@ -22,6 +25,7 @@ The format::
     weight = 1                           # > 0
     headers = { "content-type" = "application/json" }
     body = "..."                         # sent as UTF-8
+    cost = 0.002                         # price of one request, >= 0 (default 0)
 
 A target ending in ``/`` is stored without it, so that request paths can be appended.
 """
@@ -39,11 +43,12 @@ from loadgen.durations import parse_duration
 from loadgen.errors import ProfileError
 from loadgen.profile import ARRIVAL_KINDS, LoadSpec, Profile, RequestSpec, Stage
 from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
+from loadgen.thresholds import parse_threshold
 
-TOP_KEYS = ("name", "target", "thresholds", "load", "requests")
+TOP_KEYS = ("name", "target", "thresholds", "abort_on_fail", "abort_grace", "budget", "load", "requests")
 LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "stages", "shape")
 STAGE_KEYS = ("duration", "rate")
-REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body")
+REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body", "cost")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -127,7 +132,22 @@ def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Prof
         requests=_requests(doc.get("requests")),
         thresholds=_thresholds(doc.get("thresholds", [])),
         source=file,
+        abort_on_fail=_bool(doc.get("abort_on_fail", False), "abort_on_fail"),
+        abort_grace=_duration(doc.get("abort_grace", "0s"), "abort_grace"),
+        budget=None if "budget" not in doc else _non_negative(doc["budget"], "budget"),
     )
+
+
+def _bool(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(field, f"expected true or false, got {describe(value)}")
+    return value
+
+
+def _non_negative(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise _Invalid(field, f"expected a number >= 0, got {describe(value)}")
+    return float(value)
 
 
 def _path(prefix: str, key: str) -> str:
@@ -206,7 +226,13 @@ def _thresholds(value: object) -> tuple[str, ...]:
         raise _Invalid(
             "thresholds", f'expected an array of strings like ["p95 < 500ms"], got {describe(value)}'
         )
-    return tuple(_string(item, f"thresholds[{i}]") for i, item in enumerate(value))
+    exprs = tuple(_string(item, f"thresholds[{i}]") for i, item in enumerate(value))
+    for i, expr in enumerate(exprs):
+        try:
+            parse_threshold(expr)
+        except ValueError as exc:
+            raise _Invalid(f"thresholds[{i}]", str(exc)) from None
+    return exprs
 
 
 def _load(table: Mapping[str, object]) -> LoadSpec:
@@ -320,6 +346,7 @@ def _request(table: Mapping[str, object], field: str) -> RequestSpec:
         headers=_headers(table.get("headers", {}), f"{field}.headers"),
         body=_body(table.get("body", ""), f"{field}.body"),
         weight=float(weight),
+        cost=_non_negative(table.get("cost", 0), f"{field}.cost"),
     )
 
 

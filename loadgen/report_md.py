@@ -117,7 +117,18 @@ def build_sections(
     sections.append(_errors(results))
     if float(results.get("duration_s") or 0.0) > HOURLY_AFTER_S:
         sections.append(_per_hour(results))
+    if results.get("cost"):
+        sections.append(_cost(results["cost"]))
     return title, sections
+
+
+def _cost(cost: Mapping[str, Any]) -> Section:
+    rows = tuple((name, f"{value:.6g}") for name, value in sorted(cost.get("by_request", {}).items()))
+    lines = [f"total {cost['total']:.6g} · per hour {cost['per_hour']:.6g}"]
+    if cost.get("budget") is not None:
+        state = "EXCEEDED" if cost.get("budget_exceeded") else "within budget"
+        lines.append(f"budget {cost['budget']:.6g}: {state}")
+    return Section("Cost", lines=tuple(lines), table=Table(("Request", "Cost"), rows, "lr") if rows else None)
 
 
 # -- sections -------------------------------------------------------------------------------------------
@@ -164,6 +175,8 @@ def _overview(results: Mapping[str, Any], verdicts: Sequence[Verdict] | None, st
 
 def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
     out = []
+    if results.get("aborted"):
+        out.append(st.bold(f"{st.warn} RUN ABORTED EARLY: {results['aborted']}"))
     if results.get("generator_saturated"):
         out.append(
             st.bold(

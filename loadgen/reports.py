@@ -26,7 +26,8 @@ def apply_thresholds(results: dict[str, Any], thresholds: Sequence[str]) -> list
     """Evaluate ``thresholds`` against ``results`` and store the verdicts in it."""
     verdicts = evaluate_all(list(thresholds), results)
     results["thresholds"] = verdicts_to_json(verdicts)
-    results["passed"] = all(v.passed for v in verdicts)
+    # An aborted run (a threshold already lost, or the budget spent) is a failed run whatever else held.
+    results["passed"] = all(v.passed for v in verdicts) and not results.get("aborted")
     return verdicts
 
 

@@ -183,3 +183,43 @@ def test_latency_matches_a_known_distribution(target: Target, tmp_path: Path) ->
     assert 99.0 <= overall["p95"] <= 105.0
     assert 100.0 <= overall["max"] <= 120.0
     assert res["generator_saturated"] is False
+
+
+def test_abort_on_fail_stops_a_run_whose_threshold_is_lost(target: Target, tmp_path: Path) -> None:
+    prof = write_profile(
+        tmp_path / "abort.toml",
+        target.url,
+        '[{duration = "0s", rate = 50}, {duration = "30s", rate = 50}]',
+        extra='thresholds = ["p99 < 5ms", "requests >= 1000"]\nabort_on_fail = true\nabort_grace = "2s"',
+        requests='[[requests]]\npath = "/delay?ms=20"\n',
+    )
+    started = time.monotonic()
+    r = loadgen("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
+    assert r.returncode == 1, r.stderr
+    assert time.monotonic() - started < 20  # well before the profile's 30 s
+    res = read_results(tmp_path / "out")
+    assert "p99 < 5ms" in res["aborted"]
+    assert any(e["type"] == "aborted" for e in res["events"])
+    assert res["passed"] is False
+    _accounted(res)
+    assert "RUN ABORTED EARLY" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_budget_stops_the_run_and_costs_are_reported(target: Target, tmp_path: Path) -> None:
+    prof = write_profile(
+        tmp_path / "paid.toml",
+        target.url,
+        '[{duration = "0s", rate = 100}, {duration = "30s", rate = 100}]',
+        extra="budget = 1.0",
+        requests='[[requests]]\nname = "paid"\npath = "/"\ncost = 0.005\n',
+    )
+    r = loadgen("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
+    assert r.returncode == 1, r.stderr
+    res = read_results(tmp_path / "out")
+    cost = res["cost"]
+    assert cost["budget_exceeded"] is True
+    # checked every second: stops within about two seconds' spending of the budget
+    assert 1.0 < cost["total"] <= 1.0 + 2 * 100 * 0.005
+    assert cost["by_request"]["paid"] == pytest.approx(res["requests"]["paid"]["count"] * 0.005)
+    assert res["totals"]["scheduled"] < 1500
+    assert "budget exceeded" in res["aborted"]

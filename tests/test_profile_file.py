@@ -461,11 +461,15 @@ def test_start_rate_does_not_combine_with_a_shape() -> None:
 
 def test_values_are_converted() -> None:
     d = doc()
-    d["thresholds"] = ["p95 < 500ms", "anything at all"]
+    d["thresholds"] = ["p95 < 500ms", "search: p99 < 1s"]
+    d["abort_on_fail"] = True
+    d["abort_grace"] = "30s"
+    d["budget"] = 12.5
     d["load"].update(arrival="constant", start_rate=2, timeout="1m30s", max_in_flight=7)
     d["requests"][0].update(method="POST", headers={"content-type": "application/json"}, body='{"q": "é"}')
     profile = parse_profile(d, "p.toml")
-    assert profile.thresholds == ("p95 < 500ms", "anything at all")
+    assert profile.thresholds == ("p95 < 500ms", "search: p99 < 1s")
+    assert (profile.abort_on_fail, profile.abort_grace, profile.budget) == (True, 30.0, 12.5)
     assert profile.load == LoadSpec("constant", 2.0, 90.0, 7, (Stage(10, 5), Stage(5, 10)))
     home = profile.requests[0]
     assert home.headers == (("content-type", "application/json"),)
@@ -483,3 +487,32 @@ def test_name_defaults_to_the_file_stem() -> None:
 @given(profiles())
 def test_profile_round_trips_through_its_document(profile: Profile) -> None:
     assert parse_profile(profile_doc(profile), "p.toml") == profile
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"thresholds": ["p95 500ms"]}, "thresholds[0]", "no comparison operator"),
+        ({"thresholds": ["p101 < 1s"]}, "thresholds[0]", "p101"),
+        ({"abort_on_fail": "yes"}, "abort_on_fail", "true or false"),
+        ({"abort_grace": "soon"}, "abort_grace", ""),
+        ({"budget": -1}, "budget", ">= 0"),
+    ],
+)
+def test_verdict_and_budget_fields_are_checked(change: dict[str, object], field: str, reason: str) -> None:
+    d = doc()
+    d.update(change)
+    with pytest.raises(ProfileError) as e:
+        parse_profile(d, "p.toml")
+    assert e.value.field == field
+    assert reason in e.value.reason
+
+
+def test_request_cost_must_be_a_price() -> None:
+    d = doc()
+    d["requests"][0]["cost"] = 0.002
+    assert parse_profile(d, "p.toml").requests[0].cost == 0.002
+    d["requests"][0]["cost"] = "cheap"
+    with pytest.raises(ProfileError) as e:
+        parse_profile(d, "p.toml")
+    assert e.value.field == "requests[0].cost"
