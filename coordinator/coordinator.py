@@ -552,7 +552,13 @@ class Coordinator:
             return
         self._check_budget()
         p = self.profile
-        if self._aborted is None and p.abort_on_fail and p.thresholds and second + 1 >= p.abort_grace and second % 2 == 0:
+        if (
+            self._aborted is None
+            and p.abort_on_fail
+            and p.thresholds
+            and second + 1 >= p.abort_grace
+            and second % 2 == 0
+        ):
             from loadgen.thresholds import evaluate_all
 
             judged = [t for t in p.thresholds if judgeable_during_run(t)]
