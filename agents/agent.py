@@ -346,7 +346,7 @@ class Agent:
     async def _send_interval(
         self, recorder: Recorder, engine: Engine, index: int, first: int, cpu: float
     ) -> None:
-        data = encode(recorder.take_interval(index, engine.in_flight, cpu, first))
+        data = encode(await recorder.cut(index, engine.in_flight, cpu, first).build_async())
         self._buffer.append((index, data))
         if len(self._buffer) > MAX_BUFFERED:
             lost, _ = self._buffer.popleft()

@@ -12,6 +12,8 @@ counts sealed so far. Completions are counted in the second they complete.
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Sequence
 
 from hdrh.histogram import HdrHistogram
@@ -30,23 +32,37 @@ class _NameStats:
         self.ok = 0
         self.failed = 0
         self.errors: dict[str, int] = {}
-        self.latency: HdrHistogram = histogram.new_histogram()
-        self.service: HdrHistogram = histogram.new_histogram()
+        # Raw microsecond values of this interval; folded into HDR histograms once per interval.
+        self.latency: list[int] = []
+        self.service: list[int] = []
 
     def reset(self) -> None:
         self.scheduled = 0
         self.ok = 0
         self.failed = 0
         self.errors = {}
-        self.latency.reset()
-        self.service.reset()
+        self.latency = []
+        self.service = []
+
+
+def _histogram_of(values: list[int]) -> HdrHistogram:
+    """An HDR histogram of ``values`` (µs), recording each distinct value once with its count: the same
+    histogram as recording them one by one, at a fraction of the cost."""
+    h = histogram.new_histogram()
+    record = h.record_value
+    for value, count in Counter(values).items():
+        record(1 if value < 1 else (value if value < HIGHEST_US else HIGHEST_US), count)
+    return h
 
 
 class Recorder:
+    """Counts and times every outcome. The per-request methods only count and append an integer: the HDR
+    recording happens once per interval, over the distinct values (see :func:`_histogram_of`)."""
+
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self._stats = [_NameStats() for _ in self.names]
-        self._lag = histogram.new_histogram()
+        self._lag: list[int] = []
         self._scheduled = 0
         self._dropped = 0
         self._by_name = [0] * len(self.names)
@@ -66,8 +82,7 @@ class Recorder:
         """An arrival was handed to the engine ``lag`` seconds after its intended time."""
         self._by_name[req] += 1
         self._scheduled += 1
-        us = int(lag * 1_000_000.0)
-        self._lag.record_value(1 if us < 1 else (us if us < HIGHEST_US else HIGHEST_US))
+        self._lag.append(int(lag * 1_000_000.0))
 
     def dropped(self, req: int) -> None:
         """An arrival was not sent because ``max_in_flight`` requests were already outstanding."""
@@ -79,10 +94,8 @@ class Recorder:
 
     def response(self, req: int, intended: float, sent: float, done: float, status: int) -> None:
         st = self._stats[req]
-        us = int((done - intended) * 1_000_000.0)
-        st.latency.record_value(1 if us < 1 else (us if us < HIGHEST_US else HIGHEST_US))
-        us = int((done - sent) * 1_000_000.0)
-        st.service.record_value(1 if us < 1 else (us if us < HIGHEST_US else HIGHEST_US))
+        st.latency.append(int((done - intended) * 1_000_000.0))
+        st.service.append(int((done - sent) * 1_000_000.0))
         if status < 400:
             st.ok += 1
         else:
@@ -95,8 +108,7 @@ class Recorder:
         if category == "timeout":
             # A timeout is a wait the user really had: it belongs in the tail. Fast failures (refused,
             # reset) are not latencies and would flatter the distribution, so they are only counted.
-            us = int((done - intended) * 1_000_000.0)
-            st.latency.record_value(1 if us < 1 else (us if us < HIGHEST_US else HIGHEST_US))
+            st.latency.append(int((done - intended) * 1_000_000.0))
         st.failed += 1
         st.errors[category] = st.errors.get(category, 0) + 1
 
@@ -112,37 +124,102 @@ class Recorder:
 
     # --- interval hand-over ------------------------------------------------------------------------------
 
-    def take_interval(self, index: int, in_flight: int, cpu: float = 0.0, first: int = 0) -> Interval:
-        """Hand over this interval's completions and the arrivals sealed so far; start afresh."""
-        names: dict[str, list[object]] = {}
+    def cut(self, index: int, in_flight: int, cpu: float = 0.0, first: int = 0) -> PendingInterval:
+        """Take this interval's completions and the arrivals sealed so far, and start afresh. Cheap: the
+        histograms are built by :class:`PendingInterval`, which can yield to the event loop meanwhile."""
+        names: dict[str, tuple[int, int, int, dict[str, int], list[int], list[int]]] = {}
         for i, (name, st) in enumerate(zip(self.names, self._stats, strict=True)):
-            st.scheduled = self._sealed_by_name[i]
+            scheduled = self._sealed_by_name[i]
             self._sealed_by_name[i] = 0
-            if st.scheduled or st.ok or st.failed:
-                names[name] = [
-                    st.scheduled,
-                    st.ok,
-                    st.failed,
-                    st.errors,
-                    histogram.encode(st.latency),
-                    histogram.encode(st.service),
-                ]
+            if scheduled or st.ok or st.failed:
+                names[name] = (scheduled, st.ok, st.failed, st.errors, st.latency, st.service)
                 self.total_ok += st.ok
                 self.total_failed += st.failed
                 st.reset()
-        msg = Interval(
-            index=index,
-            first=first,
-            scheduled=self._sealed_scheduled,
-            dropped=self._sealed_dropped,
-            in_flight=in_flight,
-            names=names,
-            lag=histogram.encode(self._lag),
-            cpu=cpu,
+        pending = PendingInterval(
+            index, first, self._sealed_scheduled, self._sealed_dropped, in_flight, names, self._lag, cpu
         )
         self.total_scheduled += self._sealed_scheduled
         self.total_dropped += self._sealed_dropped
         self._sealed_scheduled = 0
         self._sealed_dropped = 0
-        self._lag.reset()
-        return msg
+        self._lag = []
+        return pending
+
+    def take_interval(self, index: int, in_flight: int, cpu: float = 0.0, first: int = 0) -> Interval:
+        """:meth:`cut` and build the message at once."""
+        return self.cut(index, in_flight, cpu, first).build()
+
+
+CHUNK = 4096  # values folded between two yields to the event loop
+
+
+class PendingInterval:
+    """An interval's raw values, turned into the wire message by :meth:`build` or :meth:`build_async`."""
+
+    def __init__(
+        self,
+        index: int,
+        first: int,
+        scheduled: int,
+        dropped: int,
+        in_flight: int,
+        names: dict[str, tuple[int, int, int, dict[str, int], list[int], list[int]]],
+        lag: list[int],
+        cpu: float,
+    ) -> None:
+        self.index = index
+        self.first = first
+        self.scheduled = scheduled
+        self.dropped = dropped
+        self.in_flight = in_flight
+        self.names = names
+        self.lag = lag
+        self.cpu = cpu
+
+    def _message(self, hists: dict[str, tuple[bytes, bytes]], lag: bytes) -> Interval:
+        return Interval(
+            index=self.index,
+            first=self.first,
+            scheduled=self.scheduled,
+            dropped=self.dropped,
+            in_flight=self.in_flight,
+            names={
+                name: [sched, ok, failed, errors, *hists[name]]
+                for name, (sched, ok, failed, errors, _, _) in self.names.items()
+            },
+            lag=lag,
+            cpu=self.cpu,
+        )
+
+    def build(self) -> Interval:
+        hists = {
+            name: (histogram.encode(_histogram_of(lat)), histogram.encode(_histogram_of(svc)))
+            for name, (_, _, _, _, lat, svc) in self.names.items()
+        }
+        return self._message(hists, histogram.encode(_histogram_of(self.lag)))
+
+    async def build_async(self) -> Interval:
+        """Like :meth:`build`, yielding to the event loop every few thousand values, so that folding a
+        busy second into histograms never holds up the arrival loop for long."""
+        hists = {}
+        for name, (_, _, _, _, lat, svc) in self.names.items():
+            hists[name] = (
+                histogram.encode(await _histogram_of_async(lat)),
+                histogram.encode(await _histogram_of_async(svc)),
+            )
+        return self._message(hists, histogram.encode(await _histogram_of_async(self.lag)))
+
+
+async def _histogram_of_async(values: list[int]) -> HdrHistogram:
+    counts: Counter[int] = Counter()
+    for i in range(0, len(values), CHUNK):
+        counts.update(values[i : i + CHUNK])
+        await asyncio.sleep(0)
+    h = histogram.new_histogram()
+    record = h.record_value
+    for n, (value, count) in enumerate(counts.items(), start=1):
+        record(1 if value < 1 else (value if value < HIGHEST_US else HIGHEST_US), count)
+        if n % CHUNK == 0:
+            await asyncio.sleep(0)
+    return h

@@ -171,3 +171,18 @@ def test_a_late_joiner_begins_at_its_start() -> None:
     asyncio.run(loop.run())
     assert len(engine.submitted) == 300
     assert min(t for _, t in engine.submitted) - 1000.0 >= 7.0
+
+
+def test_async_build_equals_sync_build() -> None:
+    rnd = random.Random(4)
+    recs = [Recorder(["a"]), Recorder(["a"])]
+    for _ in range(20_000):
+        lat = rnd.expovariate(100.0)
+        for rec in recs:
+            rec.scheduled(0, lat / 100)
+            rec.response(0, 0.0, lat / 2, lat, 200)
+    for rec in recs:
+        rec.seal_arrivals()
+    sync = recs[0].take_interval(3, 0, 0.5, 1)
+    built = asyncio.run(recs[1].cut(3, 0, 0.5, 1).build_async())
+    assert built == sync

@@ -1,0 +1,610 @@
+"""The httpx engine: httpx's own HTTP/1.1 machinery (httpcore's connection over h11), for targets that need
+what the fast engine leaves out: a proxy from the environment, httpx's TLS defaults (certifi), h11's strict
+protocol checks.
+
+It is built one layer below ``httpx.AsyncClient``, because the layers above cost more than the HTTP does.
+Measured on one core against nginx, closed loop (``bench/run.py`` has the engine figures)::
+
+    httpx.AsyncClient.get            ~1,200 requests/s at 1 connection, ~200/s at 50
+    httpcore.AsyncConnectionPool     ~1,800/s at 1 connection,          ~230/s at 50
+    httpcore.AsyncHTTP11Connection   ~4,500-6,500/s, flat from 1 to 500 connections
+
+The pool is what collapses: httpcore scans every connection for every queued request (quadratic in the
+concurrency) and polls each socket on the way. So this engine keeps httpcore's ``AsyncHTTP11Connection``
+(httpx's HTTP/1.1 state machine, h11 underneath) and replaces only the two layers around it:
+
+- the pool *policy* is ours and the same as the fast engine's: a LIFO stack of idle connections, a FIFO of
+  pending requests, and one more connection opened while pending requests outnumber those being opened, up
+  to ``max_connections``;
+- the byte stream under each connection is a plain ``asyncio.Protocol`` (:class:`_Stream`) instead of anyio's,
+  which saves anyio's cancel scopes on every read and write.
+
+Each connection is served by one *worker* coroutine for its whole life: it sends a request, reads the
+response, reports it, and takes the next pending request; with nothing pending it parks on a future that
+:meth:`HttpxEngine.submit` resolves with the next request. So there is no task per request (a task exists per
+connection), and a busy worker goes from one request to the next without parking. Timeouts are one sweep
+every few tens of milliseconds, as in the fast engine: a request older than the timeout is reported and its
+worker cancelled (httpcore closes the connection).
+
+With a proxy (``proxy=`` or, unless ``trust_env=False``, ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` and
+``NO_PROXY`` from the environment, read as the standard library reads them), each worker drives an
+``httpcore.AsyncHTTPProxy`` of one connection instead: forwarding for http targets, a CONNECT tunnel for
+https. That path is slower (httpcore's pool logic runs for every request) and measures ``sent`` before the
+connection is opened. Redirects are never followed: a 3xx is a response like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+import urllib.request
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Sequence
+from typing import Any, cast
+from urllib.parse import quote
+
+import httpcore
+import httpx
+
+from agents.engine import Sink
+from agents.fast_engine import _BODY_METHODS, _PRINTABLE, _field_value, _host_header, _split_target, _token
+from loadgen import __version__
+from loadgen.profile import RequestSpec
+
+SWEEP_INTERVAL = 0.05
+"""Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
+
+READ_HIGH_WATER = 256 * 1024
+"""Bytes buffered from the server before the stream stops reading the socket until the worker catches up."""
+
+Job = tuple[int, float, float]
+"""A request waiting for a worker: (request index, intended time, submit time)."""
+
+
+# --- the requests: built once, in the constructor
+
+
+def build_request(spec: RequestSpec, scheme: str, host: str, port: int, prefix: str = "") -> httpcore.Request:
+    """The httpcore request for ``spec``, with the same headers the fast engine sends.
+
+    ``Host`` and ``User-Agent`` are ours unless the spec sets them; ``Content-Length`` is added when there is
+    a body (or the method expects one). Non-ASCII characters in the path are percent-encoded.
+    """
+    path = spec.path if spec.path.startswith("/") else "/" + spec.path
+    target = quote(prefix + path, safe=_PRINTABLE)
+    given = {name.lower() for name, _ in spec.headers}
+    headers: list[tuple[bytes, bytes]] = []
+    if "host" not in given:
+        headers.append((b"Host", _host_header(scheme, host, port).encode("latin-1")))
+    if "user-agent" not in given:
+        headers.append((b"User-Agent", f"loadgen/{__version__}".encode()))
+    headers.extend(
+        (_token("header", name).encode("latin-1"), _field_value(name, value).encode("latin-1"))
+        for name, value in spec.headers
+    )
+    if (spec.body or spec.method.upper() in _BODY_METHODS) and "content-length" not in given:
+        headers.append((b"Content-Length", str(len(spec.body)).encode()))
+    url = httpcore.URL(scheme=scheme, host=host, port=port, target=target)
+    return httpcore.Request(_token("method", spec.method), url, headers=headers, content=spec.body)
+
+
+def environment_proxy(target: str) -> str | None:
+    """The proxy URL the environment sets for ``target`` (``*_proxy`` and ``no_proxy``), or None."""
+    scheme, host, _, _ = _split_target(target)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    return proxy if "://" in proxy else "http://" + proxy
+
+
+def category(exc: BaseException, lost: bool) -> str:
+    """The error category of a failed exchange; ``lost`` says the connection was closed under it."""
+    if isinstance(exc, httpcore.TimeoutException | TimeoutError):
+        return "timeout"
+    if isinstance(exc, httpcore.ConnectError | httpcore.ProxyError | ConnectionRefusedError | ssl.SSLError):
+        return "connect"
+    if isinstance(exc, httpcore.ProtocolError):
+        # h11 calls an early close a protocol error; it is the connection breaking, as in the fast engine.
+        text = str(exc)
+        return "reset" if lost or "disconnected" in text or "peer closed" in text else "protocol"
+    if isinstance(exc, httpcore.NetworkError | OSError):
+        return "reset"
+    return "protocol"
+
+
+# --- the byte stream under each connection
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """Buffers what the server sends until the stream's reader takes it."""
+
+    __slots__ = ("buffered", "chunks", "error", "lost", "paused", "transport", "waiter")
+
+    transport: asyncio.Transport
+
+    def __init__(self) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost = False  # the connection is closed (by either side) or the server sent EOF
+        self.error: Exception | None = None
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > READ_HIGH_WATER and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.lost = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """httpcore's network stream interface over an asyncio transport.
+
+    Timeouts passed by httpcore are ignored: the engine enforces its own on the whole exchange."""
+
+    __slots__ = ("protocol", "transport")
+
+    def __init__(self, transport: asyncio.Transport, protocol: _StreamProtocol) -> None:
+        self.transport = transport
+        self.protocol = protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        protocol = self.protocol
+        chunks = protocol.chunks
+        if not chunks:
+            if protocol.lost:
+                return b""
+            waiter = protocol.waiter = asyncio.get_running_loop().create_future()
+            await waiter
+            if not chunks:
+                if protocol.error is not None:
+                    raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
+                return b""
+        data = chunks.popleft()
+        if len(data) > max_bytes:
+            chunks.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        protocol.buffered -= len(data)
+        if protocol.paused and protocol.buffered <= READ_HIGH_WATER // 2:
+            protocol.paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self.protocol.lost or self.transport.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        self.transport.write(buffer)
+
+    async def aclose(self) -> None:
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await loop.start_tls(
+                    self.transport, self.protocol, ssl_context, server_hostname=server_hostname
+                )
+        except (OSError, TimeoutError) as exc:
+            self.transport.abort()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        if transport is None:
+            raise httpcore.ConnectError("the connection closed during the TLS handshake")
+        return _Stream(transport, self.protocol)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":  # httpcore's pool asks this of an idle connection: did the server close?
+            return self.protocol.lost or bool(self.protocol.chunks)
+        if info == "ssl_object":
+            return self.transport.get_extra_info("ssl_object")
+        if info in ("client_addr", "server_addr"):
+            return self.transport.get_extra_info("sockname" if info == "client_addr" else "peername")
+        if info == "socket":
+            return self.transport.get_extra_info("socket")
+        return None
+
+
+async def open_stream(
+    host: str,
+    port: int,
+    *,
+    timeout: float | None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> _Stream:
+    """Open a TCP (or TLS) connection. Raises ``OSError`` or ``TimeoutError``."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        transport, protocol = await loop.create_connection(
+            _StreamProtocol, host, port, ssl=ssl_context, server_hostname=server_hostname
+        )
+    return _Stream(transport, protocol)
+
+
+class _Backend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend on :class:`_Stream`, for the proxy path."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            return await open_stream(host, port, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# --- one worker per connection
+
+
+class _Worker:
+    """A connection and the coroutine that serves it; ``req`` is -1 when it carries no request."""
+
+    __slots__ = ("connection", "intended", "req", "sent", "stream", "submitted", "task", "wake")
+
+    def __init__(self) -> None:
+        # The direct path: an httpcore HTTP/1.1 connection over our stream. The proxy path: a one-connection
+        # httpcore proxy pool (``stream`` stays None).
+        self.connection: httpcore.AsyncHTTP11Connection | httpcore.AsyncHTTPProxy | None = None
+        self.stream: _Stream | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.wake: asyncio.Future[Job] | None = None  # set while parked on the idle stack
+        self.req = -1
+        self.intended = 0.0
+        self.submitted = 0.0
+        self.sent = 0.0
+
+    def usable(self) -> bool:
+        if self.stream is None:
+            return self.connection is not None
+        return not self.stream.protocol.lost and not self.connection.is_closed()  # type: ignore[union-attr]
+
+
+class _Retired(Exception):
+    """The worker's connection cannot be (re)opened; the worker ends."""
+
+
+# --- the engine
+
+
+class HttpxEngine:
+    """HTTP/1.1 engine on httpx's connection machinery; see the module docstring. Implements
+    :class:`agents.engine.Engine` with the same constructor and error categories as the fast engine."""
+
+    def __init__(
+        self,
+        target: str,
+        requests: Sequence[RequestSpec],
+        sink: Sink,
+        *,
+        timeout: float,
+        max_connections: int,
+        clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        scheme, self._host, self._port, prefix = _split_target(target)
+        self._target = target
+        self._scheme = scheme
+        self._tls = scheme == "https"
+        self._ssl_context = ssl_context
+        self._proxy = proxy if proxy is not None else environment_proxy(target) if trust_env else None
+        self._trust_env = trust_env
+        self._requests = [build_request(spec, scheme, self._host, self._port, prefix) for spec in requests]
+        self._origin = httpcore.Origin(scheme.encode(), self._host.encode("idna"), self._port)
+        self._on_response = sink.response
+        self._on_error = sink.error
+        self._timeout = timeout
+        self._sweep_interval = min(SWEEP_INTERVAL, timeout / 4)
+        self._max_connections = max_connections
+        self._clock = clock
+
+        self._idle: list[_Worker] = []  # parked workers, the warmest on top
+        self._pending: deque[Job] = deque()
+        self._workers: set[_Worker] = set()
+        self._starting = 0  # workers opening their first connection
+        self._returning = 0  # workers reporting a response, about to take a pending request
+        self._in_flight = 0
+        self._address: str | None = None  # resolved in start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # --- Engine interface
+
+    async def start(self) -> None:
+        """Resolve the target once, open a first connection and start the timeout sweep.
+
+        The resolved addresses are tried in order; the first that accepts is used for every later connection.
+        Raises ``ConnectionError`` if the name does not resolve or no address accepts a connection. With a
+        proxy, nothing is opened here (the proxy path connects on the first request).
+        """
+        self._loop = asyncio.get_running_loop()
+        if self._tls and self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context(trust_env=self._trust_env)
+        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+        if self._proxy is not None:
+            self._address = self._host
+            return
+        try:
+            infos = await self._loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConnectionError(f"cannot resolve {self._target}: {exc}") from exc
+        failure: BaseException | None = None
+        for address in dict.fromkeys(str(info[4][0]) for info in infos):
+            worker = _Worker()
+            try:
+                await self._open(worker, address)
+            except (OSError, TimeoutError) as exc:
+                failure = exc
+            else:
+                self._address = address
+                self._spawn(worker, parked=True)
+                return
+        # Stay usable: the caller may go on and count every arrival as a connect error (or succeed once the
+        # target comes up), so keep the first address and the timeout sweep.
+        self._address = str(infos[0][4][0])
+        reason = str(failure) or type(failure).__name__
+        raise ConnectionError(f"cannot connect to {self._target}: {reason}") from failure
+
+    def submit(self, req: int, intended: float) -> None:
+        """Send request ``req`` (an index into the requests given to the constructor) now or when a
+        connection frees up."""
+        now = self._clock()
+        self._in_flight += 1
+        idle = self._idle
+        while idle:
+            worker = idle.pop()
+            wake = worker.wake
+            if wake is not None and not wake.done():  # a cancelled worker's future is done
+                worker.wake = None
+                wake.set_result((req, intended, now))
+                return
+        if not self._closed:
+            self._pending.append((req, intended, now))
+            self._top_up()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def drain(self, deadline: float) -> None:
+        while self._in_flight:
+            left = deadline - self._clock()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.005))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        tasks = [w.task for w in self._workers if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._idle.clear()
+        self._pending.clear()  # still counted in in_flight, never reported
+        await asyncio.sleep(0)  # let the transports deliver connection_lost
+
+    # --- workers
+
+    async def _open(self, worker: _Worker, address: str | None = None) -> None:
+        """Give ``worker`` a fresh connection. Raises ``OSError`` or ``TimeoutError``."""
+        if self._proxy is not None:
+            worker.connection = httpcore.AsyncHTTPProxy(
+                self._proxy,
+                ssl_context=self._ssl_context,
+                max_connections=1,
+                network_backend=_Backend(),
+            )
+            return
+        stream = await open_stream(
+            address or self._address or self._host,
+            self._port,
+            timeout=self._timeout,
+            ssl_context=self._ssl_context if self._tls else None,
+            server_hostname=self._host if self._tls else None,
+        )
+        worker.stream = stream
+        worker.connection = httpcore.AsyncHTTP11Connection(self._origin, stream)
+
+    def _spawn(self, worker: _Worker, *, parked: bool = False) -> None:
+        assert self._loop is not None
+        wake: asyncio.Future[Job] | None = None
+        if parked:  # already connected: on the idle stack at once, so the next submit finds it
+            wake = worker.wake = self._loop.create_future()
+            self._idle.append(worker)
+        else:
+            self._starting += 1
+        self._workers.add(worker)
+        worker.task = self._loop.create_task(self._work(worker, wake))
+        worker.task.add_done_callback(lambda _: self._ended(worker))
+
+    def _top_up(self) -> None:
+        """Start workers while pending requests outnumber those about to take one, up to the limit."""
+        while (
+            self._starting + self._returning < len(self._pending)
+            and len(self._workers) < self._max_connections
+            and self._address is not None
+            and not self._closed
+        ):
+            self._spawn(_Worker())
+
+    async def _work(self, worker: _Worker, wake: asyncio.Future[Job] | None) -> None:
+        """Serve requests on one connection until it fails to (re)open or the task is cancelled.
+
+        ``wake`` is the future of a worker created parked (already connected); otherwise it connects first.
+        """
+        if wake is None:
+            try:
+                await self._open(worker)
+            except (OSError, TimeoutError):
+                self._starting -= 1
+                self._connect_failed()
+                return
+            self._starting -= 1
+        assert self._loop is not None
+        new_future = self._loop.create_future
+        pending = self._pending
+        idle = self._idle
+        exchange = self._exchange
+        while True:
+            if wake is None and pending:
+                job = pending.popleft()
+            else:
+                if wake is None:
+                    wake = worker.wake = new_future()
+                    idle.append(worker)
+                job = await wake  # submit hands over a request and clears worker.wake
+                wake = None
+            try:
+                await exchange(worker, *job)
+            except _Retired:
+                return
+
+    async def _exchange(self, worker: _Worker, req: int, intended: float, submitted: float) -> None:
+        """One request on the worker's connection, reported to the sink. Raises :class:`_Retired` if the
+        connection cannot be reopened."""
+        worker.req = req
+        worker.intended = intended
+        worker.submitted = submitted
+        worker.sent = 0.0
+        connection = worker.connection
+        if not worker.usable():  # closed by the server (idle timeout, Connection: close) or broken
+            await self._close(worker)
+            try:
+                await self._open(worker)
+            except (OSError, TimeoutError):
+                worker.req = -1
+                self._in_flight -= 1
+                self._on_error(req, intended, 0.0, self._clock(), "connect")
+                raise _Retired from None
+            connection = worker.connection
+        assert connection is not None
+        sent = worker.sent = self._clock()
+        try:
+            response = await connection.handle_async_request(self._requests[req])
+            async for _ in cast(AsyncIterable[bytes], response.stream):
+                pass
+            await response.aclose()
+        except Exception as exc:
+            done = self._clock()
+            lost = worker.stream is not None and worker.stream.protocol.lost
+            worker.req = -1
+            self._in_flight -= 1
+            if worker.stream is not None:  # the direct connection is unusable; the proxy pool recovers
+                await self._close(worker)
+            self._on_error(req, intended, sent, done, category(exc, lost))
+            return
+        done = self._clock()
+        worker.req = -1
+        self._in_flight -= 1
+        # Counted as about to take a pending request, so that a sink that submits from its callback does
+        # not open another connection for what this one takes next.
+        self._returning += 1
+        try:
+            self._on_response(req, intended, sent, done, response.status)
+        finally:
+            self._returning -= 1
+
+    async def _close(self, worker: _Worker) -> None:
+        connection, worker.connection = worker.connection, None
+        stream, worker.stream = worker.stream, None
+        if stream is not None:
+            stream.abort()
+        elif connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.aclose()
+
+    def _ended(self, worker: _Worker) -> None:
+        """A worker's coroutine returned or was cancelled: its connection goes with it."""
+        self._workers.discard(worker)
+        if worker.stream is not None:
+            worker.stream.abort()
+        worker.connection = None
+        if worker.wake is not None:
+            worker.wake.cancel()
+            worker.wake = None  # if it is on the idle stack, submit skips it
+        self._top_up()
+
+    def _connect_failed(self) -> None:
+        """A connection could not be opened: the oldest pending request fails; the rest try again."""
+        if self._pending:
+            req, intended, _ = self._pending.popleft()
+            self._in_flight -= 1
+            self._on_error(req, intended, 0.0, self._clock(), "connect")
+
+    # --- timeouts
+
+    def _sweep(self) -> None:
+        """Fail everything submitted ``timeout`` seconds ago or earlier; reschedule itself."""
+        assert self._loop is not None
+        # Rescheduled first, so that a sink raising from its callback cannot end the sweeps.
+        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+        now = self._clock()
+        cutoff = now - self._timeout
+        pending = self._pending
+        while pending and pending[0][2] <= cutoff:
+            req, intended, _ = pending.popleft()
+            self._in_flight -= 1
+            self._on_error(req, intended, 0.0, now, "timeout")
+        late = [w for w in self._workers if w.req >= 0 and w.submitted <= cutoff]
+        for worker in late:
+            req = worker.req
+            worker.req = -1
+            self._in_flight -= 1
+            if worker.stream is not None:
+                worker.stream.abort()  # its late response is never read
+            if worker.task is not None:
+                worker.task.cancel()
+            self._on_error(req, worker.intended, worker.sent, now, "timeout")
+        if len(self._idle) > len(self._workers):
+            self._idle = [w for w in self._idle if w.wake is not None]
