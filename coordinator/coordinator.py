@@ -137,6 +137,9 @@ class Coordinator:
         self._next_saturation_warning = 0.0
         self._aborted: str | None = None
         self._aborted_at = 0.0
+        self._interrupted = False
+        self._deadline = 0.0  # run-relative end: the profile's duration, or sooner when interrupted
+        self._next_beat = self._next_progress = self._next_checkpoint = self._next_results = 0.0
         self._dispatch: dict[type[Message], Callable[[str, Any], None]] = {
             Hello: self._on_hello,
             Pong: self._on_pong,
@@ -486,39 +489,54 @@ class Coordinator:
             self._reshare(now + LOST_LEAD)
 
     def _run_loop(self) -> None:
-        duration = self.profile.load.duration
-        grace = self.profile.load.timeout + self.config.agent_timeout + 5.0
-        next_beat = 0.0
-        next_progress = self._start_at + self.config.progress_every
-        next_checkpoint = self._clock() + CHECKPOINT_EVERY
-        next_results = self._clock() + RESULTS_EVERY
+        """Run until every agent finished or was lost. Ctrl-C (or SIGTERM) stops the agents cleanly and
+        still ends with results; a second one leaves at once."""
+        self._deadline = self.profile.load.duration
+        self._next_beat = 0.0
+        self._next_progress = self._start_at + self.config.progress_every
+        self._next_checkpoint = self._clock() + CHECKPOINT_EVERY
+        self._next_results = self._clock() + RESULTS_EVERY
         while True:
-            self._pump(0.05)
-            now = self._clock()
-            if now >= next_beat:
-                for agent, info in self.agents.items():
-                    if info.state not in {"lost", "refused"}:
-                        self._send(agent, Heartbeat(now, self.epoch))
-                next_beat = now + HEARTBEAT_EVERY
+            try:
+                if self._tick():
+                    return
+            except KeyboardInterrupt:
+                if self._interrupted:
+                    raise
+                self._interrupted = True
+                self._abort("interrupted by the operator", "interrupted")
+                self._deadline = min(self._deadline, self._now())
+
+    def _tick(self) -> bool:
+        """One turn of the run loop; True when the run is over."""
+        self._pump(0.05)
+        now = self._clock()
+        if now >= self._next_beat:
+            for agent, info in self.agents.items():
+                if info.state not in {"lost", "refused"}:
+                    self._send(agent, Heartbeat(now, self.epoch))
+            self._next_beat = now + HEARTBEAT_EVERY
+        for agent in self._busy():
+            if now - self._last_heard.get(agent, now) > self.config.agent_timeout:
+                self._declare_lost(agent, f"silent for {self.config.agent_timeout:g} s")
+        self._close_intervals(math.floor(now - self._start_at) - 1)
+        if now >= self._next_progress:
+            self._progress(self._progress_line(now))
+            self._next_progress += self.config.progress_every
+        if now >= self._next_checkpoint:
+            self._checkpoint(results=now >= self._next_results)
+            if now >= self._next_results:
+                self._next_results = now + RESULTS_EVERY
+            self._next_checkpoint = now + CHECKPOINT_EVERY
+        elapsed = now - self._start_at
+        if not self._busy() and (elapsed >= self._deadline or not self.agents or self._aborted is not None):
+            return True
+        grace = self.profile.load.timeout + self.config.agent_timeout + 5.0
+        if elapsed > self._deadline + grace:
             for agent in self._busy():
-                if now - self._last_heard.get(agent, now) > self.config.agent_timeout:
-                    self._declare_lost(agent, f"silent for {self.config.agent_timeout:g} s")
-            self._close_intervals(math.floor(now - self._start_at) - 1)
-            if now >= next_progress:
-                self._progress(self._progress_line(now))
-                next_progress += self.config.progress_every
-            if now >= next_checkpoint:
-                self._checkpoint(results=now >= next_results)
-                if now >= next_results:
-                    next_results = now + RESULTS_EVERY
-                next_checkpoint = now + CHECKPOINT_EVERY
-            elapsed = now - self._start_at
-            if not self._busy() and (elapsed >= duration or not self.agents or self._aborted is not None):
-                break
-            if elapsed > duration + grace:
-                for agent in self._busy():
-                    self._declare_lost(agent, "did not finish in time")
-                break
+                self._declare_lost(agent, "did not finish in time")
+            return True
+        return False
 
     def _close_intervals(self, now_index: int) -> None:
         grace = 3 if self._clock() >= self._hold_intervals_until else 1 << 30
@@ -636,6 +654,7 @@ class Coordinator:
             final=final,
         )
         doc["aborted"] = self._aborted
+        doc["interrupted"] = self._interrupted
         if self._aborted is not None and self._aborted_at > 0:
             t = doc["totals"]
             doc["rps"] = round((t["ok"] + t["failed"]) / self._aborted_at, 3)

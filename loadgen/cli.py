@@ -290,6 +290,9 @@ def _agents(endpoint: str, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
         subprocess.Popen(
             [sys.executable, "-m", "loadgen", "agent", "--connect", endpoint, "--wait", "60"],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Not in the terminal's process group: Ctrl-C goes to the coordinator, which stops the agents
+            # cleanly and still writes the results.
+            start_new_session=True,
         )
         for _ in range(n)
     ]
@@ -315,6 +318,8 @@ def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
         write_json_atomic(Path(out) / "results.json", results)
         written = [Path(out) / "results.json", *write_reports(Path(out), results)]
         click.echo("written: " + ", ".join(str(p) for p in written), err=True)
+    if results.get("interrupted"):
+        return EXIT_RUN
     return EXIT_OK if results["passed"] else EXIT_THRESHOLDS
 
 
@@ -512,7 +517,17 @@ def compare(baseline: str, candidate: str, max_regression: str) -> None:
     sys.exit(EXIT_THRESHOLDS if cmp.regressed else EXIT_OK)
 
 
+def _sigterm_as_interrupt() -> None:
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
+    _sigterm_as_interrupt()
     try:
         cli(prog_name="loadgen")
     except LoadgenError as exc:  # a last resort: commands map their own errors

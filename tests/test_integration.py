@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Target, free_port, loadgen, loadgen_bg, read_results, write_profile
+from tests.conftest import Target, Watched, free_port, loadgen, loadgen_bg, read_results, write_profile
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +224,23 @@ def test_budget_stops_the_run_and_costs_are_reported(target: Target, tmp_path: P
     assert cost["by_request"]["paid"] == pytest.approx(res["requests"]["paid"]["count"] * 0.005)
     assert res["totals"]["scheduled"] < 1500
     assert "budget exceeded" in res["aborted"]
+
+
+def test_ctrl_c_stops_the_agents_and_still_writes_results(target: Target, tmp_path: Path) -> None:
+    prof = write_profile(
+        tmp_path / "long.toml", target.url, '[{duration = "0s", rate = 100}, {duration = "60s", rate = 100}]'
+    )
+    run = Watched("run", str(prof), "--agents", "2", "--out", str(tmp_path / "out"))
+    try:
+        run.wait_for("starting 'long'")
+        time.sleep(2.5)
+        run.proc.send_signal(signal.SIGINT)
+        assert run.wait(timeout=30) == 3, run.stderr()
+    finally:
+        run.kill()
+    res = read_results(tmp_path / "out")
+    assert res["final"] is True and res["interrupted"] is True
+    _accounted(res)
+    assert 150 <= res["totals"]["scheduled"] <= 400
+    assert res["totals"]["ok"] == res["totals"]["scheduled"]
+    assert {a["state"] for a in res["agents"]} == {"finished"}
