@@ -84,6 +84,13 @@ def build_results(
                 f"GENERATOR SATURATED: agent {a.id} used a full CPU core for {at.cpu_saturated_s} of "
                 f"{at.intervals} s (max {at.cpu_max:.0%}); its timing is not trustworthy, add agents"
             )
+    busy = [iv["t"] for iv in intervals if iv.get("saturated")]
+    if busy:
+        warnings.append(
+            f"the generator was saturated in {len(busy)} of {len(intervals)} seconds (first at t={busy[0]} s: "
+            "drops, send lag p99 over 5 ms or an agent at a full core); figures from those seconds include its "
+            "own delays"
+        )
     if agg.late_intervals:
         warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
     lost = [a for a in agents if a.lost]
