@@ -87,9 +87,9 @@ def build_results(
     busy = [iv["t"] for iv in intervals if iv.get("saturated")]
     if busy:
         warnings.append(
-            f"the generator was saturated in {len(busy)} of {len(intervals)} seconds (first at t={busy[0]} s: "
-            "drops, send lag p99 over 5 ms or an agent at a full core); figures from those seconds include its "
-            "own delays"
+            f"the generator was saturated in {len(busy)} of {len(intervals)} seconds "
+            f"(first at t={busy[0]} s: drops, send lag p99 over 5 ms or an agent at a full core); "
+            "figures from those seconds include its own delays"
         )
     if agg.late_intervals:
         warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
