@@ -244,3 +244,15 @@ def test_ctrl_c_stops_the_agents_and_still_writes_results(target: Target, tmp_pa
     assert 150 <= res["totals"]["scheduled"] <= 400
     assert res["totals"]["ok"] == res["totals"]["scheduled"]
     assert {a["state"] for a in res["agents"]} == {"finished"}
+
+
+def test_httpx_engine_runs_the_same_profile(target: Target, tmp_path: Path) -> None:
+    target.reset()
+    prof = write_profile(
+        tmp_path / "hx.toml", target.url, '[{duration = "0s", rate = 100}, {duration = "2s", rate = 100}]'
+    )
+    r = loadgen("run", str(prof), "--agents", "1", "--engine", "httpx", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["ok"] == 200 == target.stats()["by_path"]["/"]
