@@ -1,9 +1,9 @@
 """The open-model arrival loop: hand each request to the engine at its intended time, whatever happened to
 earlier ones.
 
-The loop wakes when the next arrival is due (timer resolution is about a millisecond under uvloop, so at high
-rates one wake-up fires a batch), submits every arrival whose time has come, and sleeps again. It creates no
-task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is counted as
+The loop wakes when the next arrival is due (at least a millisecond later: uvloop's timer resolution, so
+at high rates one wake-up fires a batch), submits every arrival whose time has come, and sleeps again. It
+creates no task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is counted as
 dropped, never queued without bound. Each submitted arrival's send lag (now minus intended time) is
 recorded: a generator that cannot keep up shows it there instead of quietly sending less.
 """
@@ -20,6 +20,8 @@ from itertools import accumulate
 from agents.engine import Engine
 from agents.recorder import Recorder
 from loadgen.schedule import ArrivalSchedule
+
+MIN_SLEEP = 0.001  # uvloop's timer resolution
 
 
 class RequestPicker:
@@ -121,7 +123,10 @@ class ArrivalLoop:
                     self.sealed_until = boundary - 1.0
                 wake = min(t, self._switch_at)
                 if wake != math.inf:
-                    await sleep(wake - now)
+                    # Never less than a timer tick: shorter sleeps round to zero under uvloop and turn the
+                    # loop into a spin that starves the engine. Arrivals due within the tick go out together
+                    # at its end; their lateness is recorded as send lag.
+                    await sleep(max(wake - now, MIN_SLEEP))
         seal()
         self.sealed_until = math.inf
 
