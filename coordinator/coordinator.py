@@ -36,6 +36,7 @@ from coordinator.aggregate import (
     recent_p99,
 )
 from coordinator.clock_sync import ClockSample, estimate
+from coordinator.hours import HourTable
 from coordinator.results import AgentInfo, build_results, write_json_atomic
 from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
 from loadgen.costs import cost_of, cost_summary, judgeable_during_run
@@ -120,6 +121,7 @@ class Coordinator:
         self._samples: dict[str, list[ClockSample]] = {}
         self.events: list[dict[str, Any]] = []
         self.intervals: list[dict[str, Any]] = []
+        self.hours = HourTable()
         self._recent: list[ClosedInterval] = []
         self._unlogged: list[ClosedInterval] = []  # closed but not yet in the interval log
         self.agg = RunAggregate([r.name for r in profile.requests], self.curve)
@@ -547,6 +549,7 @@ class Coordinator:
         self.intervals.append(c.summary)
         self._recent = [*self._recent[-4:], c]
         self._unlogged.append(c)
+        self.hours.add(c.index, c.summary, c.latency)
         self._check_limits_live(c.index)
         s = c.summary
         if s["saturated"] and self._clock() >= self._next_saturation_warning:
@@ -654,6 +657,7 @@ class Coordinator:
             final=final,
         )
         doc["aborted"] = self._aborted
+        doc["hours"] = self.hours.rows()
         doc["interrupted"] = self._interrupted
         if self._aborted is not None and self._aborted_at > 0:
             t = doc["totals"]
@@ -700,6 +704,7 @@ class Coordinator:
             "agents": [dataclasses.asdict(a) for a in self.agents.values()],
             "events": self.events,
             "intervals": self.intervals,
+            "hours": self.hours.state(),
             "aggregate": aggregate_state(self.agg),
         }
 
@@ -736,6 +741,7 @@ class Coordinator:
         self.agents = {a["id"]: AgentInfo(**a) for a in st["agents"]}
         self.events = st["events"]
         self.intervals = st["intervals"]
+        self.hours = HourTable.restore(st["hours"])
         self.agg = restore_aggregate(st["aggregate"], [r.name for r in profile.requests], self.curve)
         # Give every agent the rest of its own timeout to notice the new coordinator and re-attach.
         now = clock() + max(0.0, config.coordinator_timeout - config.agent_timeout)

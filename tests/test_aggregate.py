@@ -140,3 +140,25 @@ def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None
     assert histogram.summary_ms(back.latency) == histogram.summary_ms(agg.latency)
     assert histogram.summary_ms(back.names["b"].service) == histogram.summary_ms(agg.names["b"].service)
     assert back.agent("x").contiguous == 3
+
+
+def test_hours_are_exact_from_merged_histograms() -> None:
+    from coordinator.hours import HourTable
+
+    table = HourTable()
+    truth = [histogram.new_histogram() for _ in range(3)]
+    rnd = random.Random(2)
+    for second in range(0, 3 * 3600, 60):  # a second every minute over three hours
+        h = histogram.new_histogram()
+        for _ in range(50):
+            v = int(rnd.lognormvariate(9, 1)) + 1
+            h.record_value(v)
+            truth[second // 3600].record_value(v)
+        table.add(second, {"scheduled": 50, "ok": 49, "failed": 1}, h)
+    back = HourTable.restore(table.state())
+    rows = back.rows()
+    assert [r["hour"] for r in rows] == [0, 1, 2]
+    for row, h in zip(rows, truth, strict=True):
+        assert row["p95"] == histogram.summary_ms(h)["p95"]
+        assert row["p99"] == histogram.summary_ms(h)["p99"]
+        assert (row["scheduled"], row["ok"], row["failed"]) == (3000, 2940, 60)

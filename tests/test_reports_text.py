@@ -281,3 +281,36 @@ def test_csv_quotes_awkward_names_and_marks_empty_requests() -> None:
     assert idle["50%"] == "N/A"
     assert idle["100%"] == "N/A"
     assert all(len(row) == len(HEADER) for row in rows)
+
+
+def test_per_hour_table_uses_exact_hours_when_the_run_has_them() -> None:
+    from loadgen.report_md import render_summary_md as render
+
+    results = make_results(duration_s=7200.0)
+    results["hours"] = [
+        {
+            "hour": 0,
+            "scheduled": 10,
+            "ok": 9,
+            "failed": 1,
+            "success_rate": 0.9,
+            "p50": 1.0,
+            "p95": 12.5,
+            "p99": 40.25,
+            "max": 99.0,
+        },
+        {
+            "hour": 1,
+            "scheduled": 10,
+            "ok": 10,
+            "failed": 0,
+            "success_rate": 1.0,
+            "p50": 1.0,
+            "p95": 13.5,
+            "p99": 41.25,
+            "max": 98.0,
+        },
+    ]
+    md = render(results, None)
+    assert "p95 ms" in md and "12.5" in md and "41.2" in md
+    assert "max of 1 s p99" not in md
