@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -75,9 +75,18 @@ LOST_LEAD = 0.25  # survivors take over a lost agent's share this long after it 
 HLOG_FILE = "latency.hlog"
 
 
-# Configures the control socket before it binds (e.g. CURVE); may return a cleanup to run before the
-# context ends.
-SocketSetup = Callable[[zmq.Context[Any], zmq.Socket[Any]], Callable[[], None] | None]
+class SocketGuard(Protocol):
+    """What securing the control socket leaves behind (e.g. the CURVE authenticator)."""
+
+    def stop(self) -> None:
+        """Called after the socket closes, before the context ends."""
+
+    def refused(self) -> list[Any]:
+        """Peers refused at the door so far (each with ``address`` and ``public_key``)."""
+
+
+# Configures the control socket before it binds (e.g. CURVE).
+SocketSetup = Callable[[zmq.Context[Any], zmq.Socket[Any]], SocketGuard | None]
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,8 @@ class Coordinator:
         self._wall = wall
         self._progress = progress or (lambda line: None)
         self._socket_setup = socket_setup
-        self._cleanup: Callable[[], None] | None = None
+        self._guard: SocketGuard | None = None
+        self._refusals_seen = 0
         self.run_id = uuid.uuid4().hex[:12]
         self.epoch = uuid.uuid4().hex[:12]  # this process; agents re-send unacknowledged data on a new one
         self.seed = config.seed if config.seed is not None else random.randrange(2**31)
@@ -162,7 +172,7 @@ class Coordinator:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self._socket_setup is not None:
-            self._cleanup = self._socket_setup(self._ctx, sock)
+            self._guard = self._socket_setup(self._ctx, sock)
         bind = endpoint or self.config.bind
         if bind.endswith(":0"):
             bind = bind[:-2] + ":*"
@@ -175,9 +185,9 @@ class Coordinator:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        if self._cleanup is not None:
-            self._cleanup()
-            self._cleanup = None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -630,6 +640,7 @@ class Coordinator:
 
     def _checkpoint(self, *, results: bool, final: bool = False) -> dict[str, Any]:
         """Make what has been merged durable, then acknowledge it to the agents (they may then forget it)."""
+        self._note_refusals()
         out = self.config.out_dir
         doc = self._results(final=final) if results or out is None else {}
         if out is not None:
@@ -643,6 +654,16 @@ class Coordinator:
                 at = self.agg.agent(agent)
                 self._send(agent, Ack(at.contiguous, info.finished_received))
         return doc
+
+    def _note_refusals(self) -> None:
+        """Agents turned away by the authenticator (unknown key) become events, once each."""
+        if self._guard is None:
+            return
+        refused = self._guard.refused()
+        for r in refused[self._refusals_seen :]:
+            self._event("agent_rejected", address=r.address, public_key=r.public_key)
+            self._progress(f"refused an agent from {r.address}: its key is not authorized ({r.public_key})")
+        self._refusals_seen = len(refused)
 
     def _results(self, *, final: bool) -> dict[str, Any]:
         doc = build_results(

@@ -219,11 +219,11 @@ def _server_security(endpoint: str, secret_key: str | None, authorized: str | No
             _fail(EXIT_USAGE, "--secret-key and --authorized-agents go together")
         sec = ServerSecurity(Path(secret_key), Path(authorized))
 
-        def setup(ctx: Any, sock: Any) -> Callable[[], None]:
+        def setup(ctx: Any, sock: Any) -> ServerAuth:
             auth = ServerAuth(ctx, sec)
             auth.start()
             auth.apply(sock)
-            return auth.stop
+            return auth
 
         return setup
     try:

@@ -255,6 +255,9 @@ def test_secured_fleet_admits_only_known_agents(target: Target, tmp_path: Path) 
     res = read_results(out)
     assert res["totals"]["ok"] == 100
     assert len(res["agents"]) == 1
+    rejected = [e for e in res["events"] if e["type"] == "agent_rejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["public_key"] in (keys / "bad.key").read_text()
 
 
 def test_plain_tcp_beyond_loopback_needs_insecure(tmp_path: Path, target: Target) -> None:
