@@ -107,11 +107,14 @@ def target_allowed(target: str, patterns: Sequence[str]) -> bool:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     for pattern in patterns:
         p = pattern.lower().strip()
-        if ":" in p and not p.startswith("["):
-            phost, pport = p.rsplit(":", 1)
-            if fnmatch.fnmatchcase(host, phost) and fnmatch.fnmatchcase(str(port), pport):
-                return True
-        elif fnmatch.fnmatchcase(host, p.strip("[]")):
+        if p.startswith("["):  # [v6] or [v6]:port
+            phost, _, rest = p[1:].partition("]")
+            pport = rest[1:] if rest.startswith(":") else "*"
+        elif p.count(":") == 1:  # host:port
+            phost, pport = p.split(":")
+        else:  # a host name, a v4 address or a bare v6 address
+            phost, pport = p, "*"
+        if fnmatch.fnmatchcase(host, phost) and fnmatch.fnmatchcase(str(port), pport):
             return True
     return False
 
