@@ -123,13 +123,6 @@ def _check_name_entry(
     return name, scheduled, ok, failed, errors, lat, svc
 
 
-def _decode(data: bytes, peer: str) -> HdrHistogram | None:
-    try:
-        return histogram.decode(data)
-    except Exception as exc:  # hdrh raises assorted errors on corrupt payloads
-        raise WireError(f"interval: undecodable histogram ({type(exc).__name__})", peer) from exc
-
-
 class RunAggregate:
     def __init__(self, names: Iterable[str], curve: RateCurve) -> None:
         self.curve = curve
@@ -141,6 +134,7 @@ class RunAggregate:
         self.agents: dict[str, AgentTotals] = {}
         self._slots: dict[int, Slot] = {}
         self.closed_through = -1  # every slot <= this index is closed
+        self._merger = histogram.Merger()
         self.late_intervals = 0
 
     def open_slots(self) -> dict[int, Slot]:
@@ -169,8 +163,14 @@ class RunAggregate:
         at = self.agent(agent_id)
         if at.seen(iv.index):
             return False
-        decoded = [(e, _decode(e[5], agent_id), _decode(e[6], agent_id)) for e in entries]
-        lag = _decode(iv.lag, agent_id)
+        merger = self._merger
+        merger.clear()
+        try:
+            staged = [(e, merger.stage(e[5]), merger.stage(e[6])) for e in entries]
+            lag = merger.stage(iv.lag)
+        except histogram.EncodedHistogramError as exc:
+            merger.clear()
+            raise WireError(f"interval: {exc}", agent_id) from exc
         at.mark(iv.first, iv.index)
 
         slot = self._slots.get(iv.index)
@@ -185,14 +185,14 @@ class RunAggregate:
         at.cpu_max = max(at.cpu_max, iv.cpu)
         if iv.cpu >= CPU_SATURATED:
             at.cpu_saturated_s += 1
-        if lag is not None:
-            (self.lag if slot is None else slot.lag).add(lag)
+        if lag >= 0:
+            merger.commit(lag, self.lag if slot is None else slot.lag)
         if slot is not None:
             slot.cpu_max = max(slot.cpu_max, iv.cpu)
         for counts in (self.totals, at.counts, *(() if slot is None else (slot.counts,))):
             counts.scheduled += iv.scheduled
             counts.dropped += iv.dropped
-        for (name, scheduled, ok, failed, errors, _, _), lat, svc in decoded:
+        for (name, scheduled, ok, failed, errors, _, _), lat, svc in staged:
             nt = self.names[name]
             for counts in (self.totals, at.counts, nt.counts, *(() if slot is None else (slot.counts,))):
                 counts.ok += ok
@@ -200,17 +200,20 @@ class RunAggregate:
                 counts.add_errors(errors)
             nt.counts.scheduled += scheduled
             if slot is None:  # a late second: straight into the totals
-                if lat is not None:
-                    self._fold(name, lat, None)
-                if svc is not None:
-                    self._fold(name, None, svc)
+                if lat >= 0:
+                    merger.commit(lat, nt.latency)
+                    merger.commit(lat, self.latency)
+                if svc >= 0:
+                    merger.commit(svc, nt.service)
+                    merger.commit(svc, self.service)
                 continue
             # Per second and name only: the run totals are folded in once, when the second closes, so the
             # cost per agent message is two decodes and two adds per name whatever the fleet's size.
-            if lat is not None:
-                _into(slot.by_name, name).add(lat)
-            if svc is not None:
-                _into(slot.service_by_name, name).add(svc)
+            if lat >= 0:
+                merger.commit(lat, _into(slot.by_name, name))
+            if svc >= 0:
+                merger.commit(svc, _into(slot.service_by_name, name))
+        merger.clear()
         return True
 
     def close(self, active: Iterable[str], now_index: int, grace: int = 3) -> list[ClosedInterval]:

@@ -162,3 +162,39 @@ def test_hours_are_exact_from_merged_histograms() -> None:
         assert row["p95"] == histogram.summary_ms(h)["p95"]
         assert row["p99"] == histogram.summary_ms(h)["p99"]
         assert (row["scheduled"], row["ok"], row["failed"]) == (3000, 2940, 60)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=1, max_value=3_600_000_000), max_size=300), min_size=1, max_size=6
+    )
+)
+def test_fast_merge_equals_hdrhistogram_add(batches: list[list[int]]) -> None:
+    fast, slow = histogram.new_histogram(), histogram.new_histogram()
+    merger = histogram.Merger()
+    for values in batches:
+        h = histogram.new_histogram()
+        for v in values:
+            h.record_value(v)
+        data = histogram.encode(h)
+        handle = merger.stage(data)
+        if handle >= 0:
+            merger.commit(handle, fast)
+        merger.clear()
+        if data:
+            slow.add(histogram.decode(data))
+    assert fast.get_total_count() == slow.get_total_count()
+    assert histogram.summary_ms(fast) == histogram.summary_ms(slow)
+    assert all(fast.get_count_at_index(i) == slow.get_count_at_index(i) for i in range(0, fast.counts_len, 7))
+
+
+def test_fast_merge_refuses_corrupt_and_foreign_histograms() -> None:
+    from hdrh.histogram import HdrHistogram
+
+    merger = histogram.Merger()
+    foreign = HdrHistogram(1, 60_000_000, 2)
+    foreign.record_value(5)
+    for bad in (b"garbage", b"SElTVEZBQUFBQUFBQUFBQUE=", foreign.encode()):
+        with pytest.raises(histogram.EncodedHistogramError):
+            merger.stage(bad)
