@@ -493,8 +493,11 @@ class Coordinator:
         now = self._now()
         info.lost_t = now
         last = self.agg.agent(agent).last_index
-        silent_since = max(0.0, self._last_heard.get(agent, self._clock()) - self._start_at)
-        info.unreported_estimate = info.share * self.curve.between(last + 1, max(last + 1, silent_since))
+        # It died somewhere between the last word from it and the next heartbeat it did not send: take the
+        # middle of that gap as the end of the arrivals it scheduled but never reported.
+        heard = self._last_heard.get(agent, self._clock()) - self._start_at
+        died = max(0.0, heard + HEARTBEAT_EVERY / 2)
+        info.unreported_estimate = info.share * self.curve.between(last + 1, max(last + 1, died))
         self._event("agent_lost", agent=agent, reason=reason)
         self._progress(f"agent {agent} lost ({reason}); moving its share to the others")
         if now < self.profile.load.duration:
