@@ -13,8 +13,9 @@ The pool, all on the event loop thread::
 
     idle        LIFO stack of open connections with nothing outstanding (the warmest is reused first)
     pending     FIFO of (req, intended, submitted) waiting for a connection
-    connecting  connections being opened; one more is opened while there are fewer than pending requests
-                and fewer than ``max_connections`` connections in all
+    connecting  connections being opened; one more is opened while there are fewer than pending requests,
+                fewer than ``MAX_OPENING`` being opened (a burst after a stall must not open thousands of
+                connections at once) and fewer than ``max_connections`` connections in all
 
 One request is outstanding per connection (no pipelining). When its response completes, the connection takes
 the oldest pending request or goes back to idle; if the server said it will not keep the connection alive, it
@@ -106,6 +107,9 @@ def build_request(spec: RequestSpec, host: str, prefix: str = "") -> bytes:
 
 
 # --- one connection
+
+
+MAX_OPENING = 16  # connections being opened at once; each open completes in well under a millisecond
 
 
 class _Connection(asyncio.Protocol):
@@ -353,6 +357,7 @@ class FastEngine:
         """Open connections while pending requests outnumber those being opened, up to the limit."""
         while (
             self._connecting < len(self._pending)
+            and self._connecting < MAX_OPENING
             and len(self._connections) + self._connecting < self._max_connections
             and self._address is not None
             and not self._closed

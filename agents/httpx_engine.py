@@ -13,9 +13,9 @@ The pool is what collapses: httpcore scans every connection for every queued req
 concurrency) and polls each socket on the way. So this engine keeps httpcore's ``AsyncHTTP11Connection``
 (httpx's HTTP/1.1 state machine, h11 underneath) and replaces only the two layers around it:
 
-- the pool *policy* is ours and the same as the fast engine's: a LIFO stack of idle connections, a FIFO of
-  pending requests, and one more connection opened while pending requests outnumber those being opened, up
-  to ``max_connections``;
+- the pool *policy* is ours and the fast engine's: a LIFO stack of idle connections, a FIFO of pending
+  requests, and one more connection opened while pending requests outnumber those being opened, up to
+  ``max_connections`` and at most ``MAX_OPENING`` at a time;
 - the byte stream under each connection is a plain ``asyncio.Protocol`` (:class:`_Stream`) instead of anyio's,
   which saves anyio's cancel scopes on every read and write.
 
@@ -56,6 +56,11 @@ from loadgen.profile import RequestSpec
 
 SWEEP_INTERVAL = 0.05
 """Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
+
+MAX_OPENING = 16
+"""Connections opened at the same time, at most. A backlog is served by the connections there are while a few
+more open, instead of by thousands of connects at once that would only deepen it (a connect costs more CPU
+than a request on a warm connection)."""
 
 READ_HIGH_WATER = 256 * 1024
 """Bytes buffered from the server before the stream stops reading the socket until the worker catches up."""
@@ -472,6 +477,7 @@ class HttpxEngine:
         """Start workers while pending requests outnumber those about to take one, up to the limit."""
         while (
             self._starting + self._returning < len(self._pending)
+            and self._starting < MAX_OPENING
             and len(self._workers) < self._max_connections
             and self._address is not None
             and not self._closed

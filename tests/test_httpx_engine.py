@@ -18,7 +18,7 @@ import httpcore
 import pytest
 
 from agents.engine import Engine
-from agents.httpx_engine import HttpxEngine, build_request, category, environment_proxy
+from agents.httpx_engine import MAX_OPENING, HttpxEngine, build_request, category, environment_proxy
 from loadgen import __version__
 from loadgen.profile import RequestSpec
 from tests.test_fast_engine import (
@@ -274,6 +274,26 @@ def test_pool_stops_at_max_connections() -> None:
         await server.close()
         assert sink.statuses == [200] * 16
         assert server.stats.connections_total == 4
+
+    run(test)
+
+
+def test_a_burst_opens_a_bounded_number_of_connections_at_a_time() -> None:
+    async def test() -> None:
+        server = await target_server()
+        engine, sink = engine_for(server.port, [get("/delay?ms=20")], max_connections=200)
+
+        async def body(engine: HttpxEngine) -> None:
+            began = time.monotonic()
+            for _ in range(300):
+                engine.submit(0, began)
+            assert len(engine._workers) <= 1 + MAX_OPENING  # the one from start() and those opening
+            await engine.drain(began + 3)
+
+        await with_engine(engine, body)
+        await server.close()
+        assert sink.statuses == [200] * 300
+        assert server.stats.connections_total <= 200
 
     run(test)
 
