@@ -561,7 +561,8 @@ class Coordinator:
     def _closed(self, c: ClosedInterval) -> None:
         self.intervals.append(c.summary)
         self._recent = [*self._recent[-4:], c]
-        self._unlogged.append(c)
+        if self.config.out_dir is not None:  # kept only until the next checkpoint writes the interval log
+            self._unlogged.append(c)
         self.hours.add(c.index, c.summary, c.latency)
         self._check_limits_live(c.index)
         s = c.summary

@@ -527,6 +527,9 @@ def _sigterm_as_interrupt() -> None:
 
 
 def main() -> None:
+    from loadgen.histogram import keep_memory_flat
+
+    keep_memory_flat()
     _sigterm_as_interrupt()
     try:
         cli(prog_name="loadgen")
