@@ -1,0 +1,533 @@
+"""What the benchmark suite is made of: the machine, the tools, the target, process sampling, and one trial of
+each kind. :mod:`run` puts them in order and writes the report.
+
+Everything runs on loopback (127.0.0.1) and every process is bounded in time: each trial has a deadline
+after which its processes are killed. The load generator is pinned to core 0 and the target to core 1
+(``taskset``); the coordinator is left unpinned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PY = sys.executable
+LOADGEN = [PY, "-m", "loadgen"]
+LOCUST_VENV = BENCH / ".venv-locust"
+GEN_CORE = "0"
+TARGET_CORE = "1"
+NICE = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
+"""Generator and target run at a higher priority than anything else on the machine, when we may."""
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(line: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {within:g} s")
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """End a process this suite started: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- the machine and the tools
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    info = {
+        "cpu": model,
+        "cores": str(os.cpu_count()),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "memory": f"{os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.1f} GiB",
+    }
+    with contextlib.suppress(OSError):
+        info["virtualization"] = (
+            "yes (hypervisor flag)" if "hypervisor" in Path("/proc/cpuinfo").read_text() else "no"
+        )
+    for dist in ("uvloop", "httptools", "httpx", "httpcore", "h11", "pyzmq", "hdrhistogram", "msgpack"):
+        try:
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[dist] = "-"
+    info["nginx"] = _first_line(["nginx", "-v"])
+    info["wrk"] = _first_line(["wrk", "-v"]).split(" Copyright")[0]
+    info["locust"] = _first_line([str(LOCUST_VENV / "bin" / "locust"), "--version"]).split(" from ")[0]
+    return info
+
+
+def _first_line(cmd: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return "-"
+    text = (out.stdout + out.stderr).strip()
+    return text.splitlines()[0] if text else "-"
+
+
+def ensure_tools() -> list[str]:
+    """Install nginx and wrk (apt-get) and Locust (its own virtualenv) if missing; return what is missing."""
+    missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    if missing and shutil.which("apt-get"):
+        log(f"installing {', '.join(missing)} with apt-get")
+        packages = ["util-linux" if tool == "taskset" else tool for tool in missing]
+        subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=600)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=False, timeout=900, env=env)
+    if not (LOCUST_VENV / "bin" / "locust").exists():
+        log(f"installing Locust into {LOCUST_VENV}")
+        subprocess.run([PY, "-m", "venv", str(LOCUST_VENV)], check=False, timeout=300)
+        pip = [str(LOCUST_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "locust"], check=False, timeout=900)
+    gone = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    if not (LOCUST_VENV / "bin" / "locust").exists():
+        gone.append("locust")
+    return gone
+
+
+# --- the target
+
+
+NGINX_CONF = """\
+worker_processes 1;
+worker_rlimit_nofile 65536;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 32768; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "ok"; }}
+    location = /__status {{ stub_status; }}
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx() -> Iterator[str]:
+    """nginx with one worker on the target core, ``return 200 "ok"``; yields its base URL."""
+    with tempfile.TemporaryDirectory(prefix="loadgen-bench-nginx-") as folder:
+        port = free_port()
+        conf = Path(folder) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=folder, port=port))
+        proc = subprocess.Popen(
+            [*NICE, "taskset", "-c", TARGET_CORE, "nginx", "-c", str(conf), "-p", folder],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, 10.0)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGQUIT)  # nginx's graceful stop; its worker goes with it
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+# --- sampling /proc
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def proc_rss_bytes(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cores_busy() -> list[tuple[int, int]]:
+    """(busy, total) jiffies per core from /proc/stat."""
+    out = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        if re.match(r"cpu\d+ ", line):
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + values[4]
+            out.append((sum(values) - idle, sum(values)))
+    return out
+
+
+@dataclass
+class Sample:
+    t: float
+    cpu: dict[int, float | None]
+    rss: dict[int, int | None]
+    files: dict[str, int]
+    connections: int | None = None  # open client connections nginx reports (stub_status), if asked
+
+
+def nginx_connections(url: str) -> int | None:
+    """Connections open at nginx right now, from its stub_status page (less the one asking)."""
+    try:
+        with urllib.request.urlopen(url + "/__status", timeout=1.0) as response:  # loopback only
+            text = response.read().decode()
+    except OSError:
+        return None
+    match = re.search(r"Active connections:\s*(\d+)", text)
+    return int(match.group(1)) - 1 if match else None
+
+
+@dataclass
+class Sampler:
+    """Samples CPU seconds and RSS of some processes, and sizes of some files, every ``every`` seconds."""
+
+    pids: list[int]
+    every: float = 1.0
+    files: list[Path] = field(default_factory=list)
+    nginx: str | None = None
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _cores0: list[tuple[int, int]] = field(default_factory=list)
+    cores_busy: list[float] = field(default_factory=list)
+
+    def __enter__(self) -> Sampler:
+        self._cores0 = cores_busy()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        cores1 = cores_busy()
+        self.cores_busy = [
+            100.0 * (b1 - b0) / max(1, t1 - t0)
+            for (b0, t0), (b1, t1) in zip(self._cores0, cores1, strict=False)
+        ]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(
+                Sample(
+                    time.monotonic(),
+                    {pid: proc_cpu_seconds(pid) for pid in self.pids},
+                    {pid: proc_rss_bytes(pid) for pid in self.pids},
+                    {str(f): f.stat().st_size if f.exists() else 0 for f in self.files},
+                    nginx_connections(self.nginx) if self.nginx else None,
+                )
+            )
+            self._stop.wait(self.every)
+
+    def busiest_share(self, pid: int, window: float) -> float | None:
+        """The highest mean share of one core ``pid`` used over any ``window`` seconds of the samples."""
+        points = [(s.t, s.cpu[pid]) for s in self.samples if s.cpu.get(pid) is not None]
+        best: float | None = None
+        j = 0
+        for i, (t1, c1) in enumerate(points):
+            while j < i and t1 - points[j][0] > window:
+                j += 1
+            t0, c0 = points[j]
+            if t1 - t0 >= 0.8 * window and c0 is not None and c1 is not None:
+                share = (c1 - c0) / (t1 - t0)
+                best = share if best is None else max(best, share)
+        return best if best is not None else self.cpu_share(pid)
+
+    def cpu_share(self, pid: int, since: float = 0.0, until: float = float("inf")) -> float | None:
+        """Mean share of one core used by ``pid`` between two monotonic times (None if unknown)."""
+        points = [
+            (s.t, s.cpu[pid]) for s in self.samples if since <= s.t <= until and s.cpu.get(pid) is not None
+        ]
+        if len(points) < 2:
+            return None
+        (t0, c0), (t1, c1) = points[0], points[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 and c0 is not None and c1 is not None else None
+
+
+def slope_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per hour."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    if den == 0:
+        return None
+    return 3600.0 * sum((t - mt) * (v - mv) for t, v in points) / den
+
+
+# --- trials
+
+
+def wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
+    cmd = ["taskset", "-c", GEN_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url + "/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return {"cmd": " ".join(cmd), "rps": float(match.group(1)) if match else 0.0, "connections": connections}
+
+
+def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
+    prefix = work / f"locust-{users}"
+    cmd = [
+        *("taskset", "-c", GEN_CORE, str(LOCUST_VENV / "bin" / "locust"), "-f", str(BENCH / "locustfile.py")),
+        *("--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url),
+        *("--only-summary", "--csv", str(prefix), "--loglevel", "WARNING"),
+    ]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    rps = 0.0
+    stats = Path(f"{prefix}_stats.csv")
+    if stats.exists():
+        lines = stats.read_text().splitlines()
+        header = lines[0].split(",")
+        for line in lines[1:]:
+            cells = line.split(",")
+            if len(cells) == len(header) and cells[header.index("Name")] == "Aggregated":
+                rps = float(cells[header.index("Requests/s")])
+    shown = " ".join(cmd).replace(str(ROOT) + "/", "")
+    return {"cmd": shown, "rps": rps, "users": users}
+
+
+def closed_loop(engine: str, url: str, connections: int, seconds: float) -> dict[str, Any]:
+    cmd = [
+        *("taskset", "-c", GEN_CORE, PY, str(BENCH / "closed_loop.py"), "--engine", engine),
+        *("--connections", str(connections), "--duration", str(seconds), "--url", url),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    try:
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        result = {"rps": 0.0, "errors": {"crashed": out.stderr[-300:]}}
+    result["cmd"] = f"taskset -c {GEN_CORE} python bench/closed_loop.py --engine {engine} " + (
+        f"--connections {connections} --duration {seconds:g} --url URL"
+    )
+    return result
+
+
+PROFILE_TOML = """\
+name = "{name}"
+target = "{target}"
+
+[load]
+arrival = "constant"
+start_rate = {start_rate}
+timeout = "5s"
+max_in_flight = {max_in_flight}
+stages = [{stages}]
+
+{requests}
+"""
+
+
+def write_profile(
+    path: Path,
+    target: str,
+    rate: float,
+    seconds: int,
+    names: int = 1,
+    max_in_flight: int = 10_000,
+    ramp: int = 0,
+) -> Path:
+    """A constant-arrival profile: ``rate`` for ``seconds``, after a linear ramp from 0 over ``ramp`` s."""
+    if names == 1:
+        requests = '[[requests]]\nname = "home"\npath = "/"\n'
+    else:
+        requests = "\n".join(f'[[requests]]\nname = "r{i}"\npath = "/r{i}"\n' for i in range(names))
+    r = round(rate, 1)
+    hold = f'{{ duration = "{seconds}s", rate = {r} }}'
+    stages = f'{{ duration = "{ramp}s", rate = {r} }}, {hold}' if ramp else hold
+    path.write_text(
+        PROFILE_TOML.format(
+            name=path.stem,
+            target=target,
+            start_rate=0 if ramp else r,
+            stages=stages,
+            max_in_flight=max_in_flight,
+            requests=requests,
+        )
+    )
+    return path
+
+
+@dataclass
+class Trial:
+    engine: str
+    rate: float
+    seconds: int
+    results: dict[str, Any]
+    agent_cpu: float | None
+    coordinator_cpu: float | None
+    cmd: str
+    samples: list[Sample] = field(default_factory=list)
+    agent_pid: int = 0
+    coordinator_pid: int = 0
+    out: Path | None = None
+    cores_busy: list[float] = field(default_factory=list)
+    ramp: int = 0
+
+    @property
+    def rps(self) -> float:
+        """Completions per second over the hold (after the ramp), from the per-second intervals."""
+        hold = [
+            i["ok"] + i["failed"]
+            for i in self.results.get("intervals", [])
+            if self.ramp <= i["t"] < self.ramp + self.seconds
+        ]
+        return sum(hold) / self.seconds if hold else float(self.results.get("rps", 0.0))
+
+    @property
+    def lag(self) -> dict[str, float]:
+        lag: dict[str, float] = self.results.get("send_lag_ms") or {}
+        return lag
+
+    @property
+    def max_connections(self) -> int | None:
+        """The most connections nginx had open at once during the trial (sampled)."""
+        seen = [s.connections for s in self.samples if s.connections is not None]
+        return max(seen) if seen else None
+
+    @property
+    def dropped(self) -> int:
+        return int(self.results.get("totals", {}).get("dropped", 0))
+
+    @property
+    def failed(self) -> int:
+        return int(self.results.get("totals", {}).get("failed", 0))
+
+    @property
+    def sustained(self) -> bool:
+        """The saturation rule: no drops, p99 send lag <= 5 ms, no failures, and the rate achieved."""
+        p99 = self.lag.get("p99")
+        return (
+            bool(self.results)
+            and self.dropped == 0
+            and self.failed == 0
+            and p99 is not None
+            and p99 <= 5.0
+            and self.rps >= 0.98 * self.rate
+        )
+
+
+def open_trial(
+    engine: str,
+    url: str,
+    rate: float,
+    seconds: int,
+    work: Path,
+    *,
+    agent_cmd: Sequence[str] | None = None,
+    sample_every: float = 0.5,
+    watch_files: Sequence[str] = (),
+    ramp: int = 2,
+) -> Trial:
+    """One open-model run: ``loadgen coordinator`` (unpinned) and one ``loadgen agent`` on the generator
+    core, a linear ramp over ``ramp`` seconds then a constant arrival rate for ``seconds``; returns
+    results.json and the CPU each process used during the run."""
+    tag = f"{engine}-{int(rate)}-{seconds}s-{int(time.time() * 1000) % 100000}"
+    out = work / tag
+    out.mkdir(parents=True, exist_ok=True)
+    profile = write_profile(work / f"{tag}.toml", url, rate, seconds, ramp=ramp)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    coord_cmd = [
+        *LOADGEN,
+        *("coordinator", str(profile), "--bind", endpoint, "--expect-agents", "1"),
+        *("--out", str(out), "--join-timeout", "30", "--engine", engine, "--seed", "1"),
+    ]
+    agent = list(agent_cmd) if agent_cmd else [*LOADGEN, "agent"]
+    agent_full = [*NICE, "taskset", "-c", GEN_CORE, *agent, "--connect", endpoint, "--wait", "30"]
+    with open(out / "coordinator.log", "w") as clog, open(out / "agent.log", "w") as alog:
+        coord = subprocess.Popen(coord_cmd, stdout=clog, stderr=subprocess.STDOUT)
+        agent_proc = subprocess.Popen(agent_full, stdout=alog, stderr=subprocess.STDOUT)
+        files = [out / name for name in watch_files]
+        try:
+            with Sampler([agent_proc.pid, coord.pid], every=sample_every, files=files, nginx=url) as sampler:
+                try:
+                    coord.wait(timeout=ramp + seconds + 90)
+                    agent_proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    log(f"trial {tag} did not finish in time; stopping it")
+        finally:
+            stop(agent_proc)
+            stop(coord)
+    results: dict[str, Any] = {}
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        results = json.loads((out / "results.json").read_text())
+    agent_shown = " ".join(agent).replace(PY + " -m ", "").replace(PY, "python").replace(str(ROOT) + "/", "")
+    shown = (
+        f"loadgen coordinator PROFILE --bind {endpoint} --expect-agents 1 --engine {engine} --out DIR & "
+        f"{' '.join(NICE)} taskset -c {GEN_CORE} {agent_shown} --connect {endpoint}"
+    )
+    return Trial(
+        engine,
+        rate,
+        seconds,
+        results,
+        sampler.busiest_share(agent_proc.pid, max(1.0, seconds - 1.0)),
+        sampler.busiest_share(coord.pid, max(1.0, seconds - 1.0)),
+        shown,
+        sampler.samples,
+        agent_proc.pid,
+        coord.pid,
+        out,
+        sampler.cores_busy,
+        ramp,
+    )
