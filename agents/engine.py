@@ -21,6 +21,10 @@ from typing import Protocol
 
 ERROR_CATEGORIES = ("timeout", "connect", "reset", "protocol")
 
+MAX_OPENING = 16
+"""Connections an engine opens at the same time, at most: a backlog after a stall is served by the
+connections there are while a few more open, instead of thousands of connects taking the event loop."""
+
 
 class Sink(Protocol):
     """Receives every outcome; called on the event loop thread, must be cheap."""

@@ -35,81 +35,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import cast
-from urllib.parse import quote, urlsplit
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from agents.engine import Sink
-from loadgen import __version__
+from agents.engine import MAX_OPENING, Sink
+from agents.http_request import build_request, host_header, split_target
 from loadgen.profile import RequestSpec
 
 SWEEP_INTERVAL = 0.05
 """Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
-
-
-# --- the target and the request bytes: pure functions, run once in the constructor
-
-
-def _split_target(target: str) -> tuple[str, str, int, str]:
-    """``(scheme, host, port, path prefix)`` of a base URL; raises ValueError if it is not one."""
-    parts = urlsplit(target)
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"target {target!r}: scheme must be http or https")
-    if not parts.hostname:
-        raise ValueError(f"target {target!r}: no host")
-    if parts.query or parts.fragment:
-        raise ValueError(f"target {target!r}: a base URL takes no query or fragment")
-    port = parts.port if parts.port is not None else _DEFAULT_PORTS[scheme]
-    return scheme, parts.hostname, port, parts.path.rstrip("/")
-
-
-def _host_header(scheme: str, host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
-
-
-def _token(what: str, value: str) -> str:
-    """A method or header name: non-empty, no spaces, control characters or colons."""
-    if not value or any(c <= " " or c in ":\x7f" for c in value):
-        raise ValueError(f"{what} {value!r} is not a valid HTTP token")
-    return value
-
-
-def _field_value(name: str, value: str) -> str:
-    if any(c in "\r\n\0" for c in value):
-        raise ValueError(f"header {name}: value {value!r} contains a line break or NUL")
-    return value
-
-
-def build_request(spec: RequestSpec, host: str, prefix: str = "") -> bytes:
-    """The complete HTTP/1.1 request for ``spec``: request line, headers, then the body.
-
-    ``Host`` and ``User-Agent`` are ours unless the spec sets them; ``Content-Length`` is added when there is
-    a body (or the method expects one). Non-ASCII characters in the path are percent-encoded.
-    """
-    path = spec.path if spec.path.startswith("/") else "/" + spec.path
-    target = quote(prefix + path, safe=_PRINTABLE)  # spaces, controls and non-ASCII become %XX
-    lines = [f"{_token('method', spec.method)} {target} HTTP/1.1"]
-    given = {name.lower() for name, _ in spec.headers}
-    if "host" not in given:
-        lines.append(f"Host: {host}")
-    if "user-agent" not in given:
-        lines.append(f"User-Agent: loadgen/{__version__}")
-    lines.extend(f"{_token('header', name)}: {_field_value(name, value)}" for name, value in spec.headers)
-    if (spec.body or spec.method.upper() in _BODY_METHODS) and "content-length" not in given:
-        lines.append(f"Content-Length: {len(spec.body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + spec.body
-
-
 # --- one connection
-
-
-MAX_OPENING = 16  # connections being opened at once; each open completes in well under a millisecond
 
 
 class _Connection(asyncio.Protocol):
@@ -236,12 +172,12 @@ class FastEngine:
             raise ValueError(f"timeout must be positive, not {timeout}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        scheme, self._host, self._port, prefix = _split_target(target)
-        host_header = _host_header(scheme, self._host, self._port)
+        scheme, self._host, self._port, prefix = split_target(target)
+        host = host_header(scheme, self._host, self._port)
         self._target = target
         self._tls = scheme == "https"
         self._ssl_context = ssl_context
-        self._wire = [build_request(spec, host_header, prefix) for spec in requests]
+        self._wire = [build_request(spec, host, prefix) for spec in requests]
         self._heads = frozenset(i for i, spec in enumerate(requests) if spec.method.upper() == "HEAD")
         self._on_response = sink.response
         self._on_error = sink.error

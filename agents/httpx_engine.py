@@ -49,18 +49,14 @@ from urllib.parse import quote
 import httpcore
 import httpx
 
-from agents.engine import Sink
-from agents.fast_engine import _BODY_METHODS, _PRINTABLE, _field_value, _host_header, _split_target, _token
+from agents.engine import MAX_OPENING, Sink
+from agents.http_request import BODY_METHODS, PRINTABLE, field_value, host_header, split_target, token
 from loadgen import __version__
 from loadgen.profile import RequestSpec
 
 SWEEP_INTERVAL = 0.05
 """Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
 
-MAX_OPENING = 16
-"""Connections opened at the same time, at most. A backlog is served by the connections there are while a few
-more open, instead of by thousands of connects at once that would only deepen it (a connect costs more CPU
-than a request on a warm connection)."""
 
 READ_HIGH_WATER = 256 * 1024
 """Bytes buffered from the server before the stream stops reading the socket until the worker catches up."""
@@ -79,26 +75,26 @@ def build_request(spec: RequestSpec, scheme: str, host: str, port: int, prefix: 
     a body (or the method expects one). Non-ASCII characters in the path are percent-encoded.
     """
     path = spec.path if spec.path.startswith("/") else "/" + spec.path
-    target = quote(prefix + path, safe=_PRINTABLE)
+    target = quote(prefix + path, safe=PRINTABLE)
     given = {name.lower() for name, _ in spec.headers}
     headers: list[tuple[bytes, bytes]] = []
     if "host" not in given:
-        headers.append((b"Host", _host_header(scheme, host, port).encode("latin-1")))
+        headers.append((b"Host", host_header(scheme, host, port).encode("latin-1")))
     if "user-agent" not in given:
         headers.append((b"User-Agent", f"loadgen/{__version__}".encode()))
     headers.extend(
-        (_token("header", name).encode("latin-1"), _field_value(name, value).encode("latin-1"))
+        (token("header", name).encode("latin-1"), field_value(name, value).encode("latin-1"))
         for name, value in spec.headers
     )
-    if (spec.body or spec.method.upper() in _BODY_METHODS) and "content-length" not in given:
+    if (spec.body or spec.method.upper() in BODY_METHODS) and "content-length" not in given:
         headers.append((b"Content-Length", str(len(spec.body)).encode()))
     url = httpcore.URL(scheme=scheme, host=host, port=port, target=target)
-    return httpcore.Request(_token("method", spec.method), url, headers=headers, content=spec.body)
+    return httpcore.Request(token("method", spec.method), url, headers=headers, content=spec.body)
 
 
 def environment_proxy(target: str) -> str | None:
     """The proxy URL the environment sets for ``target`` (``*_proxy`` and ``no_proxy``), or None."""
-    scheme, host, _, _ = _split_target(target)
+    scheme, host, _, _ = split_target(target)
     proxies = urllib.request.getproxies()
     proxy = proxies.get(scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(host):
@@ -333,7 +329,7 @@ class HttpxEngine:
             raise ValueError(f"timeout must be positive, not {timeout}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        scheme, self._host, self._port, prefix = _split_target(target)
+        scheme, self._host, self._port, prefix = split_target(target)
         self._target = target
         self._scheme = scheme
         self._tls = scheme == "https"
