@@ -21,8 +21,6 @@ from hdrh.histogram import HdrHistogram
 from loadgen import histogram
 from loadgen.wire import Interval
 
-HIGHEST_US = histogram.HIGHEST_US
-
 
 class _NameStats:
     __slots__ = ("errors", "failed", "latency", "ok", "scheduled", "service")
@@ -48,11 +46,7 @@ class _NameStats:
 def _histogram_of(values: list[int]) -> HdrHistogram:
     """An HDR histogram of ``values`` (µs), recording each distinct value once with its count: the same
     histogram as recording them one by one, at a fraction of the cost."""
-    h = histogram.new_histogram()
-    record = h.record_value
-    for value, count in Counter(values).items():
-        record(1 if value < 1 else (value if value < HIGHEST_US else HIGHEST_US), count)
-    return h
+    return histogram.histogram_of_counts(Counter(values))
 
 
 class Recorder:
@@ -151,7 +145,7 @@ class Recorder:
         return self.cut(index, in_flight, cpu, first).build()
 
 
-CHUNK = 4096  # values folded between two yields to the event loop
+CHUNK = 2048  # values folded between two yields to the event loop (about half a millisecond)
 
 
 class PendingInterval:
@@ -217,9 +211,8 @@ async def _histogram_of_async(values: list[int]) -> HdrHistogram:
         counts.update(values[i : i + CHUNK])
         await asyncio.sleep(0)
     h = histogram.new_histogram()
-    record = h.record_value
-    for n, (value, count) in enumerate(counts.items(), start=1):
-        record(1 if value < 1 else (value if value < HIGHEST_US else HIGHEST_US), count)
-        if n % CHUNK == 0:
-            await asyncio.sleep(0)
+    items = list(counts.items())
+    for i in range(0, len(items), CHUNK):
+        histogram.add_counts(h, items[i : i + CHUNK])
+        await asyncio.sleep(0)
     return h

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hdrh.codec import HdrHistogramEncoder, payload_header_size
@@ -37,6 +38,14 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
+_TEMPLATE = new_histogram()
+if _TEMPLATE.unit_magnitude != 0:  # LOWEST_US is 1: counts index directly by value in the first bucket
+    raise RuntimeError("loadgen's histograms start at 1 µs")
+_SUB_BUCKET_HALF_MAGNITUDE: int = _TEMPLATE.sub_bucket_half_count_magnitude
+_SUB_BUCKET_MASK: int = _TEMPLATE.sub_bucket_mask
+del _TEMPLATE
+
+
 def clamp_us(seconds: float) -> int:
     """A duration in seconds as whole microseconds inside the histogram's range."""
     us = int(seconds * 1_000_000.0)
@@ -45,6 +54,42 @@ def clamp_us(seconds: float) -> int:
     if us > HIGHEST_US:
         return HIGHEST_US
     return us
+
+
+def histogram_of_counts(counts: Mapping[int, int]) -> HdrHistogram:
+    """A histogram holding ``count`` samples of each ``value`` (µs; clamped into range)."""
+    h = new_histogram()
+    add_counts(h, counts.items())
+    return h
+
+
+def add_counts(h: HdrHistogram, items: Iterable[tuple[int, int]]) -> None:
+    """Record ``count`` samples of each ``value`` (µs; clamped into range) into ``h``, a histogram from
+    :func:`new_histogram`: the same as ``h.record_value(value, count)`` for each, writing the counters
+    directly (about four times faster than hdrhistogram's pure-Python ``record_value``, which matters when
+    an agent folds a busy second)."""
+    array = h.counts
+    shift = _SUB_BUCKET_HALF_MAGNITUDE
+    half = 1 << shift
+    mask = _SUB_BUCKET_MASK
+    total = 0
+    lo = h.min_value
+    hi = h.max_value
+    for raw, count in items:
+        value = LOWEST_US if raw < LOWEST_US else HIGHEST_US if raw > HIGHEST_US else raw
+        if value <= mask:
+            array[value] += count  # the first bucket: the index is the value itself
+        else:
+            bucket = (value | mask).bit_length() - shift - 1
+            array[((bucket + 1) << shift) + (value >> bucket) - half] += count
+        total += count
+        if value < lo:  # noqa: PLR1730 - cheaper than calling min() per value
+            lo = value
+        if value > hi:  # noqa: PLR1730
+            hi = value
+    h.total_count += total
+    h.min_value = lo
+    h.max_value = hi
 
 
 def encode(h: HdrHistogram) -> bytes:

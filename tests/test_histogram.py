@@ -1,0 +1,56 @@
+"""Building histograms from counts: the same counters and encoding as hdrhistogram's record_value."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from hdrh.histogram import HdrHistogram
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.recorder import PendingInterval
+from loadgen import histogram
+
+VALUES = st.one_of(
+    st.integers(min_value=-10, max_value=5_000),  # the first bucket, where the index is the value
+    st.integers(min_value=0, max_value=histogram.HIGHEST_US * 2),  # every bucket, and beyond the range
+)
+
+
+def _by_record_value(counts: Counter[int]) -> HdrHistogram:
+    h = histogram.new_histogram()
+    for value, count in counts.items():
+        h.record_value(min(max(value, histogram.LOWEST_US), histogram.HIGHEST_US), count)
+    return h
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(VALUES, max_size=300))
+def test_histogram_of_counts_equals_record_value(values: list[int]) -> None:
+    counts = Counter(values)
+    ours = histogram.histogram_of_counts(counts)
+    reference = _by_record_value(counts)
+    assert list(ours.counts) == list(reference.counts)
+    assert ours.get_total_count() == reference.get_total_count() == len(values)
+    assert histogram.encode(ours) == histogram.encode(reference)
+    if values:
+        assert ours.get_min_value() == reference.get_min_value()
+        assert ours.get_max_value() == reference.get_max_value()
+        assert histogram.summary_ms(ours) == histogram.summary_ms(reference)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(VALUES, max_size=100), st.lists(VALUES, max_size=100))
+def test_add_counts_accumulates(first: list[int], second: list[int]) -> None:
+    h = histogram.new_histogram()
+    histogram.add_counts(h, Counter(first).items())
+    histogram.add_counts(h, Counter(second).items())
+    assert histogram.encode(h) == histogram.encode(_by_record_value(Counter(first + second)))
+    assert h.get_total_count() == len(first) + len(second)
+
+
+def test_async_build_equals_sync_build_across_chunks() -> None:
+    values = [(i * 7919) % 50_000 for i in range(10_000)]  # several chunks of distinct values
+    pending = PendingInterval(0, 0, 3, 0, 0, {"a": (3, 2, 1, {}, values, values[:5])}, values[:100], 0.5)
+    assert asyncio.run(pending.build_async()) == pending.build()
