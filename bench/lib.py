@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -197,6 +198,33 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def proc_sys_seconds(pid: int) -> float | None:
+    """CPU seconds ``pid`` spent in the kernel (stime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[12]) / TICKS
+
+
+Measured = tuple[subprocess.CompletedProcess[str], dict[str, float]]
+
+
+def run_measured(cmd: Sequence[str], timeout: float) -> Measured:
+    """Run ``cmd`` to completion; also return the CPU it used: ``cpu`` (share of one core over its wall time)
+    and ``kernel`` (the part of that CPU spent in the kernel). Children are measured with getrusage, so this
+    must not run while another child of this process ends."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    used = user + system
+    return done, {"cpu": used / wall if wall > 0 else 0.0, "kernel": system / used if used > 0 else 0.0}
+
+
 def proc_rss_bytes(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
@@ -221,6 +249,7 @@ class Sample:
     cpu: dict[int, float | None]
     rss: dict[int, int | None]
     files: dict[str, int]
+    sys: dict[int, float | None] = field(default_factory=dict)  # CPU seconds in the kernel
     connections: int | None = None  # open client connections nginx reports (stub_status), if asked
 
 
@@ -273,7 +302,8 @@ class Sampler:
                     {pid: proc_cpu_seconds(pid) for pid in self.pids},
                     {pid: proc_rss_bytes(pid) for pid in self.pids},
                     {str(f): f.stat().st_size if f.exists() else 0 for f in self.files},
-                    nginx_connections(self.nginx) if self.nginx else None,
+                    connections=nginx_connections(self.nginx) if self.nginx else None,
+                    sys={pid: proc_sys_seconds(pid) for pid in self.pids},
                 )
             )
             self._stop.wait(self.every)
@@ -321,9 +351,14 @@ def slope_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
 
 def wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
     cmd = ["taskset", "-c", GEN_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url + "/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return {"cmd": " ".join(cmd), "rps": float(match.group(1)) if match else 0.0, "connections": connections}
+    done, cpu = run_measured(cmd, timeout=seconds + 30)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    return {
+        "cmd": " ".join(cmd),
+        "rps": float(match.group(1)) if match else 0.0,
+        "connections": connections,
+        **cpu,
+    }
 
 
 def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
@@ -333,7 +368,7 @@ def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
         *("--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url),
         *("--only-summary", "--csv", str(prefix), "--loglevel", "WARNING"),
     ]
-    subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    _, cpu = run_measured(cmd, timeout=seconds + 60)
     rps = 0.0
     stats = Path(f"{prefix}_stats.csv")
     if stats.exists():
@@ -344,7 +379,8 @@ def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
             if len(cells) == len(header) and cells[header.index("Name")] == "Aggregated":
                 rps = float(cells[header.index("Requests/s")])
     shown = " ".join(cmd).replace(str(ROOT) + "/", "")
-    return {"cmd": shown, "rps": rps, "users": users}
+    # Locust's CPU includes its start-up and shutdown around the run: a slight overestimate.
+    return {"cmd": shown, "rps": rps, "users": users, **cpu}
 
 
 def closed_loop(engine: str, url: str, connections: int, seconds: float) -> dict[str, Any]:
@@ -352,11 +388,12 @@ def closed_loop(engine: str, url: str, connections: int, seconds: float) -> dict
         *("taskset", "-c", GEN_CORE, PY, str(BENCH / "closed_loop.py"), "--engine", engine),
         *("--connections", str(connections), "--duration", str(seconds), "--url", url),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    out, cpu = run_measured(cmd, timeout=seconds + 60)
     try:
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         result = {"rps": 0.0, "errors": {"crashed": out.stderr[-300:]}}
+    result.update(cpu)  # includes start-up (imports, first connections): a slight overestimate
     result["cmd"] = f"taskset -c {GEN_CORE} python bench/closed_loop.py --engine {engine} " + (
         f"--connections {connections} --duration {seconds:g} --url URL"
     )
@@ -444,6 +481,22 @@ class Trial:
         """The most connections nginx had open at once during the trial (sampled)."""
         seen = [s.connections for s in self.samples if s.connections is not None]
         return max(seen) if seen else None
+
+    @property
+    def agent_kernel(self) -> float | None:
+        """The part of the agent's CPU spent in the kernel, over the whole trial."""
+        pid = self.agent_pid
+        points = [(s.cpu.get(pid), s.sys.get(pid)) for s in self.samples]
+        points = [(c, k) for c, k in points if c is not None and k is not None]
+        if len(points) < 2:
+            return None
+        (c0, k0), (c1, k1) = points[0], points[-1]
+        return (k1 - k0) / (c1 - c0) if c1 > c0 else None  # type: ignore[operator]
+
+    @property
+    def per_cpu_second(self) -> float | None:
+        """Requests completed per CPU-second of the agent at this rate (its efficiency)."""
+        return self.rps / self.agent_cpu if self.agent_cpu else None
 
     @property
     def dropped(self) -> int:

@@ -83,6 +83,23 @@ def _trial_row(t: Trial) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _cpu_cells(r: dict[str, Any]) -> str:
+    """CPU share, kernel part and requests per CPU-second of a closed-loop run."""
+    cpu = r.get("cpu")
+    return f"{_pct(cpu)} | {_pct(r.get('kernel'))} | {_n(_div(r.get('rps'), cpu))}"
+
+
+def best_trial(trials: list[Trial], rate: float | None) -> Trial | None:
+    """The last trial at ``rate`` that held."""
+    held = [t for t in trials if t.rate == rate and t.sustained]
+    return held[-1] if held else None
+
+
+def per_cpu_second(runs: list[dict[str, Any]]) -> float | None:
+    """The best requests per CPU-second among closed-loop runs."""
+    return max((v for r in runs if (v := _div(r.get("rps"), r.get("cpu"))) is not None), default=None)
+
+
 def _trials(add: Any, trials: list[Trial]) -> None:
     add(TRIAL_HEAD)
     for t in trials:
@@ -215,14 +232,21 @@ def _machine(f: Figures, add: Any) -> None:
 def _baselines(f: Figures, add: Any) -> None:
     add("## 1. Baselines: wrk and Locust (closed loop, one core)")
     add("")
-    add("| tool | connections / users | requests/s | command |")
-    add("|---|---:|---:|---|")
+    add(
+        "`CPU` is the share of one core the tool used over its run (user + system, from getrusage), `kernel` "
+        "the part of it spent in the kernel, and `per CPU-second` the requests it completed per second of "
+        "CPU: what it would do on a core of its own if the target were never the limit."
+    )
+    add("")
+    add("| tool | connections / users | requests/s | CPU | kernel | per CPU-second | command |")
+    add("|---|---:|---:|---:|---:|---:|---|")
     for r in f.wrk:
-        add(f"| wrk | {r['connections']} | {_n(r['rps'])} | `{r['cmd']}` |")
+        add(f"| wrk | {r['connections']} | {_n(r['rps'])} | {_cpu_cells(r)} | `{r['cmd']}` |")
     for r in f.locust:
-        add(f"| Locust FastHttpUser, zero wait | {r['users']} | {_n(r['rps'])} | `{r['cmd']}` |")
+        cells = f"{r['users']} | {_n(r['rps'])} | {_cpu_cells(r)}"
+        add(f"| Locust FastHttpUser, zero wait | {cells} | `{r['cmd']}` |")
     if not f.locust:
-        add("| Locust | - | not measured: Locust could not be installed | |")
+        add("| Locust | - | not measured: Locust could not be installed | | | | |")
     add("")
 
 
@@ -244,10 +268,35 @@ def _open_model(f: Figures, add: Any) -> None:
         "the busiest window of the trial, from /proc."
     )
     add("")
-    add("| engine | highest sustained rate | vs wrk | vs Locust FastHttpUser |")
-    add("|---|---:|---:|---:|")
+    wrk_eff = per_cpu_second(f.wrk)
+    locust_eff = per_cpu_second(f.locust)
+    add(
+        "| engine | highest sustained rate | vs wrk | vs Locust FastHttpUser | agent CPU at that rate "
+        "| kernel | per agent CPU-second | vs wrk, per CPU-second | vs Locust, per CPU-second |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for engine, best in f.maxima.items():
-        add(f"| {engine} | {_n(best)}/s | {_ratio(best, wrk_max)} | {_ratio(best, locust_max)} |")
+        held = best_trial(f.searches.get(engine, []), best)
+        eff = held.per_cpu_second if held else None
+        cells = [
+            engine,
+            f"{_n(best)}/s",
+            _ratio(best, wrk_max),
+            _ratio(best, locust_max),
+            _pct(held.agent_cpu if held else None),
+            _pct(held.agent_kernel if held else None),
+            _n(eff),
+            _ratio(eff, wrk_eff),
+            _ratio(eff, locust_eff),
+        ]
+        add("| " + " | ".join(cells) + " |")
+    add("")
+    add(
+        "`per agent CPU-second` is the achieved rate divided by the agent's CPU share at it (busiest window "
+        "of the hold): what one agent would do on a core of its own at the same efficiency, a ceiling the "
+        "send lag rule does not let it reach; compare it with wrk's and Locust's figures per CPU-second "
+        "(section 1)."
+    )
     for engine, trials in f.searches.items():
         add("")
         add(f"Trials, {engine} engine, in the order run:")
@@ -277,11 +326,12 @@ def _closed_loop(f: Figures, add: Any) -> None:
         "round trip to nginx, so every engine does less there than with ten."
     )
     add("")
-    add("| engine | connections | requests/s | errors | command |")
-    add("|---|---:|---:|---|---|")
+    add("| engine | connections | requests/s | CPU | kernel | per CPU-second | errors | command |")
+    add("|---|---:|---:|---:|---:|---:|---|---|")
     for r in f.closed:
         errors = r.get("errors") or "-"
-        add(f"| {r.get('engine')} | {r.get('connections')} | {_n(r.get('rps'))} | {errors} | `{r['cmd']}` |")
+        cells = f"{r.get('connections')} | {_n(r.get('rps'))} | {_cpu_cells(r)} | {errors}"
+        add(f"| {r.get('engine')} | {cells} | `{r['cmd']}` |")
     add("")
     task, wake = _n(f.micro.get("task_per_request"), 2), _n(f.micro.get("worker_wake"), 2)
     add(HTTPX_NOTES.format(task=task, wake=wake))

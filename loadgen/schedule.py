@@ -46,6 +46,10 @@ class ArrivalSchedule:
         self._step = 1.0 / share
         self._rng = rng if rng is not None else random.Random()
         self._i = 0
+        if self._segments:
+            self._load(self._segments[0])
+        else:
+            self._limit = -math.inf  # an empty curve has no arrivals
         base = curve.integral(start)
         if self._poisson:
             self._count = base + self._rng.expovariate(1.0) * self._step
@@ -69,8 +73,27 @@ class ArrivalSchedule:
         c = self._count
         if c > self._limit:
             return math.inf
+        if self._poisson:
+            self._count = c + self._rng.expovariate(1.0) * self._step
+        else:
+            self._count = c + self._step
         c -= self._shift
-        c = min(c, self._total)
+        if c > self._total:  # noqa: PLR1730 - cheaper than min() on the hot path
+            c = self._total
+        if c > self._c1:
+            self._advance(c)
+        delta = c - self._c0
+        if delta <= 0.0:
+            return self._t0
+        if self._flat:
+            # A constant rate: the integral is linear. Equal to Segment.inverse (sqrt(r0 * r0) == r0
+            # exactly in IEEE arithmetic), without its general quadratic.
+            t = self._t0 + delta / self._r0
+            return t if t < self._t1 else self._t1
+        return self._segment.inverse(c)
+
+    def _advance(self, c: float) -> None:
+        """Move to the segment where the integral reaches ``c`` (segments only ever move forward)."""
         segs = self._segments
         i = self._i
         seg = segs[i]
@@ -78,11 +101,17 @@ class ArrivalSchedule:
             i += 1
             seg = segs[i]
         self._i = i
-        if self._poisson:
-            self._count = self._count + self._rng.expovariate(1.0) * self._step
-        else:
-            self._count = self._count + self._step
-        return seg.inverse(c)
+        self._load(seg)
+
+    def _load(self, seg: Segment) -> None:
+        self._segment = seg
+        self._c0 = seg.c0
+        # A segment without arrivals is never current: the next arrival is beyond it.
+        self._c1 = seg.c1 if seg.c1 > seg.c0 else -math.inf
+        self._t0 = seg.t0
+        self._t1 = seg.t1
+        self._r0 = seg.r0
+        self._flat = seg.r0 == seg.r1 and seg.r0 > 0.0
 
 
 def phases(n: int) -> list[float]:
