@@ -3,7 +3,8 @@ each kind. :mod:`run` puts them in order and writes the report.
 
 Everything runs on loopback (127.0.0.1) and every process is bounded in time: each trial has a deadline
 after which its processes are killed. The load generator is pinned to core 0 and the target to core 1
-(``taskset``); the coordinator is left unpinned.
+(``taskset``); in open-model trials the coordinator shares the target's core, so that nothing but the agent
+runs on the generator's core (as on a fleet, where the coordinator has a machine of its own).
 """
 
 from __future__ import annotations
@@ -532,8 +533,8 @@ def open_trial(
     watch_files: Sequence[str] = (),
     ramp: int = 2,
 ) -> Trial:
-    """One open-model run: ``loadgen coordinator`` (unpinned) and one ``loadgen agent`` on the generator
-    core, a linear ramp over ``ramp`` seconds then a constant arrival rate for ``seconds``; returns
+    """One open-model run: ``loadgen coordinator`` (on the target's core) and one ``loadgen agent`` on the
+    generator core, a linear ramp over ``ramp`` seconds then a constant arrival rate for ``seconds``; returns
     results.json and the CPU each process used during the run."""
     tag = f"{engine}-{int(rate)}-{seconds}s-{int(time.time() * 1000) % 100000}"
     out = work / tag
@@ -541,7 +542,7 @@ def open_trial(
     profile = write_profile(work / f"{tag}.toml", url, rate, seconds, ramp=ramp)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     coord_cmd = [
-        *LOADGEN,
+        *("taskset", "-c", TARGET_CORE, *LOADGEN),
         *("coordinator", str(profile), "--bind", endpoint, "--expect-agents", "1"),
         *("--out", str(out), "--join-timeout", "30", "--engine", engine, "--seed", "1"),
     ]
@@ -566,7 +567,8 @@ def open_trial(
         results = json.loads((out / "results.json").read_text())
     agent_shown = " ".join(agent).replace(PY + " -m ", "").replace(PY, "python").replace(str(ROOT) + "/", "")
     shown = (
-        f"loadgen coordinator PROFILE --bind {endpoint} --expect-agents 1 --engine {engine} --out DIR & "
+        f"taskset -c {TARGET_CORE} loadgen coordinator PROFILE --bind {endpoint} --expect-agents 1 "
+        f"--engine {engine} --out DIR & "
         f"{' '.join(NICE)} taskset -c {GEN_CORE} {agent_shown} --connect {endpoint}"
     )
     return Trial(
