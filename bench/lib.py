@@ -116,7 +116,8 @@ def _first_line(cmd: Sequence[str]) -> str:
 
 
 def ensure_tools() -> list[str]:
-    """Install nginx and wrk (apt-get) and Locust (its own virtualenv) if missing; return what is missing."""
+    """Install nginx and wrk (apt-get), and Locust and py-spy (their own virtualenv) if missing; return what
+    is missing."""
     missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
     if missing and shutil.which("apt-get"):
         log(f"installing {', '.join(missing)} with apt-get")
@@ -124,14 +125,15 @@ def ensure_tools() -> list[str]:
         subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=600)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=False, timeout=900, env=env)
-    if not (LOCUST_VENV / "bin" / "locust").exists():
-        log(f"installing Locust into {LOCUST_VENV}")
-        subprocess.run([PY, "-m", "venv", str(LOCUST_VENV)], check=False, timeout=300)
+    wanted = [tool for tool in ("locust", "py-spy") if not (LOCUST_VENV / "bin" / tool).exists()]
+    if wanted:
+        log(f"installing {', '.join(wanted)} into {LOCUST_VENV}")
+        if not (LOCUST_VENV / "bin" / "python").exists():
+            subprocess.run([PY, "-m", "venv", str(LOCUST_VENV)], check=False, timeout=300)
         pip = [str(LOCUST_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "locust"], check=False, timeout=900)
+        subprocess.run([*pip, *wanted], check=False, timeout=900)
     gone = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
-    if not (LOCUST_VENV / "bin" / "locust").exists():
-        gone.append("locust")
+    gone += [tool for tool in ("locust", "py-spy") if not (LOCUST_VENV / "bin" / tool).exists()]
     return gone
 
 

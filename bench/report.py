@@ -117,6 +117,7 @@ def write_report(f: Figures, path: Path) -> None:
     _closed_loop(f, add)
     _coordinator(f, add)
     _soak(f, add)
+    _sampled(f, add)
     _profile(f, add)
     add("## Next steps")
     add("")
@@ -410,9 +411,41 @@ def _soak(f: Figures, add: Any) -> None:
     add("")
 
 
+def _sampled(f: Figures, add: Any) -> None:
+    sampled = f.sampled
+    add("## 7. Where the time goes in the agent, sampled")
+    add("")
+    if not sampled.get("parts"):
+        add(f"Not measured: {sampled.get('missing', 'the sampled run failed')}.")
+        add("")
+        return
+    trial: Trial = sampled["trial"]
+    total = sampled["samples"] or 1
+    add(
+        f"One agent (fast engine) at {_n(sampled['rate'])}/s (90% of its highest sustained rate) for "
+        f"{trial.seconds} s after a {trial.ramp} s ramp, sampled by `py-spy record --nonblocking` "
+        f"{_n(total)} times while it was running (not waiting); see `bench/sampling.py` for how samples are "
+        f"attributed. The agent used {_pct(trial.agent_cpu)} of its core, {_pct(trial.agent_kernel)} of that "
+        f"in the kernel (/proc); achieved {_n(trial.rps)}/s, send lag p99 {_n(trial.lag.get('p99'), 3)} ms."
+    )
+    add("")
+    add("| part | share of samples |")
+    add("|---|---:|")
+    for part, n in sampled["parts"].most_common():
+        add(f"| {part} | {100 * n / total:.1f}% |")
+    add("")
+    add("The lines of this project where samples were taken most often (the innermost project frame):")
+    add("")
+    add("| share | line |")
+    add("|---:|---|")
+    for where, n in sampled["lines"].most_common(12):
+        add(f"| {100 * n / total:.1f}% | {where} |")
+    add("")
+
+
 def _profile(f: Figures, add: Any) -> None:
     prof = f.profile
-    add("## 7. Where the time goes in the agent")
+    add("## 8. Where the time goes in the agent, by call (cProfile)")
     add("")
     if prof.get("categories"):
         trial: Trial = prof["trial"]

@@ -11,7 +11,8 @@ In one run on one machine, with the generator pinned to core 0 and nginx to core
    bounded number of trials), and the send lag at 50% and 90% of it;
 4. the coordinator with 1,000 simulated agents (bench/coord_sim.py): CPU and memory;
 5. a soak at half the fast engine's maximum: memory of agent and coordinator, and output file growth;
-6. a cProfile of the agent's hot path, and micro-benchmarks of its parts (bench/micro.py).
+6. where the agent's time goes: py-spy samples at 90% of its maximum (bench/sampling.py), a cProfile of its
+   hot path, and micro-benchmarks of its parts (bench/micro.py).
 
 Traffic goes only to 127.0.0.1. Every process has a deadline.
 """
@@ -36,6 +37,7 @@ from typing import Any
 import lib
 from lib import BENCH, GEN_CORE, PY, ROOT, Trial, log
 from report import write_report
+from sampling import sample_hot_path
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
@@ -93,6 +95,7 @@ class Figures:
     sim: dict[str, Any] = field(default_factory=dict)
     soak: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    sampled: dict[str, Any] = field(default_factory=dict)
     micro: dict[str, float] = field(default_factory=dict)
     started: str = ""
     seconds: float = 0.0
@@ -423,6 +426,9 @@ def main() -> int:
         soak_rate = _round_rate(0.5 * figures.maxima.get("fast", 10_000.0) or 10_000.0)
         log(f"soak at {soak_rate:,.0f}/s for {plan.soak_s} s")
         figures.soak = soak(url, soak_rate, plan, work)
+        sample_rate = _round_rate(0.9 * (figures.maxima.get("fast") or 20_000.0))
+        log(f"sampling the agent with py-spy at {sample_rate:,.0f}/s")
+        figures.sampled = sample_hot_path(url, sample_rate, plan.trial_s, work)
         log("profiling the agent")
         figures.profile = profile_hot_path(
             url, _round_rate(0.3 * (figures.maxima.get("fast") or 20_000.0)), plan, work
