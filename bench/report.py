@@ -156,6 +156,8 @@ def _summary(f: Figures, add: Any) -> None:
     closed_httpx = [r["rps"] for r in f.closed if r["engine"] == "httpx"]
     flat = min(closed_httpx) / max(closed_httpx) if len(closed_httpx) > 1 and max(closed_httpx) else None
     sim, soak = f.sim, f.soak
+    held = best_trial(f.searches.get("fast", []), fast)
+    eff = held.per_cpu_second if held else None
     cpu = sim.get("cpu_run")
     slope = sim.get("rss_slope_h")
     agents = sim.get("agents", "-")
@@ -171,6 +173,12 @@ def _summary(f: Figures, add: Any) -> None:
             _at_least(_div(fast, locust_max), 10),
         ),
         ("fast engine >= 0.5x wrk", _ratio(fast, wrk_max), _at_least(_div(fast, wrk_max), 0.5)),
+        (
+            "(for comparison, not a goal) fast engine requests per agent CPU-second at that rate",
+            f"{_n(eff)}: {_ratio(eff, per_cpu_second(f.wrk))} wrk's, {_ratio(eff, per_cpu_second(f.locust))} "
+            "Locust's",
+            None,
+        ),
         (
             "httpx engine >= 10,000 requests/s, one core, open model",
             f"{_n(httpx)}/s",
@@ -201,8 +209,30 @@ def _summary(f: Figures, add: Any) -> None:
     for goal, measured, met in goals:
         add(f"| {goal} | {measured} | {_yes(met)} |")
     add("")
-    add(FINDINGS)
+    add(FINDINGS.format_map(_findings(f)))
     add("")
+
+
+def _findings(f: Figures) -> dict[str, str]:
+    """The figures FINDINGS quotes."""
+    wrk_best = max(f.wrk, key=lambda r: r.get("rps") or 0.0, default={})
+    wrk_eff = per_cpu_second(f.wrk)
+    fast = f.maxima.get("fast")
+    held = best_trial(f.searches.get("fast", []), fast)
+    eff = held.per_cpu_second if held else None
+    return {
+        "wrk_kernel": _pct(wrk_best.get("kernel")),
+        "wrk_us": _n(_div(1e6, wrk_eff), 1),
+        "wrk_eff": _n(wrk_eff),
+        "wrk_max": _n(wrk_best.get("rps")),
+        "agent_cpu": _pct(held.agent_cpu if held else None),
+        "fast_rate": _n(fast),
+        "agent_kernel": _pct(held.agent_kernel if held else None),
+        "agent_us": _n(_div(1e6, eff), 1),
+        "agent_eff": _n(eff),
+        "sim_agents": _n(f.sim.get("agents")),
+        "sim_cpu": _pct(f.sim.get("cpu_run")),
+    }
 
 
 def _machine(f: Figures, add: Any) -> None:
@@ -493,25 +523,24 @@ once per interval."""
 
 
 FINDINGS = """\
-What limits what, as measured by this suite (the sections below have this run's figures):
+What limits what, as measured by this run (the sections below have the details):
 
-1. **One agent with the fast engine is limited by how it rides out a hiccup, not by the cost of a request.**
-   The engine alone does 80,000-130,000 requests/s closed loop (section 4), and at the highest rate that
-   holds the agent uses well under a full core (section 2, `agent CPU`). A rate either holds, with a p99 send
-   lag of a millisecond or two and a few hundred connections, or collapses: when the agent falls behind for
-   a moment (a pause of this shared machine, a burst of arrivals at a timer tick), pending requests pile up
-   and the fast engine opens one connection per pending request, thousands at once (`max connections`,
-   from nginx, reaches `max_in_flight` = 10,000 in every collapsed trial); the connects take the loop, the
-   backlog grows and arrivals are dropped. The httpx engine had the same pool policy and the same collapse
-   until it was given a bound of 16 connects at a time (`MAX_OPENING`): past its maximum it now degrades
-   (send lag of tens of ms, a few hundred connections, every request sent) instead of collapsing.
-2. **The httpx engine is limited by httpcore and h11**, about 130 µs of CPU per request on this machine,
-   whatever the number of connections (section 4).
-3. **The coordinator at 1,000 agents** uses more than half a core on average and its memory grows with
-   agents x seconds (section 5).
-4. Fixed while this suite was being written, on its measurements: the arrival loop no longer spins, the
-   recorder no longer calls `HdrHistogram.record_value` per request, and the coordinator merges encoded
-   histograms through a scratch array (see Next steps)."""
+1. **Per request, most of any generator's CPU is the kernel's.** wrk spent {wrk_kernel} of its CPU in the
+   kernel, {wrk_us} µs of CPU per request ({wrk_eff} requests per CPU-second, section 1): on loopback the
+   write system call also runs the receiving side's TCP. One loadgen agent pays about the same kernel cost
+   and adds its Python: at its highest sustained open-model rate it used {agent_cpu} of its core for
+   {fast_rate}/s, {agent_kernel} of it in the kernel, {agent_us} µs of CPU per request in all
+   ({agent_eff} per CPU-second). A sampled profile (section 7) puts the write system call and uvloop's own
+   loop (reads, polling) at most of the agent's time; the Python of the engine, the arrival loop and the
+   recorder shares the rest. So 100,000 requests/s on one core is out of reach on this machine for a
+   generator that pays wrk's kernel cost plus anything at all in Python: wrk itself does {wrk_max}/s.
+2. **The open-model rate is bounded by the send lag rule before the CPU runs out.** Every arrival is sent
+   and answered well past the highest rate that holds (section 2); what fails first is the p99 send lag
+   (5 ms): a single-threaded event loop sends an arrival only between callbacks, so every pause of the
+   loop (a burst of responses, the once-a-second histogram fold, a moment this shared machine gives to
+   something else) delays the arrivals due meanwhile.
+3. **The httpx engine is limited by httpcore and h11** (section 4), whatever the number of connections.
+4. **The coordinator** at {sim_agents} agents: {sim_cpu} of a core on average (section 5)."""
 
 
 HTTPX_NOTES = """\
