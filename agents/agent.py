@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import gc
 import logging
 import math
 import os
@@ -285,6 +286,12 @@ class Agent:
             profile.name,
             load.duration,
         )
+        # Objects made so far (modules, the profile, the engine's requests) live for the whole run; moved out
+        # of the collector's sight, a full collection during the run walks only what the run itself made
+        # (measured with gc callbacks at 40,000 requests/s: a 62 ms pause before, which is 62 ms of send lag).
+        if begin_at - self._clock() > 0.1:
+            gc.collect()
+        gc.freeze()
         timeout = min(self._coordinator_timeout, start.coordinator_timeout)
         first = max(0, math.floor(self._clock() - start.start_at))
         control = asyncio.ensure_future(self._control(timeout))
@@ -339,6 +346,7 @@ class Agent:
                         len(self._buffer),
                     )
         finally:
+            gc.unfreeze()
             self._stop_reporting.set()
             reporter.cancel()
             control.cancel()
