@@ -9,16 +9,10 @@ as little as it can per request:
 - there is no timer per request: a sweep every few tens of milliseconds fails what is older than the timeout;
 - there is no task per request: a task exists only while a connection is being opened.
 
-The pool, all on the event loop thread::
-
-    idle        LIFO stack of open connections with nothing outstanding (the warmest is reused first)
-    pending     FIFO of (req, intended, submitted) waiting for a connection
-    connecting  connections being opened; one more is opened while there are fewer than pending requests,
-                fewer than ``MAX_OPENING`` being opened (a burst after a stall must not open thousands of
-                connections at once) and fewer than ``max_connections`` connections in all
-
-One request is outstanding per connection (no pipelining). When its response completes, the connection takes
-the oldest pending request or goes back to idle; if the server said it will not keep the connection alive, it
+The pool policy (LIFO idle stack, FIFO pending, at most ``MAX_OPENING`` connections opening, a timeout sweep)
+is :class:`agents.pool.Pool`'s; this module is the I/O under it. ``submit`` *is* the pool's (bound in the
+constructor, no wrapper), and the response callback inlines :meth:`~agents.pool.Pool.release`. One request
+is outstanding per connection (no pipelining); if the server said it will not keep the connection alive, it
 is closed and replaced when pending work needs it.
 
 Limitations: a response that is delimited only by the server closing the connection (no Content-Length, not
@@ -32,18 +26,17 @@ import asyncio
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from agents.engine import MAX_OPENING, Sink
+from agents.engine import Sink
 from agents.http_request import build_request, host_header, split_target
+from agents.pool import Pool
 from loadgen.profile import RequestSpec
 
-SWEEP_INTERVAL = 0.05
-"""Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
+__all__ = ["FastEngine", "build_request"]
 
 # --- one connection
 
@@ -54,12 +47,15 @@ class _Connection(asyncio.Protocol):
     transport: asyncio.Transport  # set by connection_made, before anything else uses it
 
     __slots__ = (
+        "clock",
         "closed",
         "engine",
         "heads",
         "intended",
         "main_parser",
+        "on_response",
         "parser",
+        "pool",
         "req",
         "sent",
         "submitted",
@@ -69,6 +65,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, engine: FastEngine) -> None:
         self.engine = engine
+        self.pool = engine._pool
+        self.clock = engine._clock
+        self.on_response = engine._on_response
         self.wire = engine._wire
         self.heads = engine._heads
         self.main_parser = HttpResponseParser(self)
@@ -111,32 +110,32 @@ class _Connection(asyncio.Protocol):
     # httptools callback
 
     def on_message_complete(self) -> None:
-        engine = self.engine
-        done = engine._clock()
+        done = self.clock()
         req = self.req
         parser = self.parser
         status = parser.get_status_code()
         if req < 0:
-            engine._retire(self)  # an answer to nothing (e.g. 408 before closing): do not reuse it
+            self.engine._retire(self)  # an answer to nothing (e.g. 408 before closing): do not reuse it
             return
         if status < 200 and status != 101:
             return  # an interim response; the real one follows
         self.req = -1
-        engine._in_flight -= 1
+        pool = self.pool
+        pool.in_flight -= 1
         intended = self.intended
         sent = self.sent
-        # Reuse the connection before reporting, so the next request leaves now and a sink that submits from
-        # its callback finds this connection idle instead of opening another.
+        # Pool.release, inlined (this is the hot path): reused before reporting, so the next request leaves
+        # now and a sink that submits from its callback finds this connection idle instead of opening another.
         if parser.should_keep_alive() and status != 101:
-            pending = engine._pending
+            pending = pool.pending
             if pending:
                 nreq, nintended, nsubmitted = pending.popleft()
-                self.send(nreq, nintended, nsubmitted, engine._clock())
+                self.send(nreq, nintended, nsubmitted, self.clock())
             else:
-                engine._idle.append(self)
+                pool.idle.append(self)
         else:
-            engine._retire(self)
-        engine._on_response(req, intended, sent, done, status)
+            self.engine._retire(self)
+        self.on_response(req, intended, sent, done, status)
 
 
 class _HeadResponse:
@@ -157,6 +156,10 @@ class _HeadResponse:
 class FastEngine:
     """HTTP/1.1 keep-alive engine; see the module docstring. Implements :class:`agents.engine.Engine`."""
 
+    submit: Callable[[int, float], None]
+    """Send request ``req`` (an index into the requests given to the constructor) now or when a connection
+    frees up: :meth:`agents.pool.Pool.submit` itself."""
+
     def __init__(
         self,
         target: str,
@@ -168,34 +171,26 @@ class FastEngine:
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        self._pool: Pool[_Connection] = Pool(
+            sink, timeout=timeout, max_connections=max_connections, clock=clock
+        )
+        self.submit = self._pool.submit
         scheme, self._host, self._port, prefix = split_target(target)
         host = host_header(scheme, self._host, self._port)
         self._target = target
         self._tls = scheme == "https"
         self._ssl_context = ssl_context
-        self._wire = [build_request(spec, host, prefix) for spec in requests]
-        self._heads = frozenset(i for i, spec in enumerate(requests) if spec.method.upper() == "HEAD")
-        self._on_response = sink.response
-        self._on_error = sink.error
+        self._wire: list[bytes] = [build_request(spec, host, prefix) for spec in requests]
+        self._heads: frozenset[int] = frozenset(
+            i for i, spec in enumerate(requests) if spec.method.upper() == "HEAD"
+        )
+        self._on_response: Callable[[int, float, float, float, int], None] = sink.response
         self._timeout = timeout
-        self._sweep_interval = min(SWEEP_INTERVAL, timeout / 4)
-        self._max_connections = max_connections
-        self._clock = clock
-
-        self._idle: list[_Connection] = []
-        self._pending: deque[tuple[int, float, float]] = deque()
-        self._connections: set[_Connection] = set()  # open (made and not lost or closed by us)
-        self._connecting = 0
-        self._in_flight = 0
+        self._clock: Callable[[], float] = clock
         self._address: str | None = None  # resolved in start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
-        self._closed = False
 
     # --- Engine interface
 
@@ -224,55 +219,34 @@ class FastEngine:
             # Stay usable: the caller may go on and count every arrival as a connect error (or succeed
             # once the target comes up), so keep the first address and run the timeout sweep anyway.
             self._address = str(infos[0][4][0])
-            self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+            self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
+            self._pool.start(self._open)
             reason = str(failure) or type(failure).__name__
             raise ConnectionError(f"cannot connect to {self._target}: {reason}") from failure
         self._address = address
-        self._connections.add(connection)
-        self._release(connection)
-        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
-        self._top_up()
-
-    def submit(self, req: int, intended: float) -> None:
-        """Send request ``req`` (an index into the requests given to the constructor) now or when a
-        connection frees up."""
-        now = self._clock()
-        self._in_flight += 1
-        idle = self._idle
-        while idle:
-            connection = idle.pop()
-            if not connection.closed:  # closed ones are left on the stack and skipped here
-                connection.send(req, intended, now, now)
-                return
-        if not self._closed:
-            self._pending.append((req, intended, now))
-            self._top_up()
+        self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
+        self._pool.start(self._open)
+        self._pool.add(connection)
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._pool.in_flight
 
     async def drain(self, deadline: float) -> None:
-        while self._in_flight:
-            left = deadline - self._clock()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, 0.005))
+        await self._pool.drain(deadline)
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._pool.closed:
             return
-        self._closed = True
+        connections = self._pool.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for connection in list(self._connections):
-            self._drop(connection)
-        self._idle.clear()
-        self._pending.clear()  # still counted in in_flight, never reported
+        for connection in connections:
+            connection.transport.abort()
         await asyncio.sleep(0)  # let the transports deliver connection_lost
 
     # --- opening connections
@@ -289,88 +263,40 @@ class FastEngine:
             )
         return connection
 
-    def _top_up(self) -> None:
-        """Open connections while pending requests outnumber those being opened, up to the limit."""
-        while (
-            self._connecting < len(self._pending)
-            and self._connecting < MAX_OPENING
-            and len(self._connections) + self._connecting < self._max_connections
-            and self._address is not None
-            and not self._closed
-        ):
-            self._connecting += 1
-            task = self._loop.create_task(self._open(self._address))  # type: ignore[union-attr]
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _open(self) -> None:
+        """The pool's opener: one connection, opened by a task."""
+        assert self._loop is not None and self._address is not None
+        task = self._loop.create_task(self._opening(self._address))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _open(self, address: str) -> None:
-        connection: _Connection | None = None
+    async def _opening(self, address: str) -> None:
         try:
             connection = await self._create(address)
         except OSError:
-            pass
-        finally:
-            self._connecting -= 1
-        if connection is None:
-            self._connect_failed()
-        elif self._closed:
+            self._pool.open_failed()
+            return
+        if not self._pool.opened(connection):
             connection.closed = True
             connection.transport.abort()
-        elif connection.closed:  # lost between connection_made and here
-            self._top_up()
-        else:
-            self._connections.add(connection)
-            self._release(connection)
-            self._top_up()
-
-    def _connect_failed(self) -> None:
-        """A connection could not be opened: the oldest pending request fails; the rest try again."""
-        if self._pending:
-            req, intended, _ = self._pending.popleft()
-            self._in_flight -= 1
-            self._on_error(req, intended, 0.0, self._clock(), "connect")
-        self._top_up()
 
     # --- connection state changes (called by _Connection)
-
-    def _release(self, connection: _Connection) -> None:
-        if self._pending:
-            req, intended, submitted = self._pending.popleft()
-            connection.send(req, intended, submitted, self._clock())
-        else:
-            self._idle.append(connection)
-
-    def _drop(self, connection: _Connection) -> None:
-        """Forget a connection and abort it; whatever it carried is the caller's to report."""
-        connection.closed = True
-        connection.req = -1
-        self._connections.discard(connection)
-        connection.transport.abort()
 
     def _retire(self, connection: _Connection) -> None:
         """Close a connection with nothing outstanding (the server will not keep it alive)."""
         if connection.closed:
             return
-        connection.closed = True  # if it is on the idle stack, submit skips it
-        self._connections.discard(connection)
+        self._pool.discard(connection)  # if it is on the idle stack, submit skips it
         connection.transport.close()
-        self._top_up()
-
-    def _fail(self, connection: _Connection, category: str) -> None:
-        req = connection.req
-        self._drop(connection)
-        self._in_flight -= 1
-        self._on_error(req, connection.intended, connection.sent, self._clock(), category)
 
     def _broken(self, connection: _Connection, category: str) -> None:
         """The connection cannot go on (lost, or an unparsable response): fail what it carried, drop it."""
         if connection.closed:
             return
+        self._pool.discard(connection)
+        connection.transport.abort()
         if connection.req >= 0:
-            self._fail(connection, category)
-        else:
-            self._drop(connection)  # if it is on the idle stack, submit skips it
-        self._top_up()
+            self._pool.failed(connection, category, self._clock())
 
     # --- timeouts
 
@@ -378,18 +304,9 @@ class FastEngine:
         """Fail everything submitted ``timeout`` seconds ago or earlier; reschedule itself."""
         assert self._loop is not None
         # Rescheduled first, so that a sink raising from its callback cannot end the sweeps.
-        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+        self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
         now = self._clock()
-        cutoff = now - self._timeout
-        pending = self._pending
-        while pending and pending[0][2] <= cutoff:
-            req, intended, _ = pending.popleft()
-            self._in_flight -= 1
-            self._on_error(req, intended, 0.0, now, "timeout")
-        late = [c for c in self._connections if c.req >= 0 and c.submitted <= cutoff]
-        for connection in late:
-            self._fail(connection, "timeout")  # aborted, so its late response is never read
-        if late:
-            self._top_up()
-        if len(self._idle) > len(self._connections):
-            self._idle = [c for c in self._idle if not c.closed]
+        for connection in self._pool.expire(now):
+            self._pool.discard(connection)
+            connection.transport.abort()  # so its late response is never read
+            self._pool.failed(connection, "timeout", now)

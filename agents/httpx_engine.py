@@ -13,18 +13,18 @@ The pool is what collapses: httpcore scans every connection for every queued req
 concurrency) and polls each socket on the way. So this engine keeps httpcore's ``AsyncHTTP11Connection``
 (httpx's HTTP/1.1 state machine, h11 underneath) and replaces only the two layers around it:
 
-- the pool *policy* is ours and the fast engine's: a LIFO stack of idle connections, a FIFO of pending
-  requests, and one more connection opened while pending requests outnumber those being opened, up to
-  ``max_connections`` and at most ``MAX_OPENING`` at a time;
+- the pool *policy* is the fast engine's, :class:`agents.pool.Pool`: a LIFO stack of idle connections, a FIFO
+  of pending requests, and one more connection opened while pending requests outnumber those being opened,
+  up to ``max_connections`` and at most ``MAX_OPENING`` at a time, and a timeout sweep;
 - the byte stream under each connection is a plain ``asyncio.Protocol`` (:class:`_Stream`) instead of anyio's,
   which saves anyio's cancel scopes on every read and write.
 
-Each connection is served by one *worker* coroutine for its whole life: it sends a request, reads the
-response, reports it, and takes the next pending request; with nothing pending it parks on a future that
-:meth:`HttpxEngine.submit` resolves with the next request. So there is no task per request (a task exists per
-connection), and a busy worker goes from one request to the next without parking. Timeouts are one sweep
-every few tens of milliseconds, as in the fast engine: a request older than the timeout is reported and its
-worker cancelled (httpcore closes the connection).
+Each pooled connection is a *worker*: a coroutine that serves one httpcore connection for its whole life. It
+sends a request, reads the response, hands itself back to the pool (the next pending request, or the idle
+stack) and then reports the outcome; with nothing to do it parks on a future that the pool's ``send``
+resolves. So there is no task per request (a task exists per connection), and a busy worker goes from one
+request to the next without parking. A request older than the timeout is reported by the sweep and its
+worker cancelled (its connection is aborted).
 
 With a proxy (``proxy=`` or, unless ``trust_env=False``, ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` and
 ``NO_PROXY`` from the environment, read as the standard library reads them), each worker drives an
@@ -49,21 +49,14 @@ from urllib.parse import quote
 import httpcore
 import httpx
 
-from agents.engine import MAX_OPENING, Sink
+from agents.engine import Sink
 from agents.http_request import BODY_METHODS, PRINTABLE, field_value, host_header, split_target, token
+from agents.pool import Pool
 from loadgen import __version__
 from loadgen.profile import RequestSpec
 
-SWEEP_INTERVAL = 0.05
-"""Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
-
-
 READ_HIGH_WATER = 256 * 1024
 """Bytes buffered from the server before the stream stops reading the socket until the worker catches up."""
-
-Job = tuple[int, float, float]
-"""A request waiting for a worker: (request index, intended time, submit time)."""
-
 
 # --- the requests: built once, in the constructor
 
@@ -279,9 +272,20 @@ class _Backend(httpcore.AsyncNetworkBackend):
 
 
 class _Worker:
-    """A connection and the coroutine that serves it; ``req`` is -1 when it carries no request."""
+    """A connection and the coroutine that serves it; ``req`` is -1 when it carries no request. Pooled by
+    :class:`agents.pool.Pool`: ``send`` gives it a request (and wakes it if it is parked)."""
 
-    __slots__ = ("connection", "intended", "req", "sent", "stream", "submitted", "task", "wake")
+    __slots__ = (
+        "closed",
+        "connection",
+        "intended",
+        "req",
+        "sent",
+        "stream",
+        "submitted",
+        "task",
+        "wake",
+    )
 
     def __init__(self) -> None:
         # The direct path: an httpcore HTTP/1.1 connection over our stream. The proxy path: a one-connection
@@ -289,11 +293,22 @@ class _Worker:
         self.connection: httpcore.AsyncHTTP11Connection | httpcore.AsyncHTTPProxy | None = None
         self.stream: _Stream | None = None
         self.task: asyncio.Task[None] | None = None
-        self.wake: asyncio.Future[Job] | None = None  # set while parked on the idle stack
+        self.wake: asyncio.Future[None] | None = None  # set while parked
         self.req = -1
         self.intended = 0.0
         self.submitted = 0.0
         self.sent = 0.0
+        self.closed = False
+
+    def send(self, req: int, intended: float, submitted: float, now: float) -> None:
+        self.req = req
+        self.intended = intended
+        self.submitted = submitted
+        self.sent = 0.0  # set when the request is written
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            wake.set_result(None)
 
     def usable(self) -> bool:
         if self.stream is None:
@@ -312,6 +327,10 @@ class HttpxEngine:
     """HTTP/1.1 engine on httpx's connection machinery; see the module docstring. Implements
     :class:`agents.engine.Engine` with the same constructor and error categories as the fast engine."""
 
+    submit: Callable[[int, float], None]
+    """Send request ``req`` (an index into the requests given to the constructor) now or when a connection
+    frees up: :meth:`agents.pool.Pool.submit` itself."""
+
     def __init__(
         self,
         target: str,
@@ -325,10 +344,8 @@ class HttpxEngine:
         proxy: str | None = None,
         trust_env: bool = True,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        self._pool: Pool[_Worker] = Pool(sink, timeout=timeout, max_connections=max_connections, clock=clock)
+        self.submit = self._pool.submit
         scheme, self._host, self._port, prefix = split_target(target)
         self._target = target
         self._scheme = scheme
@@ -339,22 +356,12 @@ class HttpxEngine:
         self._requests = [build_request(spec, scheme, self._host, self._port, prefix) for spec in requests]
         self._origin = httpcore.Origin(scheme.encode(), self._host.encode("idna"), self._port)
         self._on_response = sink.response
-        self._on_error = sink.error
         self._timeout = timeout
-        self._sweep_interval = min(SWEEP_INTERVAL, timeout / 4)
-        self._max_connections = max_connections
         self._clock = clock
-
-        self._idle: list[_Worker] = []  # parked workers, the warmest on top
-        self._pending: deque[Job] = deque()
-        self._workers: set[_Worker] = set()
-        self._starting = 0  # workers opening their first connection
-        self._returning = 0  # workers reporting a response, about to take a pending request
-        self._in_flight = 0
+        self._workers: set[_Worker] = set()  # every worker whose task has not ended
         self._address: str | None = None  # resolved in start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._closed = False
 
     # --- Engine interface
 
@@ -368,9 +375,10 @@ class HttpxEngine:
         self._loop = asyncio.get_running_loop()
         if self._tls and self._ssl_context is None:
             self._ssl_context = httpx.create_ssl_context(trust_env=self._trust_env)
-        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+        self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
         if self._proxy is not None:
             self._address = self._host
+            self._pool.start(self._spawn)
             return
         try:
             infos = await self._loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
@@ -385,54 +393,34 @@ class HttpxEngine:
                 failure = exc
             else:
                 self._address = address
-                self._spawn(worker, parked=True)
+                self._pool.start(self._spawn)
+                self._pool.add(worker)
+                self._run(worker, opened=True)
                 return
         # Stay usable: the caller may go on and count every arrival as a connect error (or succeed once the
         # target comes up), so keep the first address and the timeout sweep.
         self._address = str(infos[0][4][0])
+        self._pool.start(self._spawn)
         reason = str(failure) or type(failure).__name__
         raise ConnectionError(f"cannot connect to {self._target}: {reason}") from failure
 
-    def submit(self, req: int, intended: float) -> None:
-        """Send request ``req`` (an index into the requests given to the constructor) now or when a
-        connection frees up."""
-        now = self._clock()
-        self._in_flight += 1
-        idle = self._idle
-        while idle:
-            worker = idle.pop()
-            wake = worker.wake
-            if wake is not None and not wake.done():  # a cancelled worker's future is done
-                worker.wake = None
-                wake.set_result((req, intended, now))
-                return
-        if not self._closed:
-            self._pending.append((req, intended, now))
-            self._top_up()
-
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._pool.in_flight
 
     async def drain(self, deadline: float) -> None:
-        while self._in_flight:
-            left = deadline - self._clock()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, 0.005))
+        await self._pool.drain(deadline)
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._pool.closed:
             return
-        self._closed = True
+        self._pool.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         tasks = [w.task for w in self._workers if w.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._idle.clear()
-        self._pending.clear()  # still counted in in_flight, never reported
         await asyncio.sleep(0)  # let the transports deliver connection_lost
 
     # --- workers
@@ -457,77 +445,52 @@ class HttpxEngine:
         worker.stream = stream
         worker.connection = httpcore.AsyncHTTP11Connection(self._origin, stream)
 
-    def _spawn(self, worker: _Worker, *, parked: bool = False) -> None:
+    def _spawn(self) -> None:
+        """The pool's opener: a worker that opens its connection first."""
+        self._run(_Worker(), opened=False)
+
+    def _run(self, worker: _Worker, *, opened: bool) -> None:
         assert self._loop is not None
-        wake: asyncio.Future[Job] | None = None
-        if parked:  # already connected: on the idle stack at once, so the next submit finds it
-            wake = worker.wake = self._loop.create_future()
-            self._idle.append(worker)
-        else:
-            self._starting += 1
         self._workers.add(worker)
-        worker.task = self._loop.create_task(self._work(worker, wake))
+        worker.task = self._loop.create_task(self._work(worker, opened))
         worker.task.add_done_callback(lambda _: self._ended(worker))
 
-    def _top_up(self) -> None:
-        """Start workers while pending requests outnumber those about to take one, up to the limit."""
-        while (
-            self._starting + self._returning < len(self._pending)
-            and self._starting < MAX_OPENING
-            and len(self._workers) < self._max_connections
-            and self._address is not None
-            and not self._closed
-        ):
-            self._spawn(_Worker())
-
-    async def _work(self, worker: _Worker, wake: asyncio.Future[Job] | None) -> None:
-        """Serve requests on one connection until it fails to (re)open or the task is cancelled.
-
-        ``wake`` is the future of a worker created parked (already connected); otherwise it connects first.
-        """
-        if wake is None:
+    async def _work(self, worker: _Worker, opened: bool) -> None:
+        """Serve requests on one connection until it fails to (re)open or the task is cancelled."""
+        pool = self._pool
+        if not opened:
             try:
                 await self._open(worker)
             except (OSError, TimeoutError):
-                self._starting -= 1
-                self._connect_failed()
+                pool.open_failed()
                 return
-            self._starting -= 1
+            if not pool.opened(worker):
+                return
         assert self._loop is not None
         new_future = self._loop.create_future
-        pending = self._pending
-        idle = self._idle
         exchange = self._exchange
         while True:
-            if wake is None and pending:
-                job = pending.popleft()
-            else:
-                if wake is None:
-                    wake = worker.wake = new_future()
-                    idle.append(worker)
-                job = await wake  # submit hands over a request and clears worker.wake
-                wake = None
+            if worker.req < 0:  # idle (the pool put it on the idle stack): park until send() wakes it
+                wake = worker.wake = new_future()
+                await wake
             try:
-                await exchange(worker, *job)
+                await exchange(worker)
             except _Retired:
                 return
 
-    async def _exchange(self, worker: _Worker, req: int, intended: float, submitted: float) -> None:
-        """One request on the worker's connection, reported to the sink. Raises :class:`_Retired` if the
-        connection cannot be reopened."""
-        worker.req = req
-        worker.intended = intended
-        worker.submitted = submitted
-        worker.sent = 0.0
+    async def _exchange(self, worker: _Worker) -> None:
+        """The worker's request on its connection, reported to the sink after the worker is released.
+        Raises :class:`_Retired` if the connection cannot be reopened."""
+        pool = self._pool
+        req = worker.req
+        intended = worker.intended
         connection = worker.connection
         if not worker.usable():  # closed by the server (idle timeout, Connection: close) or broken
             await self._close(worker)
             try:
                 await self._open(worker)
             except (OSError, TimeoutError):
-                worker.req = -1
-                self._in_flight -= 1
-                self._on_error(req, intended, 0.0, self._clock(), "connect")
+                pool.failed(worker, "connect", self._clock())
                 raise _Retired from None
             connection = worker.connection
         assert connection is not None
@@ -540,22 +503,18 @@ class HttpxEngine:
         except Exception as exc:
             done = self._clock()
             lost = worker.stream is not None and worker.stream.protocol.lost
-            worker.req = -1
-            self._in_flight -= 1
             if worker.stream is not None:  # the direct connection is unusable; the proxy pool recovers
                 await self._close(worker)
-            self._on_error(req, intended, sent, done, category(exc, lost))
+            worker.req = -1
+            pool.in_flight -= 1
+            pool.release(worker)
+            pool.on_error(req, intended, sent, done, category(exc, lost))
             return
         done = self._clock()
         worker.req = -1
-        self._in_flight -= 1
-        # Counted as about to take a pending request, so that a sink that submits from its callback does
-        # not open another connection for what this one takes next.
-        self._returning += 1
-        try:
-            self._on_response(req, intended, sent, done, response.status)
-        finally:
-            self._returning -= 1
+        pool.in_flight -= 1
+        pool.release(worker)  # before reporting: see agents.pool
+        self._on_response(req, intended, sent, done, response.status)
 
     async def _close(self, worker: _Worker) -> None:
         connection, worker.connection = worker.connection, None
@@ -574,15 +533,8 @@ class HttpxEngine:
         worker.connection = None
         if worker.wake is not None:
             worker.wake.cancel()
-            worker.wake = None  # if it is on the idle stack, submit skips it
-        self._top_up()
-
-    def _connect_failed(self) -> None:
-        """A connection could not be opened: the oldest pending request fails; the rest try again."""
-        if self._pending:
-            req, intended, _ = self._pending.popleft()
-            self._in_flight -= 1
-            self._on_error(req, intended, 0.0, self._clock(), "connect")
+            worker.wake = None
+        self._pool.discard(worker)  # if it is on the idle stack, submit skips it
 
     # --- timeouts
 
@@ -590,23 +542,12 @@ class HttpxEngine:
         """Fail everything submitted ``timeout`` seconds ago or earlier; reschedule itself."""
         assert self._loop is not None
         # Rescheduled first, so that a sink raising from its callback cannot end the sweeps.
-        self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
+        self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
         now = self._clock()
-        cutoff = now - self._timeout
-        pending = self._pending
-        while pending and pending[0][2] <= cutoff:
-            req, intended, _ = pending.popleft()
-            self._in_flight -= 1
-            self._on_error(req, intended, 0.0, now, "timeout")
-        late = [w for w in self._workers if w.req >= 0 and w.submitted <= cutoff]
-        for worker in late:
-            req = worker.req
-            worker.req = -1
-            self._in_flight -= 1
+        for worker in self._pool.expire(now):
+            self._pool.discard(worker)
             if worker.stream is not None:
                 worker.stream.abort()  # its late response is never read
             if worker.task is not None:
                 worker.task.cancel()
-            self._on_error(req, worker.intended, worker.sent, now, "timeout")
-        if len(self._idle) > len(self._workers):
-            self._idle = [w for w in self._idle if w.wake is not None]
+            self._pool.failed(worker, "timeout", now)

@@ -1,6 +1,7 @@
 """Closed-loop throughput of one engine at a fixed number of connections (like wrk: every response starts the
 next request at once). Prints one JSON line: ``{"engine", "connections", "requests", "seconds", "rps",
-"errors"}``.
+"errors", "cpu_us_per_request"}``; the last is this process's CPU time (user + system) over the requests,
+steadier than ``rps`` on a shared machine, where the process also waits for a core.
 
     taskset -c 0 python bench/closed_loop.py --engine httpx --connections 100 --duration 5 --url http://...
 
@@ -100,7 +101,9 @@ def main() -> int:
         run = stock_httpx(args.url.rstrip("/"), args.connections, duration)
     else:
         run = ours(args.engine, args.url, args.connections, duration)
+    cpu = time.process_time()
     ok, errors, elapsed = uvloop.run(run)
+    cpu = time.process_time() - cpu
     print(
         json.dumps(
             {
@@ -110,6 +113,7 @@ def main() -> int:
                 "seconds": round(elapsed, 3),
                 "rps": round(ok / elapsed, 1),
                 "errors": errors,
+                "cpu_us_per_request": round(1e6 * cpu / max(ok, 1), 2),
             }
         )
     )

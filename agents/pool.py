@@ -1,0 +1,235 @@
+"""The connection-pool policy both engines share: which request goes on which connection, when to open one
+more, what times out. It does no I/O: the engine injects how a connection is opened (``opener``), how a
+request is put on one (the connection's ``send``), the clock and the sink, and does the I/O that the pool's
+answers call for (``expire`` returns the connections to abort, ``close`` those to close).
+
+The state, all on the event loop thread::
+
+    idle        LIFO stack of open connections with nothing outstanding (the warmest is reused first); a
+                connection closed while on it stays there and is skipped
+    pending     FIFO of (req, intended, submitted) waiting for a connection
+    connections open connections (opened and not yet discarded)
+    connecting  connections being opened; one more is opened while there are fewer than pending requests,
+                fewer than ``max_opening`` being opened (a burst after a stall must not open thousands of
+                connections at once) and fewer than ``max_connections`` connections in all
+
+One request is outstanding per connection (no pipelining). A connection that finishes a request is
+``release``\\d *before* the outcome is reported, so the next pending request leaves at once and a sink that
+submits from its callback finds the connection idle instead of opening another.
+
+Hot path: :meth:`Pool.submit` is the engines' ``submit`` itself (the fast engine binds it, no wrapper), and
+the fast engine inlines :meth:`Pool.release` in its response callback (``pool.pending``/``pool.idle`` are
+plain containers for that reason). Everything else runs once per connection or per sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from agents.engine import MAX_OPENING, Sink
+
+SWEEP_INTERVAL = 0.05
+"""Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
+
+Job = tuple[int, float, float]
+"""A request waiting for a connection: (request index, intended time, submit time)."""
+
+
+class Pooled(Protocol):
+    """What the pool needs of a connection: its one outstanding request (``req`` is -1 when it carries none)
+    and a way to start one."""
+
+    req: int
+    intended: float
+    submitted: float
+    sent: float  # 0.0 until the request is written
+    closed: bool  # set by the pool when it forgets the connection (``discard``)
+
+    def send(self, req: int, intended: float, submitted: float, now: float) -> None:
+        """Carry request ``req`` from now on (write it now, or as soon as the connection can)."""
+
+
+C = TypeVar("C", bound=Pooled)
+
+
+class Pool(Generic[C]):
+    """The pool policy over connections of type ``C``; see the module docstring.
+
+    ``sink.error`` is told of the requests that fail while pending (``timeout``, ``connect``) and of those
+    the engine hands to :meth:`failed`. Nothing is opened before :meth:`start` gives the pool an opener.
+    """
+
+    __slots__ = (
+        "clock",
+        "closed",
+        "connecting",
+        "connections",
+        "idle",
+        "in_flight",
+        "max_connections",
+        "max_opening",
+        "on_error",
+        "opener",
+        "pending",
+        "sweep_interval",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        timeout: float,
+        max_connections: int,
+        clock: Callable[[], float],
+        max_opening: int = MAX_OPENING,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        self.on_error = sink.error
+        self.timeout = timeout
+        self.sweep_interval = min(SWEEP_INTERVAL, timeout / 4)
+        self.max_connections = max_connections
+        self.max_opening = max_opening
+        self.clock = clock
+        self.idle: list[C] = []
+        self.pending: deque[Job] = deque()
+        self.connections: set[C] = set()
+        self.connecting = 0
+        self.in_flight = 0
+        self.opener: Callable[[], None] | None = None
+        self.closed = False
+
+    def start(self, opener: Callable[[], None]) -> None:
+        """From now on, ``opener()`` is called to start opening one connection. It must not block; the
+        engine calls :meth:`opened` or :meth:`open_failed` once per call, when the attempt ends."""
+        self.opener = opener
+        self.top_up()
+
+    # --- requests
+
+    def submit(self, req: int, intended: float) -> None:
+        """Request ``req`` goes out now on the warmest idle connection, or waits for one. Never raises
+        (unless the connection's ``send`` does); after :meth:`close`, it is counted in flight and dropped."""
+        now = self.clock()
+        self.in_flight += 1
+        idle = self.idle
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                connection.send(req, intended, now, now)
+                return
+        if not self.closed:
+            self.pending.append((req, intended, now))
+            self.top_up()
+
+    def release(self, connection: C) -> None:
+        """``connection`` carries nothing any more: it takes the oldest pending request or goes idle."""
+        if self.pending:
+            req, intended, submitted = self.pending.popleft()
+            connection.send(req, intended, submitted, self.clock())
+        else:
+            self.idle.append(connection)
+
+    def failed(self, connection: C, category: str, done: float) -> None:
+        """The request ``connection`` carried failed: report it (the connection now carries none)."""
+        req = connection.req
+        connection.req = -1
+        self.in_flight -= 1
+        self.on_error(req, connection.intended, connection.sent, done, category)
+
+    # --- connections
+
+    def top_up(self) -> None:
+        """Open connections while pending requests outnumber those being opened, within the limits."""
+        opener = self.opener
+        if opener is None:
+            return
+        while (
+            self.connecting < len(self.pending)
+            and self.connecting < self.max_opening
+            and len(self.connections) + self.connecting < self.max_connections
+            and not self.closed
+        ):
+            self.connecting += 1
+            opener()
+
+    def add(self, connection: C) -> None:
+        """An open connection joins the pool (the engine opened it itself, e.g. the first one)."""
+        self.connections.add(connection)
+        self.release(connection)
+        self.top_up()
+
+    def opened(self, connection: C) -> bool:
+        """An attempt started by the opener succeeded. False if the pool is closed: the caller closes it.
+        A connection already closed (lost right after it opened) is not added."""
+        self.connecting -= 1
+        if self.closed:
+            return False
+        if connection.closed:
+            self.top_up()
+        else:
+            self.add(connection)
+        return True
+
+    def open_failed(self) -> None:
+        """An attempt started by the opener failed: the oldest pending request fails with ``connect`` (so a
+        dead target fails requests one by one instead of keeping them until they time out); the rest try
+        again."""
+        self.connecting -= 1
+        if self.pending and not self.closed:
+            req, intended, _ = self.pending.popleft()
+            self.in_flight -= 1
+            self.on_error(req, intended, 0.0, self.clock(), "connect")
+        self.top_up()
+
+    def discard(self, connection: C) -> None:
+        """Forget a connection (closed, lost or broken); if it is on the idle stack, it is skipped there.
+        What it carried, if anything, is the caller's to report (:meth:`failed`)."""
+        if connection.closed:
+            return
+        connection.closed = True
+        self.connections.discard(connection)
+        self.top_up()
+
+    # --- timeouts, the end
+
+    def expire(self, now: float) -> list[C]:
+        """Fail the pending requests submitted ``timeout`` seconds ago or earlier, and return the
+        connections whose request is that old: the caller aborts each (its late response must never be read)
+        and reports it with :meth:`failed`."""
+        cutoff = now - self.timeout
+        pending = self.pending
+        while pending and pending[0][2] <= cutoff:
+            req, intended, _ = pending.popleft()
+            self.in_flight -= 1
+            self.on_error(req, intended, 0.0, now, "timeout")
+        if len(self.idle) > len(self.connections):  # closed connections left on the idle stack
+            self.idle[:] = [c for c in self.idle if not c.closed]
+        return [c for c in self.connections if c.req >= 0 and c.submitted <= cutoff]
+
+    def close(self) -> list[C]:
+        """Stop: nothing is sent or opened any more; pending requests are dropped without a report (they
+        stay counted in ``in_flight``). Returns the open connections, now discarded, for the caller to
+        close."""
+        self.closed = True
+        connections = list(self.connections)
+        for connection in connections:
+            connection.closed = True
+        self.connections.clear()
+        self.idle.clear()
+        self.pending.clear()
+        return connections
+
+    async def drain(self, deadline: float) -> None:
+        """Wait until nothing is in flight or the clock reaches ``deadline``."""
+        while self.in_flight:
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.005))

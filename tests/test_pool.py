@@ -1,0 +1,310 @@
+"""The pool policy (:class:`agents.pool.Pool`) without sockets: fake connections, a fake opener, a fake
+clock. What the engines do with real sockets under the same policy is in :mod:`tests.test_engines`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.pool import SWEEP_INTERVAL, Pool
+from tests.loopback import RecordingSink
+
+
+@dataclass(eq=False)
+class FakeConnection:
+    """Records what the pool sends on it."""
+
+    name: str = ""
+    req: int = -1
+    intended: float = 0.0
+    submitted: float = 0.0
+    sent: float = 0.0
+    closed: bool = False
+    carried: list[int] = field(default_factory=list)
+
+    def send(self, req: int, intended: float, submitted: float, now: float) -> None:
+        self.req, self.intended, self.submitted, self.sent = req, intended, submitted, now
+        self.carried.append(req)
+
+
+@dataclass
+class FakeClock:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Opener:
+    """The pool's opener: counts the attempts; the test decides how each ends."""
+
+    calls: int = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def make_pool(
+    *, timeout: float = 1.0, max_connections: int = 100, max_opening: int = 16, start: bool = True
+) -> tuple[Pool[FakeConnection], RecordingSink, FakeClock, Opener]:
+    sink, clock, opener = RecordingSink(), FakeClock(), Opener()
+    pool: Pool[FakeConnection] = Pool(
+        sink, timeout=timeout, max_connections=max_connections, clock=clock, max_opening=max_opening
+    )
+    if start:
+        pool.start(opener)
+    return pool, sink, clock, opener
+
+
+def finish(pool: Pool[FakeConnection], connection: FakeConnection) -> int:
+    """What an engine does when a response completes: the connection is released, the request done."""
+    req = connection.req
+    connection.req = -1
+    pool.in_flight -= 1
+    pool.release(connection)
+    return req
+
+
+# --- requests and connections
+
+
+def test_nothing_is_opened_before_start_and_pending_requests_wait() -> None:
+    pool, sink, _, opener = make_pool(start=False)
+    pool.submit(0, 99.0)
+    assert (pool.in_flight, list(pool.pending), pool.connecting) == (1, [(0, 99.0, 100.0)], 0)
+    pool.start(opener)
+    assert (opener.calls, pool.connecting) == (1, 1)
+    assert sink.outcomes == []
+
+
+def test_a_new_connection_takes_the_oldest_pending_request() -> None:
+    pool, _, clock, opener = make_pool()
+    pool.submit(0, 99.0)
+    clock.now = 100.5
+    pool.submit(1, 100.4)
+    assert opener.calls == 2
+    clock.now = 101.0
+    first = FakeConnection()
+    assert pool.opened(first)
+    assert (first.req, first.intended, first.submitted, first.sent) == (0, 99.0, 100.0, 101.0)
+    assert (pool.connecting, len(pool.pending), pool.in_flight) == (1, 1, 2)
+    assert finish(pool, first) == 0
+    assert first.req == 1  # the pending one, before the connection still opening
+    second = FakeConnection()
+    pool.opened(second)
+    assert pool.idle == [second]
+    assert pool.connections == {first, second}
+
+
+def test_idle_connections_are_reused_warmest_first_and_closed_ones_skipped() -> None:
+    pool, _, _, opener = make_pool()
+    a, b, c = FakeConnection("a"), FakeConnection("b"), FakeConnection("c")
+    for connection in (a, b, c):
+        pool.add(connection)
+    assert pool.idle == [a, b, c]
+    pool.discard(c)  # closed while idle: it stays on the stack, skipped
+    assert c.closed and c not in pool.connections
+    pool.submit(0, 1.0)
+    assert (b.carried, c.carried) == ([0], [])
+    pool.submit(1, 1.0)
+    pool.submit(2, 1.0)
+    assert (a.carried, len(pool.pending), opener.calls) == ([1], 1, 1)
+
+
+def test_pending_requests_are_served_first_in_first_out() -> None:
+    pool, _, _, _ = make_pool(max_connections=1)
+    connection = FakeConnection()
+    pool.add(connection)
+    for req in range(5):
+        pool.submit(req, 1.0)
+    while connection.req >= 0:
+        finish(pool, connection)
+    assert connection.carried == [0, 1, 2, 3, 4]
+    assert (pool.in_flight, pool.idle) == (0, [connection])
+
+
+def test_connections_open_only_while_pending_requests_outnumber_those_opening() -> None:
+    pool, _, _, opener = make_pool()
+    for req in range(3):
+        pool.submit(req, 1.0)
+    assert (opener.calls, pool.connecting) == (3, 3)
+    pool.opened(FakeConnection())
+    pool.submit(3, 1.0)  # 3 pending, 2 opening
+    assert opener.calls == 4
+
+
+def test_at_most_max_opening_at_a_time_then_more_as_they_open() -> None:
+    pool, _, _, opener = make_pool(max_opening=16, max_connections=1000)
+    for req in range(1000):
+        pool.submit(req, 1.0)
+    assert (opener.calls, pool.connecting) == (16, 16)
+    for _ in range(10):
+        pool.opened(FakeConnection())
+    assert (opener.calls, pool.connecting, len(pool.connections)) == (26, 16, 10)
+
+
+def test_never_more_than_max_connections_in_all() -> None:
+    pool, _, _, opener = make_pool(max_connections=5)
+    for _ in range(3):
+        pool.add(FakeConnection())
+    for req in range(20):
+        pool.submit(req, 1.0)
+    assert (opener.calls, pool.connecting) == (2, 2)
+    pool.opened(FakeConnection())
+    pool.open_failed()
+    assert opener.calls == 3  # a failed one is replaced, the open one is not
+    busy = next(iter(pool.connections))
+    pool.discard(busy)  # one fewer open: one more may be opened
+    assert opener.calls == 4
+
+
+def test_a_failed_connect_fails_the_oldest_pending_request_and_the_rest_try_again() -> None:
+    pool, sink, clock, opener = make_pool()
+    pool.submit(0, 98.0)
+    pool.submit(1, 99.0)
+    clock.now = 100.2
+    pool.open_failed()
+    assert [(o.req, o.intended, o.sent, o.done, o.category) for o in sink.outcomes] == [
+        (0, 98.0, 0.0, 100.2, "connect")
+    ]
+    assert (pool.in_flight, len(pool.pending), pool.connecting, opener.calls) == (1, 1, 1, 2)
+
+
+def test_a_connection_lost_before_it_is_taken_is_not_added() -> None:
+    pool, _, _, opener = make_pool()
+    pool.submit(0, 1.0)
+    lost = FakeConnection(closed=True)
+    assert pool.opened(lost)
+    assert (lost.carried, pool.connections, opener.calls) == ([], set(), 2)
+
+
+def test_failed_reports_what_the_connection_carried() -> None:
+    pool, sink, _, _ = make_pool()
+    connection = FakeConnection()
+    pool.add(connection)
+    pool.submit(7, 99.5)
+    pool.discard(connection)
+    pool.failed(connection, "reset", 100.3)
+    assert [(o.req, o.intended, o.sent, o.done, o.category) for o in sink.outcomes] == [
+        (7, 99.5, 100.0, 100.3, "reset")
+    ]
+    assert (connection.req, pool.in_flight) == (-1, 0)
+
+
+# --- timeouts and the end
+
+
+def test_sweep_interval_follows_short_timeouts() -> None:
+    assert make_pool(timeout=10)[0].sweep_interval == SWEEP_INTERVAL
+    assert make_pool(timeout=0.1)[0].sweep_interval == 0.025
+
+
+def test_expire_fails_old_pending_requests_and_returns_old_connections() -> None:
+    pool, sink, clock, _ = make_pool(timeout=1.0, max_connections=2)
+    old, young = FakeConnection("old"), FakeConnection("young")
+    pool.add(old)
+    pool.submit(0, 100.0)  # on `old`, submitted at 100.0
+    clock.now = 100.4
+    pool.add(young)
+    pool.submit(1, 100.4)  # on `young`
+    pool.submit(2, 100.4)  # pending since 100.4
+    clock.now = 100.9
+    pool.submit(3, 100.9)  # pending since 100.9
+    assert pool.expire(100.99) == []
+    assert pool.expire(101.0) == [old]
+    assert sink.outcomes == []  # the caller reports what is on the wire
+    late = pool.expire(101.4)
+    assert sorted(c.name for c in late) == ["old", "young"]
+    assert [(o.req, o.sent, o.category) for o in sink.outcomes] == [(2, 0.0, "timeout")]
+    assert (pool.in_flight, [job[0] for job in pool.pending]) == (3, [3])
+
+
+def test_expire_compacts_closed_connections_off_the_idle_stack() -> None:
+    pool, _, _, _ = make_pool()
+    connections = [FakeConnection(str(i)) for i in range(4)]
+    for connection in connections:
+        pool.add(connection)
+    idle = pool.idle
+    for connection in connections[:3]:
+        pool.discard(connection)
+    pool.expire(100.0)
+    assert pool.idle is idle  # the same list, which an engine may hold
+    assert idle == [connections[3]]
+
+
+def test_close_drops_pending_requests_unreported_and_returns_the_connections() -> None:
+    pool, sink, _, opener = make_pool()
+    connection = FakeConnection()
+    pool.add(connection)
+    pool.submit(0, 1.0)
+    pool.submit(1, 1.0)
+    assert opener.calls == 1
+    assert pool.close() == [connection]
+    assert connection.closed and pool.idle == [] and not pool.pending
+    pool.submit(2, 1.0)
+    assert (pool.in_flight, len(pool.pending), opener.calls) == (3, 0, 1)
+    assert not pool.opened(FakeConnection())  # an attempt that ends after the close: the caller closes it
+    pool.open_failed()
+    assert sink.outcomes == []
+
+
+# --- accounting under any sequence of events
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["submit", "open", "fail_open", "finish", "break", "tick"]), st.integers(0, 50)
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS, st.integers(1, 8), st.integers(1, 4))
+def test_every_request_is_reported_once_or_still_in_flight(
+    events: list[tuple[str, int]], max_connections: int, max_opening: int
+) -> None:
+    """submitted = reported + in_flight, in_flight = pending + on the wire, and the opening limits hold,
+    whatever happens in whatever order."""
+    pool, sink, clock, opener = make_pool(
+        timeout=1.0, max_connections=max_connections, max_opening=max_opening
+    )
+    submitted = 0
+    completed = 0
+    started = 0
+    for event, n in events:
+        busy = sorted((c for c in pool.connections if c.req >= 0), key=lambda c: c.name)
+        if event == "submit":
+            pool.submit(n, clock.now)
+            submitted += 1
+        elif event == "open" and started < opener.calls:
+            started += 1
+            pool.opened(FakeConnection(str(started)))
+        elif event == "fail_open" and started < opener.calls:
+            started += 1
+            pool.open_failed()
+        elif event == "finish" and busy:
+            finish(pool, busy[n % len(busy)])
+            completed += 1
+        elif event == "break" and busy:
+            connection = busy[n % len(busy)]
+            pool.discard(connection)
+            pool.failed(connection, "reset", clock.now)
+        elif event == "tick":
+            clock.now += n / 50
+            for connection in pool.expire(clock.now):
+                pool.discard(connection)
+                pool.failed(connection, "timeout", clock.now)
+        on_the_wire = sum(1 for c in pool.connections if c.req >= 0)
+        assert submitted == completed + len(sink.outcomes) + pool.in_flight
+        assert pool.in_flight == len(pool.pending) + on_the_wire
+        assert pool.connecting == opener.calls - started
+        assert pool.connecting <= max_opening
+        assert len(pool.connections) + pool.connecting <= max_connections
+        assert all(not c.closed and c.req < 0 for c in pool.idle if c in pool.connections)
+        if pool.pending:  # work waits only when every connection is busy or being opened is at a limit
+            assert all(c.req >= 0 for c in pool.connections)
+            assert pool.connecting > 0 or len(pool.connections) == max_connections or pool.opener is None
