@@ -1,0 +1,104 @@
+"""The benchmark suite's pure parts: a 15-minute `make bench` must not fail at the end on its own report."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import lib  # noqa: E402
+import report  # noqa: E402
+import run  # noqa: E402
+import sampling  # noqa: E402
+
+
+def _trial(rate: float, achieved: float, lag_p99: float, cpu: float, kernel_s: float) -> lib.Trial:
+    results = {
+        "send_lag_ms": {"p50": 0.8, "p99": lag_p99, "p99.9": lag_p99 * 2, "max": lag_p99 * 3},
+        "latency_ms": {"p50": 1.0, "p99": 3.0},
+        "totals": {"ok": int(achieved * 10), "failed": 0, "dropped": 0},
+        "intervals": [{"t": t, "ok": achieved, "failed": 0} for t in range(2, 12)],
+    }
+    samples = [
+        lib.Sample(0.0, {1: 0.0}, {1: 1 << 20}, {}, sys={1: 0.0}),
+        lib.Sample(10.0, {1: cpu * 10}, {1: 1 << 20}, {}, sys={1: kernel_s}, connections=300),
+    ]
+    return lib.Trial("fast", rate, 10, results, cpu, 0.05, "cmd", samples, 1, 2, None, [60.0, 40.0], 2)
+
+
+def test_trial_figures() -> None:
+    held = _trial(60_000, 60_000, 2.0, 0.6, 3.0)
+    assert held.sustained
+    assert held.rps == 60_000
+    assert held.agent_kernel == pytest.approx(0.5)
+    assert held.per_cpu_second == pytest.approx(100_000)
+    assert held.max_connections == 300
+    assert not _trial(60_000, 60_000, 6.0, 0.6, 3.0).sustained  # send lag beyond the rule
+    assert not _trial(60_000, 50_000, 2.0, 0.6, 3.0).sustained  # rate not achieved
+
+
+def test_report_renders_from_figures(tmp_path: Path) -> None:
+    held = _trial(60_000, 60_000, 2.0, 0.64, 3.7)
+    f = run.Figures(quick=True)
+    f.wrk = [{"cmd": "wrk", "rps": 140_000.0, "connections": 50, "cpu": 1.0, "kernel": 0.91}]
+    f.locust = [{"cmd": "locust", "rps": 10_000.0, "users": 50, "cpu": 1.0, "kernel": 0.1}]
+    f.closed = [
+        {"engine": "fast", "connections": 10, "rps": 110_000.0, "cpu": 1.0, "kernel": 0.6, "cmd": "c"}
+    ]
+    f.maxima = {"fast": 60_000.0}
+    f.searches = {"fast": [_trial(90_000, 70_000, 40.0, 0.9, 5.0), held]}
+    f.fractions = {"fast": [held]}
+    f.sampled = {
+        "rate": 54_000.0,
+        "trial": held,
+        "parts": Counter({sampling.WRITE: 3, sampling.LOOP: 1}),
+        "lines": Counter({"agents/x.py:1 `y`": 2}),
+        "samples": 4,
+    }
+    path = tmp_path / "benchmarks.md"
+    report.write_report(f, path)
+    text = path.read_text()
+    assert "| fast engine >= 0.5x wrk | 0.43x | **no** |" in text
+    assert "| fast | 60,000/s | 0.43x | 6.00x | 64% |" in text  # the trial that held, not the last one
+    assert "wrk spent 91% of its CPU in the" in text
+    assert "| write system call" in text and "75.0%" in text
+
+
+def test_empty_figures_still_render(tmp_path: Path) -> None:
+    path = tmp_path / "benchmarks.md"
+    report.write_report(run.Figures(quick=True), path)
+    assert "## Summary against the goals" in path.read_text()
+
+
+def test_samples_are_attributed_to_the_innermost_project_frame() -> None:
+    root = str(lib.ROOT)
+    raw = "\n".join(
+        [
+            # the write line of the fast engine, innermost: the write system call
+            f"main (x.py:1);send ({root}/agents/fast_engine.py:{_line('agents/fast_engine.py')}) 5",
+            # library code called from the recorder counts for the recorder
+            "run (x.py:1);_fold (agents/recorder.py:10);update (/usr/lib/python3.11/collections/__init__.py:690) 3",
+            # uvloop's own loop
+            "main (x.py:1);Runner.run (/usr/lib/python3.11/asyncio/runners.py:118) 2",
+            "garbage line",
+        ]
+    )
+    parts, lines, total = sampling.attribute(raw)
+    assert total == 10
+    assert sum(lines.values()) == 8  # the loop's samples have no project line
+    assert parts[sampling.WRITE] == 5
+    assert parts[sampling.LOOP] == 2
+    assert parts["recorder and once-a-second histogram fold"] == 3
+
+
+def _line(path: str) -> int:
+    """The line of ``path`` that writes a request (where the fast engine calls transport.write)."""
+    for number, text in enumerate((lib.ROOT / path).read_text().splitlines(), start=1):
+        if "transport.write(" in text:
+            return number
+    raise AssertionError(f"no transport.write in {path}")
