@@ -7,7 +7,8 @@ steadier than ``rps`` on a shared machine, where the process also waits for a co
 
 Engines: ``fast`` and ``httpx`` (ours, driven through the Engine interface with a sink that resubmits), and
 ``httpx-client`` (stock ``httpx.AsyncClient.get`` from N coroutines, the baseline the issue quotes).
-Bounded: ``--duration`` at most 60 s, then a drain of at most 5 s. Loopback targets only.
+``--body-bytes N`` POSTs N bytes instead of a GET (ours only). Bounded: ``--duration`` at most 60 s, then a
+drain of at most 5 s. Loopback targets only.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ class _Resubmit:
             self.engine.submit(0, done)
 
 
-async def ours(kind: str, url: str, connections: int, duration: float) -> tuple[int, dict[str, int], float]:
+async def ours(
+    kind: str, url: str, connections: int, duration: float, body: bytes
+) -> tuple[int, dict[str, int], float]:
     sink = _Resubmit()
     cls = FastEngine if kind == "fast" else HttpxEngine
-    engine = cls(url, [RequestSpec(name="home", path="/")], sink, timeout=5.0, max_connections=connections)
+    spec = RequestSpec(name="home", method="POST" if body else "GET", path="/", body=body)
+    engine = cls(url, [spec], sink, timeout=5.0, max_connections=connections)
     sink.engine = engine
     await engine.start()
     began = time.monotonic()
@@ -93,6 +97,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--url", required=True)
+    parser.add_argument("--body-bytes", type=int, default=0, help="POST this many bytes (ours only)")
     args = parser.parse_args()
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         parser.error("loopback targets only")
@@ -100,7 +105,7 @@ def main() -> int:
     if args.engine == "httpx-client":
         run = stock_httpx(args.url.rstrip("/"), args.connections, duration)
     else:
-        run = ours(args.engine, args.url, args.connections, duration)
+        run = ours(args.engine, args.url, args.connections, duration, b"x" * max(0, args.body_bytes))
     cpu = time.process_time()
     ok, errors, elapsed = uvloop.run(run)
     cpu = time.process_time() - cpu

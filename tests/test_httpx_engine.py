@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterable
+from typing import cast
 
 import httpcore
 import pytest
 
-from agents.httpx_engine import HttpxEngine, build_request, category, environment_proxy
+from agents.httpx_engine import (
+    HttpxEngine,
+    build_request,
+    category,
+    environment_proxy,
+    uncontended_lock,
+)
 from loadgen import __version__
 from loadgen.profile import RequestSpec
 from tests.loopback import (
@@ -47,6 +55,30 @@ def test_request_carries_host_agent_headers_length_and_body() -> None:
         (b"Content-Length", b"5"),
     ]
     assert (b"Host", b"example.com") in build_request(get("/"), "https", "example.com", 443).headers
+
+
+def test_a_request_without_a_body_has_no_chunks_and_one_with_a_body_has_it() -> None:
+    async def chunks(spec: RequestSpec) -> list[bytes]:
+        stream = build_request(spec, "http", "h", 80).stream
+        assert isinstance(stream, AsyncIterable)
+        return [chunk async for chunk in stream]
+
+    async def test() -> None:
+        assert await chunks(get("/")) == []
+        assert await chunks(get("/")) == []  # every time, not only the first
+        assert await chunks(RequestSpec(name="e", method="PUT")) == []
+        assert await chunks(RequestSpec(name="p", method="POST", body=b"abc")) == [b"abc"]
+
+    run(test)
+
+
+def test_the_connection_state_lock_is_asyncio_s() -> None:
+    """httpcore's own lock yields to the event loop on every acquisition; ours must replace it (if this
+    fails after an httpcore upgrade, the attribute moved and the engine is slower, not wrong)."""
+    origin = httpcore.Origin(b"http", b"h", 80)
+    connection = httpcore.AsyncHTTP11Connection(origin, cast(httpcore.AsyncNetworkStream, None))
+    uncontended_lock(connection)
+    assert isinstance(connection._state_lock, asyncio.Lock)
 
 
 @pytest.mark.parametrize(
