@@ -54,3 +54,26 @@ def test_async_build_equals_sync_build_across_chunks() -> None:
     values = [(i * 7919) % 50_000 for i in range(10_000)]  # several chunks of distinct values
     pending = PendingInterval(0, 0, 3, 0, 0, {"a": (3, 2, 1, {}, values, values[:5])}, values[:100], 0.5)
     assert asyncio.run(pending.build_async()) == pending.build()
+
+
+def test_async_build_lets_the_event_loop_run_meanwhile() -> None:
+    values = [(i * 7919) % 200_000 for i in range(200_000)]  # tens of milliseconds of folding
+    pending = PendingInterval(0, 0, 1, 0, 0, {"a": (1, 1, 0, {}, values, values)}, values, 0.5)
+    ticks = 0
+
+    async def ticker(done: asyncio.Event) -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        done = asyncio.Event()
+        task = asyncio.ensure_future(ticker(done))
+        await asyncio.sleep(0)
+        await pending.build_async()
+        done.set()
+        await task
+
+    asyncio.run(main())
+    assert ticks >= 5  # the loop ran between slices of the fold, not only before and after it
