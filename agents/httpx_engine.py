@@ -512,7 +512,7 @@ class HttpxEngine:
             except (OSError, TimeoutError):
                 pool.open_failed()
                 return
-            if not pool.opened(worker):
+            if not pool.opened(worker) or worker.closed:  # not taken by the pool: end, do not park
                 return
         assert self._loop is not None
         new_future = self._loop.create_future
