@@ -4,6 +4,10 @@ The arrival loop calls :meth:`Engine.submit` at (or just after) each arrival's i
 never blocks and never raises there: it sends on an idle keep-alive connection, or queues the request until a
 connection frees up or a new one is open, and reports every outcome exactly once to its :class:`Sink`.
 
+Both engines share one connection-pool policy, :class:`agents.pool.Pool` (which connection takes which
+request, when to open one more, what times out), and differ in the I/O under it. ``tests/test_engines.py``
+checks every engine against the same conformance suite.
+
 Times are seconds on the engine's clock (``time.monotonic`` unless a clock is injected); the agent's recorder
 turns them into latencies: response time from ``intended``, service time from ``sent``.
 
