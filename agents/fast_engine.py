@@ -11,7 +11,8 @@ as little as it can per request:
 
 The pool policy (LIFO idle stack, FIFO pending, at most ``MAX_OPENING`` connections opening, a timeout sweep)
 is :class:`agents.pool.Pool`'s; this module is the I/O under it. ``submit`` *is* the pool's (bound in the
-constructor, no wrapper), and the response callback inlines :meth:`~agents.pool.Pool.release`. One request
+constructor, no wrapper), and the response callback inlines :meth:`~agents.pool.Pool.release` (under a
+backlog it defers to :meth:`~agents.pool.Pool.flush`, once per loop iteration). One request
 is outstanding per connection (no pipelining); if the server said it will not keep the connection alive, it
 is closed and replaced when pending work needs it.
 
@@ -127,10 +128,14 @@ class _Connection(asyncio.Protocol):
         # Pool.release, inlined (this is the hot path): reused before reporting, so the next request leaves
         # now and a sink that submits from its callback finds this connection idle instead of opening another.
         if parser.should_keep_alive() and status != 101:
-            pending = pool.pending
-            if pending:
-                nreq, nintended, nsubmitted = pending.popleft()
-                self.send(nreq, nintended, nsubmitted, self.clock())
+            if pool.pending:
+                # A backlog: the oldest pending request goes out at the flush, once per loop iteration
+                # (see "Backlog" in agents/pool.py), not from inside this read callback.
+                pool.ready.append(self)
+                engine = self.engine
+                if not engine._flush_scheduled:
+                    engine._flush_scheduled = True
+                    engine._loop.call_soon(engine._flush)  # type: ignore[union-attr]
             else:
                 pool.idle.append(self)
         else:
@@ -175,6 +180,7 @@ class FastEngine:
             sink, timeout=timeout, max_connections=max_connections, clock=clock
         )
         self.submit = self._pool.submit
+        self._flush_scheduled = False
         scheme, self._host, self._port, prefix = split_target(target)
         host = host_header(scheme, self._host, self._port)
         self._target = target
@@ -193,6 +199,10 @@ class FastEngine:
         self._sweeper: asyncio.TimerHandle | None = None
 
     # --- Engine interface
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._pool.flush()
 
     async def start(self) -> None:
         """Resolve the target once, open a first connection and start the timeout sweep.

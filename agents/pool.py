@@ -9,13 +9,24 @@ The state, all on the event loop thread::
                 connection closed while on it stays there and is skipped
     pending     FIFO of (req, intended, submitted) waiting for a connection
     connections open connections (opened and not yet discarded)
-    connecting  connections being opened; one more is opened while there are fewer than pending requests,
+    ready       connections that finished a request while requests were pending, waiting for :meth:`flush`
+                to hand them the oldest (see "Backlog" below)
+    connecting  connections being opened; one more is opened while there are fewer than pending requests
+                (less the ready connections),
                 fewer than ``max_opening`` being opened (a burst after a stall must not open thousands of
                 connections at once) and fewer than ``max_connections`` connections in all
 
 One request is outstanding per connection (no pipelining). A connection that finishes a request is
 ``release``\\d *before* the outcome is reported, so the next pending request leaves at once and a sink that
 submits from its callback finds the connection idle instead of opening another.
+
+Backlog: while requests are pending, the fast engine does not send the next one from inside the response
+callback; it puts the connection on ``ready`` and flushes once per event-loop iteration. Sent from the
+callback, the next request is often answered before libuv's read loop for that socket returns (it reads a
+socket up to 32 times per readiness event), so under a backlog a single iteration served every connection
+many times over and took hundreds of milliseconds, during which no arrival was sent and no report went out
+(measured on an agent given half a core for 40,000 arrivals/s: send lag p50 112 ms, p99 389 ms, reports
+more than 3 s late; with the flush 26 ms and 65 ms, reports on time).
 
 Hot path: :meth:`Pool.submit` is the engines' ``submit`` itself (the fast engine binds it, no wrapper), and
 the fast engine inlines :meth:`Pool.release` in its response callback (``pool.pending``/``pool.idle`` are
@@ -74,6 +85,7 @@ class Pool(Generic[C]):
         "on_error",
         "opener",
         "pending",
+        "ready",
         "sweep_interval",
         "timeout",
     )
@@ -99,6 +111,7 @@ class Pool(Generic[C]):
         self.clock = clock
         self.idle: list[C] = []
         self.pending: deque[Job] = deque()
+        self.ready: list[C] = []
         self.connections: set[C] = set()
         self.connecting = 0
         self.in_flight = 0
@@ -136,6 +149,23 @@ class Pool(Generic[C]):
         else:
             self.idle.append(connection)
 
+    def flush(self) -> None:
+        """Each ``ready`` connection takes the oldest pending request, or goes idle if none is left."""
+        ready = self.ready
+        if not ready:
+            return
+        self.ready = []
+        pending = self.pending
+        clock = self.clock
+        for connection in ready:
+            if connection.closed:
+                continue
+            if pending:
+                req, intended, submitted = pending.popleft()
+                connection.send(req, intended, submitted, clock())
+            else:
+                self.idle.append(connection)
+
     def failed(self, connection: C, category: str, done: float) -> None:
         """The request ``connection`` carried failed: report it (the connection now carries none)."""
         req = connection.req
@@ -146,12 +176,13 @@ class Pool(Generic[C]):
     # --- connections
 
     def top_up(self) -> None:
-        """Open connections while pending requests outnumber those being opened, within the limits."""
+        """Open connections while pending requests outnumber those being opened and those about to take one
+        (``ready``), within the limits."""
         opener = self.opener
         if opener is None:
             return
         while (
-            self.connecting < len(self.pending)
+            self.connecting + len(self.ready) < len(self.pending)
             and self.connecting < self.max_opening
             and len(self.connections) + self.connecting < self.max_connections
             and not self.closed
@@ -223,6 +254,7 @@ class Pool(Generic[C]):
             connection.closed = True
         self.connections.clear()
         self.idle.clear()
+        self.ready.clear()
         self.pending.clear()
         return connections
 

@@ -308,3 +308,56 @@ def test_every_request_is_reported_once_or_still_in_flight(
         if pool.pending:  # work waits only when every connection is busy or being opened is at a limit
             assert all(c.req >= 0 for c in pool.connections)
             assert pool.connecting > 0 or len(pool.connections) == max_connections or pool.opener is None
+
+
+# --- a backlog: ready connections and the flush
+
+
+def test_flush_hands_ready_connections_the_oldest_pending_requests() -> None:
+    pool, _, clock, opener = make_pool(max_opening=4)
+    busy = [FakeConnection(name=str(i)) for i in range(3)]
+    for c in busy:
+        pool.add(c)
+    for req in range(5):
+        pool.submit(req, 99.0)  # three go out, two wait
+    assert [c.req for c in busy] == [2, 1, 0]  # LIFO idle stack
+    assert [job[0] for job in pool.pending] == [3, 4]
+    assert pool.connecting == opener.calls == 2  # one being opened per pending request
+    # Two finish while requests are pending: the engine puts them on `ready` instead of sending from the
+    # response callback; they count as about to take work, so no connection is opened for those requests.
+    for c in busy[:2]:
+        c.req = -1
+        pool.in_flight -= 1
+        pool.ready.append(c)
+    pool.submit(5, 99.5)
+    assert opener.calls == 2  # three pending, two being opened and two ready: nothing more is opened
+    clock.now = 101.0
+    pool.flush()
+    assert (busy[0].req, busy[1].req) == (3, 4)  # the oldest pending requests, in order
+    assert busy[0].sent == 101.0
+    assert [job[0] for job in pool.pending] == [5]
+    assert pool.ready == []
+
+
+def test_flush_sends_idle_what_finds_nothing_pending_and_skips_closed() -> None:
+    pool, _, _, _ = make_pool()
+    a, b = FakeConnection(name="a"), FakeConnection(name="b")
+    pool.add(a)
+    pool.add(b)
+    pool.idle.clear()
+    pool.discard(b)  # lost while waiting on `ready`
+    pool.ready.extend([a, b])
+    pool.flush()
+    assert pool.idle == [a]
+    assert a.carried == [] and b.carried == []
+
+
+def test_close_forgets_ready_connections() -> None:
+    pool, _, _, _ = make_pool()
+    a = FakeConnection()
+    pool.add(a)
+    pool.ready.append(a)
+    pool.close()
+    assert pool.ready == []
+    pool.flush()
+    assert a.carried == []
