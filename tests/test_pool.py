@@ -305,9 +305,14 @@ def test_every_request_is_reported_once_or_still_in_flight(
         assert pool.connecting <= max_opening
         assert len(pool.connections) + pool.connecting <= max_connections
         assert all(not c.closed and c.req < 0 for c in pool.idle if c in pool.connections)
-        if pool.pending:  # work waits only when every connection is busy or being opened is at a limit
+        if pool.pending:  # work waits only when every connection is busy and opening is at a limit or held
             assert all(c.req >= 0 for c in pool.connections)
-            assert pool.connecting > 0 or len(pool.connections) == max_connections or pool.opener is None
+            assert (
+                pool.connecting > 0
+                or len(pool.connections) == max_connections
+                or pool.opener is None
+                or (pool.behind and pool.connections)
+            )
 
 
 # --- a backlog: ready connections and the flush
@@ -361,3 +366,36 @@ def test_close_forgets_ready_connections() -> None:
     assert pool.ready == []
     pool.flush()
     assert a.carried == []
+
+
+# --- a loop that cannot keep up opens no connections
+
+
+def test_a_late_sweep_stops_opening_until_a_sweep_is_on_time() -> None:
+    pool, _, clock, opener = make_pool(max_opening=4)
+    a = FakeConnection()
+    pool.add(a)
+    pool.submit(0, 99.0)  # on `a`
+    pool.expire(clock())  # the first sweep: nothing to compare with yet
+    assert not pool.behind
+    clock.now += pool.sweep_interval + 0.05  # the next sweep runs 50 ms late: the loop is behind
+    pool.expire(clock())
+    assert pool.behind
+    before = opener.calls
+    pool.submit(1, 99.0)
+    pool.submit(2, 99.0)
+    assert opener.calls == before and len(pool.pending) == 2  # they wait for `a`; nothing is opened
+    clock.now += pool.sweep_interval  # on time again: the pending requests get connections opened
+    pool.expire(clock())
+    assert not pool.behind
+    assert opener.calls == before + 2
+
+
+def test_behind_never_leaves_a_pool_without_connections() -> None:
+    pool, _, clock, opener = make_pool()
+    pool.expire(clock())
+    clock.now += 1.0
+    pool.expire(clock())
+    assert pool.behind
+    pool.submit(0, 99.0)  # no connection at all: one is opened even so
+    assert opener.calls == 1
