@@ -295,10 +295,11 @@ def soak(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
 
 CATEGORIES = (
     (
-        "engine (fast_engine, httptools, socket writes)",
+        "engine (fast_engine, pool, httptools, socket writes)",
         (
             "fast_engine.py",
             "httpx_engine.py",
+            "agents/pool.py",
             "httptools",
             "UVStream",
             "UVTransport",
