@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py              # the full suite, about 15 minutes
     BENCH_QUICK=1 .venv/bin/python bench/run.py  # shorter trials, about 5 minutes
+    BENCH_SOAK_S=1200 .venv/bin/python bench/run.py  # the full suite with a 20-minute soak
 
 In one run on one machine, with the generator pinned to core 0 and nginx to core 1:
 
@@ -20,9 +21,11 @@ Traffic goes only to 127.0.0.1. Every process has a deadline.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
+import pickle
 import pstats
 import subprocess
 import sys
@@ -40,6 +43,7 @@ from report import write_report
 from sampling import sample_hot_path
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+SOAK_S = int(os.environ.get("BENCH_SOAK_S", "0") or 0)  # the soak's length in seconds, if not the plan's
 
 
 @dataclass(frozen=True)
@@ -382,6 +386,8 @@ def profile_hot_path(url: str, rate: float, plan: Plan, work: Path) -> dict[str,
 
 def main() -> int:
     plan = SHORT if QUICK else FULL
+    if SOAK_S > 0:
+        plan = dataclasses.replace(plan, soak_s=SOAK_S)
     began = time.monotonic()
     figures = Figures(quick=QUICK, started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     figures.load_before = Path("/proc/loadavg").read_text().strip()
@@ -437,10 +443,25 @@ def main() -> int:
     figures.seconds = time.monotonic() - began
     figures.load_after = Path("/proc/loadavg").read_text().strip()
     path = ROOT / "docs" / "benchmarks.md"
+    saved = work / "figures.pickle"
+    with contextlib.suppress(Exception):  # only for re-rendering the report while editing it
+        saved.write_bytes(pickle.dumps(figures))
+        log(f"figures saved in {saved} (bench/run.py --report-only {saved} re-renders the report)")
     write_report(figures, path)
     log(f"wrote {path} after {figures.seconds / 60:.1f} min")
     return 0
 
 
+def report_only(saved: Path) -> int:
+    """Write docs/benchmarks.md again from the figures a run saved (``figures.pickle`` in its work folder)."""
+    figures = pickle.loads(saved.read_bytes())  # a file this suite wrote itself
+    path = ROOT / "docs" / "benchmarks.md"
+    write_report(figures, path)
+    log(f"wrote {path} from {saved}")
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--report-only":
+        sys.exit(report_only(Path(sys.argv[2])))
     sys.exit(main())
