@@ -349,6 +349,31 @@ def slope_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
     return 3600.0 * sum((t - mt) * (v - mv) for t, v in points) / den
 
 
+def envelope(points: Sequence[tuple[float, float]]) -> dict[str, float] | None:
+    """How a memory series moves when it is a sawtooth (a process that allocates and frees in bursts): the
+    lowest and highest value, and the highest of the first and of the last third. A leak raises the last
+    third's peak; a bounded sawtooth does not, whatever a least-squares slope over a few teeth says."""
+    if len(points) < 6:
+        return None
+    third = len(points) // 3
+    values = [v for _, v in points]
+    return {
+        "low": min(values),
+        "high": max(values),
+        "first_peak": max(values[:third]),
+        "last_peak": max(values[-third:]),
+        "hours": (points[-1][0] - points[0][0]) / 3600.0,
+    }
+
+
+def no_growth(env: dict[str, float] | None, per_hour: float) -> bool | None:
+    """True when the last third's peak is no higher than the first third's plus ``per_hour`` for the time
+    between them: no growth above that rate detected."""
+    if env is None:
+        return None
+    return env["last_peak"] <= env["first_peak"] + per_hour * env["hours"]
+
+
 # --- trials
 
 

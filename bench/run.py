@@ -290,8 +290,10 @@ def soak(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
         "trial": trial,
         "agent_rss": (agent_rss[0][1], agent_rss[-1][1]) if agent_rss else None,
         "agent_slope_h": lib.slope_per_hour(agent_rss),
+        "agent_envelope": lib.envelope(agent_rss),
         "coord_rss": (coord_rss[0][1], coord_rss[-1][1]) if coord_rss else None,
         "coord_slope_h": lib.slope_per_hour(coord_rss),
+        "coord_envelope": lib.envelope(coord_rss),
         "files": files,
         "window_s": round(window[-1].t - window[0].t, 1) if window else 0.0,
     }
