@@ -9,6 +9,11 @@ for an already-closed second still counts in every total; only that second's sum
 
 from __future__ import annotations
 
+import functools
+import itertools
+import operator
+import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +24,66 @@ from loadgen import histogram
 from loadgen.curve import RateCurve
 from loadgen.errors import WireError
 from loadgen.wire import Interval
+
+
+def new_histogram() -> HdrHistogram:
+    """A histogram from :func:`loadgen.histogram.new_histogram` that is freed as soon as it is dropped.
+
+    hdrhistogram's histogram and its encoder point at each other, so a dropped histogram waits for the
+    cyclic garbage collector, and the coordinator makes a couple of dozen ~180 KiB histograms a second
+    (measured with 1,000 agents: +3.3 MiB/s of RSS until a full collection). The encoder only reads its
+    histogram while the histogram is being encoded, so a weak reference there breaks the cycle.
+    """
+    h = histogram.new_histogram()
+    h.encoder.histogram = weakref.proxy(h)
+    return h
+
+
+@functools.cache
+def _index_tables() -> tuple[list[int], list[int]]:
+    """Per counter index: the highest value it counts and its median value (hdrhistogram's figures)."""
+    lowest, highest = histogram.index_values()
+    return highest, [lo + ((hi - lo + 1) >> 1) for lo, hi in zip(lowest, highest, strict=True)]
+
+
+def values_at_percentiles(h: HdrHistogram, percentiles: Iterable[float]) -> dict[float, int]:
+    """``h.get_value_at_percentile(p)`` for each ``p`` > 0, exactly, from one pass over the counters in C
+    instead of a Python loop per percentile (milliseconds instead of tens of them for a merged histogram).
+    Empty histograms give 0, as hdrhistogram does."""
+    highest, _ = _index_tables()
+    total = h.total_count
+    cumulative = list(itertools.accumulate(h.counts[:]))
+    out: dict[float, int] = {}
+    for p in percentiles:
+        if p <= 0:
+            raise ValueError("percentiles must be > 0")
+        target = max(int((min(p, 100.0) * total / 100) + 0.5), 1)  # hdrhistogram's arithmetic, in its order
+        i = bisect_left(cumulative, target)
+        out[p] = highest[i] if total and i < len(cumulative) else 0
+    return out
+
+
+def mean_value(h: HdrHistogram) -> float:
+    """``h.get_mean_value()``, exactly (each count at the median of its range), in one pass in C."""
+    if not h.total_count:
+        return 0.0
+    _, medians = _index_tables()
+    total: int = sum(map(operator.mul, h.counts[:], medians))
+    count: int = h.total_count
+    return float(total) / count
+
+
+def summary_ms(h: HdrHistogram) -> dict[str, float | None]:
+    """:func:`loadgen.histogram.summary_ms` (same keys and values), at the cost of two passes in C."""
+    keys = ["min", "mean", *(k for k, _ in histogram.PERCENTILES), "max"]
+    if h.get_total_count() == 0:
+        return dict.fromkeys(keys)
+    out: dict[str, float | None] = {"min": h.get_min_value() / 1000.0, "mean": mean_value(h) / 1000.0}
+    values = values_at_percentiles(h, [p for _, p in histogram.PERCENTILES])
+    for key, p in histogram.PERCENTILES:
+        out[key] = values[p] / 1000.0
+    out["max"] = h.get_max_value() / 1000.0
+    return out
 
 
 @dataclass
@@ -37,8 +102,8 @@ class Counts:
 @dataclass
 class NameTotals:
     counts: Counts = field(default_factory=Counts)
-    latency: HdrHistogram = field(default_factory=histogram.new_histogram)
-    service: HdrHistogram = field(default_factory=histogram.new_histogram)
+    latency: HdrHistogram = field(default_factory=new_histogram)
+    service: HdrHistogram = field(default_factory=new_histogram)
 
 
 @dataclass
@@ -47,17 +112,17 @@ class Slot:
 
     index: int
     counts: Counts = field(default_factory=Counts)
-    latency: HdrHistogram = field(default_factory=histogram.new_histogram)
+    latency: HdrHistogram = field(default_factory=new_histogram)
     by_name: dict[str, HdrHistogram] = field(default_factory=dict)  # response time per request name
     service_by_name: dict[str, HdrHistogram] = field(default_factory=dict)
-    lag: HdrHistogram = field(default_factory=histogram.new_histogram)
+    lag: HdrHistogram = field(default_factory=new_histogram)
     cpu_max: float = 0.0
 
 
 def _into(hists: dict[str, HdrHistogram], name: str) -> HdrHistogram:
     h = hists.get(name)
     if h is None:
-        h = hists[name] = histogram.new_histogram()
+        h = hists[name] = new_histogram()
     return h
 
 
@@ -75,7 +140,7 @@ SATURATION_LAG_P99_MS = 5.0  # send lag beyond which the generator is behind its
 
 
 def _pct(h: HdrHistogram, p: float) -> float | None:
-    return h.get_value_at_percentile(p) / 1000.0 if h.get_total_count() else None
+    return values_at_percentiles(h, (p,))[p] / 1000.0 if h.get_total_count() else None
 
 
 @dataclass
@@ -128,9 +193,9 @@ class RunAggregate:
         self.curve = curve
         self.names: dict[str, NameTotals] = {n: NameTotals() for n in names}
         self.totals = Counts()
-        self.lag = histogram.new_histogram()
-        self.service = histogram.new_histogram()
-        self.latency = histogram.new_histogram()
+        self.lag = new_histogram()
+        self.service = new_histogram()
+        self.latency = new_histogram()
         self.agents: dict[str, AgentTotals] = {}
         self._slots: dict[int, Slot] = {}
         self.closed_through = -1  # every slot <= this index is closed
@@ -144,7 +209,10 @@ class RunAggregate:
         self._slots[slot.index] = slot
 
     def agent(self, agent_id: str) -> AgentTotals:
-        return self.agents.setdefault(agent_id, AgentTotals())
+        at = self.agents.get(agent_id)
+        if at is None:
+            at = self.agents[agent_id] = AgentTotals()
+        return at
 
     def add(self, agent_id: str, iv: Interval) -> bool:
         """Merge one interval; False if it was merged before (an agent re-sending after a coordinator
@@ -189,16 +257,21 @@ class RunAggregate:
             merger.commit(lag, self.lag if slot is None else slot.lag)
         if slot is not None:
             slot.cpu_max = max(slot.cpu_max, iv.cpu)
-        for counts in (self.totals, at.counts, *(() if slot is None else (slot.counts,))):
-            counts.scheduled += iv.scheduled
-            counts.dropped += iv.dropped
-        for (name, scheduled, ok, failed, errors, _, _), lat, svc in staged:
-            nt = self.names[name]
-            for counts in (self.totals, at.counts, nt.counts, *(() if slot is None else (slot.counts,))):
-                counts.ok += ok
-                counts.failed += failed
-                counts.add_errors(errors)
-            nt.counts.scheduled += scheduled
+        ok = failed = 0
+        errors: dict[str, int] = {}
+        names = self.names
+        for (name, n_scheduled, n_ok, n_failed, n_errors, _, _), lat, svc in staged:
+            nt = names[name]
+            c = nt.counts
+            c.scheduled += n_scheduled
+            c.ok += n_ok
+            c.failed += n_failed
+            ok += n_ok
+            failed += n_failed
+            if n_errors:
+                c.add_errors(n_errors)
+                for k, v in n_errors.items():
+                    errors[k] = errors.get(k, 0) + v
             if slot is None:  # a late second: straight into the totals
                 if lat >= 0:
                     merger.commit(lat, nt.latency)
@@ -214,6 +287,13 @@ class RunAggregate:
             if svc >= 0:
                 merger.commit(svc, _into(slot.service_by_name, name))
         merger.clear()
+        for counts in (self.totals, at.counts, *(() if slot is None else (slot.counts,))):
+            counts.scheduled += iv.scheduled
+            counts.dropped += iv.dropped
+            counts.ok += ok
+            counts.failed += failed
+            if errors:
+                counts.add_errors(errors)
         return True
 
     def close(self, active: Iterable[str], now_index: int, grace: int = 3) -> list[ClosedInterval]:
@@ -246,13 +326,14 @@ class RunAggregate:
         for name, lat in slot.by_name.items():
             self._fold(name, lat, None)
             slot.latency.add(lat)
-        service = histogram.new_histogram()
+        service = new_histogram()
         for name, svc in slot.service_by_name.items():
             self._fold(name, None, svc)
             service.add(svc)
         self.lag.add(slot.lag)
         h = slot.latency
         has = h.get_total_count() > 0
+        p50_p99 = values_at_percentiles(h, (50.0, 99.0)) if has else {}
         c = slot.counts
         summary: dict[str, Any] = {
             "t": slot.index,
@@ -262,8 +343,8 @@ class RunAggregate:
             "failed": c.failed,
             "dropped": c.dropped,
             "errors": dict(c.errors),
-            "p50": h.get_value_at_percentile(50) / 1000.0 if has else None,
-            "p99": h.get_value_at_percentile(99) / 1000.0 if has else None,
+            "p50": p50_p99[50.0] / 1000.0 if has else None,
+            "p99": p50_p99[99.0] / 1000.0 if has else None,
             "max": h.get_max_value() / 1000.0 if has else None,
             "service_p50": _pct(service, 50),
             "service_p99": _pct(service, 99),
@@ -279,10 +360,10 @@ class RunAggregate:
 
 
 def recent_p99(
-    closed: list[ClosedInterval], make: Callable[[], HdrHistogram] = histogram.new_histogram
+    closed: list[ClosedInterval], make: Callable[[], HdrHistogram] = new_histogram
 ) -> float | None:
     """p99 in ms over a few closed seconds (for the progress line)."""
     h = make()
     for c in closed:
         h.add(c.latency)
-    return h.get_value_at_percentile(99) / 1000.0 if h.get_total_count() else None
+    return values_at_percentiles(h, (99.0,))[99.0] / 1000.0 if h.get_total_count() else None

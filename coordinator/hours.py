@@ -6,6 +6,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from coordinator.aggregate import new_histogram, summary_ms
 from loadgen import histogram
 
 
@@ -13,7 +14,7 @@ class HourTable:
     def __init__(self) -> None:
         self.done: list[dict[str, Any]] = []  # finished hours, in order
         self.hour = -1
-        self._hist: HdrHistogram = histogram.new_histogram()
+        self._hist: HdrHistogram = new_histogram()
         self._counts = [0, 0, 0]  # scheduled, ok, failed
 
     def add(self, second: int, summary: dict[str, Any], latency: HdrHistogram) -> None:
@@ -22,7 +23,7 @@ class HourTable:
             if self.hour >= 0:
                 self.done.append(self._summary())
             self.hour = hour
-            self._hist = histogram.new_histogram()
+            self._hist = new_histogram()
             self._counts = [0, 0, 0]
         self._hist.add(latency)
         self._counts[0] += summary["scheduled"]
@@ -31,7 +32,7 @@ class HourTable:
 
     def _summary(self) -> dict[str, Any]:
         scheduled, ok, failed = self._counts
-        ms = histogram.summary_ms(self._hist)
+        ms = summary_ms(self._hist)
         return {
             "hour": self.hour,
             "scheduled": scheduled,

@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate
-from loadgen import histogram
+from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
 from loadgen.profile import Profile
 
 SCHEMA_VERSION = 1
@@ -61,7 +60,7 @@ def build_results(
     completed = t.ok + t.failed
     in_flight_at_end = t.scheduled - completed - t.dropped
     duration = profile.load.duration
-    lag = histogram.summary_ms(agg.lag)
+    lag = summary_ms(agg.lag)
     warnings: list[str] = []
     saturated = False
     if t.dropped:
@@ -117,8 +116,8 @@ def build_results(
             "ok": c.ok,
             "failed": c.failed,
             "errors": dict(sorted(c.errors.items())),
-            "latency_ms": histogram.summary_ms(nt.latency),
-            "service_ms": histogram.summary_ms(nt.service),
+            "latency_ms": summary_ms(nt.latency),
+            "service_ms": summary_ms(nt.service),
         }
     return {
         "schema": SCHEMA_VERSION,
@@ -143,8 +142,8 @@ def build_results(
         "errors": dict(sorted(t.errors.items())),
         "rps": round(completed / duration, 3) if duration > 0 else 0.0,
         "error_rate": (t.failed / completed) if completed else 0.0,
-        "latency_ms": histogram.summary_ms(agg.latency),
-        "service_ms": histogram.summary_ms(agg.service),
+        "latency_ms": summary_ms(agg.latency),
+        "service_ms": summary_ms(agg.service),
         "send_lag_ms": lag,
         "requests": requests,
         "intervals": intervals,

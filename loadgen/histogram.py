@@ -6,12 +6,15 @@ decodes and adds them, which is exact: a merged histogram equals one histogram o
 
 from __future__ import annotations
 
+import binascii
 import ctypes
-import sys
+import functools
+import struct
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hdrh.codec import HdrHistogramEncoder, payload_header_size
+from hdrh.codec import V2_COMPRESSION_COOKIE_BASE, V2_ENCODING_COOKIE_BASE, payload_header_size
 from hdrh.histogram import HdrHistogram
 from pyhdrh import add_array as _add_array
 from pyhdrh import decode as _decode_counts
@@ -44,6 +47,9 @@ if _TEMPLATE.unit_magnitude != 0:  # LOWEST_US is 1: counts index directly by va
 _SUB_BUCKET_HALF_MAGNITUDE: int = _TEMPLATE.sub_bucket_half_count_magnitude
 _SUB_BUCKET_MASK: int = _TEMPLATE.sub_bucket_mask
 del _TEMPLATE
+
+_EXTERNAL_HEADER = struct.Struct(">II")  # cookie, length of the zlib part (hdrh's ExternalHeader)
+_PAYLOAD_HEADER = struct.Struct(">IIIIQQd")  # hdrh's PayloadHeader, before the counters
 
 
 def clamp_us(seconds: float) -> int:
@@ -135,48 +141,74 @@ class EncodedHistogramError(ValueError):
 class Merger:
     """Adds encoded histograms into histograms without building a histogram object for each one.
 
-    Decoding with hdrhistogram allocates and walks the full counts array (22,000 counters for 1 µs .. 1 h),
-    twice, per histogram; agents' one-second histograms are sparse. :meth:`stage` decompresses and decodes
-    into a reusable scratch array and remembers the highest index used; :meth:`commit` adds just that prefix
-    into the target and clears it. Staging every histogram of a message before committing any keeps a bad
-    message from changing anything.
+    Decoding with hdrhistogram allocates and walks the full counts array (23,552 counters for 1 µs .. 1 h),
+    twice, per histogram, and builds several objects; agents' one-second histograms are sparse. :meth:`stage`
+    unwraps the encoding itself (base64, header checks, zlib, bounded so a small message cannot inflate into
+    a large one), decodes the counters into a reusable scratch array and remembers the range of indices
+    used; :meth:`commit` adds just that range into the target and :meth:`clear` zeroes it. Staging every
+    histogram of a message before committing any keeps a bad message from changing anything.
+
+    The coordinator calls this for every histogram of every agent's every second (21,000 a second for
+    1,000 agents with 10 request names), so the Python around the C calls is kept to a few lookups.
     """
 
     def __init__(self) -> None:
         template = new_histogram()
         if template.word_size != 8:
             raise RuntimeError("loadgen's histograms use 64-bit counters")
-        self._len = template.counts_len
+        self._len: int = template.counts_len
+        # The largest decompressed payload a histogram of this size can have (9 bytes per counter at most).
+        self._max_payload = payload_header_size + 9 * self._len
+        self._lowest, self._highest = index_values()
         self._pool: list[Any] = []
+        self._addresses: list[int] = []
         self._staged: list[tuple[int, int, int, int]] = []  # (slot, min index, max index, total)
 
-    def _slot(self, i: int) -> Any:
+    def _slot(self, i: int) -> int:
         while len(self._pool) <= i:
-            self._pool.append((ctypes.c_int64 * self._len)())
-        return self._pool[i]
+            array = (ctypes.c_int64 * self._len)()
+            self._pool.append(array)
+            self._addresses.append(ctypes.addressof(array))
+        return self._addresses[i]
+
+    def _payload(self, data: bytes) -> bytes:
+        """The decompressed payload of an encoded histogram, its headers checked."""
+        try:
+            raw = binascii.a2b_base64(data)
+        except (binascii.Error, ValueError) as exc:
+            raise EncodedHistogramError("undecodable histogram (base64)") from exc
+        if len(raw) < _EXTERNAL_HEADER.size:
+            raise EncodedHistogramError("undecodable histogram (too short)")
+        cookie, length = _EXTERNAL_HEADER.unpack_from(raw)
+        if cookie & ~0xF0 != V2_COMPRESSION_COOKIE_BASE or length != len(raw) - _EXTERNAL_HEADER.size:
+            raise EncodedHistogramError("undecodable histogram (header)")
+        inflate = zlib.decompressobj()
+        try:
+            payload = inflate.decompress(raw[_EXTERNAL_HEADER.size :], self._max_payload + 1)
+        except zlib.error as exc:
+            raise EncodedHistogramError("undecodable histogram (zlib)") from exc
+        if len(payload) > self._max_payload or not inflate.eof:
+            raise EncodedHistogramError("undecodable histogram (payload too large or truncated)")
+        if len(payload) < payload_header_size:
+            raise EncodedHistogramError("undecodable histogram (payload too short)")
+        cookie, _, offset, digits, lowest, highest, _ = _PAYLOAD_HEADER.unpack_from(payload)
+        if cookie & ~0xF0 != V2_ENCODING_COOKIE_BASE:
+            raise EncodedHistogramError("undecodable histogram (payload cookie)")
+        if lowest != LOWEST_US or highest != HIGHEST_US or digits != SIGNIFICANT_DIGITS or offset != 0:
+            raise EncodedHistogramError("histogram made with other settings")
+        return payload
 
     def stage(self, data: bytes) -> int:
         """Decode ``data`` into a scratch slot; returns a handle for :meth:`commit` (-1 for empty data)."""
         if not data:
             return -1
-        try:
-            payload = HdrHistogramEncoder.decode(data)
-        except Exception as exc:  # hdrh and zlib raise assorted errors on corrupt input
-            raise EncodedHistogramError(f"undecodable histogram ({type(exc).__name__})") from exc
-        header = payload.payload
-        if (
-            header.lowest_trackable_value != LOWEST_US
-            or header.highest_trackable_value != HIGHEST_US
-            or header.significant_figures != SIGNIFICANT_DIGITS
-            or header.normalizing_index_offset != 0
-        ):
-            raise EncodedHistogramError("histogram made with other settings")
+        payload = self._payload(data)
         handle = len(self._staged)
-        scratch = self._slot(handle)
+        address = self._slot(handle)
         try:
-            res = _decode_counts(payload._data, payload_header_size, ctypes.addressof(scratch), self._len, 8)
+            res = _decode_counts(payload, payload_header_size, address, self._len, 8)
         except Exception as exc:
-            ctypes.memset(ctypes.addressof(scratch), 0, ctypes.sizeof(scratch))
+            ctypes.memset(address, 0, self._len * 8)
             raise EncodedHistogramError(f"undecodable histogram counts ({type(exc).__name__})") from exc
         self._staged.append((handle, res["min_nonzero_index"], res["max_nonzero_index"], res["total"]))
         return handle
@@ -188,23 +220,44 @@ class Merger:
             return
         lo = max(lo, 0)
         offset = lo * 8
-        _add_array(
-            ctypes.addressof(into.encoder.get_counts()) + offset,
-            ctypes.addressof(self._pool[slot]) + offset,
-            hi - lo + 1,
-            8,
-        )
+        _add_array(ctypes.addressof(into.counts) + offset, self._addresses[slot] + offset, hi - lo + 1, 8)
         into.total_count += total
-        into.max_value = max(into.max_value, into.get_highest_equivalent_value(into.get_value_from_index(hi)))
-        into.min_value = min(into.get_min_value() or sys.maxsize, into.get_value_from_index(lo))
+        high = self._highest[hi]
+        if high > into.max_value:  # noqa: PLR1730 - cheaper than max() on the hottest path
+            into.max_value = high
+        low = self._lowest[lo]
+        if low < into.min_value or into.total_count == total:  # total_count == total: it was empty
+            into.min_value = low
 
     def clear(self) -> None:
         """Forget every staged histogram (and zero the scratch they used)."""
+        addresses = self._addresses
         for slot, low, hi, _ in self._staged:
             if hi >= 0:
                 lo = max(low, 0)
-                ctypes.memset(ctypes.addressof(self._pool[slot]) + lo * 8, 0, (hi - lo + 1) * 8)
+                ctypes.memset(addresses[slot] + lo * 8, 0, (hi - lo + 1) * 8)
         self._staged = []
+
+
+@functools.cache
+def index_values() -> tuple[list[int], list[int]]:
+    """For every counter index of loadgen's histograms: the lowest and the highest value it counts (what
+    hdrhistogram's ``get_value_from_index`` and ``get_highest_equivalent_value`` give), computed once."""
+    h = new_histogram()
+    shift = h.sub_bucket_half_count_magnitude
+    half = h.sub_bucket_half_count
+    lowest: list[int] = []
+    highest: list[int] = []
+    for index in range(h.counts_len):
+        bucket = (index >> shift) - 1
+        sub = (index & (half - 1)) + half
+        if bucket < 0:
+            sub -= half
+            bucket = 0
+        value = sub << (bucket + h.unit_magnitude)
+        lowest.append(value)
+        highest.append(value + (1 << (bucket + h.unit_magnitude)) - 1)
+    return lowest, highest
 
 
 def keep_memory_flat() -> bool:
