@@ -309,7 +309,9 @@ class _Connection(asyncio.Protocol):
         if delay > 0:
             slot = _Slot(None, close)
             self._queue.append(slot)
-            slot.timer = asyncio.get_running_loop().call_later(delay, self._ready, slot, data)
+            slot.timer = asyncio.get_running_loop().call_later(
+                delay, self._due, slot, data, time.monotonic() + delay
+            )
         else:
             self._send(data, close)
 
@@ -320,6 +322,16 @@ class _Connection(asyncio.Protocol):
             self._queue.append(_Slot(data, close))
         else:
             self._write(data, close)
+
+    def _due(self, slot: _Slot, data: tuple[Body, ...], at: float) -> None:
+        """The delay's timer fired: answer, unless it fired early. The loop's timers run on a clock read
+        once per iteration, so a timer set late in a busy iteration can fire a fraction of a millisecond
+        before the delay has really passed; the target promises *at least* the delay."""
+        left = at - time.monotonic()
+        if left > 0:
+            slot.timer = asyncio.get_running_loop().call_later(left, self._due, slot, data, at)
+        else:
+            self._ready(slot, data)
 
     def _ready(self, slot: _Slot, data: tuple[Body, ...]) -> None:
         slot.data = data
