@@ -37,8 +37,14 @@ from coordinator.aggregate import (
 )
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.hours import HourTable
-from coordinator.results import AgentInfo, build_results, write_json_atomic
-from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
+from coordinator.results import AgentInfo, RenderedIntervals, build_results, write_json_atomic
+from coordinator.state import (
+    PackedIntervals,
+    aggregate_state,
+    read_state,
+    restore_aggregate,
+    write_state,
+)
 from loadgen.costs import cost_of, cost_summary, judgeable_during_run
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
@@ -130,7 +136,9 @@ class Coordinator:
         self._last_heard: dict[str, float] = {}
         self._samples: dict[str, list[ClockSample]] = {}
         self.events: list[dict[str, Any]] = []
-        self.intervals: list[dict[str, Any]] = []
+        self.intervals: list[dict[str, Any]] = []  # append-only: checkpoints render each entry once
+        self._intervals_json = RenderedIntervals()
+        self._intervals_packed = PackedIntervals()
         self.hours = HourTable()
         self._recent: list[ClosedInterval] = []
         self._unlogged: list[ClosedInterval] = []  # closed but not yet in the interval log
@@ -654,9 +662,9 @@ class Coordinator:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             self._write_hlog(out)
-            write_state(out, self._state())
+            write_state(out, self._state(), self._intervals_packed)
             if results:
-                write_json_atomic(out / "results.json", doc)
+                write_json_atomic(out / "results.json", doc, self._intervals_json)
         acks: dict[tuple[int, bool], tuple[Ack, bytes]] = {}  # most agents are at the same point
         for agent, info in self.agents.items():
             if info.state != "refused":
