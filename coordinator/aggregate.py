@@ -139,8 +139,12 @@ CPU_SATURATED = 0.95  # share of one core at which an agent process cannot be tr
 SATURATION_LAG_P99_MS = 5.0  # send lag beyond which the generator is behind its own schedule
 
 
-def _pct(h: HdrHistogram, p: float) -> float | None:
-    return values_at_percentiles(h, (p,))[p] / 1000.0 if h.get_total_count() else None
+def _pcts(h: HdrHistogram, *ps: float) -> list[float | None]:
+    """Percentiles of ``h`` in ms (None for an empty histogram), from one pass over the counters."""
+    if not h.get_total_count():
+        return [None for _ in ps]
+    values = values_at_percentiles(h, ps)
+    return [values[p] / 1000.0 for p in ps]
 
 
 @dataclass
@@ -333,7 +337,8 @@ class RunAggregate:
         self.lag.add(slot.lag)
         h = slot.latency
         has = h.get_total_count() > 0
-        p50_p99 = values_at_percentiles(h, (50.0, 99.0)) if has else {}
+        p50, p99 = _pcts(h, 50.0, 99.0)
+        service_p50, service_p99 = _pcts(service, 50.0, 99.0)
         c = slot.counts
         summary: dict[str, Any] = {
             "t": slot.index,
@@ -343,12 +348,12 @@ class RunAggregate:
             "failed": c.failed,
             "dropped": c.dropped,
             "errors": dict(c.errors),
-            "p50": p50_p99[50.0] / 1000.0 if has else None,
-            "p99": p50_p99[99.0] / 1000.0 if has else None,
+            "p50": p50,
+            "p99": p99,
             "max": h.get_max_value() / 1000.0 if has else None,
-            "service_p50": _pct(service, 50),
-            "service_p99": _pct(service, 99),
-            "send_lag_p99": _pct(slot.lag, 99),
+            "service_p50": service_p50,
+            "service_p99": service_p99,
+            "send_lag_p99": _pcts(slot.lag, 99.0)[0],
             "cpu_max": round(slot.cpu_max, 3),
         }
         summary["saturated"] = bool(

@@ -45,6 +45,9 @@ def test_merge_equals_one_histogram_of_all_samples(per_agent: list[list[int]]) -
     assert histogram.summary_ms(closed[0].latency) == histogram.summary_ms(everything)
     assert histogram.summary_ms(agg.latency) == histogram.summary_ms(everything)
     assert agg.totals.ok == sum(len(s) for s in per_agent)
+    has = everything.get_total_count() > 0
+    for key, p in (("p50", 50), ("p99", 99)):  # the per-second figures, from the fast percentile pass
+        assert closed[0].summary[key] == (everything.get_value_at_percentile(p) / 1000.0 if has else None)
 
 
 def test_counts_add_up_and_intervals_close_when_all_agents_reported() -> None:
