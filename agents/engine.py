@@ -21,7 +21,10 @@ Error categories reported to :meth:`Sink.error`:
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 ERROR_CATEGORIES = ("timeout", "connect", "reset", "protocol")
 
@@ -59,3 +62,38 @@ class Engine(Protocol):
 
     async def aclose(self) -> None:
         """Close every connection. Requests still in flight are not reported (they stay ``in_flight``)."""
+
+
+T = TypeVar("T")
+
+
+class Unreachable(ConnectionError):
+    """No address of the target accepted a connection. ``address`` is the first one resolved: the engine
+    keeps it, so that later arrivals fail as connect errors (or succeed once the target comes up)."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+async def connect_first(
+    target: str, host: str, port: int, connect: Callable[[str], Awaitable[T]]
+) -> tuple[str, T]:
+    """Resolve ``host`` once and try its addresses in order with ``connect(address)``; return the first
+    address that accepts, with what ``connect`` returned. Every later connection goes to that address.
+
+    Raises ``ConnectionError`` if the name does not resolve, :class:`Unreachable` if no address accepts.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConnectionError(f"cannot resolve {target}: {exc}") from exc
+    failure: OSError | None = None
+    for address in dict.fromkeys(str(info[4][0]) for info in infos):
+        try:
+            return address, await connect(address)
+        except OSError as exc:  # TimeoutError included
+            failure = exc
+    reason = str(failure) or type(failure).__name__
+    raise Unreachable(f"cannot connect to {target}: {reason}", str(infos[0][4][0])) from failure

@@ -24,7 +24,6 @@ chunked) is reported as ``reset``, because httptools cannot be told about the en
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from agents.engine import Sink
+from agents.engine import Sink, Unreachable, connect_first
 from agents.http_request import build_request, host_header, split_target
 from agents.pool import Pool
 from loadgen.profile import RequestSpec
@@ -214,29 +213,22 @@ class FastEngine:
         if self._tls and self._ssl_context is None:
             self._ssl_context = ssl.create_default_context()
         try:
-            infos = await self._loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ConnectionError(f"cannot resolve {self._target}: {exc}") from exc
-        failure: OSError | None = None
-        for address in dict.fromkeys(str(info[4][0]) for info in infos):
-            try:
-                connection = await self._create(address)
-            except OSError as exc:
-                failure = exc
-            else:
-                break
-        else:
+            self._address, connection = await connect_first(
+                self._target, self._host, self._port, self._create
+            )
+        except Unreachable as exc:
             # Stay usable: the caller may go on and count every arrival as a connect error (or succeed
             # once the target comes up), so keep the first address and run the timeout sweep anyway.
-            self._address = str(infos[0][4][0])
-            self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
-            self._pool.start(self._open)
-            reason = str(failure) or type(failure).__name__
-            raise ConnectionError(f"cannot connect to {self._target}: {reason}") from failure
-        self._address = address
+            self._address = exc.address
+            self._begin()
+            raise
+        self._begin()
+        self._pool.add(connection)
+
+    def _begin(self) -> None:
+        assert self._loop is not None
         self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
         self._pool.start(self._open)
-        self._pool.add(connection)
 
     @property
     def in_flight(self) -> int:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import time
 import urllib.request
@@ -56,7 +55,7 @@ import httpcore
 import httpcore._synchronization as httpcore_sync
 import httpx
 
-from agents.engine import Sink
+from agents.engine import Sink, Unreachable, connect_first
 from agents.http_request import BODY_METHODS, PRINTABLE, field_value, host_header, split_target, token
 from agents.pool import Pool
 from loadgen import __version__
@@ -428,28 +427,16 @@ class HttpxEngine:
             self._pool.start(self._spawn)
             return
         try:
-            infos = await self._loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ConnectionError(f"cannot resolve {self._target}: {exc}") from exc
-        failure: BaseException | None = None
-        for address in dict.fromkeys(str(info[4][0]) for info in infos):
-            worker = _Worker()
-            try:
-                await self._open(worker, address)
-            except (OSError, TimeoutError) as exc:
-                failure = exc
-            else:
-                self._address = address
-                self._pool.start(self._spawn)
-                self._pool.add(worker)
-                self._run(worker, opened=True)
-                return
-        # Stay usable: the caller may go on and count every arrival as a connect error (or succeed once the
-        # target comes up), so keep the first address and the timeout sweep.
-        self._address = str(infos[0][4][0])
+            self._address, worker = await connect_first(self._target, self._host, self._port, self._first)
+        except Unreachable as exc:
+            # Stay usable: the caller may go on and count every arrival as a connect error (or succeed once
+            # the target comes up), so keep the first address and the timeout sweep.
+            self._address = exc.address
+            self._pool.start(self._spawn)
+            raise
         self._pool.start(self._spawn)
-        reason = str(failure) or type(failure).__name__
-        raise ConnectionError(f"cannot connect to {self._target}: {reason}") from failure
+        self._pool.add(worker)
+        self._run(worker, opened=True)
 
     @property
     def in_flight(self) -> int:
@@ -492,6 +479,12 @@ class HttpxEngine:
         worker.stream = stream
         worker.connection = connection = httpcore.AsyncHTTP11Connection(self._origin, stream)
         uncontended_lock(connection)
+
+    async def _first(self, address: str) -> _Worker:
+        """A worker with a connection to ``address`` (the first one, opened by :meth:`start`)."""
+        worker = _Worker()
+        await self._open(worker, address)
+        return worker
 
     def _spawn(self) -> None:
         """The pool's opener: a worker that opens its connection first."""

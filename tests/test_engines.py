@@ -13,6 +13,7 @@ import asyncio
 import ssl
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,11 @@ from agents.fast_engine import FastEngine
 from agents.httpx_engine import HttpxEngine
 from loadgen import __version__
 from loadgen.profile import RequestSpec
+from loadgen.target import TargetServer
 from tests.loopback import (
     Received,
     RecordingSink,
+    Script,
     ScriptedServer,
     answer,
     certificate,
@@ -51,6 +54,50 @@ EngineClass = type[FastEngine] | type[HttpxEngine]
 def make(request: pytest.FixtureRequest) -> EngineClass:
     cls: EngineClass = request.param
     return cls
+
+
+async def on_target(
+    make: EngineClass,
+    body: Callable[[AnyEngine], Awaitable[None]],
+    requests: list[RequestSpec],
+    *,
+    timeout: float = 2.0,
+    max_connections: int = 100,
+    prefix: str = "",
+    sink: RecordingSink | None = None,
+) -> tuple[RecordingSink, TargetServer]:
+    """Run ``body`` with an engine started against a fresh built-in target; return the sink and the
+    server, closed (its ``stats`` stay readable)."""
+    server = await target_server()
+    engine, sink = engine_for(
+        make,
+        server.port,
+        requests,
+        timeout=timeout,
+        max_connections=max_connections,
+        prefix=prefix,
+        sink=sink,
+    )
+    await with_engine(engine, body)
+    await server.close()
+    return sink, server
+
+
+async def on_scripted(
+    make: EngineClass,
+    body: Callable[[AnyEngine], Awaitable[None]],
+    script: Script,
+    requests: list[RequestSpec],
+    *,
+    max_connections: int = 100,
+    sink: RecordingSink | None = None,
+) -> tuple[RecordingSink, ScriptedServer]:
+    """Run ``body`` with an engine started against a :class:`ScriptedServer` answering with ``script``;
+    return the sink and the server, closed."""
+    async with ScriptedServer(script) as server:
+        engine, sink = engine_for(make, server.port, requests, max_connections=max_connections, sink=sink)
+        await with_engine(engine, body)
+    return sink, server
 
 
 def engine_for(
@@ -94,9 +141,7 @@ def test_it_is_an_engine_and_does_nothing_before_start(make: EngineClass) -> Non
 
 def test_statuses_are_reported_for_the_right_requests(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
         requests = [get("/"), get("/status/404"), get("/status/503"), get("/bytes?n=700000")]
-        engine, sink = engine_for(make, server.port, requests)
 
         async def body(engine: AnyEngine) -> None:
             for i in range(40):
@@ -104,8 +149,7 @@ def test_statuses_are_reported_for_the_right_requests(make: EngineClass) -> None
             await engine.drain(time.monotonic() + 3)
             assert engine.in_flight == 0
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(make, body, requests)
         assert sorted((o.req, o.status) for o in sink.outcomes) == sorted(
             (i % 4, [200, 404, 503, 200][i % 4]) for i in range(40)
         )
@@ -116,11 +160,6 @@ def test_statuses_are_reported_for_the_right_requests(make: EngineClass) -> None
 
 def test_every_submitted_request_is_reported_exactly_once(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(
-            make, server.port, [get("/"), get("/delay?ms=5"), get("/status/500")], max_connections=8
-        )
-
         async def body(engine: AnyEngine) -> None:
             for i in range(300):
                 engine.submit(i % 3, time.monotonic())
@@ -129,8 +168,9 @@ def test_every_submitted_request_is_reported_exactly_once(make: EngineClass) -> 
             await engine.drain(time.monotonic() + 3)
             assert engine.in_flight == 0
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(
+            make, body, [get("/"), get("/delay?ms=5"), get("/status/500")], max_connections=8
+        )
         assert Counter(o.req for o in sink.outcomes) == {0: 100, 1: 100, 2: 100}
         assert all(o.category == "" for o in sink.outcomes)
         assert server.stats.connections_total <= 8
@@ -140,16 +180,14 @@ def test_every_submitted_request_is_reported_exactly_once(make: EngineClass) -> 
 
 def test_sequential_requests_reuse_one_keep_alive_connection(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/")])
+        sink = RecordingSink()
 
         async def body(engine: AnyEngine) -> None:
             for i in range(100):
                 engine.submit(0, time.monotonic())
                 await wait_for(reported(sink, i + 1))
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(make, body, [get("/")], sink=sink)
         assert sink.statuses == [200] * 100
         assert server.stats.connections_total == 1
 
@@ -187,9 +225,6 @@ def test_a_sink_that_submits_from_its_callback_keeps_one_connection(make: Engine
 
 def test_pool_grows_under_concurrency(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/delay?ms=100")])
-
         async def body(engine: AnyEngine) -> None:
             began = time.monotonic()
             for _ in range(50):
@@ -197,8 +232,7 @@ def test_pool_grows_under_concurrency(make: EngineClass) -> None:
             await engine.drain(began + 3)
             assert time.monotonic() - began < 0.6
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(make, body, [get("/delay?ms=100")])
         assert sink.statuses == [200] * 50
         assert 2 <= server.stats.connections_total <= 51
 
@@ -207,9 +241,6 @@ def test_pool_grows_under_concurrency(make: EngineClass) -> None:
 
 def test_pool_stops_at_max_connections(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/delay?ms=50")], max_connections=4)
-
         async def body(engine: AnyEngine) -> None:
             began = time.monotonic()
             for _ in range(16):
@@ -217,8 +248,7 @@ def test_pool_stops_at_max_connections(make: EngineClass) -> None:
             await engine.drain(began + 3)
             assert time.monotonic() - began >= 0.19  # four rounds of four
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(make, body, [get("/delay?ms=50")], max_connections=4)
         assert sink.statuses == [200] * 16
         assert server.stats.connections_total == 4
 
@@ -227,8 +257,6 @@ def test_pool_stops_at_max_connections(make: EngineClass) -> None:
 
 def test_a_burst_opens_a_bounded_number_of_connections_at_a_time(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/delay?ms=20")], max_connections=200)
         most = 0
 
         async def body(engine: AnyEngine) -> None:
@@ -241,8 +269,7 @@ def test_a_burst_opens_a_bounded_number_of_connections_at_a_time(make: EngineCla
                 await asyncio.sleep(0)
             assert engine.in_flight == 0
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(make, body, [get("/delay?ms=20")], max_connections=200)
         assert 1 <= most <= MAX_OPENING
         assert sink.statuses == [200] * 300
         assert server.stats.connections_total <= 200
@@ -252,8 +279,7 @@ def test_a_burst_opens_a_bounded_number_of_connections_at_a_time(make: EngineCla
 
 def test_timeout_on_the_wire_closes_the_connection_and_drops_the_late_response(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/delay?ms=400"), get("/")], timeout=0.15)
+        sink = RecordingSink()
 
         async def body(engine: AnyEngine) -> None:
             began = time.monotonic()
@@ -267,8 +293,7 @@ def test_timeout_on_the_wire_closes_the_connection_and_drops_the_late_response(m
             await asyncio.sleep(0.5 - (time.monotonic() - began))  # the late response would be in by now
             assert engine.in_flight == 0
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(make, body, [get("/delay?ms=400"), get("/")], timeout=0.15, sink=sink)
         assert [(o.req, o.status, o.category) for o in sink.outcomes] == [(0, 0, "timeout"), (1, 200, "")]
         assert server.stats.connections_total == 2
 
@@ -277,17 +302,13 @@ def test_timeout_on_the_wire_closes_the_connection_and_drops_the_late_response(m
 
 def test_timeout_while_waiting_for_a_connection_was_never_sent(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/delay?ms=300")], timeout=0.1, max_connections=1)
-
         async def body(engine: AnyEngine) -> None:
             engine.submit(0, time.monotonic())
             engine.submit(0, time.monotonic())
             await engine.drain(time.monotonic() + 1)
             assert engine.in_flight == 0
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, _ = await on_target(make, body, [get("/delay?ms=300")], timeout=0.1, max_connections=1)
         assert sorted(o.category for o in sink.outcomes) == ["timeout", "timeout"]
         assert sorted(o.sent == 0.0 for o in sink.outcomes) == [False, True]
 
@@ -296,16 +317,16 @@ def test_timeout_while_waiting_for_a_connection_was_never_sent(make: EngineClass
 
 def test_head_response_ends_with_its_headers(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/bytes?n=100", "HEAD"), get("/status/201")])
+        sink = RecordingSink()
 
         async def body(engine: AnyEngine) -> None:
             for i in range(6):
                 engine.submit(i % 2, time.monotonic())
                 await wait_for(reported(sink, i + 1))
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, server = await on_target(
+            make, body, [get("/bytes?n=100", "HEAD"), get("/status/201")], sink=sink
+        )
         assert sink.statuses == [200, 201] * 3
         assert server.stats.connections_total == 1
 
@@ -314,16 +335,12 @@ def test_head_response_ends_with_its_headers(make: EngineClass) -> None:
 
 def test_target_path_prefix_is_prepended(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/418"), get("/503")], prefix="/status/")
-
         async def body(engine: AnyEngine) -> None:
             engine.submit(0, time.monotonic())
             engine.submit(1, time.monotonic())
             await engine.drain(time.monotonic() + 2)
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, _ = await on_target(make, body, [get("/418"), get("/503")], prefix="/status/")
         assert sorted(sink.statuses) == [418, 503]
 
     run(test)
@@ -331,9 +348,6 @@ def test_target_path_prefix_is_prepended(make: EngineClass) -> None:
 
 def test_in_flight_and_drain(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/delay?ms=200")])
-
         async def body(engine: AnyEngine) -> None:
             for _ in range(3):
                 engine.submit(0, time.monotonic())
@@ -346,8 +360,7 @@ def test_in_flight_and_drain(make: EngineClass) -> None:
             assert engine.in_flight == 0
             assert time.monotonic() - began < 0.4
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, _ = await on_target(make, body, [get("/delay?ms=200")])
         assert sink.statuses == [200] * 3
 
     run(test)
@@ -379,16 +392,12 @@ def test_requests_in_flight_at_close_are_not_reported(make: EngineClass, settle:
 
 def test_timestamps_are_ordered(make: EngineClass) -> None:
     async def test() -> None:
-        server = await target_server()
-        engine, sink = engine_for(make, server.port, [get("/"), get("/delay?ms=20")], max_connections=3)
-
         async def body(engine: AnyEngine) -> None:
             for i in range(30):
                 engine.submit(i % 2, time.monotonic())
             await engine.drain(time.monotonic() + 2)
 
-        await with_engine(engine, body)
-        await server.close()
+        sink, _ = await on_target(make, body, [get("/"), get("/delay?ms=20")], max_connections=3)
         assert len(sink.outcomes) == 30
         assert all(o.intended <= o.sent <= o.done for o in sink.outcomes)
         assert all(o.done - o.sent >= 0.018 for o in sink.outcomes if o.req == 1)  # libuv timers: ms ticks
@@ -477,16 +486,13 @@ def test_connection_closed_without_a_response_is_reset(make: EngineClass) -> Non
         transport.abort()
 
     async def test() -> None:
-        async with ScriptedServer(hang_up) as server:
-            engine, sink = engine_for(make, server.port, [get("/")])
+        async def body(engine: AnyEngine) -> None:
+            for _ in range(3):
+                engine.submit(0, time.monotonic())
+            await engine.drain(time.monotonic() + 2)
+            assert engine.in_flight == 0
 
-            async def body(engine: AnyEngine) -> None:
-                for _ in range(3):
-                    engine.submit(0, time.monotonic())
-                await engine.drain(time.monotonic() + 2)
-                assert engine.in_flight == 0
-
-            await with_engine(engine, body)
+        sink, _ = await on_scripted(make, body, hang_up, [get("/")])
         assert sink.categories == ["reset"] * 3
         assert all(o.sent > 0 for o in sink.outcomes)
 
@@ -495,16 +501,13 @@ def test_connection_closed_without_a_response_is_reset(make: EngineClass) -> Non
 
 def test_garbage_response_is_a_protocol_error(make: EngineClass) -> None:
     async def test() -> None:
-        async with ScriptedServer(answer(b"HELLO THERE\r\n\r\n")) as server:
-            engine, sink = engine_for(make, server.port, [get("/")])
+        async def body(engine: AnyEngine) -> None:
+            engine.submit(0, time.monotonic())
+            engine.submit(0, time.monotonic())
+            await engine.drain(time.monotonic() + 2)
+            assert engine.in_flight == 0
 
-            async def body(engine: AnyEngine) -> None:
-                engine.submit(0, time.monotonic())
-                engine.submit(0, time.monotonic())
-                await engine.drain(time.monotonic() + 2)
-                assert engine.in_flight == 0
-
-            await with_engine(engine, body)
+        sink, _ = await on_scripted(make, body, answer(b"HELLO THERE\r\n\r\n"), [get("/")])
         assert sink.categories == ["protocol"] * 2
 
     run(test)
@@ -515,18 +518,21 @@ def test_server_closing_after_each_response(make: EngineClass) -> None:
     a fresh connection, none fails."""
 
     async def test() -> None:
-        async with ScriptedServer(answer(reply(204, extra="Connection: close\r\n"), close=True)) as server:
-            engine, sink = engine_for(make, server.port, [get("/")], max_connections=4)
-
-            async def body(engine: AnyEngine) -> None:
-                for _ in range(20):
-                    engine.submit(0, time.monotonic())
+        async def body(engine: AnyEngine) -> None:
+            for _ in range(20):
+                engine.submit(0, time.monotonic())
+            await engine.drain(time.monotonic() + 2)
+            for _ in range(5):
+                engine.submit(0, time.monotonic())
                 await engine.drain(time.monotonic() + 2)
-                for _ in range(5):
-                    engine.submit(0, time.monotonic())
-                    await engine.drain(time.monotonic() + 2)
 
-            await with_engine(engine, body)
+        sink, server = await on_scripted(
+            make,
+            body,
+            answer(reply(204, extra="Connection: close\r\n"), close=True),
+            [get("/")],
+            max_connections=4,
+        )
         assert sink.statuses == [204] * 25
         assert server.connections >= 25
 
@@ -539,16 +545,13 @@ def test_idle_connection_closed_by_the_server_is_replaced_quietly(make: EngineCl
         asyncio.get_running_loop().call_later(0.02, transport.close)
 
     async def test() -> None:
-        async with ScriptedServer(answer_then_hang_up_later) as server:
-            engine, sink = engine_for(make, server.port, [get("/")])
+        async def body(engine: AnyEngine) -> None:
+            for _ in range(3):
+                engine.submit(0, time.monotonic())
+                await engine.drain(time.monotonic() + 1)
+                await asyncio.sleep(0.06)
 
-            async def body(engine: AnyEngine) -> None:
-                for _ in range(3):
-                    engine.submit(0, time.monotonic())
-                    await engine.drain(time.monotonic() + 1)
-                    await asyncio.sleep(0.06)
-
-            await with_engine(engine, body)
+        sink, server = await on_scripted(make, body, answer_then_hang_up_later, [get("/")])
         assert sink.statuses == [200] * 3
         assert server.connections == 3
 
@@ -557,15 +560,14 @@ def test_idle_connection_closed_by_the_server_is_replaced_quietly(make: EngineCl
 
 def test_interim_response_is_skipped(make: EngineClass) -> None:
     async def test() -> None:
-        async with ScriptedServer(answer(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(202))) as server:
-            engine, sink = engine_for(make, server.port, [get("/")])
+        async def body(engine: AnyEngine) -> None:
+            engine.submit(0, time.monotonic())
+            engine.submit(0, time.monotonic())
+            await engine.drain(time.monotonic() + 2)
 
-            async def body(engine: AnyEngine) -> None:
-                engine.submit(0, time.monotonic())
-                engine.submit(0, time.monotonic())
-                await engine.drain(time.monotonic() + 2)
-
-            await with_engine(engine, body)
+        sink, _ = await on_scripted(
+            make, body, answer(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(202)), [get("/")]
+        )
         assert sink.statuses == [202, 202]
 
     run(test)
@@ -584,15 +586,14 @@ def test_chunked_response_in_pieces_keeps_the_connection(make: EngineClass) -> N
         loop.call_later(0.01, transport.write, body[20:])
 
     async def test() -> None:
-        async with ScriptedServer(chunked) as server:
-            engine, sink = engine_for(make, server.port, [get("/")])
+        sink = RecordingSink()
 
-            async def body(engine: AnyEngine) -> None:
-                for i in range(3):
-                    engine.submit(0, time.monotonic())
-                    await wait_for(reported(sink, i + 1))
+        async def body(engine: AnyEngine) -> None:
+            for i in range(3):
+                engine.submit(0, time.monotonic())
+                await wait_for(reported(sink, i + 1))
 
-            await with_engine(engine, body)
+        sink, server = await on_scripted(make, body, chunked, [get("/")], sink=sink)
         assert sink.statuses == [200] * 3
         assert server.connections == 1
 
@@ -601,14 +602,13 @@ def test_chunked_response_in_pieces_keeps_the_connection(make: EngineClass) -> N
 
 def test_redirects_are_not_followed(make: EngineClass) -> None:
     async def test() -> None:
-        async with ScriptedServer(answer(reply(302, extra="Location: /elsewhere\r\n"))) as server:
-            engine, sink = engine_for(make, server.port, [get("/")])
+        async def body(engine: AnyEngine) -> None:
+            engine.submit(0, time.monotonic())
+            await engine.drain(time.monotonic() + 2)
 
-            async def body(engine: AnyEngine) -> None:
-                engine.submit(0, time.monotonic())
-                await engine.drain(time.monotonic() + 2)
-
-            await with_engine(engine, body)
+        sink, server = await on_scripted(
+            make, body, answer(reply(302, extra="Location: /elsewhere\r\n")), [get("/")]
+        )
         assert sink.statuses == [302]
         assert [r.url for r in server.received] == [b"/"]
 
@@ -625,15 +625,12 @@ def test_post_body_and_custom_headers_arrive(make: EngineClass) -> None:
     )
 
     async def test() -> None:
-        async with ScriptedServer(answer(reply(201, b"made"))) as server:
-            engine, sink = engine_for(make, server.port, [spec, get("/plain")])
+        async def body(engine: AnyEngine) -> None:
+            for req in (0, 1, 0):  # the body of a request is sent again each time
+                engine.submit(req, time.monotonic())
+                await engine.drain(time.monotonic() + 2)
 
-            async def body(engine: AnyEngine) -> None:
-                for req in (0, 1, 0):  # the body of a request is sent again each time
-                    engine.submit(req, time.monotonic())
-                    await engine.drain(time.monotonic() + 2)
-
-            await with_engine(engine, body)
+        sink, server = await on_scripted(make, body, answer(reply(201, b"made")), [spec, get("/plain")])
         assert sink.statuses == [201, 201, 201]
         post, plain, again = server.received
         assert (post.method, post.url, post.body) == (b"POST", b"/submit?x=1", b'{"a": 1}')
