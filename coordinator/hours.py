@@ -6,7 +6,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from coordinator.aggregate import new_histogram, summary_ms
+from coordinator.aggregate import summary_ms
+from loadgen.histogram import new_histogram
 from loadgen import histogram
 
 

@@ -10,6 +10,7 @@ import binascii
 import ctypes
 import functools
 import struct
+import weakref
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,7 +39,19 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
 
 
 def new_histogram() -> HdrHistogram:
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    """An empty histogram with loadgen's range and precision, freed as soon as it is dropped.
+
+    hdrhistogram's histogram and its encoder point at each other, so a dropped histogram would wait for the
+    cyclic garbage collector; agents and the coordinator make many ~180 KiB histograms (measured on the
+    coordinator with 1,000 agents: +3.3 MiB/s of RSS until a full collection). The encoder only reads its
+    histogram while it is being encoded, so a weak reference there breaks the cycle.
+    """
+    return _freed_when_dropped(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS))
+
+
+def _freed_when_dropped(h: HdrHistogram) -> HdrHistogram:
+    h.encoder.histogram = weakref.proxy(h)
+    return h
 
 
 _TEMPLATE = new_histogram()
@@ -109,8 +122,7 @@ def encode(h: HdrHistogram) -> bytes:
 def decode(data: bytes) -> HdrHistogram | None:
     if not data:
         return None
-    h: HdrHistogram = HdrHistogram.decode(data)
-    return h
+    return _freed_when_dropped(HdrHistogram.decode(data))
 
 
 def add_encoded(into: HdrHistogram, data: bytes) -> HdrHistogram | None:
