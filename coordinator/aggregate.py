@@ -20,9 +20,9 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadgen import histogram
-from loadgen.histogram import new_histogram
 from loadgen.curve import RateCurve
 from loadgen.errors import WireError
+from loadgen.histogram import new_histogram
 from loadgen.wire import Interval
 
 

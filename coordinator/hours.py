@@ -7,8 +7,8 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from coordinator.aggregate import summary_ms
-from loadgen.histogram import new_histogram
 from loadgen import histogram
+from loadgen.histogram import new_histogram
 
 
 class HourTable:
