@@ -1,31 +1,33 @@
-"""The httpx engine: httpx's own HTTP/1.1 machinery (httpcore's connection over h11), for targets that need
-what the fast engine leaves out: a proxy from the environment, httpx's TLS defaults (certifi), h11's strict
-protocol checks.
+"""The httpx engine: httpx's HTTP/1.1 protocol machinery (h11, and httpcore for proxies), for targets that
+need what the fast engine leaves out: a proxy from the environment, httpx's TLS defaults (certifi), h11's
+strict protocol checks, bodies delimited by the server closing the connection.
 
-It is built one layer below ``httpx.AsyncClient``, because the layers above cost more than the HTTP does.
-Measured on one core against nginx, closed loop (``bench/run.py`` has the engine figures)::
+It is built below ``httpx.AsyncClient``, because the layers above h11 cost more than the HTTP does. Measured
+on one core against nginx, closed loop, CPU per request (``bench/closed_loop.py``; the bench's figures are
+in ``docs/benchmarks.md``)::
 
-    httpx.AsyncClient.get            ~1,200 requests/s at 1 connection, ~200/s at 50
-    httpcore.AsyncConnectionPool     ~1,800/s at 1 connection,          ~230/s at 50
-    httpcore.AsyncHTTP11Connection   ~4,500-6,500/s, flat from 1 to 500 connections
+    httpx.AsyncClient.get              ~1,200 requests/s at 1 connection, ~200/s at 50
+    httpcore.AsyncConnectionPool       ~1,800/s at 1 connection,          ~230/s at 50
+    httpcore.AsyncHTTP11Connection     about 185 µs of CPU per request at 50 and 1,000 connections
+    h11.Connection, driven here        about 95 µs (the same machine, the same minute)
 
-The pool is what collapses: httpcore scans every connection for every queued request (quadratic in the
-concurrency) and polls each socket on the way. So this engine keeps httpcore's ``AsyncHTTP11Connection``
-(httpx's HTTP/1.1 state machine, h11 underneath) and replaces only the two layers around it:
+httpcore's pool is what collapses (it scans every connection for every queued request, quadratic in the
+concurrency), and its connection spends as much again around h11 (locks, trace contexts, events per body
+chunk). So this engine drives ``h11.Connection`` itself, one per connection, and replaces what is around it:
 
 - the pool *policy* is the fast engine's, :class:`agents.pool.Pool`: a LIFO stack of idle connections, a FIFO
   of pending requests, and one more connection opened while pending requests outnumber those being opened,
   up to ``max_connections`` and at most ``MAX_OPENING`` at a time, and a timeout sweep;
-- the byte stream under each connection is a plain ``asyncio.Protocol`` (:class:`_Stream`) instead of anyio's,
-  which saves anyio's cancel scopes on every read and write.
+- the byte stream under each connection is a plain ``asyncio.Protocol`` (:class:`_Stream`) instead of anyio's;
+- each request's h11 event is built and validated once, in the constructor, and a request goes out in one
+  write (headers and body together).
 
-Inside the connection, two things are cheaper than httpcore makes them, with the same behaviour: its state
-lock is an ``asyncio.Lock`` instead of anyio's, which yields to the event loop on each of its two
-acquisitions per request (:func:`uncontended_lock`); and a request without a body has no body chunks
-instead of one empty one (:data:`NO_BODY`). Everything else per request is httpcore's and h11's: about
-100 µs of CPU on the benchmark machine, most of what the engine costs (``docs/benchmarks.md``).
+Everything h11 does per exchange stays: it frames the request, parses and checks the response, knows a HEAD
+response has no body, reads a body delimited by the connection closing, skips 1xx responses, and says
+whether the connection can be reused (``Connection: close``, HTTP/1.0) -- if not, the next request on that
+worker opens a new one. What remains per request is mostly h11's response parsing.
 
-Each pooled connection is a *worker*: a coroutine that serves one httpcore connection for its whole life. It
+Each pooled connection is a *worker*: a coroutine that serves one connection (and its reopenings). It
 sends a request, reads the response, hands itself back to the pool (the next pending request, or the idle
 stack) and then reports the outcome; with nothing to do it parks on a future that the pool's ``send``
 resolves. So there is no task per request (a task exists per connection), and a busy worker goes from one
@@ -33,10 +35,10 @@ request to the next without parking. A request older than the timeout is reporte
 worker cancelled (its connection is aborted).
 
 With a proxy (``proxy=`` or, unless ``trust_env=False``, ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` and
-``NO_PROXY`` from the environment, read as the standard library reads them), each worker drives an
-``httpcore.AsyncHTTPProxy`` of one connection instead: forwarding for http targets, a CONNECT tunnel for
-https. That path is slower (httpcore's pool logic runs for every request) and measures ``sent`` before the
-connection is opened. Redirects are never followed: a 3xx is a response like any other.
+``NO_PROXY`` from the environment, read as the standard library reads them), each worker drives httpcore's
+``AsyncHTTPProxy`` of one connection instead (h11 underneath): forwarding for http targets, a CONNECT
+tunnel for https. That path is slower (httpcore's pool logic runs for every request) and measures ``sent``
+before the connection is opened. Redirects are never followed: a 3xx is a response like any other.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, cast
 from urllib.parse import quote
 
+import h11
 import httpcore
-import httpcore._synchronization as httpcore_sync
 import httpx
 
 from agents.engine import Sink, Unreachable, connect_first
@@ -60,6 +62,9 @@ from agents.http_request import BODY_METHODS, PRINTABLE, field_value, host_heade
 from agents.pool import Pool
 from loadgen import __version__
 from loadgen.profile import RequestSpec
+
+READ_SIZE = 64 * 1024
+"""The most a read hands h11 at a time."""
 
 READ_HIGH_WATER = 256 * 1024
 """Bytes buffered from the server before the stream stops reading the socket until the worker catches up."""
@@ -92,6 +97,14 @@ def build_request(spec: RequestSpec, scheme: str, host: str, port: int, prefix: 
     return httpcore.Request(token("method", spec.method), url, headers=headers, content=content)
 
 
+END_OF_MESSAGE = h11.EndOfMessage()
+
+
+def direct_request(request: httpcore.Request) -> h11.Request:
+    """The h11 request event for ``request``: built and checked once, sent as it is every time."""
+    return h11.Request(method=request.method, target=request.url.target, headers=request.headers)
+
+
 class _NoBody:
     """The body of a request without one: no chunks at all. (httpcore turns ``b""`` into one empty chunk,
     which costs an h11 ``Data`` event and a call down to the stream per request, for nothing.)"""
@@ -122,26 +135,13 @@ def category(exc: BaseException, lost: bool) -> str:
         return "timeout"
     if isinstance(exc, httpcore.ConnectError | httpcore.ProxyError | ConnectionRefusedError | ssl.SSLError):
         return "connect"
-    if isinstance(exc, httpcore.ProtocolError):
+    if isinstance(exc, httpcore.ProtocolError | h11.ProtocolError):
         # h11 calls an early close a protocol error; it is the connection breaking, as in the fast engine.
         text = str(exc)
         return "reset" if lost or "disconnected" in text or "peer closed" in text else "protocol"
     if isinstance(exc, httpcore.NetworkError | OSError):
         return "reset"
     return "protocol"
-
-
-def uncontended_lock(connection: httpcore.AsyncHTTP11Connection) -> None:
-    """Give ``connection`` an ``asyncio.Lock`` for its state lock, if it has httpcore's.
-
-    httpcore takes the lock twice per request (to start it and when the response is closed). Its lock is
-    anyio's, which yields to the event loop on every acquisition, even uncontended: two extra trips round
-    the loop per request, with anyio's cancel scope on each. An ``asyncio.Lock`` gives the same mutual
-    exclusion and takes a free lock without yielding. A worker runs one request at a time on its
-    connection, so the lock is never contended here anyway. Left alone if httpcore changes.
-    """
-    if isinstance(getattr(connection, "_state_lock", None), httpcore_sync.AsyncLock):
-        connection._state_lock = asyncio.Lock()  # type: ignore[assignment]
 
 
 # --- the byte stream under each connection
@@ -316,6 +316,7 @@ class _Worker:
     __slots__ = (
         "closed",
         "connection",
+        "h11",
         "intended",
         "req",
         "sent",
@@ -326,10 +327,11 @@ class _Worker:
     )
 
     def __init__(self) -> None:
-        # The direct path: an httpcore HTTP/1.1 connection over our stream. The proxy path: a one-connection
-        # httpcore proxy pool (``stream`` stays None).
-        self.connection: httpcore.AsyncHTTP11Connection | httpcore.AsyncHTTPProxy | None = None
+        # The direct path: h11's state machine over our stream. The proxy path: a one-connection httpcore
+        # proxy pool (``stream`` and ``h11`` stay None).
+        self.h11: h11.Connection | None = None
         self.stream: _Stream | None = None
+        self.connection: httpcore.AsyncHTTPProxy | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake: asyncio.Future[None] | None = None  # set while parked
         self.req = -1
@@ -349,9 +351,11 @@ class _Worker:
             wake.set_result(None)
 
     def usable(self) -> bool:
+        """The connection can carry a request now (direct: open, and h11 ready for a new exchange)."""
         if self.stream is None:
             return self.connection is not None
-        return not self.stream.protocol.lost and not self.connection.is_closed()  # type: ignore[union-attr]
+        h = self.h11
+        return h is not None and h.our_state is h11.IDLE and not self.stream.protocol.lost
 
 
 class _Body(Protocol):
@@ -400,7 +404,8 @@ class HttpxEngine:
         self._proxy = proxy if proxy is not None else environment_proxy(target) if trust_env else None
         self._trust_env = trust_env
         self._requests = [build_request(spec, scheme, self._host, self._port, prefix) for spec in requests]
-        self._origin = httpcore.Origin(scheme.encode(), self._host.encode("idna"), self._port)
+        pairs = zip(self._requests, requests, strict=True)
+        self._direct = [(direct_request(request), spec.body) for request, spec in pairs]
         self._on_response = sink.response
         self._timeout = timeout
         self._clock = clock
@@ -477,8 +482,7 @@ class HttpxEngine:
             server_hostname=self._host if self._tls else None,
         )
         worker.stream = stream
-        worker.connection = connection = httpcore.AsyncHTTP11Connection(self._origin, stream)
-        uncontended_lock(connection)
+        worker.h11 = h11.Connection(h11.CLIENT)
 
     async def _first(self, address: str) -> _Worker:
         """A worker with a connection to ``address`` (the first one, opened by :meth:`start`)."""
@@ -525,7 +529,6 @@ class HttpxEngine:
         pool = self._pool
         req = worker.req
         intended = worker.intended
-        connection = worker.connection
         if not worker.usable():  # closed by the server (idle timeout, Connection: close) or broken
             await self._close(worker)
             try:
@@ -533,15 +536,12 @@ class HttpxEngine:
             except (OSError, TimeoutError):
                 pool.failed(worker, "connect", self._clock())
                 raise _Retired from None
-            connection = worker.connection
-        assert connection is not None
         sent = worker.sent = self._clock()
         try:
-            response = await connection.handle_async_request(self._requests[req])
-            body = cast(_Body, response.stream)  # what Response.aclose() closes, without its type checks
-            async for _ in body:
-                pass
-            await body.aclose()
+            if worker.stream is not None:
+                status = await self._direct_exchange(worker, req)
+            else:
+                status = await self._proxied_exchange(worker, req)
         except Exception as exc:
             done = self._clock()
             lost = worker.stream is not None and worker.stream.protocol.lost
@@ -556,11 +556,54 @@ class HttpxEngine:
         worker.req = -1
         pool.in_flight -= 1
         pool.release(worker)  # before reporting: see agents.pool
-        self._on_response(req, intended, sent, done, response.status)
+        self._on_response(req, intended, sent, done, status)
+
+    async def _direct_exchange(self, worker: _Worker, req: int) -> int:
+        """Request ``req`` on the worker's own connection, driven through h11; the response is read to its
+        end and its status returned. The connection stays usable only if h11 says it can be reused."""
+        connection = worker.h11
+        stream = worker.stream
+        assert connection is not None and stream is not None
+        request, body = self._direct[req]
+        data = connection.send(request)
+        if body:
+            data += connection.send(h11.Data(data=body))
+        data += connection.send(END_OF_MESSAGE)  # b"" for a body with a Content-Length
+        await stream.write(data)  # headers and body in one write
+        status = 0
+        next_event = connection.next_event
+        while True:
+            event = next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await stream.read(READ_SIZE))  # b"": the server closed
+                continue
+            kind = type(event)
+            if kind is h11.EndOfMessage:
+                break
+            if kind is h11.Response:
+                status = event.status_code  # type: ignore[union-attr]
+            elif kind is h11.ConnectionClosed:
+                raise httpcore.RemoteProtocolError("Server disconnected without sending a response.")
+            # Data is read and dropped; an InformationalResponse (1xx) is followed by the real one.
+        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+            connection.start_next_cycle()  # keep-alive; otherwise usable() is False and the next reopens
+        return status
+
+    async def _proxied_exchange(self, worker: _Worker, req: int) -> int:
+        """Request ``req`` through the worker's one-connection httpcore proxy pool."""
+        connection = worker.connection
+        assert connection is not None
+        response = await connection.handle_async_request(self._requests[req])
+        body = cast(_Body, response.stream)  # what Response.aclose() closes, without its type checks
+        async for _ in body:
+            pass
+        await body.aclose()
+        return response.status
 
     async def _close(self, worker: _Worker) -> None:
         connection, worker.connection = worker.connection, None
         stream, worker.stream = worker.stream, None
+        worker.h11 = None
         if stream is not None:
             stream.abort()
         elif connection is not None:

@@ -556,7 +556,8 @@ What limits what, as measured by this run (the sections below have the details):
    burst of responses, the once-a-second histogram fold, a moment this shared machine gives to something
    else) delays the arrivals due meanwhile. Further past it the agent runs out of CPU, requests queue for
    connections up to `max_in_flight`, and arrivals beyond that are dropped and counted (section 2).
-3. **The httpx engine is limited by httpcore and h11** (section 4), whatever the number of connections.
+3. **The httpx engine is limited by h11** (section 4), whatever the number of connections: h11's response
+   parsing is most of its CPU per request.
 4. **The coordinator** at {sim_agents} agents: {sim_cpu} of a core on average (section 5)."""
 
 
@@ -565,37 +566,47 @@ How the httpx engine is built, and why (measured while writing it; the table abo
 figures). Stock `httpx.AsyncClient` collapses with concurrency because httpcore's connection pool scans
 every connection for every queued request and polls each idle socket on the way: about 1,200 requests/s at
 1 connection and 200/s at 50 in our first measurements, and `httpcore.AsyncConnectionPool` on its own is no
-better (about 1,800/s and 230/s). One `httpcore.AsyncHTTP11Connection` (httpx's HTTP/1.1 over h11) does
-4,500-6,500/s and does not care how many others there are. So `agents/httpx_engine.py` keeps that connection
-class and replaces the two layers around it: the pool policy is the fast engine's (LIFO idle stack, FIFO of
-pending requests, one more connection opened while pending requests outnumber those being opened), and the
-byte stream is a plain `asyncio.Protocol` instead of anyio's. One worker coroutine serves each connection; a
-task per request instead would cost {task} µs against {wake} µs for waking a parked worker through a
-future: both small next to the ~130 µs httpcore and h11 spend per request, which is what limits this
-engine."""
+better (about 1,800/s and 230/s). One `httpcore.AsyncHTTP11Connection` (httpx's HTTP/1.1 over h11) does not
+care how many others there are, but spends as much CPU around h11 as h11 itself (about 185 µs per request
+against 95 µs for h11 driven directly, closed loop at 50 and 1,000 connections, same machine, same minute;
+open model: 5,000 arrivals/s took 82% of the core and a send lag p99 of 45 ms through httpcore's connection,
+40% and 1.7 ms through h11 directly). So `agents/httpx_engine.py` drives `h11.Connection` itself (httpcore
+only for proxies); the pool policy is the fast engine's (LIFO idle stack, FIFO of pending requests, one more
+connection opened while pending requests outnumber those being opened), and the byte stream is a plain
+`asyncio.Protocol` instead of anyio's. One worker coroutine serves each connection; a task per request
+instead would cost {task} µs against {wake} µs for waking a parked worker through a future: both small next
+to what h11 spends per request, which is what limits this engine."""
 
 
 NEXT_STEPS = """\
-Changes to files this work did not own, with the numbers that argue for them:
+What the figures above point at next:
 
-- **Fast engine (`agents/fast_engine.py`): bound the connects in progress.** `_top_up` opens one connection
-  per pending request; after any pause that is thousands of connects at once (section 2, `max connections`),
-  which is what turns a moment behind into a collapse. Opening at most a few at a time (the httpx engine
-  uses `MAX_OPENING = 16`) lets a backlog drain over the warm connections. In this suite's httpx engine
-  trials the bound turned a collapse at 5,200/s (827 requests/s achieved, send lag p99 880 ms, in a run
-  before the change) into graceful saturation (section 2).
-- **Coordinator memory (`coordinator/`).** Its RSS grows steadily with agents x seconds (section 5: about
-  3 KB per agent per second with 1,000 agents, and about 300 MiB per hour with one agent in section 6), so
-  an 8-hour run with a large fleet would not fit. Before the scratch-array merge, tracemalloc on an
-  in-process coordinator with 200 simulated agents put the growth in HDR histograms allocated while merging
-  intervals (`Coordinator._on_interval` -> `RunAggregate.add`) that stay alive after their second closes;
-  that is the first place to look again.
-- **httpx engine.** What is left under httpcore's connection is h11's state machine and httpcore's
-  per-request `Trace` contexts and anyio lock; 10,000 requests/s on one core would need a different
-  HTTP/1.1 implementation under httpx's API, and then it would not be the httpx engine. It is the engine for
-  features (httpx's TLS defaults, proxies, h11's strictness), not for speed.
+- **Fast engine past its highest rate.** Offered more than it can send, the agent does not level off at its
+  maximum: its event loop falls into long iterations (tens of milliseconds, thousands of connections in
+  flight) where each request costs more CPU, and the achieved rate has been seen anywhere from a third to
+  all of the offered rate in runs a minute apart. Every arrival is still accounted for (sent, or dropped
+  and counted) and the run is flagged, but a steadier overload would need the agent to bound its own
+  concurrency (connections and in-flight requests) to what its CPU can serve.
+- **Fast engine per request.** Its kernel share is wrk's (a write and a read per request); what is left
+  above it is a few µs of Python per request (arrival, submit, parse callback, record). 100,000/s on one
+  core needs the whole request, kernel included, under 10 µs.
+- **httpx engine.** What is left is h11 itself (most of it parsing the response's status line and
+  headers); going faster would mean another HTTP/1.1 parser, and then it would not be httpx's machinery.
+  It is the engine for features (httpx's TLS defaults, proxies, h11's strictness), not for speed.
+- **Coordinator at 1,000 agents.** What is left per interval is decompressing and adding each agent's
+  histograms; a lighter wire form (sparse, uncompressed counts) or relays in front of it would cut that.
 
-Done while this suite was written (by the owners of those files, on these measurements):
+Done while this suite was written (on these measurements):
+
+- **Fast engine: bound the connects in progress** (`MAX_OPENING`, and none while the event loop is behind):
+  after a pause it opened one connection per pending request, thousands at once, which turned a moment
+  behind into a collapse. In this suite's httpx engine trials the bound turned a collapse at 5,200/s (827
+  requests/s achieved, send lag p99 880 ms) into graceful saturation.
+- **Coordinator memory.** Its RSS grew with agents x seconds (about 3 KB per agent per second with 1,000
+  agents): hdrhistogram's histograms point at themselves through their encoder, so every dropped histogram
+  waited for the cycle collector, and glibc kept the freed 180 KiB blocks fragmented. Histograms are now
+  freed by reference counting and the allocator's mmap threshold is fixed (section 5 and 6).
+- **httpx engine: h11 directly** instead of httpcore's connection (see section 4): half the CPU per request.
 
 - **Coordinator: merge encoded histograms through a reusable scratch array** instead of decoding each into a
   new full-size histogram (23,552 counters) and adding it: the coordinator with 1,000 simulated agents went

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable
-from typing import cast
 
+import h11
 import httpcore
 import pytest
 
@@ -17,8 +17,8 @@ from agents.httpx_engine import (
     HttpxEngine,
     build_request,
     category,
+    direct_request,
     environment_proxy,
-    uncontended_lock,
 )
 from loadgen import __version__
 from loadgen.profile import RequestSpec
@@ -72,13 +72,17 @@ def test_a_request_without_a_body_has_no_chunks_and_one_with_a_body_has_it() -> 
     run(test)
 
 
-def test_the_connection_state_lock_is_asyncio_s() -> None:
-    """httpcore's own lock yields to the event loop on every acquisition; ours must replace it (if this
-    fails after an httpcore upgrade, the attribute moved and the engine is slower, not wrong)."""
-    origin = httpcore.Origin(b"http", b"h", 80)
-    connection = httpcore.AsyncHTTP11Connection(origin, cast(httpcore.AsyncNetworkStream, None))
-    uncontended_lock(connection)
-    assert isinstance(connection._state_lock, asyncio.Lock)
+def test_the_direct_request_is_the_same_request_for_h11() -> None:
+    """What goes on the wire without a proxy: the same method, target and headers, in the same order and
+    case, as h11 writes them."""
+    spec = RequestSpec(name="p", method="POST", path="/items?x=1", headers=(("X-A", "b"),), body=b"hello")
+    event = direct_request(build_request(spec, "http", "example.com", 8080, "/api"))
+    connection = h11.Connection(h11.CLIENT)
+    assert connection.send(event) == (
+        b"POST /api/items?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n"
+        + f"User-Agent: loadgen/{__version__}\r\n".encode()
+        + b"X-A: b\r\nContent-Length: 5\r\n\r\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -103,6 +107,9 @@ def test_request_refuses_injection(spec: RequestSpec) -> None:
         (httpcore.RemoteProtocolError("illegal status line"), False, "protocol"),
         (httpcore.RemoteProtocolError("illegal status line"), True, "reset"),
         (httpcore.RemoteProtocolError("Server disconnected without sending a response."), False, "reset"),
+        (h11.RemoteProtocolError("malformed data"), False, "protocol"),
+        (h11.RemoteProtocolError("peer unexpectedly closed connection"), True, "reset"),
+        (h11.LocalProtocolError("Too much data for declared Content-Length"), False, "protocol"),
         (httpcore.ReadError("connection reset"), False, "reset"),
         (ConnectionResetError(), False, "reset"),
         (RuntimeError("?"), False, "protocol"),
