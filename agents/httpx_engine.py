@@ -63,6 +63,9 @@ from agents.pool import Pool
 from loadgen import __version__
 from loadgen.profile import RequestSpec
 
+MAX_HEAD_BYTES = 100 * 1024
+"""The longest response head (status line and headers) accepted, as httpx accepts: longer is ``protocol``."""
+
 READ_SIZE = 64 * 1024
 """The most a read hands h11 at a time."""
 
@@ -482,7 +485,7 @@ class HttpxEngine:
             server_hostname=self._host if self._tls else None,
         )
         worker.stream = stream
-        worker.h11 = h11.Connection(h11.CLIENT)
+        worker.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
 
     async def _first(self, address: str) -> _Worker:
         """A worker with a connection to ``address`` (the first one, opened by :meth:`start`)."""

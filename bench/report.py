@@ -190,9 +190,9 @@ def _summary(f: Figures, add: Any) -> None:
         ),
         (f"coordinator with {agents} agents under half a core", f"{_pct(cpu)} of a core", _at_most(cpu, 0.5)),
         (
-            f"coordinator memory flat ({agents} agents; growth over the second half of the run)",
-            f"{_mib(slope)}/h",
-            _at_most(slope, FLAT),
+            f"coordinator memory flat ({agents} agents, second half of a {sim.get('seconds', '-')} s run)",
+            _envelope_text(sim.get("rss_envelope"), slope),
+            no_growth(sim.get("rss_envelope"), FLAT) if sim.get("rss_envelope") else _at_most(slope, FLAT),
         ),
         (
             f"agent memory flat over a {soak.get('seconds', '-')} s soak (under 1 MiB/h after warm-up)",

@@ -1,8 +1,9 @@
 """The benchmark suite behind ``make bench``: measures, then writes docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py              # the full suite, about 15 minutes
+    .venv/bin/python bench/run.py              # the full suite, about 25 minutes
     BENCH_QUICK=1 .venv/bin/python bench/run.py  # shorter trials, about 5 minutes
     BENCH_SOAK_S=1200 .venv/bin/python bench/run.py  # the full suite with a 20-minute soak
+    BENCH_SIM_S=120 .venv/bin/python bench/run.py  # a 2-minute coordinator simulation (10 by default)
 
 In one run on one machine, with the generator pinned to core 0 and nginx to core 1:
 
@@ -44,6 +45,7 @@ from sampling import sample_hot_path
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SOAK_S = int(os.environ.get("BENCH_SOAK_S", "0") or 0)  # the soak's length in seconds, if not the plan's
+SIM_S = int(os.environ.get("BENCH_SIM_S", "0") or 0)  # the coordinator simulation's length, if not the plan's
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ FULL = Plan(
     closed_s=5.0,
     closed={"fast": (1, 10, 100, 1000), "httpx": (1, 10, 100, 1000), "httpx-client": (1, 10, 100, 1000)},
     sim_agents=1000,
-    sim_s=60,
+    sim_s=600,
     soak_s=300,
 )
 SHORT = Plan(
@@ -232,8 +234,10 @@ def coordinator_sim(plan: Plan, work: Path) -> dict[str, Any]:
         "rss_start": rss[0][1] if rss else None,
         "rss_end": rss[-1][1] if rss else None,
         "rss_max": max((v for _, v in rss if v is not None), default=None),
-        # After a warm-up: the second half of the run.
+        # After a warm-up (libzmq's buffers and the allocator's arenas grow for the first few minutes): the
+        # second half of the run, judged like the soak (peak of its first and last third).
         "rss_slope_h": lib.slope_per_hour([(t, float(v)) for t, v in rss[len(rss) // 2 :] if v is not None]),
+        "rss_envelope": lib.envelope([(t, float(v)) for t, v in rss[len(rss) // 2 :] if v is not None]),
         "rss_series": [(t, v) for i, (t, v) in enumerate(rss) if i % max(1, len(rss) // 8) == 0],
         "results_ok": results.get("totals", {}).get("ok"),
         "expected_ok": expected_ok,
@@ -390,6 +394,8 @@ def main() -> int:
     plan = SHORT if QUICK else FULL
     if SOAK_S > 0:
         plan = dataclasses.replace(plan, soak_s=SOAK_S)
+    if SIM_S > 0:
+        plan = dataclasses.replace(plan, sim_s=SIM_S)
     began = time.monotonic()
     figures = Figures(quick=QUICK, started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     figures.load_before = Path("/proc/loadavg").read_text().strip()

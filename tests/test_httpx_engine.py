@@ -141,6 +141,43 @@ def test_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.integration
+def test_long_response_heads_are_read_up_to_httpx_s_limit() -> None:
+    """A head of 50 KiB that arrives in two parts is a response (h11's own default gives up once 16 KiB
+    are buffered without the head's end); one of 300 KiB, which httpx refuses too (at 100 KiB), is a
+    protocol error."""
+    pad = "X-Pad: " + "a" * 1000 + "\r\n"
+
+    def long_head(transport: asyncio.Transport, received: Received) -> None:
+        lines = 50 if received.url == b"/long" else 300
+        data = reply(200, b"ok", extra=pad * lines)
+        transport.write(data[: len(data) // 2])
+
+        def rest() -> None:
+            if not transport.is_closing():  # the client may have given up on the first part
+                transport.write(data[len(data) // 2 :])
+
+        asyncio.get_running_loop().call_later(0.01, rest)
+
+    async def test() -> None:
+        async with ScriptedServer(long_head) as server:
+            engine, sink = engine_for(server.port, [get("/long"), get("/too-long")])
+
+            async def body(engine: HttpxEngine) -> None:
+                for req in (0, 1, 0):
+                    engine.submit(req, time.monotonic())
+                    await engine.drain(time.monotonic() + 2)
+
+            await with_engine(engine, body)
+        assert [(o.req, o.status, o.category) for o in sink.outcomes] == [
+            (0, 200, ""),
+            (1, 0, "protocol"),
+            (0, 200, ""),
+        ]
+
+    run(test)
+
+
+@pytest.mark.integration
 def test_a_response_delimited_by_closing_is_read_to_the_end() -> None:
     """h11 knows a body without a length ends when the server closes (the fast engine cannot)."""
 
