@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 from collections import Counter
 
 from hdrh.histogram import HdrHistogram
@@ -100,3 +102,46 @@ def test_histograms_are_freed_without_the_cycle_collector() -> None:
         assert [r() for r in refs] == [None] * 4
     finally:
         gc.enable()
+
+
+def test_the_fold_yields_in_short_slices_that_grow_with_the_loop_s_iterations() -> None:
+    """A quick loop gets the loop back after SLICE of folding; a loop whose iterations are long gets it back
+    after SLICE_SHARE of an iteration, so that a busy second's fold still ends in a bounded number of
+    iterations (a fake clock: each step of the fold is 0.1 ms of work, each loop iteration ``wait``)."""
+    from agents.recorder import SLICE, SLICE_SHARE, _Pauser
+
+    def steps_per_yield(wait: float) -> list[int]:
+        now = 0.0
+        runs: list[int] = []
+
+        async def other_work() -> None:  # the rest of the loop: each iteration takes ``wait``
+            nonlocal now
+            while True:
+                now += wait
+                runs.append(steps)
+                await asyncio.sleep(0)
+
+        async def main() -> None:
+            nonlocal now, steps
+            other = asyncio.ensure_future(other_work())
+            await asyncio.sleep(0)
+            runs.clear()
+            pause = _Pauser(clock=lambda: now)
+            for _ in range(200):
+                now += 0.0001
+                steps += 1
+                await pause()
+            other.cancel()
+
+        steps = 0
+        asyncio.run(main())
+        return [b - a for a, b in itertools.pairwise(runs)]
+
+    def about(seconds: float) -> set[int]:  # the steps of 0.1 ms it takes to reach a slice (float sums)
+        return {math.ceil(seconds / 0.0001 - 1e-6), math.ceil(seconds / 0.0001 - 1e-6) + 1}
+
+    quick = steps_per_yield(0.0005)  # 0.5 ms iterations: slices of SLICE (0.25 ms)
+    assert SLICE_SHARE * 0.0005 < SLICE
+    assert set(quick[1:-1]) <= about(SLICE) and len(quick) > 50
+    slow = steps_per_yield(0.02)  # 20 ms iterations: slices of a quarter of that, 5 ms
+    assert set(slow[1:-1]) <= about(SLICE_SHARE * 0.02) and len(slow) < 6
