@@ -15,9 +15,9 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 from hdrh.codec import V2_COMPRESSION_COOKIE_BASE, V2_ENCODING_COOKIE_BASE, payload_header_size
 from hdrh.histogram import HdrHistogram
-from pyhdrh import add_array as _add_array
 from pyhdrh import decode as _decode_counts
 
 LOWEST_US = 1
@@ -174,6 +174,7 @@ class Merger:
         self._lowest, self._highest = index_values()
         self._pool: list[Any] = []
         self._addresses: list[int] = []
+        self._views: list[np.ndarray[Any, np.dtype[np.int64]]] = []
         self._staged: list[tuple[int, int, int, int]] = []  # (slot, min index, max index, total)
 
     def _slot(self, i: int) -> int:
@@ -181,6 +182,7 @@ class Merger:
             array = (ctypes.c_int64 * self._len)()
             self._pool.append(array)
             self._addresses.append(ctypes.addressof(array))
+            self._views.append(np.frombuffer(memoryview(array), dtype=np.int64))
         return self._addresses[i]
 
     def _payload(self, data: bytes) -> bytes:
@@ -231,8 +233,11 @@ class Merger:
         if total <= 0 or hi < 0:
             return
         lo = max(lo, 0)
-        offset = lo * 8
-        _add_array(ctypes.addressof(into.counts) + offset, self._addresses[slot] + offset, hi - lo + 1, 8)
+        # A vectorised add over the staged range: hdrhistogram's add_array adds one counter at a time, and
+        # an agent's second spans thousands of mostly empty counters (10,000: 12 µs against 2.5 µs; at
+        # 1,000 agents x 21 histograms a second that was a quarter of the coordinator's core).
+        target = np.frombuffer(into.counts, dtype=np.int64)[lo : hi + 1]
+        np.add(target, self._views[slot][lo : hi + 1], out=target)
         into.total_count += total
         high = self._highest[hi]
         if high > into.max_value:  # noqa: PLR1730 - cheaper than max() on the hottest path
