@@ -581,9 +581,9 @@ class HttpxEngine:
                 connection.receive_data(await stream.read(READ_SIZE))  # b"": the server closed
                 continue
             kind = type(event)
-            if kind is h11.EndOfMessage:
-                break
-            if kind is h11.Response:
+            if kind is h11.EndOfMessage or event is h11.PAUSED:
+                break  # PAUSED: the server switched protocols (101); the connection is not reused
+            if kind is h11.Response or kind is h11.InformationalResponse:
                 status = event.status_code  # type: ignore[union-attr]
             elif kind is h11.ConnectionClosed:
                 raise httpcore.RemoteProtocolError("Server disconnected without sending a response.")

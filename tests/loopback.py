@@ -11,6 +11,7 @@ fails it if the loop logged an exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import ssl
@@ -136,7 +137,9 @@ class _ScriptedProtocol(asyncio.Protocol):
         self.server.open.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
+        # A request to switch protocols is answered by the script; what follows it is not HTTP/1.1.
+        with contextlib.suppress(httptools.HttpParserUpgrade):
+            self.parser.feed_data(data)
 
     def on_url(self, url: bytes) -> None:
         self.url += url

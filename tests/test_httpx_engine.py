@@ -141,6 +141,32 @@ def test_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.integration
+def test_a_switch_of_protocols_is_a_response_and_the_connection_is_not_reused() -> None:
+    """A request that proposes an upgrade and gets 101: reported as a response, and the next request goes
+    on a new connection (h11 pauses the old one) instead of waiting on it for ever."""
+    upgrade = RequestSpec(name="ws", headers=(("Connection", "Upgrade"), ("Upgrade", "websocket")))
+
+    async def test() -> None:
+        script = answer(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        async with ScriptedServer(script) as server:
+            engine, sink = engine_for(server.port, [upgrade])
+
+            async def body(engine: HttpxEngine) -> None:
+                for _ in range(2):
+                    engine.submit(0, time.monotonic())
+                    await engine.drain(time.monotonic() + 2)
+                assert engine.in_flight == 0
+
+            await with_engine(engine, body)
+        assert sink.statuses == [101, 101]
+        assert server.connections == 2
+
+    run(test)
+
+
+@pytest.mark.integration
 def test_long_response_heads_are_read_up_to_httpx_s_limit() -> None:
     """A head of 50 KiB that arrives in two parts is a response (h11's own default gives up once 16 KiB
     are buffered without the head's end); one of 300 KiB, which httpx refuses too (at 100 KiB), is a
