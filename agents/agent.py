@@ -254,7 +254,7 @@ class Agent:
         recorder = Recorder([r.name for r in profile.requests])
         try:
             engine = self._engine_factory(
-                start.engine, profile.target, profile.requests, recorder, load.timeout, load.max_in_flight
+                start.engine, profile.target, profile.requests, recorder, load.timeout, load.connection_limit
             )
         except ValueError as exc:
             await self._send(Refused(f"cannot drive {profile.target}: {exc}"))

@@ -167,6 +167,12 @@ def _summary(profile: Profile, curve: RateCurve) -> str:
         ("peak rate", f"{format_rate(curve.peak_rate)}/s"),
         ("arrival", f"{load.arrival}, timeout {format_duration(load.timeout)}"),
         ("in flight", f"at most {load.max_in_flight:,}"),
+        (
+            "connections",
+            f"at most {load.max_connections:,} per agent (more requests wait for one)"
+            if load.max_connections
+            else "as many as the requests in flight need",
+        ),
     ]
     if profile.thresholds:
         lines.append(("thresholds", ", ".join(profile.thresholds)))

@@ -42,10 +42,16 @@ class LoadSpec:
     timeout: float = 10.0
     max_in_flight: int = 10_000
     stages: tuple[Stage, ...] = ()
+    max_connections: int | None = None  # per agent; None: as many as the requests in flight need
 
     @property
     def duration(self) -> float:
         return sum(s.duration for s in self.stages)
+
+    @property
+    def connection_limit(self) -> int:
+        """The most connections one agent opens: ``max_connections``, or one per request in flight."""
+        return self.max_connections or self.max_in_flight
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class Profile:
                 "start_rate": self.load.start_rate,
                 "timeout": self.load.timeout,
                 "max_in_flight": self.load.max_in_flight,
+                "max_connections": self.load.max_connections,
                 "stages": [[s.duration, s.rate] for s in self.load.stages],
             },
             "requests": [
@@ -106,7 +113,10 @@ class Profile:
             timeout=float(load["timeout"]),
             max_in_flight=int(load["max_in_flight"]),
             stages=stages,
+            max_connections=None if load.get("max_connections") is None else int(load["max_connections"]),
         )
+        if spec.max_connections is not None and not 1 <= spec.max_connections <= spec.max_in_flight:
+            raise ValueError(f"max_connections {spec.max_connections} outside 1..max_in_flight")
         requests = tuple(
             RequestSpec(
                 name=str(r["name"]),

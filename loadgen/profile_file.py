@@ -16,6 +16,7 @@ The format::
     start_rate = 0                       # requests/s at t=0 (not with a shape, which starts from 0)
     timeout = "10s"                      # per request, > 0
     max_in_flight = 10000                # integer >= 1
+    max_connections = 200                # integer 1..max_in_flight (default: as many as in flight)
     stages = [{ duration = "30s", rate = 200 }]   # or a [load.shape] table, see loadgen.shapes
 
     [[requests]]
@@ -46,7 +47,7 @@ from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, pars
 from loadgen.thresholds import parse_threshold
 
 TOP_KEYS = ("name", "target", "thresholds", "abort_on_fail", "abort_grace", "budget", "load", "requests")
-LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "stages", "shape")
+LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "max_connections", "stages", "shape")
 STAGE_KEYS = ("duration", "rate")
 REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body", "cost")
 
@@ -249,6 +250,18 @@ def _load(table: Mapping[str, object]) -> LoadSpec:
     max_in_flight = table.get("max_in_flight", 10_000)
     if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
         raise _Invalid("load.max_in_flight", f"expected a whole number >= 1, got {describe(max_in_flight)}")
+    max_connections = table.get("max_connections")
+    if max_connections is not None:
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise _Invalid(
+                "load.max_connections", f"expected a whole number >= 1, got {describe(max_connections)}"
+            )
+        if max_connections > max_in_flight:
+            raise _Invalid(
+                "load.max_connections",
+                f"{max_connections} is more than load.max_in_flight ({max_in_flight}): a connection carries "
+                "one request at a time, so the extra ones would never be used",
+            )
     if "stages" in table and "shape" in table:
         raise _Invalid("load.shape", "give either stages or a shape, not both")
     if "shape" in table:
@@ -266,7 +279,7 @@ def _load(table: Mapping[str, object]) -> LoadSpec:
         raise _Invalid(field, "total duration is 0s; at least one stage must last longer than 0s")
     if curve.total <= 0:
         raise _Invalid(field, "the rate is 0 throughout; no request would be sent")
-    return LoadSpec(arrival, start_rate, timeout, max_in_flight, stages)
+    return LoadSpec(arrival, start_rate, timeout, max_in_flight, stages, max_connections)
 
 
 def _stages(value: object) -> tuple[Stage, ...]:

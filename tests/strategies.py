@@ -53,14 +53,21 @@ def stage_lists(min_size: int = 1, max_size: int = 8) -> st.SearchStrategy[tuple
 
 def load_specs() -> st.SearchStrategy[LoadSpec]:
     """A load that sends something: the rate curve's integral is above 0."""
-    return st.builds(
-        LoadSpec,
-        arrival=st.sampled_from(ARRIVAL_KINDS),
-        start_rate=rates(),
-        timeout=durations(0.001, 600.0),
-        max_in_flight=st.integers(1, 1_000_000),
-        stages=stage_lists(),
-    ).filter(lambda load: RateCurve(load.start_rate, load.stages).total > 0)
+    return (
+        st.integers(1, 1_000_000)
+        .flatmap(
+            lambda max_in_flight: st.builds(
+                LoadSpec,
+                arrival=st.sampled_from(ARRIVAL_KINDS),
+                start_rate=rates(),
+                timeout=durations(0.001, 600.0),
+                max_in_flight=st.just(max_in_flight),
+                stages=stage_lists(),
+                max_connections=st.none() | st.integers(1, max_in_flight),
+            )
+        )
+        .filter(lambda load: RateCurve(load.start_rate, load.stages).total > 0)
+    )
 
 
 _PATH_CHARS = st.characters(codec="ascii", categories=("L", "N"), include_characters="/-._~?=&%")
@@ -112,6 +119,7 @@ def profile_doc(profile: Profile) -> dict[str, Any]:
             "start_rate": load.start_rate,
             "timeout": load.timeout,
             "max_in_flight": load.max_in_flight,
+            **({} if load.max_connections is None else {"max_connections": load.max_connections}),
             "stages": [{"duration": s.duration, "rate": s.rate} for s in load.stages],
         },
         "requests": [

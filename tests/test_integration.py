@@ -256,3 +256,32 @@ def test_httpx_engine_runs_the_same_profile(target: Target, tmp_path: Path) -> N
     res = read_results(tmp_path / "out")
     _accounted(res)
     assert res["totals"]["ok"] == 200 == target.stats()["by_path"]["/"]
+
+
+def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
+    target: Target, tmp_path: Path
+) -> None:
+    """6 requests in flight at a time are needed (100/s, 60 ms each); 4 connections carry them, so requests
+    queue in the agent. Every one is still sent and answered, and the wait counts in latency (from the
+    intended time), not in service time."""
+    target.reset()
+    before = target.stats()["connections_total"]
+    prof = tmp_path / "capped.toml"
+    prof.write_text(
+        f'name = "capped"\ntarget = "{target.url}"\n\n[load]\narrival = "constant"\ntimeout = "5s"\n'
+        'max_connections = 4\nstages = [{duration = "0s", rate = 100}, {duration = "2s", rate = 100}]\n\n'
+        '[[requests]]\npath = "/delay?ms=60"\n'
+    )
+    proc = loadgen_bg("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["ok"] == 200
+    assert target.stats()["connections_total"] - before - 1 <= 4  # less the connection asking for the stats
+    # 4 connections serve about 66/s of the 100/s: the queue grows to about 70 requests by the end
+    assert res["latency_ms"]["max"] >= 500
+    assert res["service_ms"]["p99"] < 200

@@ -299,6 +299,19 @@ CASES: list[tuple[str, Edit, str, str]] = [
     ("in flight 0", put("load.max_in_flight", 0), "load.max_in_flight", "whole number >= 1, got number 0"),
     ("in flight float", put("load.max_in_flight", 5.5), "load.max_in_flight", "whole number >= 1"),
     ("in flight bool", put("load.max_in_flight", True), "load.max_in_flight", "got boolean true"),
+    (
+        "connections 0",
+        put("load.max_connections", 0),
+        "load.max_connections",
+        "whole number >= 1, got number 0",
+    ),
+    ("connections text", put("load.max_connections", "4"), "load.max_connections", "got string '4'"),
+    (
+        "connections over in flight",
+        put("load.max_connections", 20_000),
+        "load.max_connections",
+        "20000 is more than load.max_in_flight (10000)",
+    ),
     ("no stages", drop("load.stages"), "load.stages", "missing; give stages = [{ duration"),
     ("both", put("load.shape", {"kind": "soak"}), "load.shape", "give either stages or a shape, not both"),
     ("stages not list", put("load.stages", {"duration": 1}), "load.stages", "expected an array of tables"),
@@ -465,12 +478,14 @@ def test_values_are_converted() -> None:
     d["abort_on_fail"] = True
     d["abort_grace"] = "30s"
     d["budget"] = 12.5
-    d["load"].update(arrival="constant", start_rate=2, timeout="1m30s", max_in_flight=7)
+    d["load"].update(arrival="constant", start_rate=2, timeout="1m30s", max_in_flight=7, max_connections=3)
     d["requests"][0].update(method="POST", headers={"content-type": "application/json"}, body='{"q": "é"}')
     profile = parse_profile(d, "p.toml")
     assert profile.thresholds == ("p95 < 500ms", "search: p99 < 1s")
     assert (profile.abort_on_fail, profile.abort_grace, profile.budget) == (True, 30.0, 12.5)
-    assert profile.load == LoadSpec("constant", 2.0, 90.0, 7, (Stage(10, 5), Stage(5, 10)))
+    assert profile.load == LoadSpec("constant", 2.0, 90.0, 7, (Stage(10, 5), Stage(5, 10)), 3)
+    assert profile.load.connection_limit == 3
+    assert LoadSpec(max_in_flight=7).connection_limit == 7
     home = profile.requests[0]
     assert home.headers == (("content-type", "application/json"),)
     assert home.body == '{"q": "é"}'.encode()
