@@ -39,6 +39,10 @@ GEN_CORE = "0"
 TARGET_CORE = "1"
 NICE = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
 """Generator and target run at a higher priority than anything else on the machine, when we may."""
+TARGET_FULL = 0.95
+"""The target's core busier than this (over the busiest window of a trial) counts as full."""
+AGENT_FULL = 0.90
+"""An agent using less of its core than this had CPU to spare."""
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -254,6 +258,7 @@ class Sample:
     files: dict[str, int]
     sys: dict[int, float | None] = field(default_factory=dict)  # CPU seconds in the kernel
     connections: int | None = None  # open client connections nginx reports (stub_status), if asked
+    cores: list[tuple[int, int]] = field(default_factory=list)  # (busy, total) jiffies per core
 
 
 def nginx_connections(url: str) -> int | None:
@@ -307,6 +312,7 @@ class Sampler:
                     {str(f): f.stat().st_size if f.exists() else 0 for f in self.files},
                     connections=nginx_connections(self.nginx) if self.nginx else None,
                     sys={pid: proc_sys_seconds(pid) for pid in self.pids},
+                    cores=cores_busy(),
                 )
             )
             self._stop.wait(self.every)
@@ -324,6 +330,20 @@ class Sampler:
                 share = (c1 - c0) / (t1 - t0)
                 best = share if best is None else max(best, share)
         return best if best is not None else self.cpu_share(pid)
+
+    def busiest_core(self, core: int, window: float) -> float | None:
+        """The highest share of time ``core`` was busy (anything, ours or not) over any ``window`` seconds."""
+        points = [(s.t, s.cores[core]) for s in self.samples if len(s.cores) > core]
+        best: float | None = None
+        j = 0
+        for i, (t1, (b1, n1)) in enumerate(points):
+            while j < i and t1 - points[j][0] > window:
+                j += 1
+            t0, (b0, n0) = points[j]
+            if t1 - t0 >= 0.8 * window and n1 > n0:
+                share = (b1 - b0) / (n1 - n0)
+                best = share if best is None else max(best, share)
+        return best
 
     def cpu_share(self, pid: int, since: float = 0.0, until: float = float("inf")) -> float | None:
         """Mean share of one core used by ``pid`` between two monotonic times (None if unknown)."""
@@ -377,9 +397,19 @@ def no_growth(env: dict[str, float] | None, per_hour: float) -> bool | None:
 # --- trials
 
 
+def core_share(before: list[tuple[int, int]], after: list[tuple[int, int]], core: int) -> float | None:
+    """The share of time ``core`` was busy between two :func:`cores_busy` readings."""
+    if len(before) <= core or len(after) <= core:
+        return None
+    (b0, n0), (b1, n1) = before[core], after[core]
+    return (b1 - b0) / (n1 - n0) if n1 > n0 else None
+
+
 def wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
     cmd = ["taskset", "-c", GEN_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url + "/"]
+    cores = cores_busy()
     done, cpu = run_measured(cmd, timeout=seconds + 30)
+    cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
     match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     return {
         "cmd": " ".join(cmd),
@@ -396,7 +426,9 @@ def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
         *("--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url),
         *("--only-summary", "--csv", str(prefix), "--loglevel", "WARNING"),
     ]
+    cores = cores_busy()
     _, cpu = run_measured(cmd, timeout=seconds + 60)
+    cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
     rps = 0.0
     stats = Path(f"{prefix}_stats.csv")
     if stats.exists():
@@ -416,7 +448,9 @@ def closed_loop(engine: str, url: str, connections: int, seconds: float) -> dict
         *("taskset", "-c", GEN_CORE, PY, str(BENCH / "closed_loop.py"), "--engine", engine),
         *("--connections", str(connections), "--duration", str(seconds), "--url", url),
     ]
+    cores = cores_busy()
     out, cpu = run_measured(cmd, timeout=seconds + 60)
+    cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
     try:
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -488,6 +522,7 @@ class Trial:
     out: Path | None = None
     cores_busy: list[float] = field(default_factory=list)
     ramp: int = 0
+    target_busy: float | None = None  # the busiest window of the target's core (nginx, coordinator, kernel)
 
     @property
     def rps(self) -> float:
@@ -546,6 +581,22 @@ class Trial:
             and p99 <= 5.0
             and self.rps >= 0.98 * self.rate
         )
+
+    @property
+    def target_bound(self) -> bool:
+        """Did not hold while the target's core was full and the agent's was not: the target was the limit."""
+        busy = self.target_busy
+        return (
+            not self.sustained
+            and busy is not None
+            and busy >= TARGET_FULL
+            and self.agent_cpu is not None
+            and self.agent_cpu < AGENT_FULL
+        )
+
+    @property
+    def verdict(self) -> str:
+        return "holds" if self.sustained else "target-bound" if self.target_bound else "saturated"
 
 
 def open_trial(
@@ -612,4 +663,5 @@ def open_trial(
         out,
         sampler.cores_busy,
         ramp,
+        sampler.busiest_core(int(TARGET_CORE), max(1.0, seconds - 1.0)),
     )

@@ -51,9 +51,9 @@ def _yes(ok: bool | None) -> str:
 
 TRIAL_HEAD = (
     "| rate /s | achieved /s | lag p50 ms | lag p99 ms | lag p99.9 ms | lag max ms | latency p50 ms "
-    "| latency p99 ms | dropped | failed | agent CPU | coordinator CPU | cores 0/1 busy | max connections "
-    "| verdict |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "| latency p99 ms | dropped | failed | agent CPU | coordinator CPU | cores 0/1 busy "
+    "| target core, busiest | max connections | verdict |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -75,8 +75,9 @@ def _trial_row(t: Trial) -> str:
         _pct(t.agent_cpu),
         _pct(t.coordinator_cpu),
         busy,
+        _pct(getattr(t, "target_busy", None)),
         _n(t.max_connections),
-        "holds" if t.sustained else "saturated",
+        t.verdict,
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -84,7 +85,8 @@ def _trial_row(t: Trial) -> str:
 def _cpu_cells(r: dict[str, Any]) -> str:
     """CPU share, kernel part and requests per CPU-second of a closed-loop run."""
     cpu = r.get("cpu")
-    return f"{_pct(cpu)} | {_pct(r.get('kernel'))} | {_n(_div(r.get('rps'), cpu))}"
+    per_cpu = _n(_div(r.get("rps"), cpu))
+    return f"{_pct(cpu)} | {_pct(r.get('kernel'))} | {per_cpu} | {_pct(r.get('target_busy'))}"
 
 
 def best_trial(trials: list[Trial], rate: float | None) -> Trial | None:
@@ -244,7 +246,46 @@ def _findings(f: Figures) -> dict[str, str]:
         "agent_eff": _n(eff),
         "sim_agents": _n(f.sim.get("agents")),
         "sim_cpu": _pct(f.sim.get("cpu_run")),
+        "open_limit": _open_limit(f, wrk_best),
     }
+
+
+def _open_limit(f: Figures, wrk_best: dict[str, Any]) -> str:
+    """Finding 2: what stopped the fast engine's search above its highest sustained rate."""
+    fast = f.maxima.get("fast")
+    trials = f.searches.get("fast", [])
+    above = [t for t in trials if fast is not None and t.rate > fast and not t.sustained]
+    bound = [t for t in above if t.target_bound]
+    if above and len(bound) == len(above):
+        t = min(bound, key=lambda t: t.rate)
+        return TARGET_LIMIT.format(
+            rate=_n(t.rate),
+            achieved=_n(t.rps),
+            busy=_pct(t.target_busy),
+            agent=_pct(t.agent_cpu),
+            connections=_n(t.max_connections),
+            wrk_busy=_pct(wrk_best.get("target_busy")),
+            wrk_max=_n(wrk_best.get("rps")),
+        )
+    return LAG_LIMIT
+
+
+TARGET_LIMIT = """\
+2. **The target was the limit, not the agent.** Every rate tried above the highest that held failed with
+   the target's core full: at {rate}/s it was {busy} busy in the busiest window while the agent used {agent}
+   of its own ({achieved}/s achieved, {connections} connections). wrk's best run had the target's core
+   {wrk_busy} busy at {wrk_max}/s. nginx on one core serves fewer requests per second as connections grow
+   (an open-model run slightly past its capacity opens connections for the requests that queue), so the
+   agent's own ceiling is better read from its requests per CPU-second (the summary's comparison line)."""
+
+
+LAG_LIMIT = """\
+2. **The open-model rate is bounded by the send lag rule before the CPU runs out.** Just past the highest
+   rate that holds, every arrival is still sent and answered; what fails first is the p99 send lag (5 ms):
+   a single-threaded event loop sends an arrival only between callbacks, so every pause of the loop (a
+   burst of responses, the once-a-second histogram fold, a moment this shared machine gives to something
+   else) delays the arrivals due meanwhile. Further past it the agent runs out of CPU, requests queue for
+   connections up to `max_in_flight`, and arrivals beyond that are dropped and counted (section 2)."""
 
 
 def _machine(f: Figures, add: Any) -> None:
@@ -278,18 +319,23 @@ def _baselines(f: Figures, add: Any) -> None:
     add(
         "`CPU` is the share of one core the tool used over its run (user + system, from getrusage), `kernel` "
         "the part of it spent in the kernel, and `per CPU-second` the requests it completed per second of "
-        "CPU: what it would do on a core of its own if the target were never the limit."
+        "CPU: what it would do on a core of its own if the target were never the limit. `target core busy` "
+        f"is how busy core {TARGET_CORE} (nginx, and the kernel's share of loopback TCP) was over the run: "
+        "near 100%, the target was the limit, not the tool."
     )
     add("")
-    add("| tool | connections / users | requests/s | CPU | kernel | per CPU-second | command |")
-    add("|---|---:|---:|---:|---:|---:|---|")
+    add(
+        "| tool | connections / users | requests/s | CPU | kernel | per CPU-second | target core busy "
+        "| command |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in f.wrk:
         add(f"| wrk | {r['connections']} | {_n(r['rps'])} | {_cpu_cells(r)} | `{r['cmd']}` |")
     for r in f.locust:
         cells = f"{r['users']} | {_n(r['rps'])} | {_cpu_cells(r)}"
         add(f"| Locust FastHttpUser, zero wait | {cells} | `{r['cmd']}` |")
     if not f.locust:
-        add("| Locust | - | not measured: Locust could not be installed | | | | |")
+        add("| Locust | - | not measured: Locust could not be installed | | | | | |")
     add("")
 
 
@@ -370,8 +416,11 @@ def _closed_loop(f: Figures, add: Any) -> None:
         "round trip to nginx, so every engine does less there than with ten."
     )
     add("")
-    add("| engine | connections | requests/s | CPU | kernel | per CPU-second | errors | command |")
-    add("|---|---:|---:|---:|---:|---:|---|---|")
+    add(
+        "| engine | connections | requests/s | CPU | kernel | per CPU-second | target core busy | errors "
+        "| command |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---|---|")
     for r in f.closed:
         errors = r.get("errors") or "-"
         cells = f"{r.get('connections')} | {_n(r.get('rps'))} | {_cpu_cells(r)} | {errors}"
@@ -550,12 +599,7 @@ What limits what, as measured by this run (the sections below have the details):
    loop (reads, polling) at most of the agent's time; the Python of the engine, the arrival loop and the
    recorder shares the rest. So 100,000 requests/s on one core is out of reach on this machine for a
    generator that pays wrk's kernel cost plus anything at all in Python: wrk itself does {wrk_max}/s.
-2. **The open-model rate is bounded by the send lag rule before the CPU runs out.** Just past the highest
-   rate that holds, every arrival is still sent and answered; what fails first is the p99 send lag (5 ms):
-   a single-threaded event loop sends an arrival only between callbacks, so every pause of the loop (a
-   burst of responses, the once-a-second histogram fold, a moment this shared machine gives to something
-   else) delays the arrivals due meanwhile. Further past it the agent runs out of CPU, requests queue for
-   connections up to `max_in_flight`, and arrivals beyond that are dropped and counted (section 2).
+{open_limit}
 3. **The httpx engine is limited by h11** (section 4), whatever the number of connections: h11's response
    parsing is most of its CPU per request.
 4. **The coordinator** at {sim_agents} agents: {sim_cpu} of a core on average (section 5)."""

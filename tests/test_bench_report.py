@@ -17,7 +17,9 @@ import run  # noqa: E402
 import sampling  # noqa: E402
 
 
-def _trial(rate: float, achieved: float, lag_p99: float, cpu: float, kernel_s: float) -> lib.Trial:
+def _trial(
+    rate: float, achieved: float, lag_p99: float, cpu: float, kernel_s: float, target_busy: float = 0.5
+) -> lib.Trial:
     results = {
         "send_lag_ms": {"p50": 0.8, "p99": lag_p99, "p99.9": lag_p99 * 2, "max": lag_p99 * 3},
         "latency_ms": {"p50": 1.0, "p99": 3.0},
@@ -28,7 +30,9 @@ def _trial(rate: float, achieved: float, lag_p99: float, cpu: float, kernel_s: f
         lib.Sample(0.0, {1: 0.0}, {1: 1 << 20}, {}, sys={1: 0.0}),
         lib.Sample(10.0, {1: cpu * 10}, {1: 1 << 20}, {}, sys={1: kernel_s}, connections=300),
     ]
-    return lib.Trial("fast", rate, 10, results, cpu, 0.05, "cmd", samples, 1, 2, None, [60.0, 40.0], 2)
+    trial = lib.Trial("fast", rate, 10, results, cpu, 0.05, "cmd", samples, 1, 2, None, [60.0, 40.0], 2)
+    trial.target_busy = target_busy
+    return trial
 
 
 def test_trial_figures() -> None:
@@ -40,6 +44,45 @@ def test_trial_figures() -> None:
     assert held.max_connections == 300
     assert not _trial(60_000, 60_000, 6.0, 0.6, 3.0).sustained  # send lag beyond the rule
     assert not _trial(60_000, 50_000, 2.0, 0.6, 3.0).sustained  # rate not achieved
+
+
+def test_a_trial_that_fails_with_the_target_core_full_is_target_bound() -> None:
+    assert _trial(60_000, 60_000, 2.0, 0.6, 3.0, target_busy=1.0).verdict == "holds"
+    assert _trial(80_000, 50_000, 2.0, 0.6, 3.0, target_busy=0.99).verdict == "target-bound"
+    assert _trial(80_000, 50_000, 9.0, 0.95, 3.0, target_busy=0.99).verdict == "saturated"  # agent full too
+    assert _trial(80_000, 50_000, 9.0, 0.6, 3.0, target_busy=0.7).verdict == "saturated"
+
+
+def test_busiest_core_window() -> None:
+    sampler = lib.Sampler([])
+    # core 1: idle for 2 s, then fully busy for 2 s (100 jiffies per second)
+    sampler.samples = [
+        lib.Sample(float(t), {}, {}, {}, cores=[(0, 100 * t), (max(0, 100 * (t - 2)), 100 * t)])
+        for t in range(5)
+    ]
+    assert sampler.busiest_core(1, 2.0) == pytest.approx(1.0)
+    assert sampler.busiest_core(1, 4.0) == pytest.approx(0.5)
+    assert sampler.busiest_core(0, 2.0) == pytest.approx(0.0)
+    assert sampler.busiest_core(5, 2.0) is None
+
+
+def test_the_findings_name_the_target_when_it_was_the_limit(tmp_path: Path) -> None:
+    held = _trial(60_000, 60_000, 2.0, 0.6, 3.0)
+    f = run.Figures(quick=True)
+    f.wrk = [
+        {"cmd": "wrk", "rps": 66_000.0, "connections": 50, "cpu": 1.0, "kernel": 0.9, "target_busy": 1.0}
+    ]
+    f.maxima = {"fast": 60_000.0}
+    f.searches = {"fast": [held, _trial(90_000, 50_000, 9.0, 0.6, 3.0, target_busy=0.99)]}
+    path = tmp_path / "benchmarks.md"
+    report.write_report(f, path)
+    text = path.read_text()
+    assert "The target was the limit, not the agent." in text
+    assert "at 90,000/s it was 99% busy in the busiest window while the agent used 60%" in text
+    assert "| target-bound |" in text
+    f.searches = {"fast": [held, _trial(90_000, 50_000, 9.0, 0.99, 3.0, target_busy=0.99)]}
+    report.write_report(f, path)
+    assert "bounded by the send lag rule" in path.read_text()
 
 
 def test_report_renders_from_figures(tmp_path: Path) -> None:
