@@ -37,14 +37,9 @@ from coordinator.aggregate import (
 )
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.hours import HourTable
-from coordinator.results import AgentInfo, RenderedIntervals, build_results, write_json_atomic
-from coordinator.state import (
-    PackedIntervals,
-    aggregate_state,
-    read_state,
-    restore_aggregate,
-    write_state,
-)
+from coordinator.results import AgentInfo, build_results, write_json_atomic
+from coordinator.spool import IntervalSpool, SpoolMark
+from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
 from loadgen.costs import cost_of, cost_summary, judgeable_during_run
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
@@ -136,9 +131,7 @@ class Coordinator:
         self._last_heard: dict[str, float] = {}
         self._samples: dict[str, list[ClockSample]] = {}
         self.events: list[dict[str, Any]] = []
-        self.intervals: list[dict[str, Any]] = []  # append-only: checkpoints render each entry once
-        self._intervals_json = RenderedIntervals()
-        self._intervals_packed = PackedIntervals()
+        self._spool: IntervalSpool | None = None  # the closed seconds, on disk (opened when the first closes)
         self.hours = HourTable()
         self._recent: list[ClosedInterval] = []
         self._unlogged: list[ClosedInterval] = []  # closed but not yet in the interval log
@@ -189,7 +182,17 @@ class Coordinator:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return self.endpoint
 
+    @property
+    def spool(self) -> IntervalSpool:
+        """The closed seconds so far: in ``out_dir`` (a temporary file for a run without one)."""
+        if self._spool is None:
+            self._spool = IntervalSpool.create(self.config.out_dir)
+        return self._spool
+
     def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -571,7 +574,7 @@ class Coordinator:
             self._closed(c)
 
     def _closed(self, c: ClosedInterval) -> None:
-        self.intervals.append(c.summary)
+        self.spool.append(c.summary)
         self._recent = [*self._recent[-4:], c]
         if self.config.out_dir is not None:  # kept only until the next checkpoint writes the interval log
             self._unlogged.append(c)
@@ -631,7 +634,7 @@ class Coordinator:
     def _progress_line(self, now: float) -> str:
         elapsed = now - self._start_at
         duration = self.profile.load.duration
-        last = self.intervals[-1] if self.intervals else None
+        last = self.spool.tally.last
         t = self.agg.totals
         p99 = recent_p99(self._recent)
         p99s = f"{p99:.1f} ms" if p99 is not None else "-"
@@ -650,7 +653,9 @@ class Coordinator:
         for c in self.agg.close_all():
             self._closed(c)
         self.events.append({"t": round(self._now(), 3), "type": "run_finished"})
-        return self._checkpoint(results=True, final=True)
+        doc = self._checkpoint(results=True, final=True)
+        doc["intervals"] = self.spool.read()  # the reports draw the whole series: read back once, at the end
+        return doc
 
     # --- durability --------------------------------------------------------------------------------------
 
@@ -662,9 +667,9 @@ class Coordinator:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             self._write_hlog(out)
-            write_state(out, self._state(), self._intervals_packed)
+            write_state(out, self._state(self.spool.sync()))
             if results:
-                write_json_atomic(out / "results.json", doc, self._intervals_json)
+                write_json_atomic(out / "results.json", doc, self.spool)
         acks: dict[tuple[int, bool], tuple[Ack, bytes]] = {}  # most agents are at the same point
         for agent, info in self.agents.items():
             if info.state != "refused":
@@ -690,13 +695,14 @@ class Coordinator:
         doc = build_results(
             self.profile,
             self.agg,
-            self.intervals,
+            self.spool.mark,
             list(self.agents.values()),
             self.events,
             started_at=self._started_wall,
             elapsed_s=self._clock() - self._start_at,
             agents_expected=self.config.expect_agents,
             final=final,
+            tally=self.spool.tally,
         )
         doc["aborted"] = self._aborted
         doc["hours"] = self.hours.rows()
@@ -727,7 +733,7 @@ class Coordinator:
             self._hlog_size = f.tell()
         self._unlogged = []
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, spooled: SpoolMark) -> dict[str, Any]:
         return {
             "profile": self.profile.to_wire(),
             "source": self.profile.source,
@@ -747,7 +753,7 @@ class Coordinator:
             # every 2 s).
             "agents": [dict(vars(a)) for a in self.agents.values()],
             "events": self.events,
-            "intervals": self.intervals,
+            "spool": {"count": spooled.count, "size": spooled.size},
             "hours": self.hours.state(),
             "aggregate": aggregate_state(self.agg),
         }
@@ -784,7 +790,7 @@ class Coordinator:
         self._hlog_size = st["hlog_size"]
         self.agents = {a["id"]: AgentInfo(**a) for a in st["agents"]}
         self.events = st["events"]
-        self.intervals = st["intervals"]
+        self._spool = _reopen_spool(out, st)
         self.hours = HourTable.restore(st["hours"])
         self.agg = restore_aggregate(st["aggregate"], [r.name for r in profile.requests], self.curve)
         # Give every agent the rest of its own timeout to notice the new coordinator and re-attach.
@@ -804,3 +810,14 @@ class Coordinator:
         )
         self._run_loop()
         return self._finish()
+
+
+def _reopen_spool(out: Path, st: dict[str, Any]) -> IntervalSpool:
+    """The checkpoint's spool, cut back to what it covers; a version 1 checkpoint's list becomes a spool."""
+    if "spool" in st:
+        return IntervalSpool.reopen(out, SpoolMark(int(st["spool"]["count"]), int(st["spool"]["size"])))
+    spool = IntervalSpool.create(out)
+    for iv in st["intervals"]:
+        spool.append(iv)
+    spool.sync()
+    return spool

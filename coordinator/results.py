@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
+from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
 from loadgen.profile import Profile
 
 SCHEMA_VERSION = 1
@@ -48,7 +49,7 @@ def iso_utc(ts: float) -> str:
 def build_results(
     profile: Profile,
     agg: RunAggregate,
-    intervals: list[dict[str, Any]],
+    intervals: list[dict[str, Any]] | SpoolMark,
     agents: list[AgentInfo],
     events: list[dict[str, Any]],
     *,
@@ -56,7 +57,14 @@ def build_results(
     elapsed_s: float,
     agents_expected: int,
     final: bool,
+    tally: IntervalTally | None = None,
 ) -> dict[str, Any]:
+    """The document; its ``intervals`` is the list given, or the :class:`SpoolMark` of the spooled seconds it
+    covers (``tally`` then describes them), which :func:`write_json_atomic` streams from the spool."""
+    if tally is None:
+        if not isinstance(intervals, list):
+            raise TypeError("build_results needs the tally of spooled intervals")
+        tally = IntervalTally.of(intervals)
     t = agg.totals
     completed = t.ok + t.failed
     in_flight_at_end = t.scheduled - completed - t.dropped
@@ -84,12 +92,11 @@ def build_results(
                 f"GENERATOR SATURATED: agent {a.id} used a full CPU core for {at.cpu_saturated_s} of "
                 f"{at.intervals} s (max {at.cpu_max:.0%}); its timing is not trustworthy, add agents"
             )
-    busy = [iv["t"] for iv in intervals if iv.get("saturated")]
-    if busy:
+    if tally.saturated:
         warnings.append(
-            f"the generator was saturated in {len(busy)} of {len(intervals)} seconds "
-            f"(first at t={busy[0]} s: drops, send lag p99 over 5 ms or an agent at a full core); "
-            "figures from those seconds include its own delays"
+            f"the generator was saturated in {tally.saturated} of {tally.count} seconds "
+            f"(first at t={tally.first_saturated} s: drops, send lag p99 over 5 ms or an agent at a full "
+            "core); figures from those seconds include its own delays"
         )
     if agg.late_intervals:
         warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
@@ -178,44 +185,41 @@ def build_results(
     }
 
 
-class RenderedIntervals:
-    """The ``intervals`` list of results.json as JSON text (``json.dump(..., indent=1)``'s exact layout),
-    each closed second rendered once: a closed second never changes, and rendering all of them again at
-    every checkpoint made the cost grow with the run (0.5 s of CPU per write after 8 hours)."""
-
-    def __init__(self) -> None:
-        self._source: list[dict[str, Any]] | None = None
-        self._items: list[str] = []
-
-    def text(self, intervals: list[dict[str, Any]]) -> str:
-        """``intervals`` (append-only, the same list at every call) as it appears at depth 1."""
-        if intervals is not self._source or len(intervals) < len(self._items):
-            self._source, self._items = intervals, []
-        for iv in intervals[len(self._items) :]:
-            self._items.append(json.dumps(iv, indent=1).replace("\n", "\n  "))
-        if not self._items:
-            return "[]"
-        return "[\n  " + ",\n  ".join(self._items) + "\n ]"
+def render_json(doc: dict[str, Any]) -> str:
+    """``doc`` as ``json.dump(doc, indent=1)`` writes it (its ``intervals`` a list)."""
+    return json.dumps(doc, indent=1)
 
 
-def render_json(doc: dict[str, Any], intervals: RenderedIntervals | None = None) -> str:
-    """``doc`` as ``json.dump(doc, indent=1)`` writes it, with its ``intervals`` from the cache if given."""
-    if intervals is None or not isinstance(doc.get("intervals"), list):
-        return json.dumps(doc, indent=1)
-    sentinel = uuid.uuid4().hex
-    text = json.dumps({**doc, "intervals": sentinel}, indent=1)
-    return text.replace(f'"intervals": "{sentinel}"', f'"intervals": {intervals.text(doc["intervals"])}', 1)
+def _head_and_tail(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The text of ``doc`` before and after its ``intervals`` array's body (between ``[`` and ``\n ]``)."""
+    marker = uuid.uuid4().hex
+    text = json.dumps({**doc, "intervals": marker}, indent=1)
+    head, tail = text.split(f'"intervals": "{marker}"', 1)
+    return (head + '"intervals": [').encode("ascii"), tail.encode("ascii")
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any], intervals: RenderedIntervals | None = None) -> None:
-    """Write ``doc`` so that readers see the old file or the new one, never half of one."""
-    text = render_json(doc, intervals)
+def write_json_atomic(path: Path, doc: dict[str, Any], spool: IntervalSpool | None = None) -> None:
+    """Write ``doc`` so that readers see the old file or the new one, never half of one. When its
+    ``intervals`` is a :class:`SpoolMark`, they are copied from ``spool``: the same bytes as ``json.dump`` of
+    the document with the list, without holding the list."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            mark = doc.get("intervals")
+            if not isinstance(mark, SpoolMark):
+                f.write(render_json(doc).encode("ascii"))
+            elif spool is None:
+                raise TypeError("the results' intervals are in a spool, and none was given")
+            else:
+                head, tail = _head_and_tail(doc)
+                if mark.count == 0:
+                    f.write(head[:-1] + b"[]" + tail)
+                else:
+                    f.write(head)
+                    spool.copy_into(f, mark)
+                    f.write(b"\n ]" + tail)
+            f.write(b"\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,9 +1,11 @@
 """The coordinator's durable state: everything needed to resume a run after a crash.
 
 A checkpoint is one msgpack document written atomically (``state.msgpack`` in the run's folder) holding the
-merged aggregate (counters and encoded histograms), the closed intervals, events, agents and their shares, and
-the run's clock (the wall-clock instant of the aligned start). Histograms are stored in the standard
-compressed encoding, so a checkpoint of an 8-hour run stays small: per-second summaries, not histograms.
+merged aggregate (counters and encoded histograms), events, agents and their shares, the run's clock (the
+wall-clock instant of the aligned start), and how much of the interval spool (``intervals.spool``, see
+:mod:`coordinator.spool`) and of the interval log it covers. The closed seconds themselves are not in it, so
+its size and the cost of writing it do not grow with the run. Histograms are stored in the standard compressed
+encoding. Version 1 checkpoints (which carried the closed seconds as a list) are still read for ``--resume``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from loadgen.curve import RateCurve
 from loadgen.errors import LoadgenError
 
 STATE_FILE = "state.msgpack"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the closed seconds are in the spool, the checkpoint holds its mark (1: a list of them)
+READABLE_VERSIONS = (1, 2)
 
 
 def _counts(c: Counts) -> list[Any]:
@@ -114,46 +117,15 @@ def restore_aggregate(d: dict[str, Any], names: list[str], curve: RateCurve) -> 
     return agg
 
 
-class PackedIntervals:
-    """The closed seconds' summaries packed once each, for the checkpoint: they never change, and packing
-    all of them every 2 s made the checkpoint's cost grow with the run."""
-
-    def __init__(self) -> None:
-        self._source: list[dict[str, Any]] | None = None
-        self._count = 0
-        self._packed = bytearray()
-
-    def packed(self, intervals: list[dict[str, Any]]) -> bytes:
-        """``intervals`` (append-only, the same list at every call) as one msgpack array."""
-        if intervals is not self._source or len(intervals) < self._count:
-            self._source, self._count, self._packed = intervals, 0, bytearray()
-        packer = msgpack.Packer(use_bin_type=True)
-        for iv in intervals[self._count :]:
-            self._packed += packer.pack(iv)
-        self._count = len(intervals)
-        header: bytes = packer.pack_array_header(self._count)
-        return header + bytes(self._packed)
+def pack_state(state: dict[str, Any]) -> bytes:
+    """The checkpoint document (a few hundred KiB whatever the run's length: the series is in the spool)."""
+    data: bytes = msgpack.packb({"state_version": STATE_VERSION, **state}, use_bin_type=True)
+    return data
 
 
-def pack_state(state: dict[str, Any], intervals: PackedIntervals | None = None) -> bytes:
-    """The checkpoint document; its ``intervals`` from the cache if given (the same bytes either way, but
-    for the order of the keys)."""
-    doc = {"state_version": STATE_VERSION, **state}
-    if intervals is None or not isinstance(doc.get("intervals"), list):
-        data: bytes = msgpack.packb(doc, use_bin_type=True)
-        return data
-    rest = {k: v for k, v in doc.items() if k != "intervals"}
-    packer = msgpack.Packer(use_bin_type=True)
-    parts = [packer.pack_map_header(len(rest) + 1)]
-    for k, v in rest.items():
-        parts += [packer.pack(k), packer.pack(v)]
-    parts += [packer.pack("intervals"), intervals.packed(doc["intervals"])]
-    return b"".join(parts)
-
-
-def write_state(out: Path, state: dict[str, Any], intervals: PackedIntervals | None = None) -> None:
+def write_state(out: Path, state: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    data = pack_state(state, intervals)
+    data = pack_state(state)
     fd, tmp = tempfile.mkstemp(prefix=STATE_FILE + ".", suffix=".tmp", dir=out)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -174,6 +146,6 @@ def read_state(out: Path) -> dict[str, Any]:
         raise LoadgenError(f"{path}: no checkpoint to resume from") from exc
     except Exception as exc:
         raise LoadgenError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from exc
-    if d.get("state_version") != STATE_VERSION:
+    if d.get("state_version") not in READABLE_VERSIONS:
         raise LoadgenError(f"{path}: checkpoint version {d.get('state_version')!r} is not supported")
     return d

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -316,52 +315,3 @@ def test_index_tables_match_hdrhistogram() -> None:
     for i in range(h.counts_len):
         v = h.get_value_from_index(i)
         assert (lowest[i], highest[i]) == (v, h.get_highest_equivalent_value(v))
-
-
-def _interval_summary(t: int) -> dict[str, object]:
-    return {
-        "t": t,
-        "target_rate": 1000.5,
-        "scheduled": 1000 + t,
-        "ok": 990,
-        "failed": 10,
-        "dropped": 0,
-        "errors": {"http_503": 10, "tim\u00e9out": 1} if t % 3 else {},
-        "p50": 20.1 if t % 2 else None,
-        "p99": 80.25,
-        "max": 300.0,
-        "service_p50": 19.5,
-        "service_p99": 70.0,
-        "send_lag_p99": 0.05,
-        "cpu_max": 0.4,
-        "saturated": t % 5 == 0,
-    }
-
-
-def test_checkpoint_files_render_each_closed_second_once_and_stay_identical(tmp_path: Path) -> None:
-    """results.json and state.msgpack are rewritten every few seconds with every closed second; the cached
-    renderings must give exactly what rendering the whole document gives."""
-    import json
-
-    import msgpack
-
-    from coordinator.results import RenderedIntervals, render_json, write_json_atomic
-    from coordinator.state import PackedIntervals, pack_state, read_state, write_state
-
-    intervals: list[dict[str, object]] = []
-    doc = {"schema": 1, "name": 'quo"te\n', "intervals": intervals, "agents": [{"id": "a", "share": 0.5}]}
-    rendered, packed = RenderedIntervals(), PackedIntervals()
-    for n in (0, 1, 2, 7, 40):
-        while len(intervals) < n:
-            intervals.append(_interval_summary(len(intervals)))
-        assert render_json(doc, rendered) == json.dumps(doc, indent=1)
-        assert msgpack.unpackb(pack_state(doc, packed)) == msgpack.unpackb(pack_state(doc))
-        write_json_atomic(tmp_path / "results.json", doc, rendered)
-        assert json.loads((tmp_path / "results.json").read_text()) == doc
-        write_state(tmp_path, doc, packed)
-        assert read_state(tmp_path) == {"state_version": 1, **doc}
-    fresh = [dict(iv) for iv in intervals[:3]]  # another list (a resumed coordinator's): rendered anew
-    assert render_json({**doc, "intervals": fresh}, rendered) == json.dumps(
-        {**doc, "intervals": fresh}, indent=1
-    )
-    assert msgpack.unpackb(pack_state({**doc, "intervals": fresh}, packed))["intervals"] == fresh
