@@ -101,6 +101,8 @@ def build_request(spec: RequestSpec, scheme: str, host: str, port: int, prefix: 
 
 
 END_OF_MESSAGE = h11.EndOfMessage()
+NOTHING_RECEIVED = (b"", False)
+"""``h11.Connection.trailing_data`` with nothing buffered and the stream not closed."""
 
 
 def direct_request(request: httpcore.Request) -> h11.Request:
@@ -572,9 +574,15 @@ class HttpxEngine:
         if body:
             data += connection.send(h11.Data(data=body))
         data += connection.send(END_OF_MESSAGE)  # b"" for a body with a Content-Length
-        await stream.write(data)  # headers and body in one write
+        if stream.protocol.lost or stream.transport.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        stream.transport.write(data)  # headers and body in one write
         status = 0
         next_event = connection.next_event
+        if connection.trailing_data == NOTHING_RECEIVED:
+            # Nothing from the server yet (the usual case): read before asking h11, whose answer would be
+            # NEED_DATA (a whole next_event, about 3 µs, 5-6% of this engine's CPU per request).
+            connection.receive_data(await stream.read(READ_SIZE))
         while True:
             event = next_event()
             if event is h11.NEED_DATA:
