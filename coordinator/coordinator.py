@@ -29,8 +29,6 @@ from typing import Any, Protocol
 import zmq
 
 from coordinator.aggregate import (
-    CPU_SATURATED,
-    SATURATION_LAG_P99_MS,
     ClosedInterval,
     RunAggregate,
     recent_p99,
@@ -38,6 +36,7 @@ from coordinator.aggregate import (
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.hours import HourTable
 from coordinator.results import AgentInfo, build_results, write_json_atomic
+from coordinator.saturation import live_reasons
 from coordinator.spool import IntervalSpool, SpoolMark
 from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
 from loadgen.costs import cost_of, cost_summary, judgeable_during_run
@@ -583,18 +582,9 @@ class Coordinator:
         s = c.summary
         if s["saturated"] and self._clock() >= self._next_saturation_warning:
             self._next_saturation_warning = self._clock() + 10.0
-            why = []
-            if s["dropped"]:
-                why.append(f"{s['dropped']} arrivals dropped at max_in_flight")
-            if (s["send_lag_p99"] or 0.0) > SATURATION_LAG_P99_MS:
-                why.append(f"send lag p99 {s['send_lag_p99']:.1f} ms")
-            if s["cpu_max"] >= CPU_SATURATED:
-                why.append(f"an agent at {s['cpu_max']:.0%} CPU")
+            why, advice = live_reasons(s["dropped"], s["send_lag_p99"], s["cpu_max"], s["service_p99"])
             self._event("generator_saturated", second=s["t"], why="; ".join(why))
-            self._progress(
-                f"WARNING: GENERATOR SATURATED at t={s['t']} s: {'; '.join(why)}. "
-                "These numbers include the generator's own delays: add agents or cores."
-            )
+            self._progress(f"WARNING: GENERATOR SATURATED at t={s['t']} s: {'; '.join(why)}. {advice}")
 
     def _check_limits_live(self, second: int) -> None:
         """Budget and abort_on_fail, judged on every closed second."""

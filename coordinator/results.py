@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
+from coordinator.saturation import dropped_warning, saturation_cause
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
 from loadgen.profile import Profile
 
@@ -72,12 +73,12 @@ def build_results(
     lag = summary_ms(agg.lag)
     warnings: list[str] = []
     saturated = False
+    lag_p99 = lag.get("p99")
+    cpu_max = max((agg.agent(a.id).cpu_max for a in agents), default=0.0)
     if t.dropped:
         saturated = True
-        warnings.append(
-            f"GENERATOR SATURATED: {t.dropped} arrivals dropped at max_in_flight={profile.load.max_in_flight}"
-        )
-    lag_p99 = lag.get("p99")
+        service_p99 = summary_ms(agg.service).get("p99")
+        warnings.append(dropped_warning(t.dropped, profile.load.max_in_flight, lag_p99, cpu_max, service_p99))
     if lag_p99 is not None and lag_p99 > SATURATION_LAG_P99_MS:
         saturated = True
         warnings.append(
@@ -180,6 +181,7 @@ def build_results(
         ],
         "events": events,
         "generator_saturated": saturated,
+        "saturation_cause": saturation_cause(saturated, t.dropped, lag_p99, cpu_max),
         "cost": None,
         "warnings": warnings,
     }

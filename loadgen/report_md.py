@@ -177,7 +177,16 @@ def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
     out = []
     if results.get("aborted"):
         out.append(st.bold(f"{st.warn} RUN ABORTED EARLY: {results['aborted']}"))
-    if results.get("generator_saturated"):
+    if results.get("saturation_cause") == "in_flight_limit":
+        out.append(
+            st.bold(
+                f"{st.warn} IN-FLIGHT LIMIT REACHED: the target answered slower than requests arrived, so "
+                "requests in flight reached max_in_flight and later arrivals were not sent (dropped). The "
+                "generator kept its schedule: the latencies are true for the requests that were sent, but "
+                "the target got less load than the profile asked for."
+            )
+        )
+    elif results.get("generator_saturated"):
         out.append(
             st.bold(
                 f"{st.warn} GENERATOR SATURATED: the load generator fell behind its own schedule. "

@@ -285,3 +285,28 @@ def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
     # 4 connections serve about 66/s of the 100/s: the queue grows to about 70 requests by the end
     assert res["latency_ms"]["max"] >= 500
     assert res["service_ms"]["p99"] < 200
+
+
+def test_drops_behind_a_slow_target_are_blamed_on_the_target(target: Target, tmp_path: Path) -> None:
+    """200/s of 200 ms requests need 40 in flight; the limit is 10. The agent keeps its schedule, so the
+    warning says the target is the limit instead of asking for more agents."""
+    prof = tmp_path / "slow.toml"
+    prof.write_text(
+        f'name = "slow"\ntarget = "{target.url}"\n\n[load]\narrival = "constant"\ntimeout = "5s"\n'
+        'max_in_flight = 10\nstages = [{duration = "0s", rate = 200}, {duration = "2s", rate = 200}]\n\n'
+        '[[requests]]\npath = "/delay?ms=200"\n'
+    )
+    proc = loadgen_bg("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["dropped"] > 200
+    assert res["generator_saturated"] is True
+    [warning] = [w for w in res["warnings"] if "dropped at max_in_flight=10" in w]
+    assert "the target is the limit, more agents will not help" in warning
+    assert res["saturation_cause"] == "in_flight_limit"
+    assert "the target answered slower than requests arrived" in err  # the live warning too

@@ -150,6 +150,16 @@ def test_saturation_and_warnings_are_loud() -> None:
     assert "## Warnings" not in render_summary_md(make_results(), None)
 
 
+def test_drops_behind_a_slow_target_are_not_called_generator_lateness() -> None:
+    r = make_results(generator_saturated=True, dropped=30)
+    r["saturation_cause"] = "in_flight_limit"
+    text = render_summary_text(r, None)
+    assert "!! IN-FLIGHT LIMIT REACHED: the target answered slower than requests arrived" in text
+    assert "fell behind its own schedule" not in text
+    r["saturation_cause"] = "generator"
+    assert "fell behind its own schedule" in render_summary_text(r, None)
+
+
 def test_counts_that_do_not_add_up_are_reported() -> None:
     r = make_results()
     r["totals"]["scheduled"] += 5

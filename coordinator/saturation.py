@@ -1,0 +1,72 @@
+"""Whose fault a saturated run is: the words of its warnings. Pure functions of the figures, no I/O.
+
+An arrival is dropped when ``max_in_flight`` requests are already outstanding in its agent. That happens
+for two different reasons, and the advice is opposite:
+
+- the generator fell behind (its send lag over the limit, or an agent at a full core): requests leave late
+  and pile up in the agent, and more agents or cores are the cure;
+- the generator kept its schedule but the target answered slower than requests arrived, so requests in
+  flight grew to the limit: the target is saturated, and more agents would only add to the pile (raise
+  ``max_in_flight`` to keep sending, or lower the rate to find what the target sustains).
+"""
+
+from __future__ import annotations
+
+from coordinator.aggregate import CPU_SATURATED, SATURATION_LAG_P99_MS
+
+
+def generator_behind(lag_p99_ms: float | None, cpu_max: float) -> bool:
+    """The generator could not keep its schedule: send lag p99 over the limit, or an agent at a full core."""
+    return (lag_p99_ms or 0.0) > SATURATION_LAG_P99_MS or cpu_max >= CPU_SATURATED
+
+
+def saturation_cause(saturated: bool, dropped: int, lag_p99_ms: float | None, cpu_max: float) -> str | None:
+    """``results.json``'s ``saturation_cause``: None (not saturated), ``"generator"`` (it fell behind) or
+    ``"in_flight_limit"`` (it kept its schedule; arrivals were dropped because requests in flight behind a
+    slower target reached ``max_in_flight``)."""
+    if not saturated:
+        return None
+    return "in_flight_limit" if dropped and not generator_behind(lag_p99_ms, cpu_max) else "generator"
+
+
+def drop_cause(lag_p99_ms: float | None, cpu_max: float, service_p99_ms: float | None) -> str:
+    """Why arrivals were dropped at ``max_in_flight``, with what to do about it (one clause)."""
+    if generator_behind(lag_p99_ms, cpu_max):
+        return "the generator fell behind its schedule; add agents or cores"
+    service = "" if service_p99_ms is None else f", service time p99 {service_p99_ms:,.1f} ms"
+    return (
+        f"the generator kept its schedule (send lag p99 {lag_p99_ms or 0.0:.1f} ms, agents at most "
+        f"{cpu_max:.0%} of a core) while the target answered slower than requests arrived{service}: "
+        "the target is the limit, more agents will not help; raise max_in_flight to keep sending, or lower "
+        "the rate"
+    )
+
+
+def dropped_warning(
+    dropped: int, max_in_flight: int, lag_p99_ms: float | None, cpu_max: float, service_p99_ms: float | None
+) -> str:
+    """The run's warning for arrivals dropped at ``max_in_flight``."""
+    cause = drop_cause(lag_p99_ms, cpu_max, service_p99_ms)
+    return f"GENERATOR SATURATED: {dropped} arrivals dropped at max_in_flight={max_in_flight}: {cause}"
+
+
+def live_reasons(
+    dropped: int, lag_p99_ms: float | None, cpu_max: float, service_p99_ms: float | None
+) -> tuple[list[str], str]:
+    """What made one second saturated (its reasons) and the advice for it."""
+    why = []
+    if dropped:
+        why.append(f"{dropped} arrivals dropped at max_in_flight")
+    if (lag_p99_ms or 0.0) > SATURATION_LAG_P99_MS:
+        why.append(f"send lag p99 {lag_p99_ms:.1f} ms")
+    if cpu_max >= CPU_SATURATED:
+        why.append(f"an agent at {cpu_max:.0%} CPU")
+    if dropped and not generator_behind(lag_p99_ms, cpu_max):
+        service = "" if service_p99_ms is None else f" (service time p99 {service_p99_ms:,.1f} ms)"
+        advice = (
+            f"The agents kept their schedule; the target answered slower than requests arrived{service}: "
+            "it is the limit, more agents will not help."
+        )
+    else:
+        advice = "These numbers include the generator's own delays: add agents or cores."
+    return why, advice
