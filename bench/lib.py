@@ -194,6 +194,37 @@ def nginx() -> Iterator[str]:
                     proc.wait()
 
 
+@contextlib.contextmanager
+def builtin_target() -> Iterator[str]:
+    """``loadgen target`` on the target core (it answers ``/delay?ms=N`` after N ms); yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*NICE, "taskset", "-c", TARGET_CORE, *LOADGEN, "target", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, 15.0)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def target_stats(url: str) -> dict[str, Any]:
+    """The built-in target's counters (``/__stats``); empty if it does not answer."""
+    try:
+        with urllib.request.urlopen(url + "/__stats", timeout=5) as response:
+            stats: dict[str, Any] = json.loads(response.read())
+    except (OSError, ValueError):
+        return {}
+    return stats
+
+
+def reset_target(url: str) -> None:
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(url + "/__reset", timeout=5).close()
+
+
 # --- sampling /proc
 
 
@@ -485,10 +516,11 @@ def write_profile(
     names: int = 1,
     max_in_flight: int = 10_000,
     ramp: int = 0,
+    path_: str = "/",
 ) -> Path:
     """A constant-arrival profile: ``rate`` for ``seconds``, after a linear ramp from 0 over ``ramp`` s."""
     if names == 1:
-        requests = '[[requests]]\nname = "home"\npath = "/"\n'
+        requests = f'[[requests]]\nname = "home"\npath = "{path_}"\n'
     else:
         requests = "\n".join(f'[[requests]]\nname = "r{i}"\npath = "/r{i}"\n' for i in range(names))
     r = round(rate, 1)
@@ -584,10 +616,12 @@ class Trial:
 
     @property
     def target_bound(self) -> bool:
-        """Did not hold while the target's core was full and the agent's was not: the target was the limit."""
+        """Fell short (arrivals dropped, or the rate not achieved) while the target's core was full and the
+        agent's was not: the target was the limit. A trial that fails on send lag alone is the agent's."""
         busy = self.target_busy
         return (
             not self.sustained
+            and (self.dropped > 0 or self.rps < 0.98 * self.rate)
             and busy is not None
             and busy >= TARGET_FULL
             and self.agent_cpu is not None
@@ -610,6 +644,7 @@ def open_trial(
     sample_every: float = 0.5,
     watch_files: Sequence[str] = (),
     ramp: int = 2,
+    path: str = "/",
 ) -> Trial:
     """One open-model run: ``loadgen coordinator`` (on the target's core) and one ``loadgen agent`` on the
     generator core, a linear ramp over ``ramp`` seconds then a constant arrival rate for ``seconds``; returns
@@ -617,7 +652,7 @@ def open_trial(
     tag = f"{engine}-{int(rate)}-{seconds}s-{int(time.time() * 1000) % 100000}"
     out = work / tag
     out.mkdir(parents=True, exist_ok=True)
-    profile = write_profile(work / f"{tag}.toml", url, rate, seconds, ramp=ramp)
+    profile = write_profile(work / f"{tag}.toml", url, rate, seconds, ramp=ramp, path_=path)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     coord_cmd = [
         *("taskset", "-c", TARGET_CORE, *LOADGEN),

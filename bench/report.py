@@ -119,6 +119,7 @@ def write_report(f: Figures, path: Path) -> None:
     _soak(f, add)
     _sampled(f, add)
     _profile(f, add)
+    _concurrency(f, add)
     add("## Next steps")
     add("")
     micro = defaultdict(lambda: "-", {k: _n(v, 2) for k, v in f.micro.items()})
@@ -190,6 +191,7 @@ def _summary(f: Figures, add: Any) -> None:
             "-" if flat is None else f"{flat:.2f}",
             _at_least(flat, 0.8),
         ),
+        _in_flight_goal(f),
         (f"coordinator with {agents} agents under half a core", f"{_pct(cpu)} of a core", _at_most(cpu, 0.5)),
         (
             f"coordinator memory flat ({agents} agents, second half of a {sim.get('seconds', '-')} s run)",
@@ -215,6 +217,58 @@ def _summary(f: Figures, add: Any) -> None:
         add(f"| {goal} | {measured} | {_yes(met)} |")
     add("")
     add(FINDINGS.format_map(_findings(f)))
+    add("")
+
+
+def _in_flight_goal(f: Figures) -> tuple[str, str, bool | None]:
+    runs = getattr(f, "concurrency", {}).get("httpx", [])
+    goal = "httpx engine at 10,000/s open model from a few to 1,000 requests in flight (section 9)"
+    if not runs:
+        return goal, "-", None
+    held = [r for r in runs if r.trial.sustained]
+    spread = "/".join(_n(r.in_flight) for r in runs)
+    return goal, f"holds at {len(held)} of {len(runs)} (in flight {spread})", len(held) == len(runs)
+
+
+def _concurrency(f: Figures, add: Any) -> None:
+    runs = getattr(f, "concurrency", {})
+    if not runs:
+        return
+    add("## 9. Open model by requests in flight")
+    add("")
+    add(
+        "Each engine at the same constant rate against the built-in target (`loadgen target`, on core "
+        f"{TARGET_CORE}), which answers `/delay?ms=N` after N ms: the longer the answer takes, the more "
+        "requests are in flight at once (Little's law: achieved rate x mean latency), so each engine is "
+        "driven from a few to about a thousand concurrent requests and connections at one rate. "
+        "Same rule as section 2 for `verdict`; `connections` is what the target saw opened during the trial."
+    )
+    add("")
+    add(
+        "| engine | rate /s | answer after | achieved /s | in flight (mean) | connections | lag p99 ms "
+        "| latency p50 ms | latency p99 ms | agent CPU | dropped | failed | verdict |"
+    )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for engine, items in runs.items():
+        for r in items:
+            t = r.trial
+            lat = t.results.get("latency_ms") or {}
+            cells = [
+                engine,
+                _n(t.rate),
+                f"{r.delay_ms} ms",
+                _n(t.rps),
+                _n(r.in_flight),
+                _n(r.connections),
+                _n(t.lag.get("p99"), 3),
+                _n(lat.get("p50"), 3),
+                _n(lat.get("p99"), 3),
+                _pct(t.agent_cpu),
+                str(t.dropped),
+                str(t.failed),
+                t.verdict,
+            ]
+            add("| " + " | ".join(cells) + " |")
     add("")
 
 

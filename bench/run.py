@@ -11,9 +11,11 @@ In one run on one machine, with the generator pinned to core 0 and nginx to core
 2. closed-loop throughput of our engines (and stock httpx) at 1 to 1,000 connections;
 3. the highest open-model rate one agent sustains on one core, per engine (search: grow then bisect, a
    bounded number of trials), and the send lag at 50% and 90% of it;
-4. the coordinator with 1,000 simulated agents (bench/coord_sim.py): CPU and memory;
-5. a soak at half the fast engine's maximum: memory of agent and coordinator, and output file growth;
-6. where the agent's time goes: py-spy samples at 90% of its maximum (bench/sampling.py), a cProfile of its
+4. each engine at 10,000/s against the built-in target answering after 0, 1, 10 and 100 ms: from a few to
+   about 1,000 requests in flight at one rate;
+5. the coordinator with 1,000 simulated agents (bench/coord_sim.py): CPU and memory;
+6. a soak at half the fast engine's maximum: memory of agent and coordinator, and output file growth;
+7. where the agent's time goes: py-spy samples at 90% of its maximum (bench/sampling.py), a cProfile of its
    hot path, and micro-benchmarks of its parts (bench/micro.py).
 
 Traffic goes only to 127.0.0.1. Every process has a deadline.
@@ -85,6 +87,48 @@ SHORT = Plan(
 )
 
 
+CONCURRENCY_RATE = 10_000.0
+"""The open-model rate of the trials by requests in flight: the httpx engine's goal."""
+DELAYS_MS = (0, 1, 10, 100)
+"""The built-in target's answer delays: at 10,000/s about 1, 10, 100 and 1,000 requests in flight."""
+
+
+@dataclass
+class InFlight:
+    """One open-model trial against the built-in target answering after ``delay_ms``."""
+
+    delay_ms: int
+    trial: Trial
+    connections: int | None  # connections the target saw opened during the trial
+
+    @property
+    def in_flight(self) -> float | None:
+        """Requests in flight on average (Little's law: achieved rate x mean latency)."""
+        mean = (self.trial.results.get("latency_ms") or {}).get("mean")
+        return None if mean is None else self.trial.rps * mean / 1000.0
+
+
+def by_concurrency(plan: Plan, work: Path) -> dict[str, list[InFlight]]:
+    """Each engine at CONCURRENCY_RATE against the built-in target, from ~1 to ~1,000 requests in flight."""
+    out: dict[str, list[InFlight]] = {}
+    with lib.builtin_target() as url:
+        for engine in ("fast", "httpx"):
+            out[engine] = []
+            for delay in DELAYS_MS:
+                lib.reset_target(url)
+                path = f"/delay?ms={delay}" if delay else "/"
+                trial = lib.open_trial(engine, url, CONCURRENCY_RATE, plan.trial_s, work, path=path)
+                opened = lib.target_stats(url).get("connections_total")
+                run = InFlight(delay, trial, None if opened is None else int(opened) - 1)  # less the stats'
+                out[engine].append(run)
+                log(
+                    f"{engine} @ {CONCURRENCY_RATE:,.0f}/s, answers after {delay} ms: achieved "
+                    f"{trial.rps:,.0f}/s, in flight {run.in_flight or 0:,.0f}, "
+                    f"lag p99 {trial.lag.get('p99')} ms -> {trial.verdict}"
+                )
+    return out
+
+
 @dataclass
 class Figures:
     """Everything measured, for the report."""
@@ -103,6 +147,7 @@ class Figures:
     profile: dict[str, Any] = field(default_factory=dict)
     sampled: dict[str, Any] = field(default_factory=dict)
     micro: dict[str, float] = field(default_factory=dict)
+    concurrency: dict[str, list[InFlight]] = field(default_factory=dict)
     started: str = ""
     seconds: float = 0.0
     load_before: str = ""
@@ -435,6 +480,9 @@ def main() -> int:
                 for f in (0.5, 0.9)
                 if figures.maxima[engine] > 0
             ]
+    log("open model by requests in flight (built-in target)")
+    figures.concurrency = by_concurrency(plan, work)
+    with lib.nginx() as url:
         log("coordinator with simulated agents")
         figures.sim = coordinator_sim(plan, work)
         log(f"coordinator: {figures.sim.get('cpu_run')} of a core during the run")

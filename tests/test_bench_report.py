@@ -51,6 +51,8 @@ def test_a_trial_that_fails_with_the_target_core_full_is_target_bound() -> None:
     assert _trial(80_000, 50_000, 2.0, 0.6, 3.0, target_busy=0.99).verdict == "target-bound"
     assert _trial(80_000, 50_000, 9.0, 0.95, 3.0, target_busy=0.99).verdict == "saturated"  # agent full too
     assert _trial(80_000, 50_000, 9.0, 0.6, 3.0, target_busy=0.7).verdict == "saturated"
+    # the rate achieved, the send lag over the rule: the agent's own, even with the target's core full
+    assert _trial(80_000, 80_000, 9.0, 0.6, 3.0, target_busy=0.99).verdict == "saturated"
 
 
 def test_busiest_core_window() -> None:
@@ -145,3 +147,22 @@ def _line(path: str) -> int:
         if "transport.write(" in text:
             return number
     raise AssertionError(f"no transport.write in {path}")
+
+
+def test_the_in_flight_section_and_goal(tmp_path: Path) -> None:
+    f = run.Figures(quick=True)
+    slow = _trial(10_000, 10_000, 2.0, 0.7, 1.0)
+    slow.results["latency_ms"]["mean"] = 101.0
+    late = _trial(10_000, 10_000, 7.0, 0.8, 1.0)
+    f.concurrency = {
+        "httpx": [run.InFlight(0, _trial(10_000, 10_000, 2.0, 0.7, 1.0), 12), run.InFlight(100, slow, 1010)]
+    }
+    path = tmp_path / "benchmarks.md"
+    report.write_report(f, path)
+    text = path.read_text()
+    assert "## 9. Open model by requests in flight" in text
+    assert "| httpx | 10,000 | 100 ms | 10,000 | 1,010 | 1,010 | 2.000 |" in text
+    assert "from a few to 1,000 requests in flight (section 9) | holds at 2 of 2" in text
+    f.concurrency["httpx"].append(run.InFlight(100, late, 1000))
+    report.write_report(f, path)
+    assert "holds at 2 of 3" in path.read_text()
