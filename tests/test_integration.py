@@ -258,19 +258,14 @@ def test_httpx_engine_runs_the_same_profile(target: Target, tmp_path: Path) -> N
     assert res["totals"]["ok"] == 200 == target.stats()["by_path"]["/"]
 
 
-def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
-    target: Target, tmp_path: Path
-) -> None:
-    """6 requests in flight at a time are needed (100/s, 60 ms each); 4 connections carry them, so requests
-    queue in the agent. Every one is still sent and answered, and the wait counts in latency (from the
-    intended time), not in service time."""
-    target.reset()
-    before = target.stats()["connections_total"]
-    prof = tmp_path / "capped.toml"
+def _one_agent_run(tmp_path: Path, target: Target, load: str, rate: int, path: str) -> tuple[dict, str]:
+    """``loadgen run`` with one agent: 2 s of constant arrivals at ``rate`` to ``path``, with ``load`` lines
+    added to the [load] table; returns results.json (checked to add up) and the run's stderr."""
+    prof = tmp_path / "one.toml"
     prof.write_text(
-        f'name = "capped"\ntarget = "{target.url}"\n\n[load]\narrival = "constant"\ntimeout = "5s"\n'
-        'max_connections = 4\nstages = [{duration = "0s", rate = 100}, {duration = "2s", rate = 100}]\n\n'
-        '[[requests]]\npath = "/delay?ms=60"\n'
+        f'name = "one"\ntarget = "{target.url}"\n\n[load]\narrival = "constant"\ntimeout = "5s"\n{load}\n'
+        f'stages = [{{duration = "0s", rate = {rate}}}, {{duration = "2s", rate = {rate}}}]\n\n'
+        f'[[requests]]\npath = "{path}"\n'
     )
     proc = loadgen_bg("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
     try:
@@ -280,6 +275,18 @@ def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
     assert proc.returncode == 0, err
     res = read_results(tmp_path / "out")
     _accounted(res)
+    return res, err
+
+
+def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
+    target: Target, tmp_path: Path
+) -> None:
+    """6 requests in flight at a time are needed (100/s, 60 ms each); 4 connections carry them, so requests
+    queue in the agent. Every one is still sent and answered, and the wait counts in latency (from the
+    intended time), not in service time."""
+    target.reset()
+    before = target.stats()["connections_total"]
+    res, _ = _one_agent_run(tmp_path, target, "max_connections = 4", 100, "/delay?ms=60")
     assert res["totals"]["ok"] == 200
     assert target.stats()["connections_total"] - before - 1 <= 4  # less the connection asking for the stats
     # 4 connections serve about 66/s of the 100/s: the queue grows to about 70 requests by the end
@@ -290,20 +297,7 @@ def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
 def test_drops_behind_a_slow_target_are_blamed_on_the_target(target: Target, tmp_path: Path) -> None:
     """200/s of 200 ms requests need 40 in flight; the limit is 10. The agent keeps its schedule, so the
     warning says the target is the limit instead of asking for more agents."""
-    prof = tmp_path / "slow.toml"
-    prof.write_text(
-        f'name = "slow"\ntarget = "{target.url}"\n\n[load]\narrival = "constant"\ntimeout = "5s"\n'
-        'max_in_flight = 10\nstages = [{duration = "0s", rate = 200}, {duration = "2s", rate = 200}]\n\n'
-        '[[requests]]\npath = "/delay?ms=200"\n'
-    )
-    proc = loadgen_bg("run", str(prof), "--agents", "1", "--out", str(tmp_path / "out"))
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-    res = read_results(tmp_path / "out")
-    _accounted(res)
+    res, err = _one_agent_run(tmp_path, target, "max_in_flight = 10", 200, "/delay?ms=200")
     assert res["totals"]["dropped"] > 200
     assert res["generator_saturated"] is True
     [warning] = [w for w in res["warnings"] if "dropped at max_in_flight=10" in w]
