@@ -1,0 +1,241 @@
+"""One HTTP/1.1 keep-alive connection of the httpx engine, driven through ``h11`` from protocol callbacks.
+
+The direct (no proxy) path of :mod:`agents.httpx_engine`. It is a plain ``asyncio.Protocol``, like the fast
+engine's connection, with h11's state machine instead of httptools: :meth:`H11Connection.send` frames the
+request with h11 and writes it, and ``data_received`` feeds h11 and reads events until it needs more data or
+the response has ended. So a request allocates nothing that outlives it: no task, coroutine or future per
+request. (The earlier build parked a coroutine per connection on a future; with a thousand requests in
+flight those objects were always young, the collector's youngest generation held thousands of them, and its
+collections took 5-12 ms each: send lag.)
+
+What h11 does per exchange stays: it frames the request, parses and checks the response, knows a HEAD response
+has no body, reads a body delimited by the connection closing, skips 1xx responses, and says whether the
+connection can be reused (``Connection: close``, HTTP/1.0); if not, it is closed after the response and the
+pool opens another when pending work needs one. A 101 (switching protocols) is reported as the response and
+the connection is closed. Errors are the engine's categories: ``protocol`` (h11 refused the response, or its
+head is longer than ``max_head_bytes``) and ``reset`` (the connection closed before the response ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import h11
+
+from agents.pool import Pool
+
+__all__ = ["DirectConnections", "H11Connection"]
+
+END_OF_MESSAGE = h11.EndOfMessage()
+
+
+class H11Connection(asyncio.Protocol):
+    """A keep-alive connection carrying at most one request at a time; ``req`` is -1 when it carries none.
+    Pooled by :class:`agents.pool.Pool`."""
+
+    transport: asyncio.Transport  # set by connection_made, before anything else uses it
+
+    __slots__ = (
+        "clock",
+        "closed",
+        "engine",
+        "h11",
+        "intended",
+        "pool",
+        "req",
+        "requests",
+        "sent",
+        "status",
+        "submitted",
+        "transport",
+    )
+
+    def __init__(self, engine: DirectConnections) -> None:
+        self.engine = engine
+        self.pool = engine.pool
+        self.clock = engine.clock
+        self.requests = engine.requests
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=engine.max_head_bytes)
+        self.req = -1
+        self.intended = 0.0
+        self.submitted = 0.0
+        self.sent = 0.0
+        self.status = 0
+        self.closed = False
+
+    def send(self, req: int, intended: float, submitted: float, now: float) -> None:
+        self.req = req
+        self.intended = intended
+        self.submitted = submitted
+        self.sent = now
+        self.status = 0
+        request, body = self.requests[req]
+        h = self.h11
+        data = h.send(request)
+        if body:
+            data += h.send(h11.Data(data=body))
+        data += h.send(END_OF_MESSAGE)  # b"" for a body with a Content-Length
+        self.transport.write(data)  # headers and body in one write
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        if self.req < 0:
+            self.engine.retire(self)  # an answer to nothing (e.g. 408 before closing): do not reuse it
+            return
+        self._receive(data)
+
+    def eof_received(self) -> bool:
+        if self.req >= 0:
+            self._receive(b"")  # the end of a body delimited by closing, or a response cut short
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine.broken(self, "reset")  # nothing happens if it was closed on purpose or already broken
+
+    # the response
+
+    def _receive(self, data: bytes) -> None:
+        h = self.h11
+        try:
+            h.receive_data(data)
+            while True:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    return
+                kind = type(event)
+                if kind is h11.Response or kind is h11.InformationalResponse:
+                    self.status = event.status_code  # type: ignore[union-attr]
+                elif kind is h11.EndOfMessage or event is h11.PAUSED:
+                    # PAUSED: the server switched protocols (101); the connection is not reused
+                    self._complete()
+                    return
+                elif kind is h11.ConnectionClosed:
+                    self.engine.broken(self, "reset")
+                    return
+                # Data is read and dropped; an InformationalResponse (1xx) is followed by the real one.
+        except h11.RemoteProtocolError as exc:
+            # h11 calls an early close a protocol error; it is the connection breaking, as in the fast engine.
+            text = str(exc)
+            self.engine.broken(self, "reset" if not data or "peer closed" in text else "protocol")
+
+    def _complete(self) -> None:
+        done = self.clock()
+        req = self.req
+        self.req = -1
+        pool = self.pool
+        pool.in_flight -= 1
+        h = self.h11
+        # Released before reporting (see agents.pool), so a sink that submits from its callback reuses it.
+        if h.our_state is h11.DONE and h.their_state is h11.DONE:
+            h.start_next_cycle()
+            if pool.pending:
+                self.engine.backlog(self)  # the oldest pending request goes out at the flush
+            else:
+                pool.idle.append(self)
+        else:
+            self.engine.retire(self)  # Connection: close, HTTP/1.0, or a switch of protocols
+        self.engine.on_response(req, self.intended, self.sent, done, self.status)
+
+
+class DirectConnections:
+    """The httpx engine's connections when there is no proxy: how one is opened, and what a connection asks
+    of its owner when it breaks, will not be reused, or is free while requests are pending. Made by the
+    engine's ``start``, on the running loop."""
+
+    def __init__(
+        self,
+        pool: Pool[H11Connection],
+        requests: Sequence[tuple[h11.Request, bytes]],
+        on_response: Callable[[int, float, float, float, int], None],
+        clock: Callable[[], float],
+        *,
+        host: str,
+        port: int,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        max_head_bytes: int,
+    ) -> None:
+        self.pool = pool
+        self.requests = requests
+        self.on_response = on_response
+        self.clock = clock
+        self.max_head_bytes = max_head_bytes
+        self.address: str | None = None  # the resolved address new connections go to (set by the engine)
+        self._host = host
+        self._port = port
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush_scheduled = False
+
+    async def create(self, address: str) -> H11Connection:
+        """A new connection to ``address``. Raises ``OSError`` (``TimeoutError`` after ``timeout``)."""
+        async with asyncio.timeout(self._timeout):
+            _, connection = await self._loop.create_connection(
+                lambda: H11Connection(self),
+                address,
+                self._port,
+                ssl=self._ssl_context,
+                server_hostname=self._host if self._ssl_context is not None else None,
+            )
+        return connection
+
+    def open(self) -> None:
+        """The pool's opener: one connection, opened by a task."""
+        assert self.address is not None
+        task = self._loop.create_task(self._opening(self.address))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _opening(self, address: str) -> None:
+        try:
+            connection = await self.create(address)
+        except OSError:
+            self.pool.open_failed()
+            return
+        if not self.pool.opened(connection):
+            connection.closed = True
+            connection.transport.abort()
+
+    def retire(self, connection: H11Connection) -> None:
+        """Close a connection that carries nothing and will not be reused."""
+        if connection.closed:
+            return
+        self.pool.discard(connection)  # if it is on the idle stack, submit skips it
+        connection.transport.close()
+
+    def broken(self, connection: H11Connection, category: str) -> None:
+        """The connection cannot go on: fail what it carried (``category``), drop it."""
+        if connection.closed:
+            return
+        self.pool.discard(connection)
+        connection.transport.abort()
+        if connection.req >= 0:
+            self.pool.failed(connection, category, self.clock())
+
+    def backlog(self, connection: H11Connection) -> None:
+        """Free while requests are pending: it takes the oldest at the flush, once per loop iteration (see
+        "Backlog" in agents.pool), not from inside this read callback."""
+        self.pool.ready.append(connection)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.pool.flush()
+
+    async def aclose(self) -> None:
+        """Stop opening connections (the pool is closed already)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
