@@ -39,6 +39,7 @@ import zmq.asyncio
 
 from agents.arrivals import ArrivalLoop, RequestPicker
 from agents.engine import Engine, Sink
+from agents.limits import connection_limit
 from agents.recorder import Recorder
 from loadgen import __version__
 from loadgen.curve import RateCurve
@@ -252,9 +253,16 @@ class Agent:
             curve, load.arrival, start.share, start.phase, random.Random(start.seed), start.begin
         )
         recorder = Recorder([r.name for r in profile.requests])
+        connections = connection_limit(load.connection_limit)
+        if connections < load.connection_limit:
+            log.warning(
+                "this agent can open at most %d connections (its open-file limit; raise it with ulimit -n): "
+                "requests beyond them wait for a free one, and the wait counts in their latency",
+                connections,
+            )
         try:
             engine = self._engine_factory(
-                start.engine, profile.target, profile.requests, recorder, load.timeout, load.connection_limit
+                start.engine, profile.target, profile.requests, recorder, load.timeout, connections
             )
         except ValueError as exc:
             await self._send(Refused(f"cannot drive {profile.target}: {exc}"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -304,3 +306,42 @@ def test_drops_behind_a_slow_target_are_blamed_on_the_target(target: Target, tmp
     assert "the target is the limit, more agents will not help" in warning
     assert res["saturation_cause"] == "in_flight_limit"
     assert "the target answered slower than requests arrived" in err  # the live warning too
+
+
+def test_an_agent_short_of_file_descriptors_waits_for_connections_instead_of_failing(
+    target: Target, tmp_path: Path
+) -> None:
+    """The agent's open-file limit is 200 and cannot be raised: 1,000/s of 300 ms requests would need about
+    300 connections. It opens at most what the limit leaves, says so, and every request is answered: none is
+    reported as the target refusing connections (EMFILE from connect)."""
+    import resource
+
+    target.reset()
+    before = target.stats()["connections_total"]
+    prof = tmp_path / "fds.toml"
+    prof.write_text(
+        f'name = "fds"\ntarget = "{target.url}"\n\n[load]\narrival = "constant"\ntimeout = "8s"\n'
+        'stages = [{duration = "0s", rate = 1000}, {duration = "2s", rate = 1000}]\n\n'
+        '[[requests]]\npath = "/delay?ms=300"\n'
+    )
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "run", str(prof), "--agents", "1", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_files,
+    )
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    res = read_results(tmp_path / "out")
+    _accounted(res)
+    assert res["totals"]["ok"] == 2000, res["totals"]
+    assert target.stats()["connections_total"] - before - 1 <= 200 - 64
+    assert "can open at most 136 connections (its open-file limit" in err
