@@ -39,11 +39,11 @@ import zmq.asyncio
 
 from agents.arrivals import ArrivalLoop, RequestPicker
 from agents.engine import Engine, Sink
-from agents.limits import connection_limit
 from agents.recorder import Recorder
 from loadgen import __version__
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
+from loadgen.limits import connection_limit
 from loadgen.profile import Profile, RequestSpec
 from loadgen.schedule import ArrivalSchedule
 from loadgen.wire import (

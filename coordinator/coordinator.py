@@ -42,6 +42,7 @@ from coordinator.state import aggregate_state, read_state, restore_aggregate, wr
 from loadgen.costs import cost_of, cost_summary, judgeable_during_run
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
+from loadgen.limits import connection_budget, raise_open_files
 from loadgen.profile import Profile
 from loadgen.split import split
 from loadgen.wire import (
@@ -166,6 +167,14 @@ class Coordinator:
 
     def bind(self, endpoint: str | None = None) -> str:
         """Bind the control socket; returns the endpoint actually bound (a port of 0 picks a free one)."""
+        expected = self.config.expect_agents
+        soft = raise_open_files(max(1024, 2 * expected))  # a descriptor per agent, and room for late ones
+        if connection_budget(soft) < expected:
+            room = connection_budget(soft)
+            self._progress(
+                f"WARNING: the open-file limit ({soft}) leaves room for {room} agents, not {expected}; "
+                "raise it with ulimit -n"
+            )
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)

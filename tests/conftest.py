@@ -103,6 +103,16 @@ def write_profile(
     return path
 
 
+def with_open_files(limit: int, module: str = "loadgen") -> str:
+    """Code for ``python -c`` that sets the open-file limit (soft and hard) to ``limit`` and then becomes
+    ``python -m module`` with the arguments that follow (no preexec_fn: unsafe in a threaded test process)."""
+    return (
+        "import os, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit})); "
+        f"os.execv(sys.executable, [sys.executable, '-m', {module!r}, *sys.argv[1:]])"
+    )
+
+
 def read_results(out: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out / "results.json").read_text())
     return data

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Target, Watched, free_port, loadgen, loadgen_bg, read_results, write_profile
+from tests.conftest import (
+    Target,
+    Watched,
+    free_port,
+    loadgen,
+    loadgen_bg,
+    read_results,
+    with_open_files,
+    write_profile,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -314,8 +323,6 @@ def test_an_agent_short_of_file_descriptors_waits_for_connections_instead_of_fai
     """The agent's open-file limit is 200 and cannot be raised: 1,000/s of 300 ms requests would need about
     300 connections. It opens at most what the limit leaves, says so, and every request is answered: none is
     reported as the target refusing connections (EMFILE from connect)."""
-    import resource
-
     target.reset()
     before = target.stats()["connections_total"]
     prof = tmp_path / "fds.toml"
@@ -325,15 +332,21 @@ def test_an_agent_short_of_file_descriptors_waits_for_connections_instead_of_fai
         '[[requests]]\npath = "/delay?ms=300"\n'
     )
 
-    def few_files() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
-
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadgen", "run", str(prof), "--agents", "1", "--out", str(tmp_path / "out")],
+        [
+            sys.executable,
+            "-c",
+            with_open_files(200),
+            "run",
+            str(prof),
+            "--agents",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=few_files,
     )
     try:
         _, err = proc.communicate(timeout=60)
@@ -345,3 +358,23 @@ def test_an_agent_short_of_file_descriptors_waits_for_connections_instead_of_fai
     assert res["totals"]["ok"] == 2000, res["totals"]
     assert target.stats()["connections_total"] - before - 1 <= 200 - 64
     assert "can open at most 136 connections (its open-file limit" in err
+
+
+def test_a_coordinator_short_of_file_descriptors_for_its_fleet_says_so(
+    target: Target, tmp_path: Path
+) -> None:
+    prof = write_profile(tmp_path / "p.toml", target.url, '[{duration = "1s", rate = 10}]')
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    args = ["coordinator", str(prof), "--bind", endpoint, "--expect-agents", "500", "--join-timeout", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-c", with_open_files(200), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert (
+        "the open-file limit (200) leaves room for 136 agents, not 500; raise it with ulimit -n"
+        in proc.stderr
+    )

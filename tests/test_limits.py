@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 
-from agents.limits import RESERVE, connection_budget
+from loadgen.limits import RESERVE, connection_budget
 
 
 def test_budget_leaves_a_reserve() -> None:
@@ -16,19 +15,16 @@ def test_budget_leaves_a_reserve() -> None:
 
 def _in_child(soft: int, hard: int, code: str) -> str:
     """Run ``code`` in a Python process whose open-file limit is (soft, hard); its last line of output."""
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
+    setup = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))\n"
     out = subprocess.run(
-        [sys.executable, "-c", code], preexec_fn=limit, capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-c", setup + code], capture_output=True, text=True, check=True, timeout=30
     )
     return out.stdout.strip().splitlines()[-1]
 
 
 def test_the_soft_limit_is_raised_to_fit_up_to_the_hard_limit() -> None:
     code = (
-        "import resource; from agents.limits import connection_limit as c; "
+        "import resource; from loadgen.limits import connection_limit as c; "
         "print(c(500), c(50_000), resource.getrlimit(resource.RLIMIT_NOFILE))"
     )
     # soft 256, hard 2,048: 500 connections fit once raised; 50,000 get what the hard limit leaves
@@ -36,5 +32,5 @@ def test_the_soft_limit_is_raised_to_fit_up_to_the_hard_limit() -> None:
 
 
 def test_a_limit_that_cannot_be_raised_caps_the_connections() -> None:
-    code = "from agents.limits import connection_limit as c; print(c(500), c(10))"
+    code = "from loadgen.limits import connection_limit as c; print(c(500), c(10))"
     assert _in_child(200, 200, code) == f"{200 - RESERVE} 10"

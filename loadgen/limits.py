@@ -1,10 +1,11 @@
-"""How many connections this agent process may open: its open-file limit, raised as far as the system allows.
+"""How many connections a process may open: its open-file limit, raised as far as the system allows.
 
 Every connection is a file descriptor. A process's soft limit is often 1,024 (the hard limit much higher),
 and an agent that runs into it gets ``EMFILE`` from ``connect``, which the pool would report as the target
 refusing connections: the wrong numbers, blamed on the wrong party. So before a run the agent raises its soft
 limit to what the run may need (up to the hard limit), and caps its connections at what the limit leaves;
-requests beyond the cap wait for a free connection, and the wait counts in their latency.
+requests beyond the cap wait for a free connection, and the wait counts in their latency. A coordinator
+likewise raises its limit to fit a connection per agent (ZeroMQ holds one descriptor per peer).
 """
 
 from __future__ import annotations
