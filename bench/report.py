@@ -683,26 +683,34 @@ is what limits this engine."""
 NEXT_STEPS = """\
 What the figures above point at next:
 
-- **Fast engine past its highest rate.** Offered more than it can send, the agent does not level off at its
-  maximum: its event loop falls into long iterations (tens of milliseconds, thousands of connections in
-  flight) where each request costs more CPU, and the achieved rate has been seen anywhere from a third to
-  all of the offered rate in runs a minute apart. Every arrival is still accounted for (sent, or dropped
-  and counted) and the run is flagged, but a steadier overload would need the agent to bound its own
-  concurrency (connections and in-flight requests) to what its CPU can serve.
+- **Fast engine past its highest rate, against nginx on one core.** Offered more than nginx serves, the
+  agent opens a connection for every request that finds the others busy (the open model: arrivals do not
+  wait for each other), and nginx serves fewer requests per second as its connections grow (62,000-64,000/s
+  at 100 connections, 48,000/s at 1,000-1,600, measured closed loop on the day this was written): the run
+  settles at a fraction of the offered rate, every arrival accounted for (sent, or dropped and counted,
+  attributed to the target when the agent kept its schedule). `load.max_connections` caps the connections
+  per agent for tests that should model a client pool instead.
 - **Fast engine per request.** Its kernel share is wrk's (a write and a read per request); what is left
   above it is a few µs of Python per request (arrival, submit, parse callback, record). 100,000/s on one
-  core needs the whole request, kernel included, under 10 µs.
+  core needs the whole request, kernel included, under 10 µs, and a target that serves more than that.
 - **httpx engine.** What is left is h11 itself (most of it parsing the response's status line and
   headers); going faster would mean another HTTP/1.1 parser, and then it would not be httpx's machinery.
   It is the engine for features (httpx's TLS defaults, proxies, h11's strictness), not for speed.
 - **Coordinator at 1,000 agents.** What is left per interval is decompressing and adding each agent's
   histograms; a lighter wire form (sparse, uncompressed counts) or relays in front of it would cut that.
-- **Coordinator memory over a long run.** It keeps every closed second's summary (as a dict, about 1.6 KB,
-  plus its rendered JSON and packed form for the checkpoints): about 2 KB per second of run whatever the
-  rate or the fleet, some 7 MiB per hour (section 6's coordinator slope). Flat would mean spooling the
-  per-second series to the output folder and reading it back for the final reports.
+- **Garbage collection in the agent.** Objects made before the run are frozen out of the collector's sight,
+  but connections opened during it are not: a full collection with a thousand connections open takes
+  12-22 ms (gc callbacks, once or a few times per run), which is send lag for the arrivals due meanwhile.
 
 Done while this suite was written (on these measurements):
+
+- **Coordinator memory over a long run.** It kept every closed second's summary three times (a dict, its
+  rendered JSON and its packed form for the checkpoints), about 2 KB per second of run whatever the rate or
+  the fleet: some 5-7 MiB per hour. The per-second series now goes to `intervals.spool` in the output folder
+  as each second closes (`bench/coord_memory.py`, the real coordinator through 8 simulated hours: RSS
+  60.6 -> 94.8 MiB from hour 1 to hour 8 before, 55.7 -> 55.9 MiB after; the hour-8 checkpoint 22 -> 1.4 ms).
+- **httpx engine from protocol callbacks** (see section 4): a coroutine parked per connection kept the
+  collector's youngest generation full at a thousand requests in flight.
 
 - **Fast engine: bound the connects in progress** (`MAX_OPENING`, and none while the event loop is behind):
   after a pause it opened one connection per pending request, thousands at once, which turned a moment
