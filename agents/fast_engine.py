@@ -33,7 +33,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from agents.engine import Sink, Unreachable, connect_first
 from agents.http_request import build_request, host_header, split_target
-from agents.pool import Pool
+from agents.pool import IDLE_EXPIRY, Pool
 from loadgen.profile import RequestSpec
 
 __all__ = ["FastEngine", "build_request"]
@@ -51,6 +51,7 @@ class _Connection(asyncio.Protocol):
         "closed",
         "engine",
         "heads",
+        "idle_since",
         "intended",
         "main_parser",
         "on_response",
@@ -76,6 +77,7 @@ class _Connection(asyncio.Protocol):
         self.intended = 0.0
         self.submitted = 0.0
         self.sent = 0.0
+        self.idle_since = 0.0
         self.closed = False
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
@@ -136,6 +138,7 @@ class _Connection(asyncio.Protocol):
                     engine._flush_scheduled = True
                     engine._loop.call_soon(engine._flush)  # type: ignore[union-attr]
             else:
+                self.idle_since = done
                 pool.idle.append(self)
         else:
             self.engine._retire(self)
@@ -174,9 +177,10 @@ class FastEngine:
         max_connections: int,
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
+        idle_expiry: float = IDLE_EXPIRY,
     ) -> None:
         self._pool: Pool[_Connection] = Pool(
-            sink, timeout=timeout, max_connections=max_connections, clock=clock
+            sink, timeout=timeout, max_connections=max_connections, clock=clock, idle_expiry=idle_expiry
         )
         self.submit = self._pool.submit
         self._flush_scheduled = False
@@ -312,3 +316,5 @@ class FastEngine:
             self._pool.discard(connection)
             connection.transport.abort()  # so its late response is never read
             self._pool.failed(connection, "timeout", now)
+        for connection in self._pool.stale(now):
+            connection.transport.close()

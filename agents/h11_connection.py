@@ -43,6 +43,7 @@ class H11Connection(asyncio.Protocol):
         "closed",
         "engine",
         "h11",
+        "idle_since",
         "intended",
         "pool",
         "req",
@@ -64,6 +65,7 @@ class H11Connection(asyncio.Protocol):
         self.submitted = 0.0
         self.sent = 0.0
         self.status = 0
+        self.idle_since = 0.0
         self.closed = False
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
@@ -138,6 +140,7 @@ class H11Connection(asyncio.Protocol):
             if pool.pending:
                 self.engine.backlog(self)  # the oldest pending request goes out at the flush
             else:
+                self.idle_since = done
                 pool.idle.append(self)
         else:
             self.engine.retire(self)  # Connection: close, HTTP/1.0, or a switch of protocols

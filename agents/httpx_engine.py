@@ -58,7 +58,7 @@ import httpx
 from agents.engine import Sink, Unreachable, connect_first
 from agents.h11_connection import DirectConnections
 from agents.http_request import BODY_METHODS, PRINTABLE, field_value, host_header, split_target, token
-from agents.pool import Pool
+from agents.pool import IDLE_EXPIRY, Pool
 from loadgen import __version__
 from loadgen.profile import RequestSpec
 
@@ -309,7 +309,7 @@ class _Worker:
     """A one-connection httpcore proxy pool and the coroutine that serves it; ``req`` is -1 when it carries
     no request. Pooled by :class:`agents.pool.Pool`: ``send`` gives it a request (and wakes it if parked)."""
 
-    __slots__ = ("closed", "connection", "intended", "req", "sent", "submitted", "task", "wake")
+    __slots__ = ("closed", "connection", "idle_since", "intended", "req", "sent", "submitted", "task", "wake")
 
     def __init__(self) -> None:
         self.connection: httpcore.AsyncHTTPProxy | None = None
@@ -319,6 +319,7 @@ class _Worker:
         self.intended = 0.0
         self.submitted = 0.0
         self.sent = 0.0
+        self.idle_since = 0.0
         self.closed = False
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
@@ -363,9 +364,12 @@ class HttpxEngine:
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | None = None,
         trust_env: bool = True,
+        idle_expiry: float = IDLE_EXPIRY,
     ) -> None:
         # Pooled: H11Connection on the direct path, _Worker through a proxy.
-        self._pool: Pool[Any] = Pool(sink, timeout=timeout, max_connections=max_connections, clock=clock)
+        self._pool: Pool[Any] = Pool(
+            sink, timeout=timeout, max_connections=max_connections, clock=clock, idle_expiry=idle_expiry
+        )
         self.submit = self._pool.submit
         scheme, self._host, self._port, prefix = split_target(target)
         self._target = target
@@ -533,3 +537,9 @@ class HttpxEngine:
             else:
                 connection.transport.abort()  # its late response is never read
             self._pool.failed(connection, "timeout", now)
+        for connection in self._pool.stale(now):
+            if isinstance(connection, _Worker):
+                if connection.task is not None:
+                    connection.task.cancel()  # its proxy pool goes with it
+            else:
+                connection.transport.close()

@@ -5,7 +5,8 @@ answers call for (``expire`` returns the connections to abort, ``close`` those t
 
 The state, all on the event loop thread::
 
-    idle        LIFO stack of open connections with nothing outstanding (the warmest is reused first); a
+    idle        LIFO stack of open connections with nothing outstanding (the warmest is reused first; those
+                idle for ``idle_expiry`` are closed by the sweep, see :data:`IDLE_EXPIRY`); a
                 connection closed while on it stays there and is skipped
     pending     FIFO of (req, intended, submitted) waiting for a connection
     connections open connections (opened and not yet discarded)
@@ -46,6 +47,15 @@ from agents.engine import MAX_OPENING, Sink
 SWEEP_INTERVAL = 0.05
 """Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
 
+IDLE_EXPIRY = 4.0
+"""Seconds an idle connection is kept: one whose last request left this long ago is closed by the sweep.
+
+So the pool shrinks back to what the load needs after a burst or a stall made it open more (each open
+connection costs memory in the agent and in the target, and a server slows down with its connection
+count), and the agent closes an idle connection before a server's own keep-alive timeout would (5 s for
+Node.js, 60-75 s for common proxies and nginx): a request sent just as the server closes its end fails as
+a reset that is nobody's fault. httpx keeps idle connections 5 s."""
+
 BEHIND = 0.02
 """Seconds a sweep may run late before the pool counts the event loop as behind and stops opening connections:
 a loop that cannot keep up is short of CPU, not of connections, and every connect costs it more."""
@@ -63,6 +73,7 @@ class Pooled(Protocol):
     submitted: float
     sent: float  # 0.0 until the request is written
     closed: bool  # set by the pool when it forgets the connection (``discard``)
+    idle_since: float  # when it last went on the idle stack (or joined the pool), for idle expiry
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
         """Carry request ``req`` from now on (write it now, or as soon as the connection can)."""
@@ -85,6 +96,7 @@ class Pool(Generic[C]):
         "connecting",
         "connections",
         "idle",
+        "idle_expiry",
         "in_flight",
         "max_connections",
         "max_opening",
@@ -105,6 +117,7 @@ class Pool(Generic[C]):
         max_connections: int,
         clock: Callable[[], float],
         max_opening: int = MAX_OPENING,
+        idle_expiry: float = IDLE_EXPIRY,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
@@ -115,6 +128,7 @@ class Pool(Generic[C]):
         self.sweep_interval = min(SWEEP_INTERVAL, timeout / 4)
         self.max_connections = max_connections
         self.max_opening = max_opening
+        self.idle_expiry = idle_expiry
         self.clock = clock
         self.idle: list[C] = []
         self.pending: deque[Job] = deque()
@@ -156,6 +170,7 @@ class Pool(Generic[C]):
             req, intended, submitted = self.pending.popleft()
             connection.send(req, intended, submitted, self.clock())
         else:
+            connection.idle_since = self.clock()
             self.idle.append(connection)
 
     def flush(self) -> None:
@@ -173,6 +188,7 @@ class Pool(Generic[C]):
                 req, intended, submitted = pending.popleft()
                 connection.send(req, intended, submitted, clock())
             else:
+                connection.idle_since = clock()
                 self.idle.append(connection)
 
     def failed(self, connection: C, category: str, done: float) -> None:
@@ -263,6 +279,24 @@ class Pool(Generic[C]):
         if len(self.idle) > len(self.connections):  # closed connections left on the idle stack
             self.idle[:] = [c for c in self.idle if not c.closed]
         return [c for c in self.connections if c.req >= 0 and c.submitted <= cutoff]
+
+    def stale(self, now: float) -> list[C]:
+        """Take off the idle stack and forget the connections idle for ``idle_expiry`` or more; the caller
+        closes each. Called by the sweep: the stack is LIFO, so the longest idle are at its bottom and the
+        check stops at the first one still fresh."""
+        idle = self.idle
+        cutoff = now - self.idle_expiry
+        n = 0
+        while n < len(idle) and (idle[n].closed or idle[n].idle_since <= cutoff):
+            n += 1
+        if n == 0:
+            return []
+        old = idle[:n]
+        del idle[:n]
+        stale = [c for c in old if not c.closed]
+        for connection in stale:
+            self.discard(connection)
+        return stale
 
     def close(self) -> list[C]:
         """Stop: nothing is sent or opened any more; pending requests are dropped without a report (they

@@ -65,6 +65,7 @@ async def on_target(
     max_connections: int = 100,
     prefix: str = "",
     sink: RecordingSink | None = None,
+    idle_expiry: float = 60.0,
 ) -> tuple[RecordingSink, TargetServer]:
     """Run ``body`` with an engine started against a fresh built-in target; return the sink and the
     server, closed (its ``stats`` stay readable)."""
@@ -77,6 +78,7 @@ async def on_target(
         max_connections=max_connections,
         prefix=prefix,
         sink=sink,
+        idle_expiry=idle_expiry,
     )
     await with_engine(engine, body)
     await server.close()
@@ -109,10 +111,14 @@ def engine_for(
     max_connections: int = 100,
     prefix: str = "",
     sink: RecordingSink | None = None,
+    idle_expiry: float = 60.0,
 ) -> tuple[AnyEngine, RecordingSink]:
     sink = sink if sink is not None else RecordingSink()
     target = f"http://127.0.0.1:{port}{prefix}"
-    return make(target, requests, sink, timeout=timeout, max_connections=max_connections), sink
+    engine = make(
+        target, requests, sink, timeout=timeout, max_connections=max_connections, idle_expiry=idle_expiry
+    )
+    return engine, sink
 
 
 # --- construction
@@ -190,6 +196,31 @@ def test_sequential_requests_reuse_one_keep_alive_connection(make: EngineClass) 
         sink, server = await on_target(make, body, [get("/")], sink=sink)
         assert sink.statuses == [200] * 100
         assert server.stats.connections_total == 1
+
+    run(test)
+
+
+def test_connections_left_idle_are_closed_and_reopened_when_needed(make: EngineClass) -> None:
+    """After a burst the pool shrinks back: connections idle longer than the expiry are closed by the
+    engine, and a later request opens a fresh one."""
+
+    async def test() -> None:
+        sink = RecordingSink()
+
+        async def body(engine: AnyEngine) -> None:
+            for _ in range(8):
+                engine.submit(1, time.monotonic())  # 8 at once, 50 ms each: 8 connections
+            await wait_for(reported(sink, 8))
+            assert engine._pool.connections and len(engine._pool.connections) == 8
+            await wait_for(lambda: not engine._pool.connections, within=2.0)
+            engine.submit(0, time.monotonic())
+            await wait_for(reported(sink, 9))
+
+        sink, server = await on_target(
+            make, body, [get("/"), get("/delay?ms=50")], sink=sink, idle_expiry=0.2
+        )
+        assert sink.statuses == [200] * 9
+        assert server.stats.connections_total == 9
 
     run(test)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.pool import SWEEP_INTERVAL, Pool
+from agents.pool import IDLE_EXPIRY, SWEEP_INTERVAL, Pool
 from tests.loopback import RecordingSink
 
 
@@ -21,6 +21,7 @@ class FakeConnection:
     intended: float = 0.0
     submitted: float = 0.0
     sent: float = 0.0
+    idle_since: float = 0.0
     closed: bool = False
     carried: list[int] = field(default_factory=list)
 
@@ -399,3 +400,41 @@ def test_behind_never_leaves_a_pool_without_connections() -> None:
     assert pool.behind
     pool.submit(0, 99.0)  # no connection at all: one is opened even so
     assert opener.calls == 1
+
+
+# --- idle expiry
+
+
+def test_connections_idle_past_the_expiry_are_closed_oldest_first_and_fresh_ones_stay() -> None:
+    pool, _, clock, _ = make_pool()
+    old, warm = FakeConnection(), FakeConnection()
+    pool.add(old)
+    pool.add(warm)
+    assert pool.stale(clock()) == []  # just opened: counts as used now
+    clock.now += 3.0
+    pool.submit(0, clock())  # the warmest (top of the stack) carries it; the other stays idle
+    assert warm.req == 0 and old.req == -1
+    finish(pool, warm)
+    clock.now += IDLE_EXPIRY - 2.0  # old: idle for IDLE_EXPIRY + 1 s; warm: last used IDLE_EXPIRY - 2 s ago
+    assert pool.stale(clock()) == [old]
+    assert old.closed and old not in pool.connections and pool.idle == [warm]
+    assert pool.stale(clock()) == []
+    clock.now += 2.0
+    assert pool.stale(clock()) == [warm]
+    assert pool.idle == [] and not pool.connections
+
+
+def test_a_busy_connection_is_never_stale_and_the_pool_opens_again_when_needed() -> None:
+    pool, _, clock, opener = make_pool()
+    busy = FakeConnection()
+    pool.add(busy)
+    pool.submit(0, clock())
+    clock.now += 10 * IDLE_EXPIRY
+    assert pool.stale(clock()) == []  # carrying a request: the timeout is the sweep's business, not expiry
+    finish(pool, busy)
+    assert pool.stale(clock()) == []  # its request took long, but it has only just gone idle
+    assert pool.idle == [busy]
+    clock.now += IDLE_EXPIRY
+    assert pool.stale(clock()) == [busy]
+    pool.submit(1, clock())
+    assert opener.calls == 1  # nothing idle: a new connection is opened for the request
