@@ -80,6 +80,7 @@ def test_the_findings_name_the_target_when_it_was_the_limit(tmp_path: Path) -> N
     report.write_report(f, path)
     text = path.read_text()
     assert "The target was the limit, not the agent." in text
+    assert "At that cost a whole core would carry 100,000 requests/s" in text
     assert "at 90,000/s it was 99% busy in the busiest window while the agent used 60%" in text
     assert "| target-bound |" in text
     f.searches = {"fast": [held, _trial(90_000, 50_000, 9.0, 0.99, 3.0, target_busy=0.99)]}
@@ -111,6 +112,7 @@ def test_report_renders_from_figures(tmp_path: Path) -> None:
     assert "| fast engine >= 0.5x wrk | 0.43x | **no** |" in text
     assert "| fast | 60,000/s | 0.43x | 6.00x | 64% |" in text  # the trial that held, not the last one
     assert "wrk spent 91% of its CPU in the" in text
+    assert "needs the whole request, kernel included, under 10 µs of CPU; the agent spends 10.7 µs" in text
     assert "| write system call" in text and "75.0%" in text
 
 
