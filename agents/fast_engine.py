@@ -31,6 +31,7 @@ from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from agents.connections import ProtocolConnections
 from agents.engine import Sink, Unreachable, connect_first
 from agents.http_request import build_request, host_header, split_target
 from agents.pool import IDLE_EXPIRY, Pool
@@ -64,8 +65,8 @@ class _Connection(asyncio.Protocol):
         "wire",
     )
 
-    def __init__(self, engine: FastEngine) -> None:
-        self.engine = engine
+    def __init__(self, engine: FastEngine, connections: ProtocolConnections[_Connection]) -> None:
+        self.engine = connections
         self.pool = engine._pool
         self.clock = engine._clock
         self.on_response = engine._on_response
@@ -102,12 +103,12 @@ class _Connection(asyncio.Protocol):
         except HttpParserCallbackError:
             raise  # a bug in our callback or the sink, not the server's fault
         except HttpParserError:
-            self.engine._broken(self, "protocol")
+            self.engine.broken(self, "protocol")
         except HttpParserUpgrade:
-            self.engine._retire(self)
+            self.engine.retire(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.engine._broken(self, "reset")  # nothing happens if we closed it ourselves
+        self.engine.broken(self, "reset")  # nothing happens if we closed it ourselves
 
     # httptools callback
 
@@ -117,7 +118,7 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         status = parser.get_status_code()
         if req < 0:
-            self.engine._retire(self)  # an answer to nothing (e.g. 408 before closing): do not reuse it
+            self.engine.retire(self)  # an answer to nothing (e.g. 408 before closing): do not reuse it
             return
         if status < 200 and status != 101:
             return  # an interim response; the real one follows
@@ -132,16 +133,12 @@ class _Connection(asyncio.Protocol):
             if pool.pending:
                 # A backlog: the oldest pending request goes out at the flush, once per loop iteration
                 # (see "Backlog" in agents/pool.py), not from inside this read callback.
-                pool.ready.append(self)
-                engine = self.engine
-                if not engine._flush_scheduled:
-                    engine._flush_scheduled = True
-                    engine._loop.call_soon(engine._flush)  # type: ignore[union-attr]
+                self.engine.backlog(self)
             else:
                 self.idle_since = done
                 pool.idle.append(self)
         else:
-            self.engine._retire(self)
+            self.engine.retire(self)
         self.on_response(req, intended, sent, done, status)
 
 
@@ -183,7 +180,6 @@ class FastEngine:
             sink, timeout=timeout, max_connections=max_connections, clock=clock, idle_expiry=idle_expiry
         )
         self.submit = self._pool.submit
-        self._flush_scheduled = False
         scheme, self._host, self._port, prefix = split_target(target)
         host = host_header(scheme, self._host, self._port)
         self._target = target
@@ -196,16 +192,11 @@ class FastEngine:
         self._on_response: Callable[[int, float, float, float, int], None] = sink.response
         self._timeout = timeout
         self._clock: Callable[[], float] = clock
-        self._address: str | None = None  # resolved in start()
+        self._connections: ProtocolConnections[_Connection] | None = None  # made by start()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
     # --- Engine interface
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self._pool.flush()
 
     async def start(self) -> None:
         """Resolve the target once, open a first connection and start the timeout sweep.
@@ -216,23 +207,33 @@ class FastEngine:
         self._loop = asyncio.get_running_loop()
         if self._tls and self._ssl_context is None:
             self._ssl_context = ssl.create_default_context()
+        connections = self._connections = ProtocolConnections(
+            self._pool,
+            lambda owner: _Connection(self, owner),
+            self._clock,
+            host=self._host,
+            port=self._port,
+            timeout=self._timeout,
+            ssl_context=self._ssl_context if self._tls else None,
+        )
         try:
-            self._address, connection = await connect_first(
-                self._target, self._host, self._port, self._create
+            address, connection = await connect_first(
+                self._target, self._host, self._port, connections.create
             )
         except Unreachable as exc:
             # Stay usable: the caller may go on and count every arrival as a connect error (or succeed
             # once the target comes up), so keep the first address and run the timeout sweep anyway.
-            self._address = exc.address
-            self._begin()
+            connections.address = exc.address
+            self._begin(connections)
             raise
-        self._begin()
+        connections.address = address
+        self._begin(connections)
         self._pool.add(connection)
 
-    def _begin(self) -> None:
+    def _begin(self, connections: ProtocolConnections[_Connection]) -> None:
         assert self._loop is not None
         self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
-        self._pool.start(self._open)
+        self._pool.start(connections.open)
 
     @property
     def in_flight(self) -> int:
@@ -247,62 +248,11 @@ class FastEngine:
         connections = self._pool.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._connections is not None:
+            await self._connections.aclose()
         for connection in connections:
             connection.transport.abort()
         await asyncio.sleep(0)  # let the transports deliver connection_lost
-
-    # --- opening connections
-
-    async def _create(self, address: str) -> _Connection:
-        assert self._loop is not None
-        async with asyncio.timeout(self._timeout):
-            _, connection = await self._loop.create_connection(
-                lambda: _Connection(self),
-                address,
-                self._port,
-                ssl=self._ssl_context if self._tls else None,
-                server_hostname=self._host if self._tls else None,
-            )
-        return connection
-
-    def _open(self) -> None:
-        """The pool's opener: one connection, opened by a task."""
-        assert self._loop is not None and self._address is not None
-        task = self._loop.create_task(self._opening(self._address))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _opening(self, address: str) -> None:
-        try:
-            connection = await self._create(address)
-        except OSError:
-            self._pool.open_failed()
-            return
-        if not self._pool.opened(connection):
-            connection.closed = True
-            connection.transport.abort()
-
-    # --- connection state changes (called by _Connection)
-
-    def _retire(self, connection: _Connection) -> None:
-        """Close a connection with nothing outstanding (the server will not keep it alive)."""
-        if connection.closed:
-            return
-        self._pool.discard(connection)  # if it is on the idle stack, submit skips it
-        connection.transport.close()
-
-    def _broken(self, connection: _Connection, category: str) -> None:
-        """The connection cannot go on (lost, or an unparsable response): fail what it carried, drop it."""
-        if connection.closed:
-            return
-        self._pool.discard(connection)
-        connection.transport.abort()
-        if connection.req >= 0:
-            self._pool.failed(connection, category, self._clock())
 
     # --- timeouts
 

@@ -19,15 +19,14 @@ head is longer than ``max_head_bytes``) and ``reset`` (the connection closed bef
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable, Sequence
 from typing import cast
 
 import h11
 
-from agents.pool import Pool
+from agents.connections import ProtocolConnections
 
-__all__ = ["DirectConnections", "H11Connection"]
+__all__ = ["H11Connection"]
 
 END_OF_MESSAGE = h11.EndOfMessage()
 
@@ -45,6 +44,7 @@ class H11Connection(asyncio.Protocol):
         "h11",
         "idle_since",
         "intended",
+        "on_response",
         "pool",
         "req",
         "requests",
@@ -54,12 +54,19 @@ class H11Connection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, engine: DirectConnections) -> None:
+    def __init__(
+        self,
+        engine: ProtocolConnections[H11Connection],
+        requests: Sequence[tuple[h11.Request, bytes]],
+        on_response: Callable[[int, float, float, float, int], None],
+        max_head_bytes: int,
+    ) -> None:
         self.engine = engine
         self.pool = engine.pool
         self.clock = engine.clock
-        self.requests = engine.requests
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=engine.max_head_bytes)
+        self.requests = requests
+        self.on_response = on_response
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
         self.req = -1
         self.intended = 0.0
         self.submitted = 0.0
@@ -144,101 +151,4 @@ class H11Connection(asyncio.Protocol):
                 pool.idle.append(self)
         else:
             self.engine.retire(self)  # Connection: close, HTTP/1.0, or a switch of protocols
-        self.engine.on_response(req, self.intended, self.sent, done, self.status)
-
-
-class DirectConnections:
-    """The httpx engine's connections when there is no proxy: how one is opened, and what a connection asks
-    of its owner when it breaks, will not be reused, or is free while requests are pending. Made by the
-    engine's ``start``, on the running loop."""
-
-    def __init__(
-        self,
-        pool: Pool[H11Connection],
-        requests: Sequence[tuple[h11.Request, bytes]],
-        on_response: Callable[[int, float, float, float, int], None],
-        clock: Callable[[], float],
-        *,
-        host: str,
-        port: int,
-        timeout: float,
-        ssl_context: ssl.SSLContext | None,
-        max_head_bytes: int,
-    ) -> None:
-        self.pool = pool
-        self.requests = requests
-        self.on_response = on_response
-        self.clock = clock
-        self.max_head_bytes = max_head_bytes
-        self.address: str | None = None  # the resolved address new connections go to (set by the engine)
-        self._host = host
-        self._port = port
-        self._timeout = timeout
-        self._ssl_context = ssl_context
-        self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._flush_scheduled = False
-
-    async def create(self, address: str) -> H11Connection:
-        """A new connection to ``address``. Raises ``OSError`` (``TimeoutError`` after ``timeout``)."""
-        async with asyncio.timeout(self._timeout):
-            _, connection = await self._loop.create_connection(
-                lambda: H11Connection(self),
-                address,
-                self._port,
-                ssl=self._ssl_context,
-                server_hostname=self._host if self._ssl_context is not None else None,
-            )
-        return connection
-
-    def open(self) -> None:
-        """The pool's opener: one connection, opened by a task."""
-        assert self.address is not None
-        task = self._loop.create_task(self._opening(self.address))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _opening(self, address: str) -> None:
-        try:
-            connection = await self.create(address)
-        except OSError:
-            self.pool.open_failed()
-            return
-        if not self.pool.opened(connection):
-            connection.closed = True
-            connection.transport.abort()
-
-    def retire(self, connection: H11Connection) -> None:
-        """Close a connection that carries nothing and will not be reused."""
-        if connection.closed:
-            return
-        self.pool.discard(connection)  # if it is on the idle stack, submit skips it
-        connection.transport.close()
-
-    def broken(self, connection: H11Connection, category: str) -> None:
-        """The connection cannot go on: fail what it carried (``category``), drop it."""
-        if connection.closed:
-            return
-        self.pool.discard(connection)
-        connection.transport.abort()
-        if connection.req >= 0:
-            self.pool.failed(connection, category, self.clock())
-
-    def backlog(self, connection: H11Connection) -> None:
-        """Free while requests are pending: it takes the oldest at the flush, once per loop iteration (see
-        "Backlog" in agents.pool), not from inside this read callback."""
-        self.pool.ready.append(connection)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self.pool.flush()
-
-    async def aclose(self) -> None:
-        """Stop opening connections (the pool is closed already)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self.on_response(req, self.intended, self.sent, done, self.status)

@@ -55,8 +55,9 @@ import h11
 import httpcore
 import httpx
 
+from agents.connections import ProtocolConnections
 from agents.engine import Sink, Unreachable, connect_first
-from agents.h11_connection import DirectConnections
+from agents.h11_connection import H11Connection
 from agents.http_request import BODY_METHODS, PRINTABLE, field_value, host_header, split_target, token
 from agents.pool import IDLE_EXPIRY, Pool
 from loadgen import __version__
@@ -384,7 +385,7 @@ class HttpxEngine:
         self._on_response = sink.response
         self._timeout = timeout
         self._clock = clock
-        self._connections: DirectConnections | None = None  # the direct path, made by start()
+        self._connections: ProtocolConnections[H11Connection] | None = None  # direct path, made by start()
         self._workers: set[_Worker] = set()  # the proxy path: every worker whose task has not ended
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -405,16 +406,15 @@ class HttpxEngine:
         if self._proxy is not None:
             self._pool.start(self._spawn)
             return
-        direct = self._connections = DirectConnections(
+        requests, on_response = self._direct, self._on_response
+        direct = self._connections = ProtocolConnections(
             self._pool,
-            self._direct,
-            self._on_response,
+            lambda owner: H11Connection(owner, requests, on_response, MAX_HEAD_BYTES),
             self._clock,
             host=self._host,
             port=self._port,
             timeout=self._timeout,
             ssl_context=self._ssl_context if self._tls else None,
-            max_head_bytes=MAX_HEAD_BYTES,
         )
         try:
             address, connection = await connect_first(self._target, self._host, self._port, direct.create)
