@@ -66,6 +66,7 @@ async def on_target(
     prefix: str = "",
     sink: RecordingSink | None = None,
     idle_expiry: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[RecordingSink, TargetServer]:
     """Run ``body`` with an engine started against a fresh built-in target; return the sink and the
     server, closed (its ``stats`` stay readable)."""
@@ -79,6 +80,7 @@ async def on_target(
         prefix=prefix,
         sink=sink,
         idle_expiry=idle_expiry,
+        clock=clock,
     )
     await with_engine(engine, body)
     await server.close()
@@ -112,11 +114,18 @@ def engine_for(
     prefix: str = "",
     sink: RecordingSink | None = None,
     idle_expiry: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[AnyEngine, RecordingSink]:
     sink = sink if sink is not None else RecordingSink()
     target = f"http://127.0.0.1:{port}{prefix}"
     engine = make(
-        target, requests, sink, timeout=timeout, max_connections=max_connections, idle_expiry=idle_expiry
+        target,
+        requests,
+        sink,
+        timeout=timeout,
+        max_connections=max_connections,
+        idle_expiry=idle_expiry,
+        clock=clock,
     )
     return engine, sink
 
@@ -332,14 +341,25 @@ def test_timeout_on_the_wire_closes_the_connection_and_drops_the_late_response(m
 
 
 def test_timeout_while_waiting_for_a_connection_was_never_sent(make: EngineClass) -> None:
+    # Both submissions must carry the same time: were the second a few microseconds later, a sweep could fall
+    # between the two deadlines, time out the first alone and hand its freed connection to the second.
+    held: list[float] = []
+
+    def clock() -> float:
+        return held[0] if held else time.monotonic()
+
     async def test() -> None:
         async def body(engine: AnyEngine) -> None:
-            engine.submit(0, time.monotonic())
-            engine.submit(0, time.monotonic())
+            held.append(time.monotonic())
+            engine.submit(0, held[0])
+            engine.submit(0, held[0])
+            held.clear()
             await engine.drain(time.monotonic() + 1)
             assert engine.in_flight == 0
 
-        sink, _ = await on_target(make, body, [get("/delay?ms=300")], timeout=0.1, max_connections=1)
+        sink, _ = await on_target(
+            make, body, [get("/delay?ms=300")], timeout=0.1, max_connections=1, clock=clock
+        )
         assert sorted(o.category for o in sink.outcomes) == ["timeout", "timeout"]
         assert sorted(o.sent == 0.0 for o in sink.outcomes) == [False, True]
 
