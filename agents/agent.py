@@ -365,7 +365,8 @@ class Agent:
     async def _send_interval(
         self, recorder: Recorder, engine: Engine, index: int, first: int, cpu: float
     ) -> None:
-        data = encode(await recorder.cut(index, engine.in_flight, cpu, first).build_async())
+        pending = recorder.cut(index, engine.in_flight, cpu, first, engine.connections)
+        data = encode(await pending.build_async())
         self._buffer.append((index, data))
         if len(self._buffer) > MAX_BUFFERED:
             lost, _ = self._buffer.popleft()

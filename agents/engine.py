@@ -57,6 +57,10 @@ class Engine(Protocol):
     def in_flight(self) -> int:
         """Requests submitted whose outcome has not yet been reported (queued or on the wire)."""
 
+    @property
+    def connections(self) -> int:
+        """Connections open now (not counting those being opened)."""
+
     async def drain(self, deadline: float) -> None:
         """Wait until nothing is in flight or the clock reaches ``deadline``."""
 

@@ -239,6 +239,10 @@ class FastEngine:
     def in_flight(self) -> int:
         return self._pool.in_flight
 
+    @property
+    def connections(self) -> int:
+        return len(self._pool.connections)
+
     async def drain(self, deadline: float) -> None:
         await self._pool.drain(deadline)
 

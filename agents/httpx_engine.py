@@ -432,6 +432,10 @@ class HttpxEngine:
     def in_flight(self) -> int:
         return self._pool.in_flight
 
+    @property
+    def connections(self) -> int:
+        return len(self._pool.connections)
+
     async def drain(self, deadline: float) -> None:
         await self._pool.drain(deadline)
 

@@ -120,7 +120,9 @@ class Recorder:
 
     # --- interval hand-over ------------------------------------------------------------------------------
 
-    def cut(self, index: int, in_flight: int, cpu: float = 0.0, first: int = 0) -> PendingInterval:
+    def cut(
+        self, index: int, in_flight: int, cpu: float = 0.0, first: int = 0, connections: int = 0
+    ) -> PendingInterval:
         """Take this interval's completions and the arrivals sealed so far, and start afresh. Cheap: the
         histograms are built by :class:`PendingInterval`, which can yield to the event loop meanwhile."""
         names: dict[str, tuple[int, int, int, dict[str, int], list[int], list[int]]] = {}
@@ -133,7 +135,15 @@ class Recorder:
                 self.total_failed += st.failed
                 st.reset()
         pending = PendingInterval(
-            index, first, self._sealed_scheduled, self._sealed_dropped, in_flight, names, self._lag, cpu
+            index,
+            first,
+            self._sealed_scheduled,
+            self._sealed_dropped,
+            in_flight,
+            names,
+            self._lag,
+            cpu,
+            connections,
         )
         self.total_scheduled += self._sealed_scheduled
         self.total_dropped += self._sealed_dropped
@@ -165,6 +175,7 @@ class PendingInterval:
         names: dict[str, tuple[int, int, int, dict[str, int], list[int], list[int]]],
         lag: list[int],
         cpu: float,
+        connections: int = 0,
     ) -> None:
         self.index = index
         self.first = first
@@ -174,6 +185,7 @@ class PendingInterval:
         self.names = names
         self.lag = lag
         self.cpu = cpu
+        self.connections = connections
 
     def _message(self, hists: dict[str, tuple[bytes, bytes]], lag: bytes) -> Interval:
         return Interval(
@@ -188,6 +200,7 @@ class PendingInterval:
             },
             lag=lag,
             cpu=self.cpu,
+            connections=self.connections,
         )
 
     def build(self) -> Interval:

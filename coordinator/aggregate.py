@@ -104,6 +104,7 @@ class Slot:
     service_by_name: dict[str, HdrHistogram] = field(default_factory=dict)
     lag: HdrHistogram = field(default_factory=new_histogram)
     cpu_max: float = 0.0
+    connections: int = 0  # the agents' open connections, summed
 
 
 def _into(hists: dict[str, HdrHistogram], name: str) -> HdrHistogram:
@@ -143,6 +144,7 @@ class AgentTotals:
     cpu_sum: float = 0.0
     cpu_max: float = 0.0
     cpu_saturated_s: int = 0  # seconds spent at or above CPU_SATURATED
+    connections_max: int = 0  # the most connections its engine had open at the end of a second
     first: int = 0
     contiguous: int = -1  # every interval from `first` through this index is merged
     ahead: set[int] = field(default_factory=set)  # merged indices beyond `contiguous`
@@ -211,7 +213,7 @@ class RunAggregate:
         if (
             iv.index < iv.first
             or iv.first < 0
-            or min(iv.scheduled, iv.dropped, iv.in_flight) < 0
+            or min(iv.scheduled, iv.dropped, iv.in_flight, iv.connections) < 0
             or not 0.0 <= iv.cpu < 1e3
         ):
             raise WireError("interval: negative index or counter", agent_id)
@@ -242,12 +244,14 @@ class RunAggregate:
         at.intervals += 1
         at.cpu_sum += iv.cpu
         at.cpu_max = max(at.cpu_max, iv.cpu)
+        at.connections_max = max(at.connections_max, iv.connections)
         if iv.cpu >= CPU_SATURATED:
             at.cpu_saturated_s += 1
         if lag >= 0:
             merger.commit(lag, self.lag if slot is None else slot.lag)
         if slot is not None:
             slot.cpu_max = max(slot.cpu_max, iv.cpu)
+            slot.connections += iv.connections
         ok = failed = 0
         errors: dict[str, int] = {}
         names = self.names
@@ -342,6 +346,7 @@ class RunAggregate:
             "service_p99": service_p99,
             "send_lag_p99": _pcts(slot.lag, 99.0)[0],
             "cpu_max": round(slot.cpu_max, 3),
+            "connections": slot.connections,
         }
         summary["saturated"] = bool(
             c.dropped

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
-from coordinator.saturation import dropped_warning, saturation_cause
+from coordinator.saturation import connections_advice, dropped_warning, generator_behind, saturation_cause
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
 from loadgen.profile import Profile
 
@@ -99,6 +99,13 @@ def build_results(
             f"(first at t={tally.first_saturated} s: drops, send lag p99 over 5 ms or an agent at a full "
             "core); figures from those seconds include its own delays"
         )
+    advice = connections_advice(
+        generator_behind(lag_p99, cpu_max),
+        max((agg.agent(a.id).connections_max for a in agents), default=0),
+        profile.load.max_connections is not None,
+    )
+    if advice:
+        warnings.append(advice)
     if agg.late_intervals:
         warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
     lost = [a for a in agents if a.lost]
@@ -176,6 +183,7 @@ def build_results(
                 "max_rate": a.max_rate,
                 "cpu_mean": round(agg.agent(a.id).cpu_sum / max(1, agg.agent(a.id).intervals), 3),
                 "cpu_max": round(agg.agent(a.id).cpu_max, 3),
+                "connections_max": agg.agent(a.id).connections_max,
             }
             for a in agents
         ],

@@ -70,3 +70,20 @@ def live_reasons(
     else:
         advice = "These numbers include the generator's own delays: add agents or cores."
     return why, advice
+
+
+MANY_CONNECTIONS = 256
+"""Connections per agent beyond which a generator short of CPU is told to try fewer: against nginx on one
+core at 85,000 arrivals/s, an agent capped at 64 connections kept up at 90% of its core, at 400 it reached
+70,600/s at a full core, and uncapped its pool grew to 2,080 connections while it managed 45,800/s."""
+
+
+def connections_advice(behind: bool, connections_max: int, capped: bool) -> str | None:
+    """What to tell a run whose generator fell behind while an agent held many connections, if anything."""
+    if not behind or capped or connections_max <= MANY_CONNECTIONS:
+        return None
+    return (
+        f"an agent held up to {connections_max:,} connections while the generator was behind: near its CPU "
+        "limit every connection an agent holds makes each request dearer; against a fast target, cap them "
+        "with load.max_connections (a few times the rate times the target's response time) or add agents"
+    )

@@ -61,6 +61,7 @@ def aggregate_state(agg: RunAggregate) -> dict[str, Any]:
                 t.first,
                 t.contiguous,
                 sorted(t.ahead),
+                t.connections_max,
             ]
             for a, t in agg.agents.items()
         },
@@ -101,6 +102,7 @@ def restore_aggregate(d: dict[str, Any], names: list[str], curve: RateCurve) -> 
             first=v[7],
             contiguous=v[8],
             ahead=set(v[9]),
+            connections_max=v[10] if len(v) > 10 else 0,  # checkpoints before it was kept: unknown
         )
     for i, (counts, lat, by_name, svc_by_name) in d["slots"].items():
         agg.restore_slot(

@@ -25,7 +25,7 @@ import msgpack
 
 from loadgen.errors import VersionMismatch, WireError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -146,6 +146,7 @@ class Interval(Message):
     names: dict[str, list[Any]]
     lag: bytes
     cpu: float  # share of one core the agent process used in this second (1.0 = a full core)
+    connections: int = 0  # connections the agent's engine had open when the second was cut
 
 
 @dataclass(frozen=True)

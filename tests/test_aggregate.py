@@ -130,7 +130,7 @@ def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None
             rec.scheduled(i % 2, 0.0)
             rec.response(i % 2, 0.0, 0.001, 0.001 * (i + 1), 200 if i % 7 else 500)
         rec.seal_arrivals()
-        agg.add("x", rec.take_interval(second, 0, 0.5))
+        agg.add("x", rec.cut(second, 0, 0.5, 0, 10 + second).build())
         if second == 1:
             agg.close(["x"], now_index=1)
     write_state(tmp_path, {"aggregate": aggregate_state(agg)})
@@ -143,6 +143,7 @@ def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None
     assert histogram.summary_ms(back.latency) == histogram.summary_ms(agg.latency)
     assert histogram.summary_ms(back.names["b"].service) == histogram.summary_ms(agg.names["b"].service)
     assert back.agent("x").contiguous == 3
+    assert back.agent("x").connections_max == agg.agent("x").connections_max == 13
 
 
 def test_hours_are_exact_from_merged_histograms() -> None:
@@ -315,3 +316,20 @@ def test_index_tables_match_hdrhistogram() -> None:
     for i in range(h.counts_len):
         v = h.get_value_from_index(i)
         assert (lowest[i], highest[i]) == (v, h.get_highest_equivalent_value(v))
+
+
+def test_connections_add_up_across_agents_per_second_and_each_agent_keeps_its_most() -> None:
+    agg = RunAggregate(["a"], CURVE)
+    for second, (x, y) in enumerate([(3, 40), (7, 20)]):
+        agg.add("x", Interval(second, 0, 0, 0, 0, {}, b"", 0.1, x))
+        agg.add("y", Interval(second, 0, 0, 0, 0, {}, b"", 0.1, y))
+    closed = agg.close(["x", "y"], now_index=1)
+    assert [c.summary["connections"] for c in closed] == [43, 27]
+    assert (agg.agent("x").connections_max, agg.agent("y").connections_max) == (7, 40)
+
+
+def test_a_negative_connection_count_is_refused() -> None:
+    agg = RunAggregate(["a"], CURVE)
+    with pytest.raises(WireError):
+        agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", 0.0, -1))
+    assert agg.agent("x").intervals == 0

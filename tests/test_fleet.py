@@ -13,6 +13,7 @@ import msgpack
 import pytest
 import zmq
 
+from loadgen.wire import PROTOCOL_VERSION
 from tests.conftest import Target, Watched, free_port, read_results, write_profile
 
 pytestmark = pytest.mark.integration
@@ -330,13 +331,20 @@ def test_other_protocol_versions_are_refused_with_a_clear_message(tmp_path: Path
     try:
         old.connect(endpoint)
         coord.wait_for("waiting for 1 agent")
-        hello = {"v": 2, "type": "hello", "agent_id": "x", "host": "h", "pid": 1, "software": "loadgen 9"}
+        hello = {
+            "v": PROTOCOL_VERSION + 1,
+            "type": "hello",
+            "agent_id": "x",
+            "host": "h",
+            "pid": 1,
+            "software": "loadgen 9",
+        }
         old.send(msgpack.packb(hello))
         assert old.poll(5000)
         reply = msgpack.unpackb(old.recv())
-        assert reply["type"] == "stop" and "protocol version 2" in reply["reason"]
+        assert reply["type"] == "stop" and f"protocol version {PROTOCOL_VERSION + 1}" in reply["reason"]
         assert coord.wait(timeout=30) == 3
-        assert "protocol version 2 is not supported" in coord.stderr()
+        assert f"protocol version {PROTOCOL_VERSION + 1} is not supported" in coord.stderr()
     finally:
         old.close()
         ctx.term()

@@ -303,6 +303,9 @@ def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
     # 4 connections serve about 66/s of the 100/s: the queue grows to about 70 requests by the end
     assert res["latency_ms"]["max"] >= 500
     assert res["service_ms"]["p50"] < 200  # the answer itself still takes about 60 ms
+    [agent] = res["agents"]
+    assert agent["connections_max"] == 4  # what the agent reports it held
+    assert max(i["connections"] for i in res["intervals"]) == 4
 
 
 def test_drops_behind_a_slow_target_are_blamed_on_the_target(target: Target, tmp_path: Path) -> None:

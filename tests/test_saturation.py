@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from coordinator.aggregate import RunAggregate
+from coordinator.results import AgentInfo, build_results
 from coordinator.saturation import (
+    MANY_CONNECTIONS,
+    connections_advice,
     drop_cause,
     dropped_warning,
     generator_behind,
     live_reasons,
     saturation_cause,
 )
+from loadgen.curve import RateCurve
+from loadgen.profile_file import load_profile
+from loadgen.wire import Interval
 
 
 def test_saturation_cause() -> None:
@@ -49,3 +59,37 @@ def test_live_reasons_and_advice() -> None:
     assert advice == "These numbers include the generator's own delays: add agents or cores."
     _, advice = live_reasons(40, 8.0, 0.5, 30.0)
     assert "add agents or cores" in advice
+
+
+def test_many_connections_are_pointed_out_only_when_the_generator_fell_behind_uncapped() -> None:
+    many = MANY_CONNECTIONS + 1
+    advice = connections_advice(True, many, capped=False)
+    assert advice is not None and f"{many:,} connections" in advice and "load.max_connections" in advice
+    assert connections_advice(False, many, capped=False) is None  # kept its schedule: not its problem
+    assert connections_advice(True, many, capped=True) is None  # the user chose the pool already
+    assert connections_advice(True, MANY_CONNECTIONS, capped=False) is None
+
+
+def _results_of_one_busy_agent(tmp_path: Path, load: str) -> dict[str, Any]:
+    """results.json of a run whose one agent used a full core with 3,000 connections open."""
+    path = tmp_path / "p.toml"
+    path.write_text(
+        f'target = "http://127.0.0.1:1"\n[load]\nstages = [{{ duration = "2s", rate = 10 }}]\n{load}\n'
+        '[[requests]]\nname = "a"\npath = "/"\n'
+    )
+    profile = load_profile(path)
+    agg = RunAggregate(["a"], RateCurve(profile.load.start_rate, profile.load.stages))
+    agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", 1.0, 3_000))
+    agg.close_all()
+    agent = AgentInfo("x", "h", 1, state="finished")
+    return build_results(
+        profile, agg, [], [agent], [], started_at=0.0, elapsed_s=2.0, agents_expected=1, final=True
+    )
+
+
+def test_the_results_point_out_many_connections_of_an_agent_at_a_full_core(tmp_path: Path) -> None:
+    res = _results_of_one_busy_agent(tmp_path, "")
+    assert res["agents"][0]["connections_max"] == 3_000
+    assert any("up to 3,000 connections" in w for w in res["warnings"])
+    capped = _results_of_one_busy_agent(tmp_path, "max_in_flight = 5000\nmax_connections = 3000")
+    assert not any("connections while" in w for w in capped["warnings"])
