@@ -127,6 +127,8 @@ class _Connection(asyncio.Protocol):
         pool.in_flight -= 1
         intended = self.intended
         sent = self.sent
+        pool.answered += 1
+        pool.service_time += done - sent
         # Pool.release, inlined (this is the hot path): reused before reporting, so the next request leaves
         # now and a sink that submits from its callback finds this connection idle instead of opening another.
         if parser.should_keep_alive() and status != 101:
@@ -175,9 +177,15 @@ class FastEngine:
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
         idle_expiry: float = IDLE_EXPIRY,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         self._pool: Pool[_Connection] = Pool(
-            sink, timeout=timeout, max_connections=max_connections, clock=clock, idle_expiry=idle_expiry
+            sink,
+            timeout=timeout,
+            max_connections=max_connections,
+            clock=clock,
+            idle_expiry=idle_expiry,
+            cpu_clock=cpu_clock,
         )
         self.submit = self._pool.submit
         scheme, self._host, self._port, prefix = split_target(target)

@@ -366,10 +366,16 @@ class HttpxEngine:
         proxy: str | None = None,
         trust_env: bool = True,
         idle_expiry: float = IDLE_EXPIRY,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         # Pooled: H11Connection on the direct path, _Worker through a proxy.
         self._pool: Pool[Any] = Pool(
-            sink, timeout=timeout, max_connections=max_connections, clock=clock, idle_expiry=idle_expiry
+            sink,
+            timeout=timeout,
+            max_connections=max_connections,
+            clock=clock,
+            idle_expiry=idle_expiry,
+            cpu_clock=cpu_clock,
         )
         self.submit = self._pool.submit
         scheme, self._host, self._port, prefix = split_target(target)
@@ -496,12 +502,16 @@ class HttpxEngine:
             done = self._clock()
             worker.req = -1
             pool.in_flight -= 1
+            pool.answered += 1
+            pool.service_time += done - sent
             pool.release(worker)
             pool.on_error(req, intended, sent, done, category(exc, False))
             return
         done = self._clock()
         worker.req = -1
         pool.in_flight -= 1
+        pool.answered += 1
+        pool.service_time += done - sent
         pool.release(worker)  # before reporting: see agents.pool
         self._on_response(req, intended, sent, done, status)
 

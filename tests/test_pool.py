@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.pool import IDLE_EXPIRY, SWEEP_INTERVAL, Pool
+from agents.pool import IDLE_EXPIRY, QUEUE_WAIT, SERVICE_WINDOW, SWEEP_INTERVAL, Pool
 from tests.loopback import RecordingSink
 
 
@@ -49,11 +49,21 @@ class Opener:
 
 
 def make_pool(
-    *, timeout: float = 1.0, max_connections: int = 100, max_opening: int = 16, start: bool = True
+    *,
+    timeout: float = 1.0,
+    max_connections: int = 100,
+    max_opening: int = 16,
+    start: bool = True,
+    cpu_clock: FakeClock | None = None,
 ) -> tuple[Pool[FakeConnection], RecordingSink, FakeClock, Opener]:
     sink, clock, opener = RecordingSink(), FakeClock(), Opener()
     pool: Pool[FakeConnection] = Pool(
-        sink, timeout=timeout, max_connections=max_connections, clock=clock, max_opening=max_opening
+        sink,
+        timeout=timeout,
+        max_connections=max_connections,
+        clock=clock,
+        max_opening=max_opening,
+        cpu_clock=cpu_clock,
     )
     if start:
         pool.start(opener)
@@ -65,6 +75,8 @@ def finish(pool: Pool[FakeConnection], connection: FakeConnection) -> int:
     req = connection.req
     connection.req = -1
     pool.in_flight -= 1
+    pool.answered += 1
+    pool.service_time += pool.clock() - connection.sent
     pool.release(connection)
     return req
 
@@ -438,3 +450,104 @@ def test_a_busy_connection_is_never_stale_and_the_pool_opens_again_when_needed()
     assert pool.stale(clock()) == [busy]
     pool.submit(1, clock())
     assert opener.calls == 1  # nothing idle: a new connection is opened for the request
+
+
+# --- growth: a connection only when the open ones would keep pending requests waiting too long
+
+
+def steady(
+    pool: Pool[FakeConnection],
+    clock: FakeClock,
+    connections: list[FakeConnection],
+    service: float,
+    seconds: float,
+) -> None:
+    """Serve a steady load for ``seconds``: every connection carries one request after another, each taking
+    ``service`` seconds, and the sweep runs on time (the pool estimates the service time from this)."""
+    for _ in range(sum(1 for c in connections if c.req < 0)):
+        pool.submit(0, clock())
+    assert all(c.req >= 0 for c in connections)
+    end = clock.now + seconds
+    next_sweep = clock.now
+    while clock.now < end:
+        clock.now += service
+        for connection in connections:
+            finish(pool, connection)
+            pool.submit(0, clock())
+        if clock.now >= next_sweep:
+            pool.expire(clock())
+            next_sweep = clock.now + pool.sweep_interval
+
+
+def test_the_service_time_is_the_mean_of_those_that_came_back() -> None:
+    pool, _, clock, _ = make_pool()
+    connections = [FakeConnection() for _ in range(4)]
+    for connection in connections:
+        pool.add(connection)
+    assert pool.service == float("inf")  # unknown until a window has closed
+    steady(pool, clock, connections, 0.002, 2 * SERVICE_WINDOW + 0.2)
+    assert abs(pool.service - 0.002) < 0.0002
+
+
+def test_a_burst_waits_for_a_fast_targets_connections_instead_of_opening_one_each() -> None:
+    """After a pause of the agent a burst of arrivals is due at once: against a target answering in 0.2 ms,
+    4 connections carry 80 pending requests in 4 ms, so the pool opens only what brings the wait under
+    QUEUE_WAIT (80 x 0.2 ms / QUEUE_WAIT connections in all), not 76."""
+    pool, _, clock, opener = make_pool(max_opening=1000)
+    connections = [FakeConnection() for _ in range(4)]
+    for connection in connections:
+        pool.add(connection)
+    steady(pool, clock, connections, 0.0002, 2 * SERVICE_WINDOW)
+    before = opener.calls
+    for _ in range(80):
+        pool.submit(0, clock())
+    wanted = 80 * pool.service / QUEUE_WAIT  # connections that carry the burst within QUEUE_WAIT
+    assert abs((opener.calls - before) - (wanted - 4)) <= 1
+    assert opener.calls - before < 80 // 4
+
+
+def test_a_burst_against_a_slow_target_gets_a_connection_each() -> None:
+    """The open model: against a target answering in 50 ms, every pending request gets its connection."""
+    pool, _, clock, opener = make_pool(max_opening=1000, max_connections=1000)
+    connections = [FakeConnection() for _ in range(4)]
+    for connection in connections:
+        pool.add(connection)
+    steady(pool, clock, connections, 0.05, 2 * SERVICE_WINDOW)
+    before = opener.calls
+    for _ in range(80):
+        pool.submit(0, clock())
+    assert opener.calls - before == 80
+
+
+def test_a_target_that_stops_answering_makes_the_estimate_unknown_again() -> None:
+    pool, _, clock, opener = make_pool(max_opening=1000)
+    connections = [FakeConnection() for _ in range(4)]
+    for connection in connections:
+        pool.add(connection)
+    steady(pool, clock, connections, 0.0002, 2 * SERVICE_WINDOW)
+    for _ in range(10):
+        pool.submit(0, clock())
+    assert len(pool.pending) == 10 and opener.calls == 0  # 10 x 0.2 ms / 4: they wait
+    for _ in range(int(2 * SERVICE_WINDOW / pool.sweep_interval) + 1):  # no answer for a second
+        clock.now += pool.sweep_interval
+        pool.expire(clock())
+    assert pool.service == float("inf")
+    assert opener.calls == 10  # the sweep that found out opened one for each pending request
+
+
+def test_a_busy_agent_opens_no_connections() -> None:
+    cpu = FakeClock(0.0)
+    pool, _, clock, opener = make_pool(cpu_clock=cpu)
+    pool.add(FakeConnection())
+    pool.submit(0, 99.0)
+    pool.expire(clock())
+    clock.now += pool.sweep_interval
+    cpu.now += pool.sweep_interval * 0.95  # 95% of a core since the last sweep
+    pool.expire(clock())
+    assert pool.behind
+    pool.submit(1, 99.0)
+    assert opener.calls == 0 and len(pool.pending) == 1
+    clock.now += pool.sweep_interval
+    cpu.now += pool.sweep_interval * 0.5
+    pool.expire(clock())
+    assert not pool.behind and opener.calls == 1
