@@ -4,9 +4,8 @@ earlier ones.
 The loop wakes when the next arrival is due (at least a millisecond later: uvloop's timer resolution, so
 at high rates one wake-up fires a batch), submits every arrival whose time has come, and sleeps again. It
 creates no task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is
-counted as dropped, never queued without bound. Each arrival's send lag (from its intended time to when the
-engine wrote it, any wait for a connection included) is recorded with its outcome: a generator that cannot
-keep up shows it there instead of quietly sending less.
+counted as dropped, never queued without bound. Each submitted arrival's send lag (now minus intended time) is
+recorded: a generator that cannot keep up shows it there instead of quietly sending less.
 """
 
 from __future__ import annotations
@@ -112,7 +111,7 @@ class ArrivalLoop:
                 if engine.in_flight >= limit:
                     dropped(req)
                 else:
-                    scheduled(req)
+                    scheduled(req, now - t)
                     submit(req, start + t)
                 t = schedule_next()
             if t > now:

@@ -74,11 +74,11 @@ class Recorder:
 
     # --- arrival loop side -------------------------------------------------------------------------------
 
-    def scheduled(self, req: int) -> None:
-        """An arrival was handed to the engine (its send lag is recorded when its outcome is known: from the
-        intended time to when it was written, which includes any wait for a connection)."""
+    def scheduled(self, req: int, lag: float) -> None:
+        """An arrival was handed to the engine ``lag`` seconds after its intended time."""
         self._by_name[req] += 1
         self._scheduled += 1
+        self._lag.append(int(lag * 1_000_000.0))
 
     def dropped(self, req: int) -> None:
         """An arrival was not sent because ``max_in_flight`` requests were already outstanding."""
@@ -92,7 +92,6 @@ class Recorder:
         st = self._stats[req]
         st.latency.append(int((done - intended) * 1_000_000.0))
         st.service.append(int((done - sent) * 1_000_000.0))
-        self._lag.append(int((sent - intended) * 1_000_000.0))
         if status < 400:
             st.ok += 1
         else:
@@ -102,8 +101,6 @@ class Recorder:
 
     def error(self, req: int, intended: float, sent: float, done: float, category: str) -> None:
         st = self._stats[req]
-        if sent > 0.0:  # it was written (a request that never left has no send time, and no lag)
-            self._lag.append(int((sent - intended) * 1_000_000.0))
         if category == "timeout":
             # A timeout is a wait the user really had: it belongs in the tail. Fast failures (refused,
             # reset) are not latencies and would flatter the distribution, so they are only counted.

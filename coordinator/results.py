@@ -12,13 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
-from coordinator.saturation import (
-    connections_advice,
-    dropped_warning,
-    generator_behind,
-    lag_warning,
-    saturation_cause,
-)
+from coordinator.saturation import connections_advice, dropped_warning, generator_behind, saturation_cause
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
 from loadgen.profile import Profile
 
@@ -85,11 +79,12 @@ def build_results(
         saturated = True
         service_p99 = summary_ms(agg.service).get("p99")
         warnings.append(dropped_warning(t.dropped, profile.load.max_in_flight, lag_p99, cpu_max, service_p99))
-    cap = profile.load.max_connections
-    at_cap = cap is not None and any(agg.agent(a.id).connections_max >= cap for a in agents)
     if lag_p99 is not None and lag_p99 > SATURATION_LAG_P99_MS:
         saturated = True
-        warnings.append(lag_warning(lag_p99, cap if at_cap else None, cpu_max))
+        warnings.append(
+            f"GENERATOR SATURATED: send lag p99 {lag_p99:.1f} ms exceeds {SATURATION_LAG_P99_MS:g} ms "
+            "(the generator sent late; add agents or cores)"
+        )
     for a in agents:
         at = agg.agent(a.id)
         if at.cpu_saturated_s >= max(2, at.intervals // 20):
@@ -194,7 +189,7 @@ def build_results(
         ],
         "events": events,
         "generator_saturated": saturated,
-        "saturation_cause": saturation_cause(saturated, t.dropped, lag_p99, cpu_max, at_cap),
+        "saturation_cause": saturation_cause(saturated, t.dropped, lag_p99, cpu_max),
         "cost": None,
         "warnings": warnings,
     }

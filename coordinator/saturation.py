@@ -20,36 +20,13 @@ def generator_behind(lag_p99_ms: float | None, cpu_max: float) -> bool:
     return (lag_p99_ms or 0.0) > SATURATION_LAG_P99_MS or cpu_max >= CPU_SATURATED
 
 
-def saturation_cause(
-    saturated: bool, dropped: int, lag_p99_ms: float | None, cpu_max: float, at_connection_limit: bool = False
-) -> str | None:
-    """``results.json``'s ``saturation_cause``: None (not saturated), ``"generator"`` (it fell behind),
+def saturation_cause(saturated: bool, dropped: int, lag_p99_ms: float | None, cpu_max: float) -> str | None:
+    """``results.json``'s ``saturation_cause``: None (not saturated), ``"generator"`` (it fell behind) or
     ``"in_flight_limit"`` (it kept its schedule; arrivals were dropped because requests in flight behind a
-    slower target reached ``max_in_flight``) or ``"connection_limit"`` (requests left late because they waited
-    for one of the ``load.max_connections`` the profile allows, which an agent held, with CPU to spare)."""
+    slower target reached ``max_in_flight``)."""
     if not saturated:
         return None
-    if dropped and not generator_behind(lag_p99_ms, cpu_max):
-        return "in_flight_limit"
-    if at_connection_limit and cpu_max < CPU_SATURATED:
-        return "connection_limit"
-    return "generator"
-
-
-def lag_warning(lag_p99_ms: float, max_connections: int | None, cpu_max: float) -> str:
-    """The run's warning for a send lag p99 over the limit; ``max_connections`` is the profile's cap when an
-    agent held that many connections (the requests then waited for one), else None."""
-    if max_connections is not None and cpu_max < CPU_SATURATED:
-        return (
-            f"CONNECTION LIMIT REACHED: send lag p99 {lag_p99_ms:.1f} ms exceeds "
-            f"{SATURATION_LAG_P99_MS:g} ms: requests waited in the agents for one of "
-            f"load.max_connections={max_connections} connections and left late (latencies include the wait); "
-            "raise load.max_connections, or remove it to send every arrival at its time"
-        )
-    return (
-        f"GENERATOR SATURATED: send lag p99 {lag_p99_ms:.1f} ms exceeds {SATURATION_LAG_P99_MS:g} ms "
-        "(the generator sent late; add agents or cores)"
-    )
+    return "in_flight_limit" if dropped and not generator_behind(lag_p99_ms, cpu_max) else "generator"
 
 
 def drop_cause(lag_p99_ms: float | None, cpu_max: float, service_p99_ms: float | None) -> str:

@@ -186,15 +186,6 @@ def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
                 "the target got less load than the profile asked for."
             )
         )
-    elif results.get("saturation_cause") == "connection_limit":
-        out.append(
-            st.bold(
-                f"{st.warn} CONNECTION LIMIT REACHED: requests waited in the agents for one of the "
-                "load.max_connections connections, so they left later than scheduled (see send lag), and "
-                "their latencies include that wait. The agents had CPU to spare: raise load.max_connections, "
-                "or remove it to send every arrival at its time."
-            )
-        )
     elif results.get("generator_saturated"):
         out.append(
             st.bold(

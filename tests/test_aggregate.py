@@ -34,7 +34,7 @@ def test_merge_equals_one_histogram_of_all_samples(per_agent: list[list[int]]) -
     for i, samples in enumerate(per_agent):
         rec = Recorder(["a"])
         for us in samples:
-            rec.scheduled(0)
+            rec.scheduled(0, 0.0)
             rec.response(0, 0.0, 0.0, us / 1e6, 200)
             everything.record_value(histogram.clamp_us(us / 1e6))
         rec.seal_arrivals()
@@ -55,9 +55,9 @@ def test_counts_add_up_and_intervals_close_when_all_agents_reported() -> None:
     for second in range(3):
         for agent, rec in recs.items():
             for _ in range(5):
-                rec.scheduled(0)
+                rec.scheduled(0, 0.001)
                 rec.response(0, 0.0, 0.001, 0.002, 200)
-            rec.scheduled(1)
+            rec.scheduled(1, 0.0)
             rec.response(1, 0.0, 0.0, 0.5, 503)
             rec.dropped(1)
             rec.seal_arrivals()
@@ -81,7 +81,7 @@ def test_slow_agent_does_not_hold_intervals_forever() -> None:
     agg.add("fast", rec.take_interval(5, 0))
     assert agg.close(["fast", "slow"], now_index=5, grace=3)[-1].index == 2
     # data for a closed second still counts in the totals
-    rec.scheduled(0)
+    rec.scheduled(0, 0.0)
     rec.response(0, 0.0, 0.0, 0.001, 200)
     rec.seal_arrivals()
     agg.add("slow", rec.take_interval(1, 0))
@@ -127,7 +127,7 @@ def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None
     rec = Recorder(["a", "b"])
     for second in range(4):
         for i in range(20):
-            rec.scheduled(i % 2)
+            rec.scheduled(i % 2, 0.0)
             rec.response(i % 2, 0.0, 0.001, 0.001 * (i + 1), 200 if i % 7 else 500)
         rec.seal_arrivals()
         agg.add("x", rec.cut(second, 0, 0.5, 0, 10 + second).build())
@@ -293,7 +293,7 @@ def test_closed_seconds_free_their_histograms_without_the_cycle_collector() -> N
         refs = []
         for second in range(3):
             for k in range(20):
-                rec.scheduled(k % 2)
+                rec.scheduled(k % 2, 0.0)
                 rec.response(k % 2, 0.0, 0.0, 0.001 * (k + 1), 200)
             rec.seal_arrivals()
             agg.add("x", rec.take_interval(second, 0))

@@ -294,7 +294,7 @@ def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
 ) -> None:
     """6 requests in flight at a time are needed (100/s, 60 ms each); 4 connections carry them, so requests
     queue in the agent. Every one is still sent and answered, and the wait counts in latency (from the
-    intended time) and in send lag, not in service time."""
+    intended time), not in service time."""
     target.reset()
     before = target.stats()["connections_total"]
     res, _ = _one_agent_run(tmp_path, target, "max_connections = 4", 100, "/delay?ms=60")
@@ -306,10 +306,6 @@ def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
     [agent] = res["agents"]
     assert agent["connections_max"] == 4  # what the agent reports it held
     assert max(i["connections"] for i in res["intervals"]) == 4
-    # The wait is send lag (the requests left late), blamed on the cap, not on the generator's CPU
-    assert res["send_lag_ms"]["max"] >= 400
-    assert res["saturation_cause"] == "connection_limit"
-    assert any(w.startswith("CONNECTION LIMIT REACHED") and "max_connections=4" in w for w in res["warnings"])
 
 
 def test_drops_behind_a_slow_target_are_blamed_on_the_target(target: Target, tmp_path: Path) -> None:

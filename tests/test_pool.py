@@ -4,6 +4,7 @@ clock. What the engines do with real sockets under the same policy is in :mod:`t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -455,23 +456,18 @@ def test_a_busy_connection_is_never_stale_and_the_pool_opens_again_when_needed()
 # --- growth: a connection only when the open ones would keep pending requests waiting too long
 
 
-def steady(
-    pool: Pool[FakeConnection],
-    clock: FakeClock,
-    connections: list[FakeConnection],
-    service: float,
-    seconds: float,
-) -> None:
-    """Serve a steady load for ``seconds``: every connection carries one request after another, each taking
-    ``service`` seconds, and the sweep runs on time (the pool estimates the service time from this)."""
-    for _ in range(sum(1 for c in connections if c.req < 0)):
+def steady(pool: Pool[FakeConnection], clock: FakeClock, busy: int, service: float, seconds: float) -> None:
+    """Serve a steady load for ``seconds``: ``busy`` of the pool's connections carry one request after another,
+    each taking ``service`` seconds, and the sweep runs on time (the pool estimates from this)."""
+    for _ in range(busy):
         pool.submit(0, clock())
-    assert all(c.req >= 0 for c in connections)
+    carrying = [c for c in pool.connections if c.req >= 0]
+    assert len(carrying) == busy
     end = clock.now + seconds
     next_sweep = clock.now
     while clock.now < end:
         clock.now += service
-        for connection in connections:
+        for connection in carrying:
             finish(pool, connection)
             pool.submit(0, clock())
         if clock.now >= next_sweep:
@@ -479,60 +475,64 @@ def steady(
             next_sweep = clock.now + pool.sweep_interval
 
 
-def test_the_service_time_is_the_mean_of_those_that_came_back() -> None:
-    pool, _, clock, _ = make_pool()
-    connections = [FakeConnection() for _ in range(4)]
-    for connection in connections:
-        pool.add(connection)
+def pool_of(connections: int, **kwargs: Any) -> tuple[Pool[FakeConnection], FakeClock, Opener]:
+    pool, _, clock, opener = make_pool(max_opening=1000, max_connections=1000, **kwargs)
+    for _ in range(connections):
+        pool.add(FakeConnection())
+    return pool, clock, opener
+
+
+def test_the_service_time_and_the_load_are_measured() -> None:
+    pool, clock, _ = pool_of(8)
     assert pool.service == float("inf")  # unknown until a window has closed
-    steady(pool, clock, connections, 0.002, 2 * SERVICE_WINDOW + 0.2)
+    steady(pool, clock, 3, 0.002, 2 * SERVICE_WINDOW + 0.2)
     assert abs(pool.service - 0.002) < 0.0002
+    assert abs(pool.load - 3) < 0.2  # requests on connections, on average
 
 
-def test_a_burst_waits_for_a_fast_targets_connections_instead_of_opening_one_each() -> None:
-    """After a pause of the agent a burst of arrivals is due at once: against a target answering in 0.2 ms,
-    4 connections carry 80 pending requests in 4 ms, so the pool opens only what brings the wait under
-    QUEUE_WAIT (80 x 0.2 ms / QUEUE_WAIT connections in all), not 76."""
-    pool, _, clock, opener = make_pool(max_opening=1000)
-    connections = [FakeConnection() for _ in range(4)]
-    for connection in connections:
-        pool.add(connection)
-    steady(pool, clock, connections, 0.0002, 2 * SERVICE_WINDOW)
-    before = opener.calls
+def test_a_burst_waits_for_a_fast_targets_spare_connections_instead_of_opening_one_each() -> None:
+    """After a pause of the agent a burst of arrivals is due at once. Against a target answering in 0.2 ms,
+    2 of 8 connections carry the steady load and the 6 spare ones would carry 80 pending requests in 2.7 ms:
+    the pool opens only what brings that under QUEUE_WAIT (80 x 0.2 ms / QUEUE_WAIT spare connections in
+    all), not one for each of the 74 left waiting."""
+    pool, clock, opener = pool_of(8)
+    steady(pool, clock, 2, 0.0002, 2 * SERVICE_WINDOW)
     for _ in range(80):
         pool.submit(0, clock())
-    wanted = 80 * pool.service / QUEUE_WAIT  # connections that carry the burst within QUEUE_WAIT
-    assert abs((opener.calls - before) - (wanted - 4)) <= 1
-    assert opener.calls - before < 80 // 4
+    spare_wanted = len(pool.pending) * pool.service / QUEUE_WAIT  # the 6 idle took 6 at once
+    assert abs(opener.calls - (spare_wanted - (8 - pool.load))) <= 1
+    assert opener.calls < 20
+
+
+def test_pending_requests_get_connections_when_the_open_ones_have_no_spare() -> None:
+    """All connections carry the steady load: a pending request would wait for ever (new arrivals take what
+    frees up), so it gets a connection even against a fast target."""
+    pool, clock, opener = pool_of(4)
+    steady(pool, clock, 4, 0.0002, 2 * SERVICE_WINDOW)
+    pool.submit(0, clock())
+    assert opener.calls == 1
 
 
 def test_a_burst_against_a_slow_target_gets_a_connection_each() -> None:
     """The open model: against a target answering in 50 ms, every pending request gets its connection."""
-    pool, _, clock, opener = make_pool(max_opening=1000, max_connections=1000)
-    connections = [FakeConnection() for _ in range(4)]
-    for connection in connections:
-        pool.add(connection)
-    steady(pool, clock, connections, 0.05, 2 * SERVICE_WINDOW)
-    before = opener.calls
+    pool, clock, opener = pool_of(8)
+    steady(pool, clock, 2, 0.05, 2 * SERVICE_WINDOW)
     for _ in range(80):
         pool.submit(0, clock())
-    assert opener.calls - before == 80
+    assert opener.calls == 80 - 6
 
 
 def test_a_target_that_stops_answering_makes_the_estimate_unknown_again() -> None:
-    pool, _, clock, opener = make_pool(max_opening=1000)
-    connections = [FakeConnection() for _ in range(4)]
-    for connection in connections:
-        pool.add(connection)
-    steady(pool, clock, connections, 0.0002, 2 * SERVICE_WINDOW)
+    pool, clock, opener = pool_of(8)
+    steady(pool, clock, 2, 0.0002, 2 * SERVICE_WINDOW)
     for _ in range(10):
         pool.submit(0, clock())
-    assert len(pool.pending) == 10 and opener.calls == 0  # 10 x 0.2 ms / 4: they wait
-    for _ in range(int(2 * SERVICE_WINDOW / pool.sweep_interval) + 1):  # no answer for a second
+    assert len(pool.pending) == 4 and opener.calls == 0  # 6 spare took 6; 4 x 0.2 ms / 6: they wait
+    for _ in range(int(2 * SERVICE_WINDOW / pool.sweep_interval) + 1):  # no answer for half a second
         clock.now += pool.sweep_interval
         pool.expire(clock())
     assert pool.service == float("inf")
-    assert opener.calls == 10  # the sweep that found out opened one for each pending request
+    assert opener.calls == 4  # the sweep that found out opened one for each pending request
 
 
 def test_a_busy_agent_opens_no_connections() -> None:

@@ -160,14 +160,6 @@ def test_drops_behind_a_slow_target_are_not_called_generator_lateness() -> None:
     assert "fell behind its own schedule" in render_summary_text(r, None)
 
 
-def test_a_wait_for_the_profiles_connections_is_not_called_generator_lateness() -> None:
-    r = make_results(generator_saturated=True)
-    r["saturation_cause"] = "connection_limit"
-    text = render_summary_text(r, None)
-    assert "!! CONNECTION LIMIT REACHED: requests waited in the agents" in text
-    assert "fell behind its own schedule" not in text
-
-
 def test_counts_that_do_not_add_up_are_reported() -> None:
     r = make_results()
     r["totals"]["scheduled"] += 5
