@@ -358,10 +358,9 @@ LAG_LIMIT = """\
    rate that holds, every arrival is still sent and answered; what fails first is the p99 send lag (5 ms):
    a single-threaded event loop sends an arrival only between callbacks, so every pause of the loop (a
    burst of responses, the once-a-second histogram fold, a moment this shared machine gives to something
-   else) delays the arrivals due meanwhile, and send lag runs to the write, so a request that waited in the
-   agent for a busy connection is late by that wait too. Further past it the agent runs out of CPU (it then
-   opens no more connections), requests queue for connections up to `max_in_flight`, and arrivals beyond
-   that are dropped and counted (section 2)."""
+   else) delays the arrivals due meanwhile. Further past it the agent runs out of CPU (it then opens no more
+   connections), requests queue for connections up to `max_in_flight`, and arrivals beyond that are dropped
+   and counted (section 2)."""
 
 
 def _machine(f: Figures, add: Any) -> None:
