@@ -51,8 +51,8 @@ or its loop behind (:data:`BEHIND`): short of CPU, more connections only make ev
 touches more memory, in the agent and in the kernel), and near its limit that turned a hiccup into a
 collapse (the pool at 2,000 connections and the agent serving two thirds of the rate). The pending requests
 wait instead; the wait counts in their response time (from the intended time), not in their service time or
-send lag (which is the arrival loop's), and an agent that short of CPU is also at the level where the run is
-marked generator-saturated by its CPU.
+send lag (which is the arrival loop's); an agent that short of CPU is near the level (95% of a core) at which
+the run marks the generator saturated.
 
 Hot path: :meth:`Pool.submit` is the engines' ``submit`` itself (the fast engine binds it, no wrapper), and
 the fast engine inlines :meth:`Pool.release` in its response callback (``pool.pending``/``pool.idle`` are
@@ -98,8 +98,9 @@ SERVICE_WINDOW = 0.25
 BUSY = 0.9
 """Share of a core the agent may have used since the last sweep before the pool counts it as busy and stops
 opening connections (only with a ``cpu_clock``). Against nginx on loopback at 86,000 and 95,000 arrivals/s,
-two 10 s runs each: without it 2 of the 4 collapsed (1,500-1,900 connections, send lag p99 26-43 ms), with it
-none did (46-154 connections, send lag p99 1.9-3.2 ms, every arrival answered)."""
+two 10 s runs each, with the first version of the growth rule: without it 2 of the 4 collapsed (1,500-1,900
+connections, send lag p99 26-43 ms), with it none did (46-154 connections, send lag p99 1.9-3.2 ms, every
+arrival answered)."""
 
 BEHIND = 0.02
 """Seconds a sweep may run late before the pool counts the event loop as behind and stops opening connections:
