@@ -127,7 +127,7 @@ class _Connection(asyncio.Protocol):
         pool.in_flight -= 1
         intended = self.intended
         sent = self.sent
-        pool.answered += 1
+        pool.answered += 1  # with in_flight above: Pool.came_back, inlined
         pool.service_time += done - sent
         # Pool.release, inlined (this is the hot path): reused before reporting, so the next request leaves
         # now and a sink that submits from its callback finds this connection idle instead of opening another.

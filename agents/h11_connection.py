@@ -139,9 +139,7 @@ class H11Connection(asyncio.Protocol):
         req = self.req
         self.req = -1
         pool = self.pool
-        pool.in_flight -= 1
-        pool.answered += 1
-        pool.service_time += done - self.sent
+        pool.came_back(self.sent, done)
         h = self.h11
         # Released before reporting (see agents.pool), so a sink that submits from its callback reuses it.
         if h.our_state is h11.DONE and h.their_state is h11.DONE:

@@ -501,17 +501,13 @@ class HttpxEngine:
         except Exception as exc:
             done = self._clock()
             worker.req = -1
-            pool.in_flight -= 1
-            pool.answered += 1
-            pool.service_time += done - sent
+            pool.came_back(sent, done)
             pool.release(worker)
             pool.on_error(req, intended, sent, done, category(exc, False))
             return
         done = self._clock()
         worker.req = -1
-        pool.in_flight -= 1
-        pool.answered += 1
-        pool.service_time += done - sent
+        pool.came_back(sent, done)
         pool.release(worker)  # before reporting: see agents.pool
         self._on_response(req, intended, sent, done, status)
 

@@ -33,7 +33,7 @@ more than 3 s late; with the flush 26 ms and 65 ms, reports on time).
 
 Growth: a connection is opened for pending requests only when the open ones would not carry them soon. The
 sweep estimates the mean service time S of the requests that came back from connections over the last
-quarter of a second or so (the engines add each one's to ``answered`` and ``service_time``; a window in which
+quarter of a second or so (each one the engines report through :meth:`Pool.came_back`; a window in which
 requests were out and none came back makes it unknown again), and from the same sums the load L, the
 requests on connections on average (Little's law: service time per second). Of ``c`` connections open and
 opening, L carry the arrivals that keep coming and the spare ``c - L`` free up for the pending ones, one
@@ -256,14 +256,22 @@ class Pool(Generic[C]):
                 connection.idle_since = clock()
                 self.idle.append(connection)
 
+    def came_back(self, sent: float, done: float) -> None:
+        """A request written at ``sent`` is over at ``done`` (answered, or failed on its connection): it is no
+        longer in flight and its service time feeds the estimate (see "Growth"). The fast engine inlines
+        this in its response callback."""
+        self.in_flight -= 1
+        self.answered += 1
+        self.service_time += done - sent
+
     def failed(self, connection: C, category: str, done: float) -> None:
         """The request ``connection`` carried failed: report it (the connection now carries none)."""
         req = connection.req
         connection.req = -1
-        self.in_flight -= 1
         if connection.sent:
-            self.answered += 1
-            self.service_time += done - connection.sent
+            self.came_back(connection.sent, done)
+        else:
+            self.in_flight -= 1
         self.on_error(req, connection.intended, connection.sent, done, category)
 
     # --- connections
@@ -351,9 +359,9 @@ class Pool(Generic[C]):
             if then > 0.0 and now > then and (cpu - cpu_then) / (now - then) > BUSY:
                 self.behind = True
         self.next_sweep = now + self.sweep_interval
-        self.service, self.load = self._window.update(
-            now, self.answered, self.service_time, self.in_flight - len(self.pending), self.service, self.load
-        )
+        window = self._window
+        window.update(now, self.answered, self.service_time, self.in_flight - len(self.pending))
+        self.service, self.load = window.service, window.load
         if (was_behind and not self.behind) or self.service > was_service:
             self.top_up()
         cutoff = now - self.timeout
@@ -408,33 +416,29 @@ class Pool(Generic[C]):
 
 
 class _ServiceWindow:
-    """The mean service time over windows of at least :data:`SERVICE_WINDOW` seconds, from the pool's
-    running count and sum of service times. Fed by the sweeps, so the hot path only adds to the two."""
+    """The mean service time and load over windows of at least :data:`SERVICE_WINDOW` seconds, from the
+    pool's running count and sum of service times. Fed by the sweeps, so the hot path only adds to the two."""
 
-    __slots__ = ("answered", "busy", "service_time", "start")
+    __slots__ = ("answered", "busy", "load", "service", "service_time", "start")
 
     def __init__(self) -> None:
+        self.service = math.inf  # mean service time; unknown until a window closes
+        self.load = 0.0  # requests on connections, on average (service time per second)
         self.start = -1.0  # no reading yet
         self.answered = 0
         self.service_time = 0.0
         self.busy = False  # requests were on connections at every reading of this window
 
-    def update(
-        self, now: float, answered: int, service_time: float, on_connections: int, service: float, load: float
-    ) -> tuple[float, float]:
-        """The estimates (mean service time, mean requests on connections) after a reading at ``now``: the
-        last ones until a window closes."""
-        if self.start < 0:
-            self.start, self.answered, self.service_time, self.busy = now, answered, service_time, True
-            return service, load
-        self.busy = self.busy and on_connections > 0
-        if now - self.start < SERVICE_WINDOW:
-            return service, load
-        count = answered - self.answered
-        if count > 0:
-            service = (service_time - self.service_time) / count
-            load = (service_time - self.service_time) / (now - self.start)  # Little's law
-        elif self.busy:
-            service = math.inf  # requests were out the whole window and none came back: a slow target
+    def update(self, now: float, answered: int, service_time: float, on_connections: int) -> None:
+        """A reading at ``now``; the estimates change when it closes a window."""
+        if self.start >= 0:
+            self.busy = self.busy and on_connections > 0
+            if now - self.start < SERVICE_WINDOW:
+                return
+            count = answered - self.answered
+            if count > 0:
+                self.service = (service_time - self.service_time) / count
+                self.load = (service_time - self.service_time) / (now - self.start)  # Little's law
+            elif self.busy:
+                self.service = math.inf  # requests were out the whole window and none came back: slow target
         self.start, self.answered, self.service_time, self.busy = now, answered, service_time, True
-        return service, load

@@ -75,9 +75,7 @@ def finish(pool: Pool[FakeConnection], connection: FakeConnection) -> int:
     """What an engine does when a response completes: the connection is released, the request done."""
     req = connection.req
     connection.req = -1
-    pool.in_flight -= 1
-    pool.answered += 1
-    pool.service_time += pool.clock() - connection.sent
+    pool.came_back(connection.sent, pool.clock())
     pool.release(connection)
     return req
 
