@@ -42,7 +42,8 @@ class ArrivalSchedule:
         self._poisson = kind == "poisson"
         self._shift = 0.0 if self._poisson else 0.5
         # Float rounding of shares and phases must not lose the arrival that lands exactly on the end.
-        self._limit = curve.total + self._shift + 1e-9 * max(1.0, curve.total)
+        self._slack = 1e-9 * max(1.0, curve.total)
+        self._limit = curve.total + self._shift + self._slack
         self._step = 1.0 / share
         self._rng = rng if rng is not None else random.Random()
         self._i = 0
@@ -97,7 +98,7 @@ class ArrivalSchedule:
         segs = self._segments
         i = self._i
         seg = segs[i]
-        while c > seg.c1 or seg.c1 <= seg.c0:
+        while c > seg.c1 + self._slack or seg.c1 <= seg.c0:
             i += 1
             seg = segs[i]
         self._i = i
@@ -106,8 +107,10 @@ class ArrivalSchedule:
     def _load(self, seg: Segment) -> None:
         self._segment = seg
         self._c0 = seg.c0
-        # A segment without arrivals is never current: the next arrival is beyond it.
-        self._c1 = seg.c1 if seg.c1 > seg.c0 else -math.inf
+        # A segment without arrivals is never current: the next arrival is beyond it. An arrival whose count
+        # overshoots the segment's end by float rounding (a share's count against the fleet's) still belongs
+        # to it: past the end may lie a pause of the rate, and the arrival would land after it.
+        self._c1 = seg.c1 + self._slack if seg.c1 > seg.c0 else -math.inf
         self._t0 = seg.t0
         self._t1 = seg.t1
         self._r0 = seg.r0

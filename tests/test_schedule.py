@@ -72,6 +72,23 @@ def test_constant_shares_interleave_into_the_fleet_schedule(n: int, stages: list
     assert merged == pytest.approx(fleet, abs=1e-6)
 
 
+@pytest.mark.parametrize("pause_rate", [0.0, 6.5253875887002215e-96])
+def test_a_share_keeps_the_arrival_at_the_end_of_a_ramp_before_a_pause(pause_rate: float) -> None:
+    """The 3rd arrival is where the ramp's integral ends (2.5), just before 10 s without arrivals. A share's
+    count reaches 2.5 with a rounding error; it must not carry that arrival past the pause (found by the
+    property above: one of 5 shares sent it at 10.5 s instead of 0.5 s)."""
+    stages = [Stage(0.5, 0.0), Stage(10.0, pause_rate), Stage(0.5, 266.8422189561093), Stage(0.0, 266.84)]
+    curve = RateCurve(10, stages)
+    fleet = list(ArrivalSchedule(curve, "constant"))
+    merged = sorted(
+        t
+        for sh in split([f"a{i}" for i in range(5)])
+        for t in ArrivalSchedule(curve, "constant", sh.share, sh.phase)
+    )
+    assert fleet[2] == pytest.approx(0.5)
+    assert merged == pytest.approx(fleet, abs=1e-6)
+
+
 def test_phases_spread_evenly() -> None:
     assert phases(4) == [0.25, 0.5, 0.75, 1.0]
 
