@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import accumulate
 
-from agents.engine import Engine
+from agents.engine import Engine, no_arrivals
 from agents.recorder import Recorder
 from loadgen.schedule import ArrivalSchedule
 
@@ -65,75 +65,114 @@ class ArrivalLoop:
         self._stopped = False
         self._next_schedule: ArrivalSchedule | None = None
         self._switch_at = math.inf
+        # Bound once: release() runs for nearly every arrival at high rates.
+        self._schedule_next = schedule.next
+        self._submit = engine.submit
+        self._scheduled = recorder.scheduled
+        self._dropped = recorder.dropped
+        self._due = engine.due
+        self._t = math.inf  # when the next arrival is due, in seconds from the start (once run() began)
+        self._boundary = 1.0  # the end of the second whose arrivals are being counted
         # Every arrival intended before this many seconds from the start has been counted and sealed.
         self.sealed_until = 0.0
 
     def stop(self) -> None:
         """Stop scheduling; arrivals not yet due are not counted."""
         self._stopped = True
+        self._due.at = math.inf
 
     def switch(self, schedule: ArrivalSchedule, at: float) -> None:
         """From ``at`` seconds into the run, take arrivals from ``schedule`` instead (a new share after the
         fleet changed). ``schedule`` must begin at ``at``; arrivals of the old one before ``at`` still go."""
         self._next_schedule = schedule
         self._switch_at = at
+        self._due.at = min(self._due.at, self._start + at)
 
     async def run(self) -> None:
-        schedule_next = self._schedule.next
-        submit = self._engine.submit
-        engine = self._engine
-        scheduled = self._recorder.scheduled
-        dropped = self._recorder.dropped
-        pick = self._pick
+        """Send every arrival of the schedule, then seal the last second's count."""
+        due = self._due
         clock = self._clock
-        sleep = self._sleep
         start = self._start
-        limit = self._max_in_flight
-        seal = self._recorder.seal_arrivals
-        boundary = 1.0  # the end of the second whose arrivals are being counted
-        t = schedule_next()
-        while not self._stopped:
+        self._t = self._schedule_next()
+        due.release = self.release
+        try:
+            while True:
+                wake = self.release()
+                if wake == math.inf:
+                    break
+                # Never less than a timer tick: shorter sleeps round to zero under uvloop and turn the
+                # loop into a spin that starves the engine. Arrivals due within the tick go out together
+                # at its end, unless an engine callback finds them due first; their lateness is recorded
+                # as send lag.
+                await self._sleep(max(wake - (clock() - start), MIN_SLEEP))
+        finally:
+            due.at = math.inf
+            due.release = no_arrivals
+        self._seal()
+
+    def release(self) -> float:
+        """Submit every arrival due by now. Returns when the next one is due (seconds from the start; infinite
+        when there is none left, or the loop was stopped) and tells the engine (``due.at``).
+
+        Called by :meth:`run` when its timer fires and by the engine (through ``due.release``) from its
+        response callbacks once ``due.at`` has passed, which may be sooner: in a long event-loop iteration
+        (a burst of responses) arrivals then go out between the callbacks instead of after all of them."""
+        due = self._due
+        due.at = math.inf  # not released again from the engine while in here
+        if self._stopped:
+            return math.inf
+        start = self._start
+        t = self._t
+        boundary = self._boundary
+        while True:
             switch_at = self._switch_at
             if switch_at != math.inf and t >= switch_at:
-                t, schedule_next = self._take_switch()
+                t = self._take_switch()
                 continue
             if t == math.inf:
                 break
-            now = clock() - start
-            while t <= now:
-                if t >= switch_at:
-                    break
+            now = self._clock() - start
+            if t > now:
+                break
+            # The arrivals due now, up to the switch if there is one.
+            schedule_next = self._schedule_next
+            submit = self._submit
+            scheduled = self._scheduled
+            in_flight = self._engine
+            limit = self._max_in_flight
+            pick = self._pick
+            while t <= now and t < switch_at:
                 if t >= boundary:
-                    seal()
-                    boundary = math.floor(t) + 1.0
-                    self.sealed_until = boundary - 1.0
+                    self._seal(t)
+                    boundary = self._boundary
                 req = pick()
-                if engine.in_flight >= limit:
-                    dropped(req)
+                if in_flight.in_flight >= limit:
+                    self._dropped(req)
                 else:
                     scheduled(req, now - t)
                     submit(req, start + t)
                 t = schedule_next()
-            if t > now:
-                if t != math.inf and t >= boundary:
-                    # Everything due before the next arrival's second is counted: seal it before sleeping, so
-                    # the interval report for that second finds it.
-                    seal()
-                    boundary = math.floor(t) + 1.0
-                    self.sealed_until = boundary - 1.0
-                wake = min(t, self._switch_at)
-                if wake != math.inf:
-                    # Never less than a timer tick: shorter sleeps round to zero under uvloop and turn the
-                    # loop into a spin that starves the engine. Arrivals due within the tick go out together
-                    # at its end; their lateness is recorded as send lag.
-                    await sleep(max(wake - now, MIN_SLEEP))
-        seal()
-        self.sealed_until = math.inf
+        self._t = t
+        if t != math.inf and t >= boundary:
+            # Everything due before the next arrival's second is counted: seal it before sleeping, so the
+            # interval report for that second finds it.
+            self._seal(t)
+        wake = min(t, self._switch_at)
+        due.at = start + wake
+        return wake
 
-    def _take_switch(self) -> tuple[float, Callable[[], float]]:
+    def _seal(self, t: float = math.inf) -> None:
+        """Count every arrival intended before the second of ``t`` (all of them, by default)."""
+        self._recorder.seal_arrivals()
+        self._boundary = math.floor(t) + 1.0 if t != math.inf else t
+        self.sealed_until = self._boundary - 1.0
+
+    def _take_switch(self) -> float:
+        """Take the schedule :meth:`switch` was given; return its first arrival."""
         schedule = self._next_schedule
         assert schedule is not None
         self._schedule = schedule
+        self._schedule_next = schedule.next
         self._next_schedule = None
         self._switch_at = math.inf
-        return schedule.next(), schedule.next
+        return schedule.next()

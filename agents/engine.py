@@ -22,6 +22,7 @@ Error categories reported to :meth:`Sink.error`:
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -31,6 +32,28 @@ ERROR_CATEGORIES = ("timeout", "connect", "reset", "protocol")
 MAX_OPENING = 16
 """Connections an engine opens at the same time, at most: a backlog after a stall is served by the
 connections there are while a few more open, instead of thousands of connects taking the event loop."""
+
+
+def no_arrivals() -> float:
+    """``Due.release`` while no arrival loop runs: nothing is due, ever."""
+    return math.inf
+
+
+class Due:
+    """When the arrival loop's next arrival is due (``at``) and how to send it (``release()``, which returns
+    when the next one is due and sets ``at`` again).
+
+    The arrival loop wakes on a timer, which fires only between event-loop iterations; an engine that reads
+    the clock as each response comes in calls ``release`` once ``at`` has passed, so that under load (an
+    iteration serving hundreds of responses) arrivals go out between its callbacks instead of after all of
+    them. ``at`` is on the arrival loop's clock, which in the agent is the engines' (``time.monotonic``);
+    ``release`` decides what is due by that clock alone, so an early call only costs the call."""
+
+    __slots__ = ("at", "release")
+
+    def __init__(self) -> None:
+        self.at = math.inf
+        self.release: Callable[[], float] = no_arrivals
 
 
 class Sink(Protocol):
@@ -45,6 +68,11 @@ class Sink(Protocol):
 
 class Engine(Protocol):
     """An HTTP client driven by the arrival loop. Created without side effects; I/O starts in ``start``."""
+
+    due: Due
+    """Set by the arrival loop. An engine that can, calls ``due.release()`` from its response callback when
+    the time it read for the response is ``due.at`` or later; one that never does leaves the arrivals to
+    the loop's timer."""
 
     async def start(self) -> None:
         """Prepare (resolve the target, open a first connection). Raises ``ConnectionError`` if the target

@@ -32,7 +32,7 @@ from typing import cast
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agents.connections import ProtocolConnections
-from agents.engine import Sink, Unreachable, connect_first
+from agents.engine import Due, Sink, Unreachable, connect_first
 from agents.http_request import build_request, host_header, split_target
 from agents.pool import IDLE_EXPIRY, Pool
 from loadgen.profile import RequestSpec
@@ -50,6 +50,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "clock",
         "closed",
+        "due",
         "engine",
         "heads",
         "idle_since",
@@ -69,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self.engine = connections
         self.pool = engine._pool
         self.clock = engine._clock
+        self.due = engine.due
         self.on_response = engine._on_response
         self.wire = engine._wire
         self.heads = engine._heads
@@ -142,6 +144,9 @@ class _Connection(asyncio.Protocol):
         else:
             self.engine.retire(self)
         self.on_response(req, intended, sent, done, status)
+        due = self.due
+        if done >= due.at:
+            due.release()  # arrivals due meanwhile go out now, not after the rest of this loop iteration
 
 
 class _HeadResponse:
@@ -166,6 +171,10 @@ class FastEngine:
     """Send request ``req`` (an index into the requests given to the constructor) now or when a connection
     frees up: :meth:`agents.pool.Pool.submit` itself."""
 
+    due: Due
+    """The arrival loop's next arrival; each response callback releases it once due (see
+    :class:`agents.engine.Due`)."""
+
     def __init__(
         self,
         target: str,
@@ -188,6 +197,7 @@ class FastEngine:
             cpu_clock=cpu_clock,
         )
         self.submit = self._pool.submit
+        self.due = self._pool.due
         scheme, self._host, self._port, prefix = split_target(target)
         host = host_header(scheme, self._host, self._port)
         self._target = target

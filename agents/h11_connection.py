@@ -152,3 +152,6 @@ class H11Connection(asyncio.Protocol):
         else:
             self.engine.retire(self)  # Connection: close, HTTP/1.0, or a switch of protocols
         self.on_response(req, self.intended, self.sent, done, self.status)
+        due = pool.due
+        if done >= due.at:
+            due.release()  # arrivals due meanwhile go out now, not after the rest of this loop iteration

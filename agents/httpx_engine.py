@@ -378,6 +378,7 @@ class HttpxEngine:
             cpu_clock=cpu_clock,
         )
         self.submit = self._pool.submit
+        self.due = self._pool.due
         scheme, self._host, self._port, prefix = split_target(target)
         self._target = target
         self._scheme = scheme

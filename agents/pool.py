@@ -67,7 +67,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from agents.engine import MAX_OPENING, Sink
+from agents.engine import MAX_OPENING, Due, Sink
 
 SWEEP_INTERVAL = 0.05
 """Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
@@ -145,6 +145,7 @@ class Pool(Generic[C]):
         "connecting",
         "connections",
         "cpu_clock",
+        "due",
         "idle",
         "idle_expiry",
         "in_flight",
@@ -178,6 +179,7 @@ class Pool(Generic[C]):
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         self.on_error = sink.error
+        self.due = Due()  # the engine's: the arrival loop's next arrival (see agents.engine.Due)
         self.timeout = timeout
         self.sweep_interval = min(SWEEP_INTERVAL, timeout / 4)
         self.max_connections = max_connections

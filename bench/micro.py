@@ -118,6 +118,11 @@ async def structure_costs() -> dict[str, float]:
 class _NullEngine:
     in_flight = 0
 
+    def __init__(self) -> None:
+        from agents.engine import Due
+
+        self.due = Due()  # never released from here: the loop's timer does it all
+
     async def start(self) -> None:
         pass
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
 
 import pytest
 
 from agents.arrivals import ArrivalLoop, RequestPicker
+from agents.engine import Due
 from agents.recorder import Recorder
 from loadgen import histogram
 from loadgen.curve import RateCurve
@@ -32,6 +34,7 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.submitted: list[tuple[int, float]] = []
+        self.due = Due()
 
     @property
     def in_flight(self) -> int:
@@ -99,6 +102,90 @@ def test_send_lag_is_recorded_from_intended_time() -> None:
     assert lag is not None
     assert lag.get_total_count() == 5000
     assert lag.get_max_value() <= 1100  # µs
+
+
+class BusyLoop(FakeClock):
+    """A coarse timer (10 ms, a loop busy with other callbacks) during which the engine reads a response
+    every 50 µs and, as the real engines do, releases the arrivals due (``every_response``: it calls
+    ``release`` at every response, due or not)."""
+
+    def __init__(self, due: Due, *, every_response: bool = False) -> None:
+        super().__init__()
+        self.due = due
+        self.every_response = every_response
+
+    async def sleep(self, seconds: float) -> None:
+        end = self.now + max(seconds, 0.010)
+        while self.now < end:
+            self.now += 0.000_05
+            if self.every_response or self.now >= self.due.at:
+                self.due.release()
+
+
+class TimedEngine(FakeEngine):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.lateness: list[float] = []
+
+    def submit(self, req: int, intended: float) -> None:
+        super().submit(req, intended)
+        self.lateness.append(self.clock.now - intended)
+
+
+@pytest.mark.parametrize("every_response", [False, True], ids=["when-due", "every-response"])
+def test_an_engine_releases_arrivals_between_timer_ticks(every_response: bool) -> None:
+    # 2,000/s for 1 s with a 10 ms timer: without the engine's help arrivals would go out up to 10 ms late
+    # (test_send_lag_is_recorded_from_intended_time); released at the responses, at most 50 µs late, never
+    # early, each exactly once and in order, the seconds sealed as before.
+    engine = TimedEngine(FakeClock())
+    clock = BusyLoop(engine.due, every_response=every_response)
+    engine.clock = clock
+    rec = Recorder(["a"])
+    start = clock.now
+    # Ramps down to nothing and up again: 2,000 + 1,000 + 500 arrivals.
+    curve = RateCurve(2000, [Stage(1, 2000), Stage(1, 0), Stage(0.5, 2000)])
+    loop = ArrivalLoop(
+        ArrivalSchedule(curve, "constant"),
+        engine,
+        rec,
+        RequestPicker([1], random.Random(1)),
+        start=start,
+        max_in_flight=1_000_000,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    asyncio.run(loop.run())
+    intended = [t - start for _, t in engine.submitted]
+    assert intended == sorted(intended)
+    assert len(intended) == 3500
+    assert min(engine.lateness) >= 0.0
+    assert max(engine.lateness) <= 0.000_051
+    assert loop.sealed_until == math.inf
+    assert engine.due.at == math.inf  # nothing due once the loop is over
+    rec.seal_arrivals()
+    assert rec.take_interval(0, 0).scheduled == len(intended)
+
+
+def test_release_before_the_loop_runs_or_after_it_stops_sends_nothing() -> None:
+    clock = FakeClock()
+    engine = FakeEngine()
+    loop = ArrivalLoop(
+        ArrivalSchedule(RateCurve(100, [Stage(1, 100)]), "constant"),
+        engine,
+        Recorder(["a"]),
+        RequestPicker([1], random.Random(1)),
+        start=clock.now,
+        max_in_flight=1_000_000,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert engine.due.release() == math.inf
+    loop.stop()
+    clock.now += 5
+    assert loop.release() == math.inf
+    asyncio.run(loop.run())
+    assert engine.submitted == []
 
 
 def test_weights_hold() -> None:

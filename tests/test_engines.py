@@ -10,6 +10,8 @@ bytes; the httpx engine's proxies and error mapping) is tested in ``test_fast_en
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import ssl
 import time
 from collections import Counter
@@ -18,11 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from agents.arrivals import ArrivalLoop, RequestPicker
 from agents.engine import MAX_OPENING, Engine, Sink
 from agents.fast_engine import FastEngine
 from agents.httpx_engine import HttpxEngine
+from agents.recorder import Recorder
 from loadgen import __version__
-from loadgen.profile import RequestSpec
+from loadgen.curve import RateCurve
+from loadgen.profile import RequestSpec, Stage
+from loadgen.schedule import ArrivalSchedule
 from loadgen.target import TargetServer
 from tests.loopback import (
     Received,
@@ -259,6 +265,68 @@ def test_a_sink_that_submits_from_its_callback_keeps_one_connection(make: Engine
         await server.close()
         assert sink.statuses == [200] * 200
         assert server.stats.connections_total == 1
+
+    run(test)
+
+
+def test_a_response_after_the_next_arrival_is_due_releases_it(make: EngineClass) -> None:
+    """The engine calls ``due.release()`` from the response callback once ``due.at`` has passed (so the
+    arrival loop need not wait for its timer), and not before."""
+
+    async def test() -> None:
+        calls: list[float] = []
+
+        def release() -> float:
+            calls.append(time.monotonic())
+            return math.inf
+
+        async def body(engine: AnyEngine) -> None:
+            engine.due.release = release
+            engine.due.at = time.monotonic() + 3600  # not due yet
+            engine.submit(0, time.monotonic())
+            await engine.drain(time.monotonic() + 2)
+            assert calls == []
+            engine.due.at = time.monotonic()  # due now: the next response releases it
+            engine.submit(0, time.monotonic())
+            engine.submit(0, time.monotonic())
+            await engine.drain(time.monotonic() + 2)
+            assert len(calls) == 2  # each response finds it due (this release does not move ``at``)
+
+        sink, _ = await on_target(make, body, [get("/")])
+        assert sink.statuses == [200] * 3
+
+    run(test)
+
+
+def test_arrivals_go_out_between_timer_ticks_while_responses_come_in(make: EngineClass) -> None:
+    """An arrival loop whose timer fires only every 50 ms (an event loop busy elsewhere) still sends each
+    arrival within about a millisecond of its time while responses keep coming (1,000/s, 20 ms each):
+    the engine releases them from its response callbacks."""
+
+    async def test() -> None:
+        server = await target_server()
+        engine, sink = engine_for(make, server.port, [get("/delay?ms=20")])
+
+        async def body(engine: AnyEngine) -> None:
+            start = time.monotonic()
+            loop = ArrivalLoop(
+                ArrivalSchedule(RateCurve(1000, [Stage(0.5, 1000)]), "constant"),
+                engine,
+                Recorder(["slow"]),
+                RequestPicker([1], random.Random(1)),
+                start=start,
+                max_in_flight=10_000,
+                clock=time.monotonic,
+                sleep=lambda seconds: asyncio.sleep(max(seconds, 0.05)),
+            )
+            await loop.run()
+            await engine.drain(time.monotonic() + 2)
+
+        await with_engine(engine, body)
+        await server.close()
+        assert sink.statuses == [200] * 500
+        late = sorted(o.sent - o.intended for o in sink.outcomes[100:])  # once the pool has its connections
+        assert late[len(late) // 2] < 0.005  # by the timer alone: about 25 ms
 
     run(test)
 
