@@ -1,9 +1,16 @@
 """The open-model arrival loop: hand each request to the engine at its intended time, whatever happened to
 earlier ones.
 
-The loop wakes when the next arrival is due (at least a millisecond later: uvloop's timer resolution, so
-at high rates one wake-up fires a batch), submits every arrival whose time has come, and sleeps again. It
-creates no task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is
+Arrivals go out from two places. The loop sleeps until the next arrival is due (at least a millisecond:
+uvloop's timer resolution, so at low rates one wake-up may fire a batch) and submits every arrival whose time
+has come. And the engine, which reads the clock for every response anyway, calls :meth:`ArrivalLoop.release`
+from its response callback once the next arrival is due (``engine.due``, see :class:`agents.engine.Due`): a
+timer fires only between event-loop iterations, and under load one iteration serves hundreds of responses, so
+by the timer alone every arrival due meanwhile waited for the end of the iteration. Measured against nginx on
+loopback (one agent on one core, 50,000-70,000 arrivals/s, interleaved 10 s trials): send lag p50 0.9-1.3 ms by the timer, 0.01-0.05 ms
+with the engine releasing; response time p50 (from intended time) 1.8-2.5 ms and 0.1-0.9 ms.
+
+It creates no task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is
 counted as dropped, never queued without bound. Each submitted arrival's send lag (now minus intended time) is
 recorded: a generator that cannot keep up shows it there instead of quietly sending less.
 """
