@@ -7,8 +7,9 @@ has come. And the engine, which reads the clock for every response anyway, calls
 from its response callback once the next arrival is due (``engine.due``, see :class:`agents.engine.Due`): a
 timer fires only between event-loop iterations, and under load one iteration serves hundreds of responses, so
 by the timer alone every arrival due meanwhile waited for the end of the iteration. Measured against nginx on
-loopback (one agent on one core, 50,000-70,000 arrivals/s, interleaved 10 s trials): send lag p50 0.9-1.3 ms by the timer, 0.01-0.05 ms
-with the engine releasing; response time p50 (from intended time) 1.8-2.5 ms and 0.1-0.9 ms.
+loopback (one agent on one core, 50,000-70,000 arrivals/s, interleaved 10 s trials): send lag p50 0.9-1.3 ms
+by the timer alone, 0.01-0.05 ms with the engine releasing; response time p50 (from intended time) 1.8-2.5 ms
+and 0.1-0.9 ms.
 
 It creates no task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is
 counted as dropped, never queued without bound. Each submitted arrival's send lag (now minus intended time) is

@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lib import GEN_CORE, NICE, TARGET_CORE, Trial, no_growth
+from lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, no_growth
 
 if TYPE_CHECKING:
     from run import Figures
@@ -341,6 +341,16 @@ def _open_limit(f: Figures, wrk_best: dict[str, Any]) -> str:
             wrk_busy=_pct(wrk_best.get("target_busy")),
             wrk_max=_n(wrk_best.get("rps")),
         )
+    if above:
+        t = min(above, key=lambda t: t.rate)
+        if t.agent_cpu is not None and t.agent_cpu >= AGENT_FULL:
+            return CPU_LIMIT.format(
+                rate=_n(t.rate),
+                agent=_pct(t.agent_cpu),
+                lag=_n(t.lag.get("p99"), 1),
+                achieved=_n(t.rps),
+                dropped=_n(t.dropped),
+            )
     return LAG_LIMIT
 
 
@@ -353,14 +363,21 @@ TARGET_LIMIT = """\
    agent's own ceiling is better read from its requests per CPU-second (the summary's comparison line)."""
 
 
+CPU_LIMIT = """\
+2. **The agent's core was the limit.** At the lowest rate tried above the highest that held ({rate}/s) the
+   agent used {agent} of its core in the busiest window ({achieved}/s achieved, p99 send lag {lag} ms,
+   {dropped} arrivals dropped). Short of CPU it opens no more connections; requests queue for the ones it
+   has, up to `max_in_flight`, and arrivals beyond that are dropped and counted (section 2)."""
+
+
 LAG_LIMIT = """\
 2. **The open-model rate is bounded by the send lag rule before the CPU runs out.** Just past the highest
    rate that holds, every arrival is still sent and answered; what fails first is the p99 send lag (5 ms):
-   a single-threaded event loop sends an arrival only between callbacks, so every pause of the loop (a
-   burst of responses, the once-a-second histogram fold, a moment this shared machine gives to something
-   else) delays the arrivals due meanwhile. Further past it the agent runs out of CPU (it then opens no more
-   connections), requests queue for connections up to `max_in_flight`, and arrivals beyond that are dropped
-   and counted (section 2)."""
+   a single-threaded event loop sends an arrival only from a callback (its timer's, or a response's once
+   the arrival is due), so every pause of the loop (the once-a-second histogram fold, a full garbage
+   collection, a moment this shared machine gives to something else) delays the arrivals due meanwhile.
+   Further past it the agent runs out of CPU (it then opens no more connections), requests queue for
+   connections up to `max_in_flight`, and arrivals beyond that are dropped and counted (section 2)."""
 
 
 def _machine(f: Figures, add: Any) -> None:

@@ -85,6 +85,11 @@ def test_the_findings_name_the_target_when_it_was_the_limit(tmp_path: Path) -> N
     assert "| target-bound |" in text
     f.searches = {"fast": [held, _trial(90_000, 50_000, 9.0, 0.99, 3.0, target_busy=0.99)]}
     report.write_report(f, path)
+    text = path.read_text()
+    assert "The agent's core was the limit." in text  # both cores full: the agent's is named
+    assert "(90,000/s) the\n   agent used 99% of its core" in text
+    f.searches = {"fast": [held, _trial(90_000, 90_000, 9.0, 0.8, 3.0)]}  # everything sent, but late
+    report.write_report(f, path)
     assert "bounded by the send lag rule" in path.read_text()
 
 
