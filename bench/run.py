@@ -7,7 +7,7 @@
 
 In one run on one machine, with the generator pinned to core 0 and nginx to core 1:
 
-1. baselines: wrk's and Locust FastHttpUser's closed-loop maximum;
+1. baselines: wrk's and Locust FastHttpUser's closed-loop maximum (before and after the searches of 2);
 2. closed-loop throughput of our engines (and stock httpx) at 1 to 1,000 connections;
 3. the highest open-model rate one agent sustains on one core, per engine (search: grow then bisect, a
    bounded number of trials), and the send lag at 50% and 90% of it;
@@ -435,6 +435,19 @@ def profile_hot_path(url: str, rate: float, plan: Plan, work: Path) -> dict[str,
     }
 
 
+def baselines(url: str, plan: Plan, work: Path, figures: Figures, when: str) -> None:
+    """wrk's and Locust's closed-loop figures, tagged ``when`` (before or after the open-model searches):
+    this machine's speed drifts within minutes, so each tool is measured on both sides of the searches and
+    the ratios take each tool's best."""
+    work.mkdir(exist_ok=True)
+    for c in (50, 200):
+        figures.wrk.append({**lib.wrk(url, c, plan.wrk_s), "when": when})
+        log(f"wrk -c{c} ({when}): {figures.wrk[-1]['rps']:,.0f}/s")
+    if "locust" not in figures.missing:
+        figures.locust.append({**lib.locust(url, 50, plan.locust_s, work), "when": when})
+        log(f"locust FastHttpUser ({when}): {figures.locust[-1]['rps']:,.0f}/s")
+
+
 def main() -> int:
     plan = SHORT if QUICK else FULL
     if SOAK_S > 0:
@@ -461,12 +474,7 @@ def main() -> int:
     figures.micro = json.loads(micro.stdout) if micro.returncode == 0 else {}
     with lib.nginx() as url:
         log(f"nginx at {url} on core {lib.TARGET_CORE}")
-        for c in (50, 200):
-            figures.wrk.append(lib.wrk(url, c, plan.wrk_s))
-            log(f"wrk -c{c}: {figures.wrk[-1]['rps']:,.0f}/s")
-        if "locust" not in figures.missing:
-            figures.locust.append(lib.locust(url, 50, plan.locust_s, work))
-            log(f"locust FastHttpUser: {figures.locust[-1]['rps']:,.0f}/s")
+        baselines(url, plan, work, figures, "before")
         for engine, counts in plan.closed.items():
             for c in counts:
                 figures.closed.append(lib.closed_loop(engine, url, c, plan.closed_s))
@@ -480,6 +488,7 @@ def main() -> int:
                 for f in (0.5, 0.9)
                 if figures.maxima[engine] > 0
             ]
+        baselines(url, plan, work / "after", figures, "after")
     log("open model by requests in flight (built-in target)")
     figures.concurrency = by_concurrency(plan, work)
     with lib.nginx() as url:

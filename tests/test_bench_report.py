@@ -99,7 +99,11 @@ def test_report_renders_from_figures(tmp_path: Path) -> None:
     f.wrk = [{"cmd": "wrk", "rps": 140_000.0, "connections": 50, "cpu": 1.0, "kernel": 0.91}]
     f.locust = [{"cmd": "locust", "rps": 10_000.0, "users": 50, "cpu": 1.0, "kernel": 0.1}]
     f.closed = [
-        {"engine": "fast", "connections": 10, "rps": 110_000.0, "cpu": 1.0, "kernel": 0.6, "cmd": "c"}
+        {"engine": "fast", "connections": 10, "rps": 110_000.0, "cpu": 1.0, "kernel": 0.6, "cmd": "c"},
+        *(
+            {"engine": "httpx", "connections": n, "rps": rps, "cpu": 1.0, "kernel": 0.2, "cmd": "c"}
+            for n, rps in ((1000, 15_000.0), (1, 8_000.0), (10, 16_000.0))
+        ),
     ]
     f.maxima = {"fast": 60_000.0}
     f.searches = {"fast": [_trial(90_000, 70_000, 40.0, 0.9, 5.0), held]}
@@ -115,6 +119,8 @@ def test_report_renders_from_figures(tmp_path: Path) -> None:
     report.write_report(f, path)
     text = path.read_text()
     assert "| fast engine >= 0.5x wrk | 0.43x | **no** |" in text
+    assert "(closed loop per CPU-second, slowest / fastest) | 0.50 | **no** |" in text
+    assert "section 4 too) | 0.94 | yes |" in text  # 15,000 at 1,000 against 16,000 at 10
     assert "| fast | 60,000/s | 0.43x | 6.00x | 64% |" in text  # the trial that held, not the last one
     assert "wrk spent 91% of its CPU in the" in text
     assert "needs the whole request, kernel included, under 10 µs of CPU; the agent spends 10.7 µs" in text
