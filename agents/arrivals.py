@@ -2,14 +2,16 @@
 earlier ones.
 
 Arrivals go out from two places. The loop sleeps until the next arrival is due (at least a millisecond:
-uvloop's timer resolution, so at low rates one wake-up may fire a batch) and submits every arrival whose time
-has come. And the engine, which reads the clock for every response anyway, calls :meth:`ArrivalLoop.release`
-from its response callback once the next arrival is due (``engine.due``, see :class:`agents.engine.Due`): a
-timer fires only between event-loop iterations, and under load one iteration serves hundreds of responses, so
-by the timer alone every arrival due meanwhile waited for the end of the iteration. Measured against nginx on
-loopback (one agent on one core, 50,000-70,000 arrivals/s, interleaved 10 s trials): send lag p50 0.9-1.3 ms
-by the timer alone, 0.01-0.05 ms with the engine releasing; response time p50 (from intended time) 1.8-2.5 ms
-and 0.1-0.9 ms.
+uvloop's timer resolution, so one wake-up may fire a batch) and submits every arrival whose time has come.
+And the engine, which reads the clock for every response anyway, calls :meth:`ArrivalLoop.release` from its
+response callback once the next arrival is :data:`RELEASE_LATE` late (``engine.due``, see
+:class:`agents.engine.Due`): a timer fires only between event-loop iterations, and under load one iteration
+serves hundreds of responses, so by the timer alone every arrival due meanwhile waited for the end of the
+iteration. Measured against nginx on loopback (one agent on one core, interleaved 10 s trials, 2026-12-02):
+at 60,000 arrivals/s the timer alone had a send lag p99 of 7.4-8.1 ms (over the 5 ms saturation rule in 2
+of 2 trials), released once 1 ms late 4.1-5.0 ms (1 of 2 held), released at once 1.1-2.1 ms (2 of 2); at
+28,000/s the agent used 34-38% of its core with the timer alone, 35-38% released once 1 ms late and 46-52%
+released at once (see :data:`RELEASE_LATE`).
 
 It creates no task or object per request. An arrival that finds ``max_in_flight`` requests outstanding is
 counted as dropped, never queued without bound. Each submitted arrival's send lag (now minus intended time) is
@@ -30,6 +32,15 @@ from agents.recorder import Recorder
 from loadgen.schedule import ArrivalSchedule
 
 MIN_SLEEP = 0.001  # uvloop's timer resolution
+
+RELEASE_LATE = MIN_SLEEP
+"""How late the next arrival must be before the engine releases it from a response callback: as late as the
+timer may leave it while the event loop keeps up. Released at once instead, every response released the
+next arrival, which spread requests and responses evenly over time: the process then slept and woke for
+nearly every request instead of once per timer tick (at 28,000/s against nginx: 46-52% of the agent's core
+against 34-38%). Released only when the timer is late, the arrivals due during a long event-loop iteration
+still go out between its callbacks, at the cost of part of the precision at once would give near
+saturation (see the module docstring)."""
 
 
 class RequestPicker:
@@ -166,7 +177,7 @@ class ArrivalLoop:
             # interval report for that second finds it.
             self._seal(t)
         wake = min(t, self._switch_at)
-        due.at = start + wake
+        due.at = start + wake + RELEASE_LATE
         return wake
 
     def _seal(self, t: float = math.inf) -> None:

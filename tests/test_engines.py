@@ -300,8 +300,8 @@ def test_a_response_after_the_next_arrival_is_due_releases_it(make: EngineClass)
 
 def test_arrivals_go_out_between_timer_ticks_while_responses_come_in(make: EngineClass) -> None:
     """An arrival loop whose timer fires only every 50 ms (an event loop busy elsewhere) still sends each
-    arrival within about a millisecond of its time while responses keep coming (1,000/s, 20 ms each):
-    the engine releases them from its response callbacks."""
+    arrival within a few milliseconds of its time while responses keep coming (1,000/s, 20 ms each): the
+    engine releases them from its response callbacks once they are ``RELEASE_LATE`` late."""
 
     async def test() -> None:
         server = await target_server()
