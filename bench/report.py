@@ -606,9 +606,26 @@ def _soak(f: Figures, add: Any) -> None:
         add("")
         add(
             f"The soak run itself: achieved {_n(strial.rps)}/s, send lag p99 {_n(strial.lag.get('p99'), 3)} "
-            f"ms, dropped {strial.dropped}, failed {strial.failed}. Command: `{strial.cmd}`."
+            f"ms, dropped {strial.dropped}, failed {strial.failed}.{_soak_connections(strial)} Command: "
+            f"`{strial.cmd}`."
         )
     add("")
+
+
+def _soak_connections(trial: Trial) -> str:
+    """The connections the agent held over the soak, and the target's slowest second: the agent's memory
+    follows the most connections its pool held, and the pool opens connections when the target slows."""
+    seconds = trial.results.get("intervals", [])
+    held = sorted(c for i in seconds if (c := i.get("connections")))
+    service = [v for i in seconds if (v := i.get("service_p99")) is not None]
+    if not held or not service:
+        return ""
+    return (
+        f" The agent held {_n(held[len(held) // 2])} connections in the median second and {_n(held[-1])} at "
+        f"most; the target's slowest second had a service time p99 of {_n(max(service), 1)} ms (the pool "
+        "opens connections while requests would wait for the ones it has, one request per connection, and "
+        "the agent's memory follows the most it held)."
+    )
 
 
 def _sampled(f: Figures, add: Any) -> None:

@@ -127,6 +127,21 @@ def test_report_renders_from_figures(tmp_path: Path) -> None:
     assert "| write system call" in text and "75.0%" in text
 
 
+def test_the_soak_says_how_many_connections_the_agent_held(tmp_path: Path) -> None:
+    soak = _trial(28_000, 28_000, 2.0, 0.4, 1.0)
+    soak.results["intervals"] = [
+        {"t": t, "ok": 28_000, "failed": 0, "connections": c, "service_p99": ms}
+        for t, (c, ms) in enumerate([(40, 1.0), (60, 2.0), (1_700, 80.5), (50, 1.5)])
+    ]
+    f = run.Figures(quick=True)
+    f.soak = {"rate": 28_000.0, "seconds": 4, "trial": soak}
+    path = tmp_path / "benchmarks.md"
+    report.write_report(f, path)
+    text = path.read_text()
+    assert "The agent held 60 connections in the median second and 1,700 at" in text
+    assert "had a service time p99 of 80.5 ms" in text
+
+
 def test_empty_figures_still_render(tmp_path: Path) -> None:
     path = tmp_path / "benchmarks.md"
     report.write_report(run.Figures(quick=True), path)
