@@ -73,7 +73,6 @@ class ArrivalLoop:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._schedule = schedule
         self._engine = engine
         self._recorder = recorder
         self._pick = pick
@@ -157,7 +156,7 @@ class ArrivalLoop:
             schedule_next = self._schedule_next
             submit = self._submit
             scheduled = self._scheduled
-            in_flight = self._engine
+            engine = self._engine
             limit = self._max_in_flight
             pick = self._pick
             while t <= now and t < switch_at:
@@ -165,7 +164,7 @@ class ArrivalLoop:
                     self._seal(t)
                     boundary = self._boundary
                 req = pick()
-                if in_flight.in_flight >= limit:
+                if engine.in_flight >= limit:
                     self._dropped(req)
                 else:
                     scheduled(req, now - t)
@@ -190,7 +189,6 @@ class ArrivalLoop:
         """Take the schedule :meth:`switch` was given; return its first arrival."""
         schedule = self._next_schedule
         assert schedule is not None
-        self._schedule = schedule
         self._schedule_next = schedule.next
         self._next_schedule = None
         self._switch_at = math.inf

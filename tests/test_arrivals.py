@@ -53,19 +53,34 @@ class FakeEngine:
         pass
 
 
-def _run(curve: RateCurve, max_in_flight: int = 1_000_000) -> tuple[FakeEngine, Recorder, FakeClock]:
-    clock = FakeClock()
-    engine = FakeEngine()
-    rec = Recorder(["a", "b"])
-    loop = ArrivalLoop(
-        ArrivalSchedule(curve, "constant"),
+def _loop(
+    schedule: ArrivalSchedule,
+    engine: FakeEngine,
+    rec: Recorder,
+    clock: FakeClock,
+    *,
+    weights: list[int] | None = None,
+    max_in_flight: int = 1_000_000,
+) -> ArrivalLoop:
+    """An arrival loop on ``clock`` (its time and its sleep), started at the clock's time."""
+    return ArrivalLoop(
+        schedule,
         engine,
         rec,
-        RequestPicker([1, 1], random.Random(1)),
+        RequestPicker(weights or [1], random.Random(1)),
         start=clock.now,
         max_in_flight=max_in_flight,
         clock=clock,
         sleep=clock.sleep,
+    )
+
+
+def _run(curve: RateCurve, max_in_flight: int = 1_000_000) -> tuple[FakeEngine, Recorder, FakeClock]:
+    clock = FakeClock()
+    engine = FakeEngine()
+    rec = Recorder(["a", "b"])
+    loop = _loop(
+        ArrivalSchedule(curve, "constant"), engine, rec, clock, weights=[1, 1], max_in_flight=max_in_flight
     )
     asyncio.run(loop.run())
     return engine, rec, clock
@@ -145,16 +160,7 @@ def test_an_engine_releases_arrivals_between_timer_ticks(every_response: bool) -
     start = clock.now
     # Ramps down to nothing and up again: 2,000 + 1,000 + 500 arrivals.
     curve = RateCurve(2000, [Stage(1, 2000), Stage(1, 0), Stage(0.5, 2000)])
-    loop = ArrivalLoop(
-        ArrivalSchedule(curve, "constant"),
-        engine,
-        rec,
-        RequestPicker([1], random.Random(1)),
-        start=start,
-        max_in_flight=1_000_000,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    loop = _loop(ArrivalSchedule(curve, "constant"), engine, rec, clock)
     asyncio.run(loop.run())
     intended = [t - start for _, t in engine.submitted]
     assert intended == sorted(intended)
@@ -170,16 +176,7 @@ def test_an_engine_releases_arrivals_between_timer_ticks(every_response: bool) -
 def test_release_before_the_loop_runs_or_after_it_stops_sends_nothing() -> None:
     clock = FakeClock()
     engine = FakeEngine()
-    loop = ArrivalLoop(
-        ArrivalSchedule(RateCurve(100, [Stage(1, 100)]), "constant"),
-        engine,
-        Recorder(["a"]),
-        RequestPicker([1], random.Random(1)),
-        start=clock.now,
-        max_in_flight=1_000_000,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    loop = _loop(ArrivalSchedule(RateCurve(100, [Stage(1, 100)]), "constant"), engine, Recorder(["a"]), clock)
     assert engine.due.release() == math.inf
     loop.stop()
     clock.now += 5
@@ -221,16 +218,7 @@ def test_switch_hands_over_to_a_new_share_at_the_given_time() -> None:
     engine = FakeEngine()
     rec = Recorder(["a"])
     curve = RateCurve(200, [Stage(4, 200)])
-    loop = ArrivalLoop(
-        ArrivalSchedule(curve, "constant", share=0.5, phase=0.5),
-        engine,
-        rec,
-        RequestPicker([1], random.Random(1)),
-        start=clock.now,
-        max_in_flight=1_000_000,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    loop = _loop(ArrivalSchedule(curve, "constant", share=0.5, phase=0.5), engine, rec, clock)
     loop.switch(ArrivalSchedule(curve, "constant", share=1.0, phase=1.0, start=2.0), at=2.0)
     asyncio.run(loop.run())
     times = [t - 1000.0 for _, t in engine.submitted]
@@ -245,16 +233,7 @@ def test_a_late_joiner_begins_at_its_start() -> None:
     clock = FakeClock()
     engine = FakeEngine()
     curve = RateCurve(100, [Stage(10, 100)])
-    loop = ArrivalLoop(
-        ArrivalSchedule(curve, "constant", start=7.0),
-        engine,
-        Recorder(["a"]),
-        RequestPicker([1], random.Random(1)),
-        start=clock.now,
-        max_in_flight=1_000_000,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    loop = _loop(ArrivalSchedule(curve, "constant", start=7.0), engine, Recorder(["a"]), clock)
     asyncio.run(loop.run())
     assert len(engine.submitted) == 300
     assert min(t for _, t in engine.submitted) - 1000.0 >= 7.0
