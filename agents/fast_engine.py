@@ -111,6 +111,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.broken(self, "reset")  # nothing happens if we closed it ourselves
+        # The parser holds this connection's callbacks (bound methods): a cycle that only the collector's
+        # full collections would free, and the hot path makes next to no objects the collector counts, so
+        # those are rare. Measured before: through two 0.4 s stalls of nginx at 10,000/s the agent kept
+        # all 1,100 connections it had opened while its pool was back to 300. Cut here, the connection is
+        # freed when the transport lets go of it.
+        self.parser = self.main_parser = _SPENT
 
     # httptools callback
 
@@ -147,6 +153,13 @@ class _Connection(asyncio.Protocol):
         due = self.due
         if done >= due.at:
             due.release()  # arrivals due meanwhile go out now, not after the rest of this loop iteration
+
+
+class _Spent:
+    """The callbacks of a closed connection's parser: none (it is never fed again)."""
+
+
+_SPENT = HttpResponseParser(_Spent())
 
 
 class _HeadResponse:

@@ -10,6 +10,7 @@ bytes; the httpx engine's proxies and error mapping) is tested in ``test_fast_en
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import random
 import ssl
@@ -236,6 +237,70 @@ def test_connections_left_idle_are_closed_and_reopened_when_needed(make: EngineC
         )
         assert sink.statuses == [200] * 9
         assert server.stats.connections_total == 9
+
+    run(test)
+
+
+def _live(kind: type) -> int:
+    """Objects of exactly this class still in memory (the cycle collector tracks them)."""
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
+@pytest.mark.parametrize("head", [False, True], ids=["get", "head"])
+def test_closed_connections_are_freed_without_the_cycle_collector(make: EngineClass, head: bool) -> None:
+    """A connection the pool closed (idle too long, or timed out) is freed as soon as its transport lets go
+    of it, not at the next full collection: the hot path makes next to no objects the collector counts, so
+    those collections are rare. The fast engine's parser holds its connection's callbacks, and an agent
+    whose pool grew at every stall of the target kept every connection it had ever opened (over a long
+    soak, memory without bound)."""
+
+    async def test() -> None:
+        sink = RecordingSink()
+        slow, fast, late = (3, 2, 4) if head else (1, 0, 4)
+        live: list[int] = []  # after the burst; at the end; the pool's connections at the end
+
+        async def body(engine: AnyEngine) -> None:
+            engine.submit(fast, time.monotonic())
+            await wait_for(reported(sink, 1))
+            kind = type(next(iter(engine._pool.connections)))
+            base = _live(kind)
+            for _ in range(12):
+                engine.submit(slow, time.monotonic())  # 12 at once, 50 ms each: 12 connections
+            await wait_for(reported(sink, 13))
+            live.append(_live(kind) - base)
+            await wait_for(lambda: len(engine._pool.connections) <= 1, within=2.0)  # idle expiry
+            engine.submit(late, time.monotonic())  # times out: its connection is aborted
+            await wait_for(reported(sink, 14), within=2.0)
+            engine.submit(fast, time.monotonic())
+            await wait_for(reported(sink, 15))
+            await asyncio.sleep(0.05)  # the transports deliver connection_lost
+            live.extend([_live(kind), len(engine._pool.connections)])
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            sink, _ = await on_target(
+                make,
+                body,
+                [
+                    get("/"),
+                    get("/delay?ms=50"),
+                    get("/", "HEAD"),
+                    get("/delay?ms=50", "HEAD"),
+                    get("/delay?ms=2000"),
+                ],
+                sink=sink,
+                idle_expiry=0.2,
+                timeout=0.3,
+            )
+        finally:
+            if enabled:
+                gc.enable()
+        assert sink.statuses.count(200) == 14
+        assert sink.categories.count("timeout") == 1
+        burst, left, in_pool = live
+        assert burst >= 11
+        assert left == in_pool
 
     run(test)
 
