@@ -1,0 +1,93 @@
+"""The agent's memory through stalls of its target: nginx's worker is stopped (SIGSTOP) for a moment at
+given times while one agent (fast engine) sends a constant rate; the agent logs its memory every second.
+
+    python bench/stalls.py --rate 15000 --seconds 240 --stall-at 30,70,110,150,190
+    python bench/stalls.py --source OTHER_CHECKOUT   # the agent's code from another checkout, to compare
+
+Each stall makes the pool open a connection for the requests that would wait (an open model must: one
+request per connection), and the connections idle for 30 s afterwards are closed. What it shows is whether
+the agent's memory returns to a plateau after each stall (it should: the freed connections' memory is reused
+at the next one) or climbs with every stall (connections kept after they closed). Prints the agent's RSS and
+the interpreter's allocated blocks every ``--every`` seconds. Loopback only, bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import lib
+
+
+def _worker_pid() -> int:
+    """The newest nginx worker: the one :func:`lib.nginx` just started."""
+    out = subprocess.run(["pgrep", "-n", "-f", "nginx: worker"], capture_output=True, text=True, check=False)
+    if not out.stdout.strip():
+        raise RuntimeError("no nginx worker found")
+    return int(out.stdout.split()[0])
+
+
+def _stall(pid: int, at: list[float], length: float, started: float) -> None:
+    for moment in at:
+        time.sleep(max(0.0, started + moment - time.monotonic()))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(length)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=15_000.0)
+    parser.add_argument("--seconds", type=int, default=240)
+    parser.add_argument("--stall-at", default="30,70,110,150,190", help="seconds into the run, comma list")
+    parser.add_argument("--stall", type=float, default=0.4, help="how long each stall lasts, in seconds")
+    parser.add_argument("--every", type=int, default=20, help="print a line every this many seconds")
+    parser.add_argument("--source", type=Path, help="run the agent from this checkout's code")
+    args = parser.parse_args()
+    at = [float(x) for x in args.stall_at.split(",") if x.strip()]
+    if any(not 0 < t < args.seconds for t in at):
+        parser.error("every --stall-at must fall within the run")
+    work = Path(tempfile.mkdtemp(prefix="loadgen-stalls-"))
+    memory = work / "memory.jsonl"
+    env = ["env", f"PYTHONPATH={args.source.resolve()}"] if args.source else []
+    agent = [*env, lib.PY, str(lib.BENCH / "agent.py"), "--memory", str(memory), "--memory-every", "1"]
+    trials: list[lib.Trial] = []
+    with lib.nginx() as url:
+        pid = _worker_pid()
+        run = threading.Thread(
+            target=lambda: trials.append(
+                lib.open_trial("fast", url, args.rate, args.seconds, work, agent_cmd=agent, sample_every=1.0)
+            )
+        )
+        run.start()
+        deadline = time.monotonic() + 60
+        while not memory.exists() and time.monotonic() < deadline:  # the agent is up
+            time.sleep(0.05)
+        _stall(pid, at, args.stall, time.monotonic())
+        run.join()
+    trial = trials[0]
+    print(
+        f"{args.rate:,.0f}/s for {args.seconds} s, stalls of {args.stall:g} s at {args.stall_at}: "
+        f"achieved {trial.rps:,.0f}/s, dropped {trial.dropped}, send lag p99 {trial.lag.get('p99')} ms, "
+        f"most connections at nginx {trial.max_connections}"
+    )
+    print(f"{'t (s)':>6} {'agent RSS (MiB)':>16} {'allocated blocks':>17}")
+    for line in memory.read_text().splitlines():
+        point = json.loads(line)
+        if int(point["t"]) % args.every == 0:
+            print(f"{point['t']:>6.0f} {point['rss'] / 2**20:>16.1f} {point['blocks']:>17,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
