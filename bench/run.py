@@ -32,6 +32,7 @@ import pickle
 import pstats
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -373,6 +374,16 @@ CATEGORIES = (
 )
 
 
+def short_where(where: str) -> str:
+    """A profile row's file named from the project's root, the standard library or site-packages, so the
+    report names no directory of the machine it ran on."""
+    roots = {str(ROOT), sys.prefix, *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib"))}
+    for root in sorted(roots, key=len, reverse=True):
+        if where.startswith(root + "/"):
+            return where[len(root) + 1 :]
+    return where
+
+
 def profile_hot_path(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
     """Run one agent under cProfile at ``rate`` and attribute its own time to the agent's parts."""
     prof = work / "agent.prof"
@@ -414,7 +425,7 @@ def profile_hot_path(url: str, rate: float, plan: Plan, work: Path) -> dict[str,
             "tottime": round(t, 3),
             "calls": c,
             "us_per_request": round(t / max(1, requests) * 1e6, 2),
-            "where": w.replace(str(ROOT) + "/", "").replace(sys.prefix + "/", ""),
+            "where": short_where(w),
         }
         for t, c, w in rows[:15]
     ]
