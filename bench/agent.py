@@ -9,6 +9,8 @@ writes a JSON line every ``--memory-every`` seconds from a thread: RSS, the inte
 glibc's heap (``mallinfo2``: in use, free, mmapped). ``--census`` adds the objects the collector tracks and
 the types whose count changed most since the previous line; it walks every tracked object under the GIL, a
 pause of the event loop (a burst of late arrivals, which opens connections) that the plain log avoids.
+``--tracemalloc DIR`` traces every allocation (slower: run it at a lower rate) and writes a snapshot into DIR
+every ``--snapshot-every`` seconds; compare two with ``python bench/agent.py --compare A.snap B.snap``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import sys
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -54,8 +57,16 @@ def _rss() -> int:
     return 0
 
 
-def _memory_log(path: Path, every: float, census: bool, stop: threading.Event) -> None:
+def _memory_log(
+    path: Path,
+    every: float,
+    census: bool,
+    snapshots: Path | None,
+    snapshot_every: float,
+    stop: threading.Event,
+) -> None:
     start = time.monotonic()
+    next_snapshot = snapshot_every
     before: Counter[str] = Counter()
     with path.open("w") as out:
         while not stop.wait(every):
@@ -72,25 +83,51 @@ def _memory_log(path: Path, every: float, census: bool, stop: threading.Event) -
                 before = types
                 line["objects"] = sum(types.values())
                 line["grown"] = {k: v for k, v in change.most_common(8) if v > 0}
+            if snapshots is not None and line["t"] >= next_snapshot:  # type: ignore[operator]
+                next_snapshot += snapshot_every
+                tracemalloc.take_snapshot().dump(str(snapshots / f"{line['t']:08.1f}.snap"))
             out.write(json.dumps(line) + "\n")
             out.flush()
 
 
+def _compare(first: Path, last: Path, top: int = 25) -> None:
+    """The allocation sites (with their callers) whose memory grew most from ``first`` to ``last``."""
+    old = tracemalloc.Snapshot.load(str(first))
+    new = tracemalloc.Snapshot.load(str(last))
+    for stat in new.compare_to(old, "traceback")[:top]:
+        print(f"{stat.size_diff / 1024:+10.1f} KiB {stat.count_diff:+8,} blocks  ({stat.count:,} now)")
+        for frame in stat.traceback.format(limit=6, most_recent_first=True):
+            print("      " + frame.strip())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connect", required=True)
+    parser.add_argument("--connect")
     parser.add_argument("--wait", type=float, default=60.0)
     parser.add_argument("--cprofile", help="write cProfile stats of the agent run here")
     parser.add_argument("--memory", type=Path, help="write a memory line (JSON) here every --memory-every s")
     parser.add_argument("--memory-every", type=float, default=30.0)
     parser.add_argument("--census", action="store_true", help="add an object census to the memory log")
+    parser.add_argument("--tracemalloc", type=Path, help="trace allocations; snapshots here")
+    parser.add_argument("--snapshot-every", type=float, default=60.0)
+    parser.add_argument("--compare", nargs=2, type=Path, help="print the growth between two snapshots")
     args = parser.parse_args()
+    if args.compare:
+        _compare(*args.compare)
+        return 0
+    if not args.connect:
+        parser.error("--connect is required")
+    if args.tracemalloc:
+        args.tracemalloc.mkdir(parents=True, exist_ok=True)
+        tracemalloc.start(8)
     agent = Agent(args.connect, wait_timeout=args.wait)
     profiler = cProfile.Profile() if args.cprofile else None
     stop = threading.Event()
     if args.memory:
         threading.Thread(
-            target=_memory_log, args=(args.memory, args.memory_every, args.census, stop), daemon=True
+            target=_memory_log,
+            args=(args.memory, args.memory_every, args.census, args.tracemalloc, args.snapshot_every, stop),
+            daemon=True,
         ).start()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         if profiler:

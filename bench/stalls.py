@@ -3,6 +3,7 @@ given times while one agent (fast engine) sends a constant rate; the agent logs 
 
     python bench/stalls.py --rate 15000 --seconds 240 --stall-at 30,70,110,150,190
     python bench/stalls.py --source OTHER_CHECKOUT   # the agent's code from another checkout, to compare
+    python bench/stalls.py --rate 5000 --tracemalloc SNAPSHOTS   # then bench/agent.py --compare A B
 
 Each stall makes the pool open a connection for the requests that would wait (an open model must: one
 request per connection), and the connections idle for 30 s afterwards are closed. What it shows is whether
@@ -53,6 +54,7 @@ def main() -> int:
     parser.add_argument("--stall", type=float, default=0.4, help="how long each stall lasts, in seconds")
     parser.add_argument("--every", type=int, default=20, help="print a line every this many seconds")
     parser.add_argument("--source", type=Path, help="run the agent from this checkout's code")
+    parser.add_argument("--tracemalloc", type=Path, help="trace the agent's allocations, snapshots here")
     args = parser.parse_args()
     at = [float(x) for x in args.stall_at.split(",") if x.strip()]
     if any(not 0 < t < args.seconds for t in at):
@@ -61,6 +63,8 @@ def main() -> int:
     memory = work / "memory.jsonl"
     env = ["env", f"PYTHONPATH={args.source.resolve()}"] if args.source else []
     agent = [*env, lib.PY, str(lib.BENCH / "agent.py"), "--memory", str(memory), "--memory-every", "1"]
+    if args.tracemalloc:
+        agent += ["--tracemalloc", str(args.tracemalloc.resolve()), "--snapshot-every", str(args.every)]
     trials: list[lib.Trial] = []
     with lib.nginx() as url:
         pid = _worker_pid()
