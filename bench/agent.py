@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import cProfile
 import ctypes
+import functools
 import gc
 import json
 import sys
@@ -27,6 +28,7 @@ import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -40,13 +42,23 @@ class _MallInfo2(ctypes.Structure):
     ] + [(name, ctypes.c_size_t) for name in ("fordblks", "keepcost")]
 
 
-def _mallinfo() -> dict[str, int]:
+@functools.cache
+def _mallinfo2() -> Any:
+    """glibc's mallinfo2, loaded once: each ctypes.CDLL is a reference cycle (it and its function pointers)
+    that only a full collection frees, which would drift the allocated blocks this log reports."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
     except (OSError, AttributeError):
+        return None
+    return libc.mallinfo2
+
+
+def _mallinfo() -> dict[str, int]:
+    mallinfo2 = _mallinfo2()
+    if mallinfo2 is None:
         return {}
-    info = libc.mallinfo2()
+    info = mallinfo2()
     return {"heap": info.arena, "in_use": info.uordblks, "free": info.fordblks, "mmapped": info.hblkhd}
 
 
@@ -74,6 +86,7 @@ def _memory_log(
                 "t": round(time.monotonic() - start, 1),
                 "rss": _rss(),
                 "blocks": sys.getallocatedblocks(),
+                "full_collections": gc.get_stats()[2]["collections"],
                 **_mallinfo(),
             }
             if census:

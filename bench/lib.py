@@ -181,10 +181,13 @@ def nginx() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        url = f"http://127.0.0.1:{port}"
+        _NGINX_MASTERS[url] = proc.pid
         try:
             wait_for_port(port, 10.0)
-            yield f"http://127.0.0.1:{port}"
+            yield url
         finally:
+            _NGINX_MASTERS.pop(url, None)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGQUIT)  # nginx's graceful stop; its worker goes with it
                 try:
@@ -192,6 +195,73 @@ def nginx() -> Iterator[str]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+_NGINX_MASTERS: dict[str, int] = {}
+"""The master process of each nginx :func:`nginx` runs, by base URL (for :class:`Stalls`)."""
+
+
+def nginx_worker(url: str) -> int:
+    """The worker process of the nginx :func:`nginx` runs at ``url`` (one worker, a child of its master)."""
+    master = _NGINX_MASTERS[url]
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    if not children:
+        raise RuntimeError(f"nginx at {url} has no worker")
+    return int(children[0])
+
+
+class Stalls:
+    """Stalls of a target: its process is stopped (SIGSTOP) for ``length`` seconds every ``every`` seconds,
+    from ``first`` seconds after the start, the way a real server pauses (a full garbage collection, a noisy
+    neighbour, a slow disk) while an open model keeps sending. A thread; ``with Stalls(...) as s:`` stops it
+    (and continues the target) on leaving, and ``s.count`` is how many stalls there were."""
+
+    def __init__(self, pid: int, every: float, length: float = 0.4, first: float | None = None) -> None:
+        self.pid, self.every, self.length = pid, every, length
+        self.first = every if first is None else first
+        self.at: list[float] | None = None
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @classmethod
+    def at_times(cls, pid: int, at: Sequence[float], length: float) -> Stalls:
+        stalls = cls(pid, every=0.0, length=length)
+        stalls.at = sorted(at)
+        return stalls
+
+    def __enter__(self) -> Stalls:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _moments(self) -> Iterator[float]:
+        if self.at is not None:
+            yield from self.at
+            return
+        moment = self.first
+        while True:
+            yield moment
+            moment += self.every
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for moment in self._moments():
+            if self._stop.wait(max(0.0, started + moment - time.monotonic())):
+                return
+            try:
+                os.kill(self.pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                return
+            try:
+                self._stop.wait(self.length)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGCONT)
+            self.count += 1
 
 
 @contextlib.contextmanager

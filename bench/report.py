@@ -24,7 +24,7 @@ def _pct(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
 
-def _mib(value: float | None, digits: int = 1) -> str:
+def mib(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value / MIB:,.{digits}f} MiB"
 
 
@@ -206,17 +206,17 @@ def _summary(f: Figures, add: Any) -> None:
         (f"coordinator with {agents} agents under half a core", f"{_pct(cpu)} of a core", _at_most(cpu, 0.5)),
         (
             f"coordinator memory flat ({agents} agents, second half of a {sim.get('seconds', '-')} s run)",
-            _envelope_text(sim.get("rss_envelope"), slope),
+            envelope_text(sim.get("rss_envelope"), slope),
             no_growth(sim.get("rss_envelope"), FLAT) if sim.get("rss_envelope") else _at_most(slope, FLAT),
         ),
         (
             f"agent memory flat over a {soak.get('seconds', '-')} s soak (under 1 MiB/h after warm-up)",
-            _envelope_text(soak.get("agent_envelope"), soak.get("agent_slope_h")),
+            envelope_text(soak.get("agent_envelope"), soak.get("agent_slope_h")),
             no_growth(soak.get("agent_envelope"), FLAT),
         ),
         (
             f"coordinator memory flat over a {soak.get('seconds', '-')} s soak (1 agent)",
-            _envelope_text(soak.get("coord_envelope"), soak.get("coord_slope_h")),
+            envelope_text(soak.get("coord_envelope"), soak.get("coord_slope_h")),
             no_growth(soak.get("coord_envelope"), FLAT),
         ),
     ]
@@ -283,16 +283,16 @@ def _concurrency(f: Figures, add: Any) -> None:
     add("")
 
 
-def _envelope_text(env: dict[str, float] | None, slope: float | None) -> str:
+def envelope_text(env: dict[str, float] | None, slope: float | None) -> str:
     if env is None:
-        return f"{_mib(slope)}/h"
+        return f"{mib(slope)}/h"
     # Two decimals: over a window of minutes the goal allows a rise of a fraction of a MiB, which whole MiB
     # would hide (a verdict of no beside two equal-looking peaks).
     allowed = FLAT * env["hours"]
     return (
-        f"between {_mib(env['low'], 0)} and {_mib(env['high'], 0)}; peak of the first / last third "
-        f"{_mib(env['first_peak'], 2)} / {_mib(env['last_peak'], 2)} (the goal allows +{_mib(allowed, 2)} "
-        f"over the {env['hours']:.2f} h window; least-squares slope {_mib(slope)}/h)"
+        f"between {mib(env['low'], 0)} and {mib(env['high'], 0)}; peak of the first / last third "
+        f"{mib(env['first_peak'], 2)} / {mib(env['last_peak'], 2)} (the goal allows +{mib(allowed, 2)} "
+        f"over the {env['hours']:.2f} h window; least-squares slope {mib(slope)}/h)"
     )
 
 
@@ -558,15 +558,15 @@ def _coordinator(f: Figures, add: Any) -> None:
     add(f"| agents joined and clock-synced in | {joined} |")
     cpu = f"{_pct(sim.get('cpu_run'))} / {_pct(sim.get('cpu_run_peak'))}"
     add(f"| CPU during the run: mean / busiest second | {cpu} |")
-    rss = f"{_mib(sim.get('rss_start'))} / {_mib(sim.get('rss_end'))} (max {_mib(sim.get('rss_max'))})"
+    rss = f"{mib(sim.get('rss_start'))} / {mib(sim.get('rss_end'))} (max {mib(sim.get('rss_max'))})"
     add(f"| RSS at the start / end of the run | {rss} |")
-    slope = f"{_mib(sim.get('rss_slope_h'))} per hour"
+    slope = f"{mib(sim.get('rss_slope_h'))} per hour"
     add(f"| RSS growth, least squares over the second half of the run | {slope} |")
     series = sim.get("rss_series") or []
     if series:
         add(
             "| RSS every few seconds of the run | "
-            + ", ".join(f"{t:.0f} s: {_mib(v, 0)}" for t, v in series)
+            + ", ".join(f"{t:.0f} s: {mib(v, 0)}" for t, v in series)
             + " |"
         )
     merged = f"{_n(sim.get('results_ok'))} of {_n(sim.get('expected_ok'))} expected"
@@ -591,16 +591,17 @@ def _soak(f: Figures, add: Any) -> None:
         "coordinator's memory is a sawtooth (it allocates and frees in bursts), so a slope over a few teeth "
         "says little; the goal's verdict compares the highest RSS of the first and the last third of the "
         "window instead: growth above 1 MiB/h would raise the last third's peak."
+        f"{_soak_stalls(soak)}"
     )
     add("")
     add("| | start of window | end of window | growth per hour |")
     add("|---|---:|---:|---:|")
     a = soak.get("agent_rss") or (None, None)
     c = soak.get("coord_rss") or (None, None)
-    add(f"| agent RSS | {_mib(a[0])} | {_mib(a[1])} | {_mib(soak.get('agent_slope_h'))} |")
-    add(f"| coordinator RSS | {_mib(c[0])} | {_mib(c[1])} | {_mib(soak.get('coord_slope_h'))} |")
+    add(f"| agent RSS | {mib(a[0])} | {mib(a[1])} | {mib(soak.get('agent_slope_h'))} |")
+    add(f"| coordinator RSS | {mib(c[0])} | {mib(c[1])} | {mib(soak.get('coord_slope_h'))} |")
     for name, info in (soak.get("files") or {}).items():
-        add(f"| {name}, final size {_mib(info.get('final'), 2)} | | | {_mib(info.get('slope_h'), 2)} |")
+        add(f"| {name}, final size {mib(info.get('final'), 2)} | | | {mib(info.get('slope_h'), 2)} |")
     strial: Trial | None = soak.get("trial")
     if strial is not None:
         add("")
@@ -610,6 +611,17 @@ def _soak(f: Figures, add: Any) -> None:
             f"`{strial.cmd}`."
         )
     add("")
+
+
+def _soak_stalls(soak: dict[str, Any]) -> str:
+    if not soak.get("stall_every"):
+        return " The target did not stall on purpose."
+    return (
+        f" nginx was stalled {soak.get('stalls', 0)} times, for {soak.get('stall_s')} s every "
+        f"{_n(soak['stall_every'])} s (SIGSTOP of its worker), as real servers pause: each stall makes the "
+        "pool open a connection for every request that would wait (an open model must), and the "
+        "connections are closed after 30 s idle, so each third of the window holds the peak of a stall."
+    )
 
 
 def _soak_connections(trial: Trial) -> str:

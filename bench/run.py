@@ -4,6 +4,7 @@
     BENCH_QUICK=1 .venv/bin/python bench/run.py  # shorter trials, about 5 minutes
     BENCH_SOAK_S=1200 .venv/bin/python bench/run.py  # the full suite with a 20-minute soak
     BENCH_SIM_S=120 .venv/bin/python bench/run.py  # a 2-minute coordinator simulation (10 by default)
+    BENCH_SOAK_STALL_EVERY=0 .venv/bin/python bench/run.py  # a soak whose target never stalls (60 s apart)
 
 In one run on one machine, with the generator pinned to core 0 and nginx to core 1:
 
@@ -14,7 +15,8 @@ In one run on one machine, with the generator pinned to core 0 and nginx to core
 4. each engine at 10,000/s against the built-in target answering after 0, 1, 10 and 100 ms: from a few to
    about 1,000 requests in flight at one rate;
 5. the coordinator with 1,000 simulated agents (bench/coord_sim.py): CPU and memory;
-6. a soak at half the fast engine's maximum: memory of agent and coordinator, and output file growth;
+6. a soak at half the fast engine's maximum, its target stalled for 0.4 s every minute: memory of agent and
+   coordinator, and output file growth;
 7. where the agent's time goes: py-spy samples at 90% of its maximum (bench/sampling.py), a cProfile of its
    hot path, and micro-benchmarks of its parts (bench/micro.py).
 
@@ -49,6 +51,10 @@ from sampling import sample_hot_path
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SOAK_S = int(os.environ.get("BENCH_SOAK_S", "0") or 0)  # the soak's length in seconds, if not the plan's
 SIM_S = int(os.environ.get("BENCH_SIM_S", "0") or 0)  # the coordinator simulation's length, if not the plan's
+STALL_EVERY = os.environ.get("BENCH_SOAK_STALL_EVERY")  # seconds between the soak's target stalls; 0: none
+STALL_S = 0.4
+"""How long each of the soak's stalls of nginx lasts (SIGSTOP of its worker): at the soak's rate, thousands of
+requests wait and the agent's pool opens hundreds of connections, which it closes once idle for 30 s."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Plan:
     sim_agents: int
     sim_s: int
     soak_s: int
+    soak_stall_every: float
 
 
 FULL = Plan(
@@ -74,6 +81,7 @@ FULL = Plan(
     sim_agents=1000,
     sim_s=600,
     soak_s=300,
+    soak_stall_every=60.0,
 )
 SHORT = Plan(
     trial_s=5,
@@ -85,6 +93,7 @@ SHORT = Plan(
     sim_agents=1000,
     sim_s=15,
     soak_s=45,
+    soak_stall_every=15.0,
 )
 
 
@@ -310,12 +319,18 @@ def _peak_share(sampler: lib.Sampler, pid: int, since: float, until: float) -> f
 
 
 def soak(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
-    trial = lib.open_trial(
-        "fast", url, rate, plan.soak_s, work, sample_every=2.0, watch_files=["results.json", "latency.hlog"]
-    )
+    """One agent at ``rate`` for ``plan.soak_s`` against nginx at ``url``, which stalls for :data:`STALL_S`
+    every ``plan.soak_stall_every`` seconds (from half that after the start): the memory of agent and
+    coordinator and the growth of the output files, after a warm-up."""
+    every = plan.soak_stall_every
+    stalls = lib.Stalls(lib.nginx_worker(url), every, STALL_S, first=every / 2) if every > 0 else None
+    with stalls or contextlib.nullcontext():
+        watch = ["results.json", "latency.hlog"]
+        trial = lib.open_trial("fast", url, rate, plan.soak_s, work, sample_every=2.0, watch_files=watch)
+    stalled = {"stall_every": every, "stall_s": STALL_S, "stalls": stalls.count if stalls else 0}
     samples = trial.samples
     if not samples:
-        return {"rate": rate, "seconds": plan.soak_s, "trial": trial}
+        return {"rate": rate, "seconds": plan.soak_s, "trial": trial, **stalled}
     t_first = samples[0].t
     # The run is where the agent is alive; the first fifth of it (and the first 10 s) is warm-up.
     alive = [s for s in samples if s.rss.get(trial.agent_pid) is not None]
@@ -346,6 +361,7 @@ def soak(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
         "coord_envelope": lib.envelope(coord_rss),
         "files": files,
         "window_s": round(window[-1].t - window[0].t, 1) if window else 0.0,
+        **stalled,
     }
 
 
@@ -465,6 +481,8 @@ def main() -> int:
         plan = dataclasses.replace(plan, soak_s=SOAK_S)
     if SIM_S > 0:
         plan = dataclasses.replace(plan, sim_s=SIM_S)
+    if STALL_EVERY is not None:
+        plan = dataclasses.replace(plan, soak_stall_every=float(STALL_EVERY or 0))
     began = time.monotonic()
     figures = Figures(quick=QUICK, started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     figures.load_before = Path("/proc/loadavg").read_text().strip()

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,24 +23,6 @@ import time
 from pathlib import Path
 
 import lib
-
-
-def _worker_pid() -> int:
-    """The newest nginx worker: the one :func:`lib.nginx` just started."""
-    out = subprocess.run(["pgrep", "-n", "-f", "nginx: worker"], capture_output=True, text=True, check=False)
-    if not out.stdout.strip():
-        raise RuntimeError("no nginx worker found")
-    return int(out.stdout.split()[0])
-
-
-def _stall(pid: int, at: list[float], length: float, started: float) -> None:
-    for moment in at:
-        time.sleep(max(0.0, started + moment - time.monotonic()))
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(length)
-        finally:
-            os.kill(pid, signal.SIGCONT)
 
 
 def main() -> int:
@@ -67,7 +46,7 @@ def main() -> int:
         agent += ["--tracemalloc", str(args.tracemalloc.resolve()), "--snapshot-every", str(args.every)]
     trials: list[lib.Trial] = []
     with lib.nginx() as url:
-        pid = _worker_pid()
+        pid = lib.nginx_worker(url)
         run = threading.Thread(
             target=lambda: trials.append(
                 lib.open_trial("fast", url, args.rate, args.seconds, work, agent_cmd=agent, sample_every=1.0)
@@ -77,19 +56,22 @@ def main() -> int:
         deadline = time.monotonic() + 60
         while not memory.exists() and time.monotonic() < deadline:  # the agent is up
             time.sleep(0.05)
-        _stall(pid, at, args.stall, time.monotonic())
-        run.join()
+        with lib.Stalls.at_times(pid, at, args.stall):
+            run.join()
     trial = trials[0]
     print(
         f"{args.rate:,.0f}/s for {args.seconds} s, stalls of {args.stall:g} s at {args.stall_at}: "
         f"achieved {trial.rps:,.0f}/s, dropped {trial.dropped}, send lag p99 {trial.lag.get('p99')} ms, "
         f"most connections at nginx {trial.max_connections}"
     )
-    print(f"{'t (s)':>6} {'agent RSS (MiB)':>16} {'allocated blocks':>17}")
+    print(f"{'t (s)':>6} {'agent RSS (MiB)':>16} {'allocated blocks':>17} {'full collections':>17}")
     for line in memory.read_text().splitlines():
         point = json.loads(line)
         if int(point["t"]) % args.every == 0:
-            print(f"{point['t']:>6.0f} {point['rss'] / 2**20:>16.1f} {point['blocks']:>17,}")
+            print(
+                f"{point['t']:>6.0f} {point['rss'] / 2**20:>16.1f} {point['blocks']:>17,} "
+                f"{point.get('full_collections', '-'):>17}"
+            )
     return 0
 
 
