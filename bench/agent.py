@@ -9,6 +9,8 @@ writes a JSON line every ``--memory-every`` seconds from a thread: RSS, the inte
 glibc's heap (``mallinfo2``: in use, free, mmapped). ``--census`` adds the objects the collector tracks and
 the types whose count changed most since the previous line; it walks every tracked object under the GIL, a
 pause of the event loop (a burst of late arrivals, which opens connections) that the plain log avoids.
+``--collect-every N`` runs a full collection every N seconds and logs the types of the garbage it found
+in cycles (which would otherwise wait for the collector) and the allocated blocks after it.
 ``--tracemalloc DIR`` traces every allocation (slower: run it at a lower rate) and writes a snapshot into DIR
 every ``--snapshot-every`` seconds; compare two with ``python bench/agent.py --compare A.snap B.snap``.
 """
@@ -22,6 +24,7 @@ import ctypes
 import functools
 import gc
 import json
+import math
 import sys
 import threading
 import time
@@ -69,38 +72,51 @@ def _rss() -> int:
     return 0
 
 
-def _memory_log(
-    path: Path,
-    every: float,
-    census: bool,
-    snapshots: Path | None,
-    snapshot_every: float,
-    stop: threading.Event,
-) -> None:
+def _memory_log(path: Path, args: argparse.Namespace, stop: threading.Event) -> None:
     start = time.monotonic()
-    next_snapshot = snapshot_every
+    next_snapshot = args.snapshot_every
+    next_collect = args.collect_every or math.inf
     before: Counter[str] = Counter()
     with path.open("w") as out:
-        while not stop.wait(every):
+        while not stop.wait(args.memory_every):
+            t = round(time.monotonic() - start, 1)
             line: dict[str, object] = {
-                "t": round(time.monotonic() - start, 1),
+                "t": t,
                 "rss": _rss(),
                 "blocks": sys.getallocatedblocks(),
                 "full_collections": gc.get_stats()[2]["collections"],
                 **_mallinfo(),
             }
-            if census:
+            if args.census:
                 types = Counter(type(o).__name__ for o in gc.get_objects())
                 change = types.copy()
                 change.subtract(before)
                 before = types
                 line["objects"] = sum(types.values())
                 line["grown"] = {k: v for k, v in change.most_common(8) if v > 0}
-            if snapshots is not None and line["t"] >= next_snapshot:  # type: ignore[operator]
-                next_snapshot += snapshot_every
-                tracemalloc.take_snapshot().dump(str(snapshots / f"{line['t']:08.1f}.snap"))
+            if args.tracemalloc is not None and t >= next_snapshot:
+                next_snapshot += args.snapshot_every
+                tracemalloc.take_snapshot().dump(str(args.tracemalloc / f"{t:08.1f}.snap"))
+            if t >= next_collect:
+                next_collect += args.collect_every
+                line["garbage"] = _collect()
+                line["blocks_after"] = sys.getallocatedblocks()
             out.write(json.dumps(line) + "\n")
             out.flush()
+
+
+def _collect() -> dict[str, int]:
+    """A full collection that keeps what it found unreachable (``gc.DEBUG_SAVEALL``): the types of the
+    garbage in cycles that had waited for it, then freed."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = Counter(type(o).__name__ for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    gc.collect()
+    return {"objects": sum(found.values()), **dict(found.most_common(12))}
 
 
 def _compare(first: Path, last: Path, top: int = 25) -> None:
@@ -123,6 +139,8 @@ def main() -> int:
     parser.add_argument("--census", action="store_true", help="add an object census to the memory log")
     parser.add_argument("--tracemalloc", type=Path, help="trace allocations; snapshots here")
     parser.add_argument("--snapshot-every", type=float, default=60.0)
+    parser.add_argument("--trace-frames", type=int, default=1, help="frames kept per allocation traced")
+    parser.add_argument("--collect-every", type=float, default=0.0, help="full collection every N s, logged")
     parser.add_argument("--compare", nargs=2, type=Path, help="print the growth between two snapshots")
     args = parser.parse_args()
     if args.compare:
@@ -132,14 +150,14 @@ def main() -> int:
         parser.error("--connect is required")
     if args.tracemalloc:
         args.tracemalloc.mkdir(parents=True, exist_ok=True)
-        tracemalloc.start(8)
+        tracemalloc.start(args.trace_frames)
     agent = Agent(args.connect, wait_timeout=args.wait)
     profiler = cProfile.Profile() if args.cprofile else None
     stop = threading.Event()
     if args.memory:
         threading.Thread(
             target=_memory_log,
-            args=(args.memory, args.memory_every, args.census, args.tracemalloc, args.snapshot_every, stop),
+            args=(args.memory, args, stop),
             daemon=True,
         ).start()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

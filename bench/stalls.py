@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=20, help="print a line every this many seconds")
     parser.add_argument("--source", type=Path, help="run the agent from this checkout's code")
     parser.add_argument("--tracemalloc", type=Path, help="trace the agent's allocations, snapshots here")
+    parser.add_argument("--collect-every", type=float, help="the agent runs a full collection every N s")
     args = parser.parse_args()
     at = [float(x) for x in args.stall_at.split(",") if x.strip()]
     if any(not 0 < t < args.seconds for t in at):
@@ -44,6 +45,8 @@ def main() -> int:
     agent = [*env, lib.PY, str(lib.BENCH / "agent.py"), "--memory", str(memory), "--memory-every", "1"]
     if args.tracemalloc:
         agent += ["--tracemalloc", str(args.tracemalloc.resolve()), "--snapshot-every", str(args.every)]
+    if args.collect_every:
+        agent += ["--collect-every", str(args.collect_every)]
     trials: list[lib.Trial] = []
     with lib.nginx() as url:
         pid = lib.nginx_worker(url)
@@ -72,6 +75,8 @@ def main() -> int:
                 f"{point['t']:>6.0f} {point['rss'] / 2**20:>16.1f} {point['blocks']:>17,} "
                 f"{point.get('full_collections', '-'):>17}"
             )
+        if "garbage" in point:
+            print(f"{'':>6} full collection: {point['garbage']}; blocks after {point['blocks_after']:,}")
     return 0
 
 

@@ -10,15 +10,22 @@ import binascii
 import ctypes
 import functools
 import struct
+import threading
 import weakref
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from hdrh.codec import V2_COMPRESSION_COOKIE_BASE, V2_ENCODING_COOKIE_BASE, payload_header_size
+from hdrh.codec import (
+    V2_COMPRESSION_COOKIE_BASE,
+    V2_ENCODING_COOKIE_BASE,
+    get_compression_cookie,
+    payload_header_size,
+)
 from hdrh.histogram import HdrHistogram
 from pyhdrh import decode as _decode_counts
+from pyhdrh import encode as _encode_counts
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
@@ -115,8 +122,52 @@ def encode(h: HdrHistogram) -> bytes:
     """The compressed form, or empty bytes for an empty histogram (the common case for quiet names)."""
     if h.get_total_count() == 0:
         return b""
-    data: bytes = h.encode()
-    return data
+    return encode_blob(h)
+
+
+class _EncodeBuffer(threading.local):
+    """Each thread's scratch space for :func:`encode_blob`, sized for the largest histogram encoded yet."""
+
+    def __init__(self) -> None:
+        self.buffer = ctypes.create_string_buffer(0)
+
+
+_SCRATCH = _EncodeBuffer()
+_COMPRESSION_COOKIE: int = get_compression_cookie()
+
+
+def encode_blob(h: HdrHistogram) -> bytes:
+    """The standard compressed form (base64 of the external header and the zlib'd V2 payload), the bytes
+    ``h.encode()`` returns, also for an empty histogram.
+
+    hdrhistogram allocates its scratch buffer as ``(c_byte * size)()``, which makes a new ctypes array
+    type for every size: a type is a reference cycle that only a full collection frees, and sizes vary
+    with each histogram's highest value, so a process that encodes every second (an agent's intervals, the
+    coordinator's log) piled up thousands of them between the rare full collections (measured: 2,000
+    encodes of histograms of random maxima left 41,000 more allocated blocks, 1,500 after a collection).
+    This encodes the same bytes into a buffer kept for the next time.
+    """
+    payload = h.encoder.payload
+    word_size = payload.word_size
+    counts_limit = h.get_counts_array_index(h.max_value) + 1 if h.total_count else 0
+    room = counts_limit * (word_size + 1)  # the worst case of the varint encoding
+    scratch = _SCRATCH.buffer
+    if len(scratch) < payload_header_size + room:
+        scratch = _SCRATCH.buffer = ctypes.create_string_buffer(
+            payload_header_size + max(room, h.counts_len * (word_size + 1))
+        )
+    start = ctypes.addressof(scratch)
+    used = _encode_counts(
+        ctypes.addressof(payload.counts), counts_limit, word_size, start + payload_header_size, room
+    )
+    header = payload.payload
+    header.payload_len = used
+    ctypes.memmove(start, ctypes.addressof(header), payload_header_size)
+    compressed = zlib.compress(ctypes.string_at(start, payload_header_size + used))
+    return binascii.b2a_base64(
+        _EXTERNAL_HEADER.pack(_COMPRESSION_COOKIE, len(compressed)) + compressed,
+        newline=False,
+    )
 
 
 def decode(data: bytes) -> HdrHistogram | None:

@@ -37,6 +37,7 @@ from hdrh.codec import HdrHistogramEncoder
 from hdrh.histogram import HdrHistogram
 
 from loadgen.errors import LoadgenError
+from loadgen.histogram import encode_blob
 
 FORMAT_VERSION = "1.3"
 MAX_VALUE_UNIT_RATIO = 1_000_000.0
@@ -156,7 +157,7 @@ class HlogWriter:
 
         ``tag`` is sanitized with :func:`sanitize_tag` (the format forbids commas and spaces in it).
         """
-        payload: bytes = histogram.encode()
+        payload = encode_blob(histogram)
         line = ",".join(
             (
                 format_seconds(start),
