@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -211,24 +211,17 @@ def nginx_worker(url: str) -> int:
 
 
 class Stalls:
-    """Stalls of a target: its process is stopped (SIGSTOP) for ``length`` seconds every ``every`` seconds,
-    from ``first`` seconds after the start, the way a real server pauses (a full garbage collection, a noisy
-    neighbour, a slow disk) while an open model keeps sending. A thread; ``with Stalls(...) as s:`` stops it
-    (and continues the target) on leaving, and ``s.count`` is how many stalls there were."""
+    """Stalls of a target: its process is stopped (SIGSTOP) for ``length`` seconds at each of ``at``
+    (seconds after entering, ascending; :func:`itertools.count` for a stall every so often), the way a real
+    server pauses (a full garbage collection, a noisy neighbour, a slow disk) while an open model keeps
+    sending. A thread; leaving ``with Stalls(...) as s:`` stops it (and continues the target), and
+    ``s.count`` is how many stalls there were."""
 
-    def __init__(self, pid: int, every: float, length: float = 0.4, first: float | None = None) -> None:
-        self.pid, self.every, self.length = pid, every, length
-        self.first = every if first is None else first
-        self.at: list[float] | None = None
+    def __init__(self, pid: int, at: Iterable[float], length: float) -> None:
+        self.pid, self.at, self.length = pid, at, length
         self.count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @classmethod
-    def at_times(cls, pid: int, at: Sequence[float], length: float) -> Stalls:
-        stalls = cls(pid, every=0.0, length=length)
-        stalls.at = sorted(at)
-        return stalls
 
     def __enter__(self) -> Stalls:
         self._thread.start()
@@ -238,18 +231,9 @@ class Stalls:
         self._stop.set()
         self._thread.join()
 
-    def _moments(self) -> Iterator[float]:
-        if self.at is not None:
-            yield from self.at
-            return
-        moment = self.first
-        while True:
-            yield moment
-            moment += self.every
-
     def _run(self) -> None:
         started = time.monotonic()
-        for moment in self._moments():
+        for moment in self.at:
             if self._stop.wait(max(0.0, started + moment - time.monotonic())):
                 return
             try:

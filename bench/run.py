@@ -323,7 +323,8 @@ def soak(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
     every ``plan.soak_stall_every`` seconds (from half that after the start): the memory of agent and
     coordinator and the growth of the output files, after a warm-up."""
     every = plan.soak_stall_every
-    stalls = lib.Stalls(lib.nginx_worker(url), every, STALL_S, first=every / 2) if every > 0 else None
+    at = itertools.count(every / 2, every)
+    stalls = lib.Stalls(lib.nginx_worker(url), at, STALL_S) if every > 0 else None
     with stalls or contextlib.nullcontext():
         watch = ["results.json", "latency.hlog"]
         trial = lib.open_trial("fast", url, rate, plan.soak_s, work, sample_every=2.0, watch_files=watch)

@@ -59,7 +59,7 @@ def main() -> int:
         deadline = time.monotonic() + 60
         while not memory.exists() and time.monotonic() < deadline:  # the agent is up
             time.sleep(0.05)
-        with lib.Stalls.at_times(pid, at, args.stall):
+        with lib.Stalls(pid, sorted(at), args.stall):
             run.join()
     trial = trials[0]
     print(

@@ -126,7 +126,7 @@ def encode(h: HdrHistogram) -> bytes:
 
 
 class _EncodeBuffer(threading.local):
-    """Each thread's scratch space for :func:`encode_blob`, sized for the largest histogram encoded yet."""
+    """Each thread's scratch space for :func:`encode_blob`, sized for a histogram's every counter."""
 
     def __init__(self) -> None:
         self.buffer = ctypes.create_string_buffer(0)
@@ -152,9 +152,9 @@ def encode_blob(h: HdrHistogram) -> bytes:
     counts_limit = h.get_counts_array_index(h.max_value) + 1 if h.total_count else 0
     room = counts_limit * (word_size + 1)  # the worst case of the varint encoding
     scratch = _SCRATCH.buffer
-    if len(scratch) < payload_header_size + room:
+    if len(scratch) < payload_header_size + room:  # once per thread (all of loadgen's have one size)
         scratch = _SCRATCH.buffer = ctypes.create_string_buffer(
-            payload_header_size + max(room, h.counts_len * (word_size + 1))
+            payload_header_size + h.counts_len * (word_size + 1)
         )
     start = ctypes.addressof(scratch)
     used = _encode_counts(
