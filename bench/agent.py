@@ -130,7 +130,9 @@ def _compare(first: Path, last: Path, top: int = 25) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connect")
     parser.add_argument("--wait", type=float, default=60.0)
     parser.add_argument("--cprofile", help="write cProfile stats of the agent run here")

@@ -92,7 +92,9 @@ async def stock_httpx(url: str, connections: int, duration: float) -> tuple[int,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--engine", choices=("fast", "httpx", "httpx-client"), required=True)
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--duration", type=float, default=5.0)

@@ -59,7 +59,9 @@ def histogram_variants(samples: int, count: int, rng: random.Random, median_s: f
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connect", required=True)
     parser.add_argument("--agents", type=int, required=True)
     parser.add_argument("--first", type=int, default=0, help="number of the first simulated agent")

@@ -24,7 +24,9 @@ from report import FLAT, envelope_text, mib
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=20_000.0)
     parser.add_argument("--seconds", type=int, default=1800)
     parser.add_argument("--stall-every", type=float, default=run.FULL.soak_stall_every)

@@ -26,7 +26,9 @@ import lib
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=15_000.0)
     parser.add_argument("--seconds", type=int, default=240)
     parser.add_argument("--stall-at", default="30,70,110,150,190", help="seconds into the run, comma list")
