@@ -335,6 +335,22 @@ def cores_busy() -> list[tuple[int, int]]:
     return out
 
 
+def jiffies_stolen() -> tuple[int, int]:
+    """(stolen, total) jiffies of the whole machine from /proc/stat: time the hypervisor gave this
+    virtual machine's cores to someone else while they had work (``steal``)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu "):
+            values = [int(v) for v in line.split()[1:]]
+            return (values[7] if len(values) > 7 else 0), sum(values)
+    return 0, 0
+
+
+def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's time stolen by the hypervisor between two :func:`jiffies_stolen`."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
+
+
 @dataclass
 class Sample:
     t: float
@@ -369,10 +385,13 @@ class Sampler:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _cores0: list[tuple[int, int]] = field(default_factory=list)
+    _stolen0: tuple[int, int] = (0, 0)
     cores_busy: list[float] = field(default_factory=list)
+    stolen: float | None = None  # the share of the machine's time the hypervisor took, over the window
 
     def __enter__(self) -> Sampler:
         self._cores0 = cores_busy()
+        self._stolen0 = jiffies_stolen()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -382,6 +401,7 @@ class Sampler:
         if self._thread is not None:
             self._thread.join(timeout=5)
         cores1 = cores_busy()
+        self.stolen = stolen_share(self._stolen0, jiffies_stolen())
         self.cores_busy = [
             100.0 * (b1 - b0) / max(1, t1 - t0)
             for (b0, t0), (b1, t1) in zip(self._cores0, cores1, strict=False)
@@ -493,8 +513,10 @@ def core_share(before: list[tuple[int, int]], after: list[tuple[int, int]], core
 def wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
     cmd = ["taskset", "-c", GEN_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url + "/"]
     cores = cores_busy()
+    stolen = jiffies_stolen()
     done, cpu = run_measured(cmd, timeout=seconds + 30)
     cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
+    cpu["stolen"] = stolen_share(stolen, jiffies_stolen()) or 0.0
     match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     return {
         "cmd": " ".join(cmd),
@@ -512,8 +534,10 @@ def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
         *("--only-summary", "--csv", str(prefix), "--loglevel", "WARNING"),
     ]
     cores = cores_busy()
+    stolen = jiffies_stolen()
     _, cpu = run_measured(cmd, timeout=seconds + 60)
     cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
+    cpu["stolen"] = stolen_share(stolen, jiffies_stolen()) or 0.0
     rps = 0.0
     stats = Path(f"{prefix}_stats.csv")
     if stats.exists():
@@ -534,8 +558,10 @@ def closed_loop(engine: str, url: str, connections: int, seconds: float) -> dict
         *("--connections", str(connections), "--duration", str(seconds), "--url", url),
     ]
     cores = cores_busy()
+    stolen = jiffies_stolen()
     out, cpu = run_measured(cmd, timeout=seconds + 60)
     cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
+    cpu["stolen"] = stolen_share(stolen, jiffies_stolen()) or 0.0
     try:
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -609,6 +635,7 @@ class Trial:
     cores_busy: list[float] = field(default_factory=list)
     ramp: int = 0
     target_busy: float | None = None  # the busiest window of the target's core (nginx, coordinator, kernel)
+    stolen: float | None = None  # the share of the machine's time the hypervisor gave to someone else
 
     @property
     def rps(self) -> float:
@@ -753,4 +780,5 @@ def open_trial(
         sampler.cores_busy,
         ramp,
         sampler.busiest_core(int(TARGET_CORE), max(1.0, seconds - 1.0)),
+        sampler.stolen,
     )

@@ -20,7 +20,7 @@ def _n(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _pct(share: float | None) -> str:
+def pct(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
 
@@ -51,9 +51,9 @@ def _yes(ok: bool | None) -> str:
 
 TRIAL_HEAD = (
     "| rate /s | achieved /s | lag p50 ms | lag p99 ms | lag p99.9 ms | lag max ms | latency p50 ms "
-    "| latency p99 ms | dropped | failed | agent CPU | coordinator CPU | cores 0/1 busy "
+    "| latency p99 ms | dropped | failed | agent CPU | coordinator CPU | cores 0/1 busy | stolen "
     "| target core, busiest | max connections | verdict |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -72,10 +72,11 @@ def _trial_row(t: Trial) -> str:
         _n(lat.get("p99"), 3),
         str(t.dropped),
         str(t.failed),
-        _pct(t.agent_cpu),
-        _pct(t.coordinator_cpu),
+        pct(t.agent_cpu),
+        pct(t.coordinator_cpu),
         busy,
-        _pct(getattr(t, "target_busy", None)),
+        pct(t.stolen),
+        pct(getattr(t, "target_busy", None)),
         _n(t.max_connections),
         t.verdict,
     ]
@@ -86,7 +87,10 @@ def _cpu_cells(r: dict[str, Any]) -> str:
     """CPU share, kernel part and requests per CPU-second of a closed-loop run."""
     cpu = r.get("cpu")
     per_cpu = _n(_div(r.get("rps"), cpu))
-    return f"{_pct(cpu)} | {_pct(r.get('kernel'))} | {per_cpu} | {_pct(r.get('target_busy'))}"
+    return (
+        f"{pct(cpu)} | {pct(r.get('kernel'))} | {per_cpu} | {pct(r.get('target_busy'))} "
+        f"| {pct(r.get('stolen'))}"
+    )
 
 
 def best_trial(trials: list[Trial], rate: float | None) -> Trial | None:
@@ -123,7 +127,7 @@ def write_report(f: Figures, path: Path) -> None:
     add("## Next steps")
     add("")
     micro = defaultdict(lambda: "-", {k: _n(v, 2) for k, v in f.micro.items()})
-    micro.update({k: _pct(v) for k, v in f.micro.items() if k.endswith("core_share")})
+    micro.update({k: pct(v) for k, v in f.micro.items() if k.endswith("core_share")})
     micro.update({k: _n(v) for k, v in f.micro.items() if k.startswith("distinct")})
     add(NEXT_STEPS.format_map(micro))
     path.write_text("\n".join(lines) + "\n")
@@ -144,7 +148,10 @@ def _header(f: Figures, add: Any) -> None:
         f"Load average before and after: `{f.load_before}` / `{f.load_after}`. This machine has two cores "
         "and was shared with other work while the suite ran (the `cores 0/1 busy` column shows how busy each "
         "core was during a trial, ours included), so single figures vary by 10-30% between runs; the ratios "
-        "compare figures taken minutes apart in the same run."
+        "compare figures taken minutes apart in the same run. `stolen` is the share of the cores' time a "
+        "hypervisor gave to other guests while ours had work (`steal` in /proc/stat; none on bare metal): "
+        f"{pct(getattr(f, 'stolen', None))} over the whole suite. A trial with time stolen ran on less "
+        "than its cores, and its rate and send lag show it."
     )
     add("")
 
@@ -203,7 +210,7 @@ def _summary(f: Figures, add: Any) -> None:
             _at_least(holds_up, 0.8),
         ),
         _in_flight_goal(f),
-        (f"coordinator with {agents} agents under half a core", f"{_pct(cpu)} of a core", _at_most(cpu, 0.5)),
+        (f"coordinator with {agents} agents under half a core", f"{pct(cpu)} of a core", _at_most(cpu, 0.5)),
         (
             f"coordinator memory flat ({agents} agents, second half of a {sim.get('seconds', '-')} s run)",
             envelope_text(sim.get("rss_envelope"), slope),
@@ -274,7 +281,7 @@ def _concurrency(f: Figures, add: Any) -> None:
                 _n(t.lag.get("p99"), 3),
                 _n(lat.get("p50"), 3),
                 _n(lat.get("p99"), 3),
-                _pct(t.agent_cpu),
+                pct(t.agent_cpu),
                 str(t.dropped),
                 str(t.failed),
                 t.verdict,
@@ -304,17 +311,17 @@ def _findings(f: Figures) -> dict[str, str]:
     held = best_trial(f.searches.get("fast", []), fast)
     eff = held.per_cpu_second if held else None
     return {
-        "wrk_kernel": _pct(wrk_best.get("kernel")),
+        "wrk_kernel": pct(wrk_best.get("kernel")),
         "wrk_us": _n(_div(1e6, wrk_eff), 1),
         "wrk_eff": _n(wrk_eff),
         "wrk_max": _n(wrk_best.get("rps")),
-        "agent_cpu": _pct(held.agent_cpu if held else None),
+        "agent_cpu": pct(held.agent_cpu if held else None),
         "fast_rate": _n(fast),
-        "agent_kernel": _pct(held.agent_kernel if held else None),
+        "agent_kernel": pct(held.agent_kernel if held else None),
         "agent_us": _n(_div(1e6, eff), 1),
         "agent_eff": _n(eff),
         "sim_agents": _n(f.sim.get("agents")),
-        "sim_cpu": _pct(f.sim.get("cpu_run")),
+        "sim_cpu": pct(f.sim.get("cpu_run")),
         "open_limit": _open_limit(f, wrk_best),
         "per_core": _per_core(eff),
     }
@@ -346,10 +353,10 @@ def _open_limit(f: Figures, wrk_best: dict[str, Any]) -> str:
         return TARGET_LIMIT.format(
             rate=_n(t.rate),
             achieved=_n(t.rps),
-            busy=_pct(t.target_busy),
-            agent=_pct(t.agent_cpu),
+            busy=pct(t.target_busy),
+            agent=pct(t.agent_cpu),
             connections=_n(t.max_connections),
-            wrk_busy=_pct(wrk_best.get("target_busy")),
+            wrk_busy=pct(wrk_best.get("target_busy")),
             wrk_max=_n(wrk_best.get("rps")),
         )
     if above:
@@ -357,7 +364,7 @@ def _open_limit(f: Figures, wrk_best: dict[str, Any]) -> str:
         if t.agent_cpu is not None and t.agent_cpu >= AGENT_FULL:
             return CPU_LIMIT.format(
                 rate=_n(t.rate),
-                agent=_pct(t.agent_cpu),
+                agent=pct(t.agent_cpu),
                 lag=_n(t.lag.get("p99"), 1),
                 achieved=_n(t.rps),
                 dropped=_n(t.dropped),
@@ -431,9 +438,9 @@ def _baselines(f: Figures, add: Any) -> None:
     add("")
     add(
         "| tool | when | connections / users | requests/s | CPU | kernel | per CPU-second | target core busy "
-        "| command |"
+        "| stolen | command |"
     )
-    add("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in f.wrk:
         when = r.get("when", "-")
         add(f"| wrk | {when} | {r['connections']} | {_n(r['rps'])} | {_cpu_cells(r)} | `{r['cmd']}` |")
@@ -479,8 +486,8 @@ def _open_model(f: Figures, add: Any) -> None:
             f"{_n(best)}/s",
             _ratio(best, wrk_max),
             _ratio(best, locust_max),
-            _pct(held.agent_cpu if held else None),
-            _pct(held.agent_kernel if held else None),
+            pct(held.agent_cpu if held else None),
+            pct(held.agent_kernel if held else None),
             _n(eff),
             _ratio(eff, wrk_eff),
             _ratio(eff, locust_eff),
@@ -523,10 +530,10 @@ def _closed_loop(f: Figures, add: Any) -> None:
     )
     add("")
     add(
-        "| engine | connections | requests/s | CPU | kernel | per CPU-second | target core busy | errors "
-        "| command |"
+        "| engine | connections | requests/s | CPU | kernel | per CPU-second | target core busy | stolen "
+        "| errors | command |"
     )
-    add("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in f.closed:
         errors = r.get("errors") or "-"
         cells = f"{r.get('connections')} | {_n(r.get('rps'))} | {_cpu_cells(r)} | {errors}"
@@ -554,9 +561,9 @@ def _coordinator(f: Figures, add: Any) -> None:
     add("")
     add("| | |")
     add("|---|---|")
-    joined = f"{sim.get('join_sync_s', '-')} s, {_pct(sim.get('cpu_join'))} CPU"
+    joined = f"{sim.get('join_sync_s', '-')} s, {pct(sim.get('cpu_join'))} CPU"
     add(f"| agents joined and clock-synced in | {joined} |")
-    cpu = f"{_pct(sim.get('cpu_run'))} / {_pct(sim.get('cpu_run_peak'))}"
+    cpu = f"{pct(sim.get('cpu_run'))} / {pct(sim.get('cpu_run_peak'))}"
     add(f"| CPU during the run: mean / busiest second | {cpu} |")
     rss = f"{mib(sim.get('rss_start'))} / {mib(sim.get('rss_end'))} (max {mib(sim.get('rss_max'))})"
     add(f"| RSS at the start / end of the run | {rss} |")

@@ -162,6 +162,7 @@ class Figures:
     seconds: float = 0.0
     load_before: str = ""
     load_after: str = ""
+    stolen: float | None = None  # the share of the machine's time the hypervisor took over the whole suite
 
 
 def _round_rate(rate: float) -> float:
@@ -487,6 +488,7 @@ def main() -> int:
     began = time.monotonic()
     figures = Figures(quick=QUICK, started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     figures.load_before = Path("/proc/loadavg").read_text().strip()
+    stolen_before = lib.jiffies_stolen()
     figures.missing = lib.ensure_tools()
     figures.machine = lib.machine()
     if {"nginx", "wrk", "taskset"} & set(figures.missing):
@@ -537,6 +539,7 @@ def main() -> int:
         )
     figures.seconds = time.monotonic() - began
     figures.load_after = Path("/proc/loadavg").read_text().strip()
+    figures.stolen = lib.stolen_share(stolen_before, lib.jiffies_stolen())
     path = ROOT / "docs" / "benchmarks.md"
     saved = work / "figures.pickle"
     with contextlib.suppress(Exception):  # only for re-rendering the report while editing it

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lib
 import run
-from report import FLAT, envelope_text, mib
+from report import FLAT, envelope_text, mib, pct
 
 
 def main() -> int:
@@ -42,7 +42,8 @@ def main() -> int:
     print(
         f"{args.rate:,.0f}/s for {args.seconds} s, {soak['stalls']} stalls of {soak['stall_s']} s: "
         f"achieved {trial.rps:,.0f}/s, dropped {trial.dropped}, failed {trial.failed}, "
-        f"send lag p99 {trial.lag.get('p99')} ms, most connections at nginx {trial.max_connections}"
+        f"send lag p99 {trial.lag.get('p99')} ms, most connections at nginx {trial.max_connections}, "
+        f"{pct(trial.stolen)} of the machine's time stolen by the hypervisor"
     )
     for who in ("agent", "coord"):
         env = soak.get(f"{who}_envelope")

@@ -194,3 +194,21 @@ def test_the_in_flight_section_and_goal(tmp_path: Path) -> None:
     f.concurrency["httpx"].append(run.InFlight(100, late, 1000))
     report.write_report(f, path)
     assert "holds at 2 of 3" in path.read_text()
+
+
+def test_stolen_time_is_shown_per_trial_and_for_the_suite(tmp_path: Path) -> None:
+    assert lib.stolen_share((100, 1_000), (130, 1_200)) == pytest.approx(0.15)
+    assert lib.stolen_share((100, 1_000), (100, 1_000)) is None
+    stolen, total = lib.jiffies_stolen()
+    assert 0 <= stolen <= total
+    trial = _trial(20_000, 20_000, 2.0, 0.4, 1.0)
+    trial.stolen = 0.26
+    f = run.Figures(quick=True, stolen=0.12)
+    f.wrk = [{"cmd": "wrk", "rps": 140_000.0, "connections": 50, "cpu": 1.0, "kernel": 0.9, "stolen": 0.31}]
+    f.searches = {"fast": [trial]}
+    path = tmp_path / "benchmarks.md"
+    report.write_report(f, path)
+    text = path.read_text()
+    assert "12% over the whole suite" in text
+    assert "| 60%/40% | 26% |" in text  # the trial's row: cores busy, then stolen
+    assert "| - | 31% | `wrk` |" in text  # wrk's row: target core busy (not measured here), stolen, command
