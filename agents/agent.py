@@ -40,6 +40,7 @@ import zmq.asyncio
 from agents.arrivals import ArrivalLoop, RequestPicker
 from agents.engine import Engine, Sink
 from agents.recorder import Recorder
+from agents.steal import StealMeter
 from loadgen import __version__
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
@@ -148,6 +149,7 @@ class Agent:
         allow_targets: Sequence[str] = (),
         max_rate: float = 0.0,
         socket_setup: Callable[[zmq.Socket[Any]], None] | None = None,
+        steal_meter: StealMeter | None = None,
     ) -> None:
         self.connect = connect
         self.agent_id = agent_id or new_agent_id()
@@ -158,6 +160,7 @@ class Agent:
         self._allow = tuple(allow_targets)
         self._max_rate = max_rate
         self._socket_setup = socket_setup
+        self._steal = steal_meter if steal_meter is not None else StealMeter()
         self._last_heard = 0.0
         self._epoch: str | None = None
         self._buffer: deque[tuple[int, bytes]] = deque()  # unacknowledged intervals, oldest first
@@ -310,6 +313,7 @@ class Agent:
         timeout = min(self._coordinator_timeout, start.coordinator_timeout)
         first = max(0, math.floor(self._clock() - start.start_at))
         control = asyncio.ensure_future(self._control(timeout))
+        self._steal.share()  # the first second's share counts from here
         reporter = asyncio.ensure_future(self._report(recorder, engine, loop, start.start_at, first))
         try:
             wait = begin_at - self._clock()
@@ -372,7 +376,8 @@ class Agent:
     async def _send_interval(
         self, recorder: Recorder, engine: Engine, index: int, first: int, cpu: float
     ) -> None:
-        pending = recorder.cut(index, engine.in_flight, cpu, first, engine.connections)
+        stolen = self._steal.share()
+        pending = recorder.cut(index, engine.in_flight, cpu, first, engine.connections, stolen)
         data = encode(await pending.build_async())
         self._buffer.append((index, data))
         if len(self._buffer) > MAX_BUFFERED:

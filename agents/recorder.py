@@ -121,7 +121,13 @@ class Recorder:
     # --- interval hand-over ------------------------------------------------------------------------------
 
     def cut(
-        self, index: int, in_flight: int, cpu: float = 0.0, first: int = 0, connections: int = 0
+        self,
+        index: int,
+        in_flight: int,
+        cpu: float = 0.0,
+        first: int = 0,
+        connections: int = 0,
+        stolen: float = 0.0,
     ) -> PendingInterval:
         """Take this interval's completions and the arrivals sealed so far, and start afresh. Cheap: the
         histograms are built by :class:`PendingInterval`, which can yield to the event loop meanwhile."""
@@ -144,6 +150,7 @@ class Recorder:
             self._lag,
             cpu,
             connections,
+            stolen,
         )
         self.total_scheduled += self._sealed_scheduled
         self.total_dropped += self._sealed_dropped
@@ -176,6 +183,7 @@ class PendingInterval:
         lag: list[int],
         cpu: float,
         connections: int = 0,
+        stolen: float = 0.0,
     ) -> None:
         self.index = index
         self.first = first
@@ -186,6 +194,7 @@ class PendingInterval:
         self.lag = lag
         self.cpu = cpu
         self.connections = connections
+        self.stolen = stolen
 
     def _message(self, hists: dict[str, tuple[bytes, bytes]], lag: bytes) -> Interval:
         return Interval(
@@ -201,6 +210,7 @@ class PendingInterval:
             lag=lag,
             cpu=self.cpu,
             connections=self.connections,
+            stolen=self.stolen,
         )
 
     def build(self) -> Interval:

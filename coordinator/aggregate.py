@@ -105,6 +105,7 @@ class Slot:
     lag: HdrHistogram = field(default_factory=new_histogram)
     cpu_max: float = 0.0
     connections: int = 0  # the agents' open connections, summed
+    stolen_max: float = 0.0  # the most any agent's host lost to its hypervisor (agents.steal)
 
 
 def _into(hists: dict[str, HdrHistogram], name: str) -> HdrHistogram:
@@ -145,6 +146,8 @@ class AgentTotals:
     cpu_max: float = 0.0
     cpu_saturated_s: int = 0  # seconds spent at or above CPU_SATURATED
     connections_max: int = 0  # the most connections its engine had open at the end of a second
+    stolen_sum: float = 0.0  # shares of its host's CPU time stolen by the hypervisor, summed over seconds
+    stolen_max: float = 0.0
     first: int = 0
     contiguous: int = -1  # every interval from `first` through this index is merged
     ahead: set[int] = field(default_factory=set)  # merged indices beyond `contiguous`
@@ -215,8 +218,9 @@ class RunAggregate:
             or iv.first < 0
             or min(iv.scheduled, iv.dropped, iv.in_flight, iv.connections) < 0
             or not 0.0 <= iv.cpu < 1e3
+            or not 0.0 <= iv.stolen <= 1.0
         ):
-            raise WireError("interval: negative index or counter", agent_id)
+            raise WireError("interval: negative index or counter, or a share out of range", agent_id)
         entries = [_check_name_entry(n, e, agent_id) for n, e in iv.names.items()]
         unknown = [e[0] for e in entries if e[0] not in self.names]
         if unknown:
@@ -245,6 +249,8 @@ class RunAggregate:
         at.cpu_sum += iv.cpu
         at.cpu_max = max(at.cpu_max, iv.cpu)
         at.connections_max = max(at.connections_max, iv.connections)
+        at.stolen_sum += iv.stolen
+        at.stolen_max = max(at.stolen_max, iv.stolen)
         if iv.cpu >= CPU_SATURATED:
             at.cpu_saturated_s += 1
         if lag >= 0:
@@ -252,6 +258,7 @@ class RunAggregate:
         if slot is not None:
             slot.cpu_max = max(slot.cpu_max, iv.cpu)
             slot.connections += iv.connections
+            slot.stolen_max = max(slot.stolen_max, iv.stolen)
         ok = failed = 0
         errors: dict[str, int] = {}
         names = self.names
@@ -347,6 +354,7 @@ class RunAggregate:
             "send_lag_p99": _pcts(slot.lag, 99.0)[0],
             "cpu_max": round(slot.cpu_max, 3),
             "connections": slot.connections,
+            "stolen": round(slot.stolen_max, 3),
         }
         summary["saturated"] = bool(
             c.dropped

@@ -591,7 +591,9 @@ class Coordinator:
         s = c.summary
         if s["saturated"] and self._clock() >= self._next_saturation_warning:
             self._next_saturation_warning = self._clock() + 10.0
-            why, advice = live_reasons(s["dropped"], s["send_lag_p99"], s["cpu_max"], s["service_p99"])
+            why, advice = live_reasons(
+                s["dropped"], s["send_lag_p99"], s["cpu_max"], s["service_p99"], s.get("stolen", 0.0)
+            )
             self._event("generator_saturated", second=s["t"], why="; ".join(why))
             self._progress(f"WARNING: GENERATOR SATURATED at t={s['t']} s: {'; '.join(why)}. {advice}")
 

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
-from coordinator.saturation import connections_advice, dropped_warning, generator_behind, saturation_cause
+from coordinator.saturation import (
+    STOLEN_NOTABLE,
+    connections_advice,
+    dropped_warning,
+    generator_behind,
+    saturation_cause,
+    stolen_warning,
+)
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
 from loadgen.profile import Profile
 
@@ -99,6 +106,11 @@ def build_results(
             f"(first at t={tally.first_saturated} s: drops, send lag p99 over 5 ms or an agent at a full "
             "core); figures from those seconds include its own delays"
         )
+    if generator_behind(lag_p99, cpu_max):
+        for a in agents:
+            at = agg.agent(a.id)
+            if at.stolen_max >= STOLEN_NOTABLE:
+                warnings.append(stolen_warning(a.id, at.stolen_max, at.stolen_sum / max(1, at.intervals)))
     advice = connections_advice(
         generator_behind(lag_p99, cpu_max),
         max((agg.agent(a.id).connections_max for a in agents), default=0),
@@ -184,6 +196,8 @@ def build_results(
                 "cpu_mean": round(agg.agent(a.id).cpu_sum / max(1, agg.agent(a.id).intervals), 3),
                 "cpu_max": round(agg.agent(a.id).cpu_max, 3),
                 "connections_max": agg.agent(a.id).connections_max,
+                "stolen_mean": round(agg.agent(a.id).stolen_sum / max(1, agg.agent(a.id).intervals), 3),
+                "stolen_max": round(agg.agent(a.id).stolen_max, 3),
             }
             for a in agents
         ],

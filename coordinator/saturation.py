@@ -50,10 +50,26 @@ def dropped_warning(
     return f"GENERATOR SATURATED: {dropped} arrivals dropped at max_in_flight={max_in_flight}: {cause}"
 
 
+STOLEN_NOTABLE = 0.05
+"""The share of an agent host's CPU time stolen by its hypervisor (``agents.steal``) from which a generator
+that fell behind is told so: beyond scheduling noise, and a twentieth of the host's time is a twentieth of
+the agent's schedule spent not running."""
+
+
+def stolen_note(stolen: float) -> str:
+    """The reason a second's generator fell behind that its host's hypervisor gives (one clause)."""
+    return f"an agent's host lost {stolen:.0%} of its CPU time to other guests of its hypervisor (steal)"
+
+
 def live_reasons(
-    dropped: int, lag_p99_ms: float | None, cpu_max: float, service_p99_ms: float | None
+    dropped: int,
+    lag_p99_ms: float | None,
+    cpu_max: float,
+    service_p99_ms: float | None,
+    stolen: float = 0.0,
 ) -> tuple[list[str], str]:
-    """What made one second saturated (its reasons) and the advice for it."""
+    """What made one second saturated (its reasons) and the advice for it. ``stolen`` is the most any agent's
+    host lost to its hypervisor in that second: named when the generator fell behind and it is notable."""
     why = []
     if dropped:
         why.append(f"{dropped} arrivals dropped at max_in_flight")
@@ -69,7 +85,23 @@ def live_reasons(
         )
     else:
         advice = "These numbers include the generator's own delays: add agents or cores."
+        if stolen >= STOLEN_NOTABLE and generator_behind(lag_p99_ms, cpu_max):
+            why.append(stolen_note(stolen))
+            advice = (
+                "These numbers include the generator's own delays: add agents or cores, on hosts whose CPUs "
+                "are not shared with other guests."
+            )
     return why, advice
+
+
+def stolen_warning(agent_id: str, stolen_max: float, stolen_mean: float) -> str:
+    """The run's warning for an agent whose host lost notable CPU time to its hypervisor while the
+    generator fell behind."""
+    return (
+        f"agent {agent_id}'s host lost up to {stolen_max:.0%} of its CPU time in a second to other guests of "
+        f"its hypervisor (steal; {stolen_mean:.1%} over the run): part of the generator's delays came from "
+        "sharing the physical machine, not from the load; prefer hosts with dedicated CPUs for the agents"
+    )
 
 
 MANY_CONNECTIONS = 256

@@ -62,6 +62,8 @@ def aggregate_state(agg: RunAggregate) -> dict[str, Any]:
                 t.contiguous,
                 sorted(t.ahead),
                 t.connections_max,
+                t.stolen_sum,
+                t.stolen_max,
             ]
             for a, t in agg.agents.items()
         },
@@ -103,6 +105,8 @@ def restore_aggregate(d: dict[str, Any], names: list[str], curve: RateCurve) -> 
             contiguous=v[8],
             ahead=set(v[9]),
             connections_max=v[10] if len(v) > 10 else 0,  # checkpoints before it was kept: unknown
+            stolen_sum=v[11] if len(v) > 11 else 0.0,
+            stolen_max=v[12] if len(v) > 12 else 0.0,
         )
     for i, (counts, lat, by_name, svc_by_name) in d["slots"].items():
         agg.restore_slot(

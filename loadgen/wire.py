@@ -25,7 +25,7 @@ import msgpack
 
 from loadgen.errors import VersionMismatch, WireError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: Interval.stolen
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -134,7 +134,8 @@ class Interval(Message):
     ``names`` maps each request name to ``[scheduled, ok, failed, errors, latency, service]`` where ``errors``
     maps category to count and ``latency``/``service`` are encoded HDR histograms in microseconds (empty bytes
     when nothing completed). ``lag`` is the encoded histogram of send lag (actual minus intended send, µs).
-    ``cpu`` lets the coordinator see a generator that is saturated rather than a slow target.
+    ``cpu`` lets the coordinator see a generator that is saturated rather than a slow target, and ``stolen``
+    one whose host lost CPU time to other guests of its hypervisor.
     """
 
     TYPE: ClassVar[str] = "interval"
@@ -147,6 +148,7 @@ class Interval(Message):
     lag: bytes
     cpu: float  # share of one core the agent process used in this second (1.0 = a full core)
     connections: int = 0  # connections the agent's engine had open when the second was cut
+    stolen: float = 0.0  # share of the agent host's CPU time its hypervisor gave to others (agents.steal)
 
 
 @dataclass(frozen=True)

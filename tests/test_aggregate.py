@@ -130,7 +130,7 @@ def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None
             rec.scheduled(i % 2, 0.0)
             rec.response(i % 2, 0.0, 0.001, 0.001 * (i + 1), 200 if i % 7 else 500)
         rec.seal_arrivals()
-        agg.add("x", rec.cut(second, 0, 0.5, 0, 10 + second).build())
+        agg.add("x", rec.cut(second, 0, 0.5, 0, 10 + second, stolen=0.1 * second).build())
         if second == 1:
             agg.close(["x"], now_index=1)
     write_state(tmp_path, {"aggregate": aggregate_state(agg)})
@@ -144,6 +144,8 @@ def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None
     assert histogram.summary_ms(back.names["b"].service) == histogram.summary_ms(agg.names["b"].service)
     assert back.agent("x").contiguous == 3
     assert back.agent("x").connections_max == agg.agent("x").connections_max == 13
+    assert back.agent("x").stolen_max == agg.agent("x").stolen_max == pytest.approx(0.3)
+    assert back.agent("x").stolen_sum == agg.agent("x").stolen_sum == pytest.approx(0.6)
 
 
 def test_hours_are_exact_from_merged_histograms() -> None:
@@ -332,4 +334,23 @@ def test_a_negative_connection_count_is_refused() -> None:
     agg = RunAggregate(["a"], CURVE)
     with pytest.raises(WireError):
         agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", 0.0, -1))
+    assert agg.agent("x").intervals == 0
+
+
+def test_stolen_time_is_the_most_of_any_agent_per_second_and_kept_per_agent() -> None:
+    agg = RunAggregate(["a"], CURVE)
+    for second, (x, y) in enumerate([(0.0, 0.3), (0.1, 0.05)]):
+        agg.add("x", Interval(second, 0, 0, 0, 0, {}, b"", 0.1, 1, stolen=x))
+        agg.add("y", Interval(second, 0, 0, 0, 0, {}, b"", 0.1, 1, stolen=y))
+    closed = agg.close(["x", "y"], now_index=1)
+    assert [c.summary["stolen"] for c in closed] == [0.3, 0.1]
+    assert (agg.agent("x").stolen_max, agg.agent("y").stolen_max) == (0.1, 0.3)
+    assert agg.agent("y").stolen_sum == pytest.approx(0.35)
+
+
+@pytest.mark.parametrize("stolen", [-0.1, 1.5, float("nan")])
+def test_a_stolen_share_out_of_range_is_refused(stolen: float) -> None:
+    agg = RunAggregate(["a"], CURVE)
+    with pytest.raises(WireError):
+        agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", 0.0, 1, stolen=stolen))
     assert agg.agent("x").intervals == 0

@@ -177,7 +177,7 @@ def test_garbage_on_the_control_port_does_not_disturb_a_run(target: Target, tmp_
                 [
                     {"v": 1, "type": "interval", "index": i},
                     {"v": 1, "type": "hello"},
-                    {"v": 2, "type": "ping", "seq": 1, "t_coord": 0.0},
+                    {"v": PROTOCOL_VERSION, "type": "ping", "seq": 1, "t_coord": 0.0},
                     [1, 2, {"x": b"y"}],
                     "interval",
                 ]

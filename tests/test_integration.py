@@ -312,6 +312,8 @@ def test_max_connections_bounds_the_connections_and_the_wait_shows_in_latency(
     assert res["service_ms"]["p50"] < 200  # the answer itself still takes about 60 ms
     [agent] = res["agents"]
     assert agent["connections_max"] == 4  # what the agent reports it held
+    assert 0.0 <= agent["stolen_mean"] <= agent["stolen_max"] <= 1.0  # its host's, from /proc/stat
+    assert all(0.0 <= i["stolen"] <= agent["stolen_max"] for i in res["intervals"])
     assert max(i["connections"] for i in res["intervals"]) == 4
 
 

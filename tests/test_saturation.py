@@ -15,6 +15,7 @@ from coordinator.saturation import (
     generator_behind,
     live_reasons,
     saturation_cause,
+    stolen_warning,
 )
 from loadgen.curve import RateCurve
 from loadgen.profile_file import load_profile
@@ -70,7 +71,23 @@ def test_many_connections_are_pointed_out_only_when_the_generator_fell_behind_un
     assert connections_advice(True, MANY_CONNECTIONS, capped=False) is None
 
 
-def _results_of_one_busy_agent(tmp_path: Path, load: str) -> dict[str, Any]:
+def test_stolen_time_is_named_only_when_the_generator_fell_behind() -> None:
+    why, advice = live_reasons(0, 9.0, 0.5, None, stolen=0.26)
+    assert why == [
+        "send lag p99 9.0 ms",
+        "an agent's host lost 26% of its CPU time to other guests of its hypervisor (steal)",
+    ]
+    assert "on hosts whose CPUs are not shared with other guests" in advice
+    why, advice = live_reasons(0, 9.0, 0.5, None, stolen=0.02)  # noise: not named
+    assert why == ["send lag p99 9.0 ms"]
+    assert advice == "These numbers include the generator's own delays: add agents or cores."
+    why, advice = live_reasons(40, 2.0, 0.5, 30.0, stolen=0.3)  # kept its schedule: the target's fault
+    assert why == ["40 arrivals dropped at max_in_flight"] and "steal" not in advice
+    text = stolen_warning("x", 0.26, 0.041)
+    assert "agent x's host lost up to 26% of its CPU time in a second" in text and "4.1% over the run" in text
+
+
+def _results_of_one_busy_agent(tmp_path: Path, load: str, stolen: float = 0.0) -> dict[str, Any]:
     """results.json of a run whose one agent used a full core with 3,000 connections open."""
     path = tmp_path / "p.toml"
     path.write_text(
@@ -79,7 +96,7 @@ def _results_of_one_busy_agent(tmp_path: Path, load: str) -> dict[str, Any]:
     )
     profile = load_profile(path)
     agg = RunAggregate(["a"], RateCurve(profile.load.start_rate, profile.load.stages))
-    agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", 1.0, 3_000))
+    agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", 1.0, 3_000, stolen=stolen))
     agg.close_all()
     agent = AgentInfo("x", "h", 1, state="finished")
     return build_results(
@@ -93,3 +110,11 @@ def test_the_results_point_out_many_connections_of_an_agent_at_a_full_core(tmp_p
     assert any("up to 3,000 connections" in w for w in res["warnings"])
     capped = _results_of_one_busy_agent(tmp_path, "max_in_flight = 5000\nmax_connections = 3000")
     assert not any("connections while" in w for w in capped["warnings"])
+
+
+def test_the_results_name_an_agent_whose_host_lost_time_to_its_hypervisor(tmp_path: Path) -> None:
+    res = _results_of_one_busy_agent(tmp_path, "", stolen=0.2)
+    assert (res["agents"][0]["stolen_max"], res["agents"][0]["stolen_mean"]) == (0.2, 0.2)
+    assert any("agent x's host lost up to 20% of its CPU time" in w for w in res["warnings"])
+    quiet = _results_of_one_busy_agent(tmp_path, "", stolen=0.01)
+    assert not any("hypervisor" in w for w in quiet["warnings"])
