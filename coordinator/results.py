@@ -106,7 +106,7 @@ def build_results(
             f"(first at t={tally.first_saturated} s: drops, send lag p99 over 5 ms or an agent at a full "
             "core); figures from those seconds include its own delays"
         )
-    if generator_behind(lag_p99, cpu_max):
+    if generator_behind(lag_p99, cpu_max) or tally.saturated:  # over the run, or in some of its seconds
         for a in agents:
             at = agg.agent(a.id)
             if at.stolen_max >= STOLEN_NOTABLE:

@@ -87,8 +87,11 @@ def test_stolen_time_is_named_only_when_the_generator_fell_behind() -> None:
     assert "agent x's host lost up to 26% of its CPU time in a second" in text and "4.1% over the run" in text
 
 
-def _results_of_one_busy_agent(tmp_path: Path, load: str, stolen: float = 0.0) -> dict[str, Any]:
-    """results.json of a run whose one agent used a full core with 3,000 connections open."""
+def _results_of_one_busy_agent(
+    tmp_path: Path, load: str, stolen: float = 0.0, cpu: float = 1.0, late_second: bool = False
+) -> dict[str, Any]:
+    """results.json of a run whose one agent used a full core (``cpu``) with 3,000 connections open; with
+    ``late_second``, one of its seconds was saturated (its send lag) though the run as a whole was not."""
     path = tmp_path / "p.toml"
     path.write_text(
         f'target = "http://127.0.0.1:1"\n[load]\nstages = [{{ duration = "2s", rate = 10 }}]\n{load}\n'
@@ -96,11 +99,12 @@ def _results_of_one_busy_agent(tmp_path: Path, load: str, stolen: float = 0.0) -
     )
     profile = load_profile(path)
     agg = RunAggregate(["a"], RateCurve(profile.load.start_rate, profile.load.stages))
-    agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", 1.0, 3_000, stolen=stolen))
+    agg.add("x", Interval(0, 0, 0, 0, 0, {}, b"", cpu, 3_000, stolen=stolen))
     agg.close_all()
     agent = AgentInfo("x", "h", 1, state="finished")
+    seconds = [{"t": 0, "saturated": True}] if late_second else []
     return build_results(
-        profile, agg, [], [agent], [], started_at=0.0, elapsed_s=2.0, agents_expected=1, final=True
+        profile, agg, seconds, [agent], [], started_at=0.0, elapsed_s=2.0, agents_expected=1, final=True
     )
 
 
@@ -118,3 +122,7 @@ def test_the_results_name_an_agent_whose_host_lost_time_to_its_hypervisor(tmp_pa
     assert any("agent x's host lost up to 20% of its CPU time" in w for w in res["warnings"])
     quiet = _results_of_one_busy_agent(tmp_path, "", stolen=0.01)
     assert not any("hypervisor" in w for w in quiet["warnings"])
+    on_time = _results_of_one_busy_agent(tmp_path, "", stolen=0.2, cpu=0.3)  # kept its schedule throughout
+    assert not any("hypervisor" in w for w in on_time["warnings"])
+    late_once = _results_of_one_busy_agent(tmp_path, "", stolen=0.2, cpu=0.3, late_second=True)
+    assert any("agent x's host lost up to 20%" in w for w in late_once["warnings"])
