@@ -318,8 +318,10 @@ def run_measured(cmd: Sequence[str], timeout: float) -> Measured:
 
 
 def proc_rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid``; None once it has ended (a process that has exited but not been waited
+    for reads 0, which is no figure of its memory)."""
     try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE or None
     except (OSError, IndexError, ValueError):
         return None
 

@@ -26,6 +26,7 @@ Traffic goes only to 127.0.0.1. Every process has a deadline.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import itertools
 import json
@@ -334,9 +335,12 @@ def soak(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
     if not samples:
         return {"rate": rate, "seconds": plan.soak_s, "trial": trial, **stalled}
     t_first = samples[0].t
-    # The run is where the agent is alive; the first fifth of it (and the first 10 s) is warm-up.
+    _write_memory_series(work / f"soak-{plan.soak_s}s-memory.csv", trial)
+    # The run is where the agent is alive, and no longer than its schedule (the processes start after the
+    # first sample): not the drain and the final reports, whose memory is the end of a run's, not its
+    # growth. The first fifth of it (and the first 10 s) is warm-up.
     alive = [s for s in samples if s.rss.get(trial.agent_pid) is not None]
-    t_end = alive[-1].t if alive else samples[-1].t
+    t_end = min(alive[-1].t if alive else samples[-1].t, t_first + trial.ramp + plan.soak_s)
     warm = t_first + max(10.0, 0.2 * (t_end - t_first))
     window = [s for s in samples if warm <= s.t <= t_end - 2.0]
 
@@ -365,6 +369,21 @@ def soak(url: str, rate: float, plan: Plan, work: Path) -> dict[str, Any]:
         "window_s": round(window[-1].t - window[0].t, 1) if window else 0.0,
         **stalled,
     }
+
+
+def _write_memory_series(path: Path, trial: lib.Trial) -> None:
+    """The soak's samples as CSV (seconds from the first sample, RSS of agent and coordinator in bytes,
+    connections open at nginx, sizes of the watched files), to look at the curve after the run."""
+    files = sorted({name for s in trial.samples for name in s.files})
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        names = [Path(n).name for n in files]
+        out.writerow(["t", "agent_rss", "coordinator_rss", "nginx_connections", *names])
+        t0 = trial.samples[0].t if trial.samples else 0.0
+        for s in trial.samples:
+            row = [f"{s.t - t0:.1f}", s.rss.get(trial.agent_pid), s.rss.get(trial.coordinator_pid)]
+            out.writerow([*row, s.connections, *(s.files.get(n) for n in files)])
+    lib.log(f"soak memory series in {path}")
 
 
 CATEGORIES = (
