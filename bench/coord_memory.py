@@ -7,9 +7,10 @@ Drives the real :class:`coordinator.coordinator.Coordinator` through ``--seconds
 names, histograms of ``--rate`` samples, a few errors) goes through the coordinator's interval handler, the
 second is closed, the progress line is built, and every ``--checkpoint-every`` simulated seconds the
 checkpoint is written (``results.json`` every ``--results-every``) into ``--out``, as the run loop does.
-The control socket is bound on 127.0.0.1 but nothing connects to it. At every hour it prints one JSON line:
-traced memory (with ``--tracemalloc``) and RSS, and at hours 1 and the last the time one ``state.msgpack``
-and one ``results.json`` write take (the median of 5). Memory per hour of run is the difference between the
+The control socket is bound on 127.0.0.1 but nothing connects to it. At every hour (every
+``--report-every`` simulated seconds) it prints one JSON line: traced memory (with ``--tracemalloc``) and
+RSS, and at hours 1 and the last the time one ``state.msgpack`` and one ``results.json`` write take (the
+median of 5). Memory per hour of run is the difference between the
 last hour and hour 1 divided by the hours between them. The last line is the end of the run: reading the
 whole series back for the reports (time, and with ``--tracemalloc`` the memory it takes while held).
 """
@@ -77,6 +78,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tracemalloc", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--report-every", type=int, default=3600, help="simulated seconds between lines")
     args = ap.parse_args()
 
     histogram.keep_memory_flat()
@@ -138,7 +140,7 @@ def main() -> int:
             coord._progress_line(clock.t)
             if (s + 1) % args.checkpoint_every == 0:
                 checkpoint((s + 1) % args.results_every == 0)
-            if (s + 1) % 3600 == 0 or s + 1 == args.seconds:
+            if (s + 1) % args.report_every == 0 or s + 1 == args.seconds:
                 hour = (s + 1) / 3600
                 row: dict[str, Any] = {"hour": round(hour, 3), "rss_mib": round(rss_mib(), 2)}
                 if args.tracemalloc:
