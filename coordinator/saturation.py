@@ -57,7 +57,7 @@ the agent's schedule spent not running."""
 
 
 def stolen_note(stolen: float) -> str:
-    """The reason a second's generator fell behind that its host's hypervisor gives (one clause)."""
+    """One clause naming the CPU time an agent's host lost to its hypervisor in a second that fell behind."""
     return f"an agent's host lost {stolen:.0%} of its CPU time to other guests of its hypervisor (steal)"
 
 
