@@ -549,7 +549,7 @@ def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
             cells = line.split(",")
             if len(cells) == len(header) and cells[header.index("Name")] == "Aggregated":
                 rps = float(cells[header.index("Requests/s")])
-    shown = " ".join(cmd).replace(str(ROOT) + "/", "")
+    shown = " ".join(cmd).replace(str(ROOT) + "/", "").replace(str(work), "DIR")
     # Locust's CPU includes its start-up and shutdown around the run: a slight overestimate.
     return {"cmd": shown, "rps": rps, "users": users, **cpu}
 
