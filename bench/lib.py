@@ -30,6 +30,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from agents.steal import parse_stolen, read_proc_stat
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
@@ -338,13 +340,9 @@ def cores_busy() -> list[tuple[int, int]]:
 
 
 def jiffies_stolen() -> tuple[int, int]:
-    """(stolen, total) jiffies of the whole machine from /proc/stat: time the hypervisor gave this
-    virtual machine's cores to someone else while they had work (``steal``)."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu "):
-            values = [int(v) for v in line.split()[1:]]
-            return (values[7] if len(values) > 7 else 0), sum(values)
-    return 0, 0
+    """(stolen, total) jiffies of the whole machine: time the hypervisor gave this virtual machine's cores
+    to someone else while they had work (``steal``), read as the agents read it (:mod:`agents.steal`)."""
+    return parse_stolen(read_proc_stat()) or (0, 0)
 
 
 def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
@@ -512,13 +510,19 @@ def core_share(before: list[tuple[int, int]], after: list[tuple[int, int]], core
     return (b1 - b0) / (n1 - n0) if n1 > n0 else None
 
 
-def wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
-    cmd = ["taskset", "-c", GEN_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url + "/"]
-    cores = cores_busy()
-    stolen = jiffies_stolen()
-    done, cpu = run_measured(cmd, timeout=seconds + 30)
+def run_beside_target(cmd: Sequence[str], timeout: float) -> Measured:
+    """:func:`run_measured`, plus how busy the target's core was (``target_busy``) and the share of the
+    machine's time the hypervisor stole (``stolen``) meanwhile."""
+    cores, stolen = cores_busy(), jiffies_stolen()
+    done, cpu = run_measured(cmd, timeout)
     cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
     cpu["stolen"] = stolen_share(stolen, jiffies_stolen()) or 0.0
+    return done, cpu
+
+
+def wrk(url: str, connections: int, seconds: int) -> dict[str, Any]:
+    cmd = ["taskset", "-c", GEN_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url + "/"]
+    done, cpu = run_beside_target(cmd, timeout=seconds + 30)
     match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     return {
         "cmd": " ".join(cmd),
@@ -535,11 +539,7 @@ def locust(url: str, users: int, seconds: int, work: Path) -> dict[str, Any]:
         *("--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url),
         *("--only-summary", "--csv", str(prefix), "--loglevel", "WARNING"),
     ]
-    cores = cores_busy()
-    stolen = jiffies_stolen()
-    _, cpu = run_measured(cmd, timeout=seconds + 60)
-    cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
-    cpu["stolen"] = stolen_share(stolen, jiffies_stolen()) or 0.0
+    _, cpu = run_beside_target(cmd, timeout=seconds + 60)
     rps = 0.0
     stats = Path(f"{prefix}_stats.csv")
     if stats.exists():
@@ -559,11 +559,7 @@ def closed_loop(engine: str, url: str, connections: int, seconds: float) -> dict
         *("taskset", "-c", GEN_CORE, PY, str(BENCH / "closed_loop.py"), "--engine", engine),
         *("--connections", str(connections), "--duration", str(seconds), "--url", url),
     ]
-    cores = cores_busy()
-    stolen = jiffies_stolen()
-    out, cpu = run_measured(cmd, timeout=seconds + 60)
-    cpu["target_busy"] = core_share(cores, cores_busy(), int(TARGET_CORE)) or 0.0
-    cpu["stolen"] = stolen_share(stolen, jiffies_stolen()) or 0.0
+    out, cpu = run_beside_target(cmd, timeout=seconds + 60)
     try:
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
