@@ -36,7 +36,7 @@ from coordinator.aggregate import (
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.hours import HourTable
 from coordinator.results import AgentInfo, build_results, write_json_atomic
-from coordinator.saturation import generator_behind, live_reasons
+from coordinator.saturation import LiveWarnings, generator_behind, live_reasons
 from coordinator.spool import IntervalSpool, SpoolMark
 from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
 from loadgen.costs import cost_of, cost_summary, judgeable_during_run
@@ -147,7 +147,7 @@ class Coordinator:
         self.endpoint = ""
         self.dropped_messages = 0
         self._mismatched: set[str] = set()
-        self._next_saturation_warning: dict[str, float] = {}  # per cause: when the next may be shown
+        self._saturation_warnings = LiveWarnings()
         self._aborted: str | None = None
         self._aborted_at = 0.0
         self._interrupted = False
@@ -589,11 +589,9 @@ class Coordinator:
         self.hours.add(c.index, c.summary, c.latency)
         self._check_limits_live(c.index)
         s = c.summary
-        # At most one warning every 10 s for each cause (the generator behind, or the target the limit), so
-        # a run whose cause changes shows the new one at once.
-        cause = "generator" if generator_behind(s["send_lag_p99"], s["cpu_max"]) else "target"
-        if s["saturated"] and self._clock() >= self._next_saturation_warning.get(cause, 0.0):
-            self._next_saturation_warning[cause] = self._clock() + 10.0
+        if s["saturated"] and self._saturation_warnings.due(
+            generator_behind(s["send_lag_p99"], s["cpu_max"]), self._clock()
+        ):
             why, advice = live_reasons(
                 s["dropped"], s["send_lag_p99"], s["cpu_max"], s["service_p99"], s.get("stolen", 0.0)
             )

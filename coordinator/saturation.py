@@ -12,6 +12,8 @@ for two different reasons, and the advice is opposite:
 
 from __future__ import annotations
 
+import math
+
 from coordinator.aggregate import CPU_SATURATED, SATURATION_LAG_P99_MS
 
 
@@ -92,6 +94,30 @@ def live_reasons(
                 "are not shared with other guests."
             )
     return why, advice
+
+
+WARN_EVERY = 10.0
+"""Seconds between two live saturation warnings of the same cause."""
+
+
+class LiveWarnings:
+    """When a saturated second gets a live warning: at most one every :data:`WARN_EVERY` seconds for each
+    cause (``"generator"``: it fell behind; ``"target"``: it kept its schedule and the target was the
+    limit), so a long saturated stretch does not flood the terminal, while a change of cause (a machine
+    hiccup, then the target giving way) shows at once. Times are the caller's clock."""
+
+    def __init__(self, every: float = WARN_EVERY) -> None:
+        self._every = every
+        self._next: dict[str, float] = {}
+
+    def due(self, behind: bool, now: float) -> bool:
+        """Whether a saturated second whose generator was (``behind``) or was not behind is warned of now;
+        if so, the next of its cause waits :data:`WARN_EVERY` seconds."""
+        cause = "generator" if behind else "target"
+        if now < self._next.get(cause, -math.inf):
+            return False
+        self._next[cause] = now + self._every
+        return True
 
 
 def stolen_warning(agent_id: str, stolen_max: float, stolen_mean: float) -> str:

@@ -9,6 +9,8 @@ from coordinator.aggregate import RunAggregate
 from coordinator.results import AgentInfo, build_results
 from coordinator.saturation import (
     MANY_CONNECTIONS,
+    WARN_EVERY,
+    LiveWarnings,
     connections_advice,
     drop_cause,
     dropped_warning,
@@ -126,3 +128,15 @@ def test_the_results_name_an_agent_whose_host_lost_time_to_its_hypervisor(tmp_pa
     assert not any("hypervisor" in w for w in on_time["warnings"])
     late_once = _results_of_one_busy_agent(tmp_path, "", stolen=0.2, cpu=0.3, late_second=True)
     assert any("agent x's host lost up to 20%" in w for w in late_once["warnings"])
+
+
+def test_live_warnings_are_throttled_per_cause() -> None:
+    warnings = LiveWarnings()
+    assert warnings.due(True, 100.0)  # the generator behind: shown
+    assert not warnings.due(True, 101.0)  # the same cause within WARN_EVERY: not again
+    assert warnings.due(False, 102.0)  # the target the limit: a new cause shows at once
+    assert not warnings.due(False, 102.0 + WARN_EVERY - 0.5)
+    assert not warnings.due(True, 100.0 + WARN_EVERY - 0.01)
+    assert warnings.due(True, 100.0 + WARN_EVERY)  # its wait is over
+    assert warnings.due(False, 102.0 + WARN_EVERY)
+    assert not warnings.due(False, 102.0 + WARN_EVERY + 1.0)
