@@ -215,10 +215,10 @@ class PendingInterval:
 
     def build(self) -> Interval:
         hists = {
-            name: (histogram.encode(_histogram_of(lat)), histogram.encode(_histogram_of(svc)))
+            name: (histogram.encode_wire(_histogram_of(lat)), histogram.encode_wire(_histogram_of(svc)))
             for name, (_, _, _, _, lat, svc) in self.names.items()
         }
-        return self._message(hists, histogram.encode(_histogram_of(self.lag)))
+        return self._message(hists, histogram.encode_wire(_histogram_of(self.lag)))
 
     async def build_async(self) -> Interval:
         """Like :meth:`build`, yielding to the event loop every few thousand values, so that folding a
@@ -226,10 +226,10 @@ class PendingInterval:
         hists = {}
         for name, (_, _, _, _, lat, svc) in self.names.items():
             hists[name] = (
-                histogram.encode(await _histogram_of_async(lat)),
-                histogram.encode(await _histogram_of_async(svc)),
+                histogram.encode_wire(await _histogram_of_async(lat)),
+                histogram.encode_wire(await _histogram_of_async(svc)),
             )
-        return self._message(hists, histogram.encode(await _histogram_of_async(self.lag)))
+        return self._message(hists, histogram.encode_wire(await _histogram_of_async(self.lag)))
 
 
 async def _histogram_of_async(values: list[int]) -> HdrHistogram:

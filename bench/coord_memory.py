@@ -55,7 +55,7 @@ def variants(rng: random.Random, samples: int, count: int, median_s: float) -> l
         h = histogram.new_histogram()
         for _ in range(samples):
             h.record_value(histogram.clamp_us(rng.lognormvariate(mu, 0.6)))
-        out.append(histogram.encode(h))
+        out.append(histogram.encode_wire(h))
     return out
 
 

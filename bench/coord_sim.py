@@ -54,7 +54,7 @@ def histogram_variants(samples: int, count: int, rng: random.Random, median_s: f
         h = histogram.new_histogram()
         for _ in range(samples):
             h.record_value(histogram.clamp_us(rng.lognormvariate(mu, 0.6)))
-        out.append(histogram.encode(h))
+        out.append(histogram.encode_wire(h))
     return out
 
 

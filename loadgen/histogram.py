@@ -70,6 +70,9 @@ del _TEMPLATE
 
 _EXTERNAL_HEADER = struct.Struct(">II")  # cookie, length of the zlib part (hdrh's ExternalHeader)
 _PAYLOAD_HEADER = struct.Struct(">IIIIQQd")  # hdrh's PayloadHeader, before the counters
+_BINARY_FIRST_BYTE = V2_ENCODING_COOKIE_BASE >> 24  # 0x1c: both cookies' first byte (big-endian)
+if V2_COMPRESSION_COOKIE_BASE >> 24 != _BINARY_FIRST_BYTE:
+    raise RuntimeError("hdrhistogram's cookies changed")
 
 
 def clamp_us(seconds: float) -> int:
@@ -138,7 +141,38 @@ _COMPRESSION_COOKIE: int = get_compression_cookie()
 
 def encode_blob(h: HdrHistogram) -> bytes:
     """The standard compressed form (base64 of the external header and the zlib'd V2 payload), the bytes
-    ``h.encode()`` returns, also for an empty histogram.
+    ``h.encode()`` returns, also for an empty histogram: what ``latency.hlog`` and state checkpoints hold."""
+    return binascii.b2a_base64(_compressed(_v2_payload(h)), newline=False)
+
+
+WIRE_COMPRESS_FROM = 512
+"""Payload bytes from which :func:`encode_wire` compresses: below, zlib saves little (a second of 100
+samples: 256 bytes, 216 compressed) and costs the coordinator more than the rest of the merge; from 1,000
+samples on it halves the bytes (1,535 to 728)."""
+
+
+def encode_wire(h: HdrHistogram) -> bytes:
+    """The form agents send a histogram in: empty bytes for an empty histogram, else HdrHistogram's V2
+    payload as it is (its uncompressed encoding) up to :data:`WIRE_COMPRESS_FROM` bytes, or its compressed
+    form without the base64 (msgpack carries bytes as they are). :class:`Merger` reads every one of these
+    and the base64 text form too.
+
+    Measured per histogram of 100 samples on the coordinator: 13.5 µs to merge the text form, of which
+    base64 1.3 µs and zlib 3.6 µs; with 1,000 agents of 10 request names that is 21,000 a second."""
+    if h.get_total_count() == 0:
+        return b""
+    payload = _v2_payload(h)
+    return _compressed(payload) if len(payload) >= WIRE_COMPRESS_FROM else payload
+
+
+def _compressed(payload: bytes) -> bytes:
+    """HdrHistogram's compressed form of a V2 payload (before base64): cookie, length, zlib'd payload."""
+    compressed = zlib.compress(payload)
+    return _EXTERNAL_HEADER.pack(_COMPRESSION_COOKIE, len(compressed)) + compressed
+
+
+def _v2_payload(h: HdrHistogram) -> bytes:
+    """HdrHistogram's V2 payload of ``h``: its header and its counters, varint and zero-run encoded.
 
     hdrhistogram allocates its scratch buffer as ``(c_byte * size)()``, which makes a new ctypes array
     type for every size: a type is a reference cycle that only a full collection frees, and sizes vary
@@ -163,17 +197,21 @@ def encode_blob(h: HdrHistogram) -> bytes:
     header = payload.payload
     header.payload_len = used
     ctypes.memmove(start, ctypes.addressof(header), payload_header_size)
-    compressed = zlib.compress(ctypes.string_at(start, payload_header_size + used))
-    return binascii.b2a_base64(
-        _EXTERNAL_HEADER.pack(_COMPRESSION_COOKIE, len(compressed)) + compressed,
-        newline=False,
-    )
+    return ctypes.string_at(start, payload_header_size + used)
 
 
 def decode(data: bytes) -> HdrHistogram | None:
+    """A histogram from any of its encoded forms (None for empty bytes): the base64 text form
+    (:func:`encode`) with hdrhistogram's decoder, the agents' binary forms (:func:`encode_wire`) through
+    a :class:`Merger`, which raises :class:`EncodedHistogramError` for a corrupt one or other settings."""
     if not data:
         return None
-    return _freed_when_dropped(HdrHistogram.decode(data))
+    if data[0] != _BINARY_FIRST_BYTE:
+        return _freed_when_dropped(HdrHistogram.decode(data))
+    merger = Merger()
+    h = new_histogram()
+    merger.commit(merger.stage(data), h)
+    return h
 
 
 def add_encoded(into: HdrHistogram, data: bytes) -> HdrHistogram | None:
@@ -206,10 +244,11 @@ class Merger:
 
     Decoding with hdrhistogram allocates and walks the full counts array (23,552 counters for 1 µs .. 1 h),
     twice, per histogram, and builds several objects; agents' one-second histograms are sparse. :meth:`stage`
-    unwraps the encoding itself (base64, header checks, zlib, bounded so a small message cannot inflate into
-    a large one), decodes the counters into a reusable scratch array and remembers the range of indices
-    used; :meth:`commit` adds just that range into the target and :meth:`clear` zeroes it. Staging every
-    histogram of a message before committing any keeps a bad message from changing anything.
+    unwraps the encoding itself (the agents' binary forms or the base64 text form, header checks, zlib
+    bounded so a small message cannot inflate into a large one), decodes the counters into a reusable
+    scratch array and remembers the range of indices used; :meth:`commit` adds just that range into the
+    target and :meth:`clear` zeroes it. Staging every histogram of a message before committing any keeps a
+    bad message from changing anything.
 
     The coordinator calls this for every histogram of every agent's every second (21,000 a second for
     1,000 agents with 10 request names), so the Python around the C calls is kept to a few lookups.
@@ -237,28 +276,37 @@ class Merger:
         return self._addresses[i]
 
     def _payload(self, data: bytes) -> bytes:
-        """The decompressed payload of an encoded histogram, its headers checked."""
-        try:
-            raw = binascii.a2b_base64(data)
-        except (binascii.Error, ValueError) as exc:
-            raise EncodedHistogramError("undecodable histogram (base64)") from exc
+        """The V2 payload of an encoded histogram (any form :func:`encode_wire` or :func:`encode_blob`
+        makes), its headers checked."""
+        if data[0] == _BINARY_FIRST_BYTE:
+            raw = data  # agents' form (base64 text never holds this byte)
+        else:
+            try:
+                raw = binascii.a2b_base64(data)
+            except (binascii.Error, ValueError) as exc:
+                raise EncodedHistogramError("undecodable histogram (base64)") from exc
         if len(raw) < _EXTERNAL_HEADER.size:
             raise EncodedHistogramError("undecodable histogram (too short)")
         cookie, length = _EXTERNAL_HEADER.unpack_from(raw)
-        if cookie & ~0xF0 != V2_COMPRESSION_COOKIE_BASE or length != len(raw) - _EXTERNAL_HEADER.size:
+        if cookie & ~0xF0 == V2_ENCODING_COOKIE_BASE:
+            payload = raw
+            if len(payload) > self._max_payload:
+                raise EncodedHistogramError("undecodable histogram (payload too large)")
+        elif cookie & ~0xF0 == V2_COMPRESSION_COOKIE_BASE and length == len(raw) - _EXTERNAL_HEADER.size:
+            inflate = zlib.decompressobj()
+            try:
+                payload = inflate.decompress(raw[_EXTERNAL_HEADER.size :], self._max_payload + 1)
+            except zlib.error as exc:
+                raise EncodedHistogramError("undecodable histogram (zlib)") from exc
+            if len(payload) > self._max_payload or not inflate.eof:
+                raise EncodedHistogramError("undecodable histogram (payload too large or truncated)")
+        else:
             raise EncodedHistogramError("undecodable histogram (header)")
-        inflate = zlib.decompressobj()
-        try:
-            payload = inflate.decompress(raw[_EXTERNAL_HEADER.size :], self._max_payload + 1)
-        except zlib.error as exc:
-            raise EncodedHistogramError("undecodable histogram (zlib)") from exc
-        if len(payload) > self._max_payload or not inflate.eof:
-            raise EncodedHistogramError("undecodable histogram (payload too large or truncated)")
         if len(payload) < payload_header_size:
             raise EncodedHistogramError("undecodable histogram (payload too short)")
-        cookie, _, offset, digits, lowest, highest, _ = _PAYLOAD_HEADER.unpack_from(payload)
-        if cookie & ~0xF0 != V2_ENCODING_COOKIE_BASE:
-            raise EncodedHistogramError("undecodable histogram (payload cookie)")
+        cookie, length, offset, digits, lowest, highest, _ = _PAYLOAD_HEADER.unpack_from(payload)
+        if cookie & ~0xF0 != V2_ENCODING_COOKIE_BASE or length != len(payload) - payload_header_size:
+            raise EncodedHistogramError("undecodable histogram (payload header)")
         if lowest != LOWEST_US or highest != HIGHEST_US or digits != SIGNIFICANT_DIGITS or offset != 0:
             raise EncodedHistogramError("histogram made with other settings")
         return payload

@@ -25,7 +25,7 @@ import msgpack
 
 from loadgen.errors import VersionMismatch, WireError
 
-PROTOCOL_VERSION = 3  # 3: Interval.stolen
+PROTOCOL_VERSION = 4  # 3: Interval.stolen; 4: histograms in binary forms (histogram.encode_wire)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 

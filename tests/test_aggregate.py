@@ -177,22 +177,46 @@ def test_hours_are_exact_from_merged_histograms() -> None:
     )
 )
 def test_fast_merge_equals_hdrhistogram_add(batches: list[list[int]]) -> None:
-    fast, slow = histogram.new_histogram(), histogram.new_histogram()
+    """Every form a histogram travels in (the agents' binary forms, the standard base64 text) merges into
+    the counters hdrhistogram's own decode and add make."""
+    slow = histogram.new_histogram()
+    merged = {form: histogram.new_histogram() for form in ("text", "wire")}
     merger = histogram.Merger()
     for values in batches:
         h = histogram.new_histogram()
         for v in values:
             h.record_value(v)
         data = histogram.encode(h)
-        handle = merger.stage(data)
-        if handle >= 0:
-            merger.commit(handle, fast)
-        merger.clear()
+        for form, encoded in (("text", data), ("wire", histogram.encode_wire(h))):
+            handle = merger.stage(encoded)
+            if handle >= 0:
+                merger.commit(handle, merged[form])
+            merger.clear()
         if data:
             slow.add(histogram.decode(data))
-    assert fast.get_total_count() == slow.get_total_count()
-    assert histogram.summary_ms(fast) == histogram.summary_ms(slow)
-    assert all(fast.get_count_at_index(i) == slow.get_count_at_index(i) for i in range(0, fast.counts_len, 7))
+    for fast in merged.values():
+        assert fast.get_total_count() == slow.get_total_count()
+        assert histogram.summary_ms(fast) == histogram.summary_ms(slow)
+        assert all(
+            fast.get_count_at_index(i) == slow.get_count_at_index(i) for i in range(0, fast.counts_len, 7)
+        )
+
+
+def test_agents_send_small_histograms_uncompressed_and_large_ones_compressed() -> None:
+    from hdrh.codec import V2_COMPRESSION_COOKIE_BASE, V2_ENCODING_COOKIE_BASE
+
+    assert histogram.encode_wire(histogram.new_histogram()) == b""
+    small = histogram.histogram_of_counts({120: 3, 4_000: 1})
+    large = histogram.histogram_of_counts(dict.fromkeys(range(1_000, 400_000, 97), 1))
+    cookie = {
+        name: int.from_bytes(histogram.encode_wire(h)[:4], "big") & ~0xF0
+        for name, h in (("small", small), ("large", large))
+    }
+    assert cookie == {"small": V2_ENCODING_COOKIE_BASE, "large": V2_COMPRESSION_COOKIE_BASE}
+    assert len(histogram.encode_wire(large)) < len(histogram.encode(large))
+    for h in (small, large):  # decoded, the same histogram (its standard form byte for byte)
+        decoded = histogram.decode(histogram.encode_wire(h))
+        assert decoded is not None and decoded.encode() == h.encode()
 
 
 def test_fast_merge_refuses_corrupt_and_foreign_histograms() -> None:
@@ -201,9 +225,19 @@ def test_fast_merge_refuses_corrupt_and_foreign_histograms() -> None:
     merger = histogram.Merger()
     foreign = HdrHistogram(1, 60_000_000, 2)
     foreign.record_value(5)
-    for bad in (b"garbage", b"SElTVEZBQUFBQUFBQUFBQUE=", foreign.encode()):
+    good = histogram.encode_wire(histogram.histogram_of_counts({120: 3, 4_000: 1}))
+    for bad in (
+        b"garbage",
+        b"SElTVEZBQUFBQUFBQUFBQUE=",
+        foreign.encode(),
+        good[:30],  # cut inside the payload's header
+        good[:-1],  # cut inside the counters: the header's length disagrees
+        good + b"\x00",
+        b"\x1c\x84\x93\x99" + good[4:],  # an unknown cookie
+    ):
         with pytest.raises(histogram.EncodedHistogramError):
             merger.stage(bad)
+    assert merger.stage(good) == 0  # the good one still stages after all that
 
 
 def _encoded_with_payload(payload: bytes) -> bytes:
@@ -244,6 +278,8 @@ def test_fast_merge_refuses_a_payload_that_inflates_beyond_any_histogram() -> No
     with pytest.raises(histogram.EncodedHistogramError, match="too short"):
         merger.stage(truncated)
     assert merger.stage(_encoded_with_payload(header)) == 0  # a valid empty payload still stages
+    with pytest.raises(histogram.EncodedHistogramError, match="too large"):
+        merger.stage(header + bytes(300_000))  # uncompressed, bigger than any histogram's payload
 
 
 def test_fast_merge_into_an_empty_histogram_keeps_hdrhistogram_min_and_max() -> None:
