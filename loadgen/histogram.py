@@ -157,8 +157,9 @@ def encode_wire(h: HdrHistogram) -> bytes:
     form without the base64 (msgpack carries bytes as they are). :class:`Merger` reads every one of these
     and the base64 text form too.
 
-    Measured per histogram of 100 samples on the coordinator: 13.5 µs to merge the text form, of which
-    base64 1.3 µs and zlib 3.6 µs; with 1,000 agents of 10 request names that is 21,000 a second."""
+    Measured per histogram of 100 samples on the coordinator: 11.0 µs to merge in the text form (base64
+    1.3 µs and zlib 3.6 µs of it), 6.0 µs in this one; 1,000 agents of 10 request names send 21,000 a
+    second."""
     if h.get_total_count() == 0:
         return b""
     payload = _v2_payload(h)

@@ -132,8 +132,9 @@ class Interval(Message):
     """One second of an agent's measurements.
 
     ``names`` maps each request name to ``[scheduled, ok, failed, errors, latency, service]`` where ``errors``
-    maps category to count and ``latency``/``service`` are encoded HDR histograms in microseconds (empty bytes
-    when nothing completed). ``lag`` is the encoded histogram of send lag (actual minus intended send, µs).
+    maps category to count and ``latency``/``service`` are HDR histograms in microseconds, encoded by
+    :func:`loadgen.histogram.encode_wire` (empty bytes when nothing completed). ``lag`` is the histogram of
+    send lag (actual minus intended send, µs), encoded the same way.
     ``cpu`` lets the coordinator see a generator that is saturated rather than a slow target, and ``stolen``
     one whose host lost CPU time to other guests of its hypervisor.
     """
