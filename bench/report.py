@@ -6,7 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, no_growth
+import lib
+from lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, growth_verdict
 
 if TYPE_CHECKING:
     from run import Figures
@@ -45,7 +46,10 @@ def _at_most(value: float | None, goal: float) -> bool | None:
     return None if value is None else value <= goal
 
 
-def _yes(ok: bool | None) -> str:
+def _yes(ok: bool | str | None) -> str:
+    """A goal's verdict: met, not met, not measured, or a memory series too short to tell (a string)."""
+    if isinstance(ok, str):
+        return {"flat": "yes", "growing": "**no**"}.get(ok, "too short to tell")
     return "-" if ok is None else ("yes" if ok else "**no**")
 
 
@@ -214,17 +218,19 @@ def _summary(f: Figures, add: Any) -> None:
         (
             f"coordinator memory flat ({agents} agents, second half of a {sim.get('seconds', '-')} s run)",
             envelope_text(sim.get("rss_envelope"), slope),
-            no_growth(sim.get("rss_envelope"), FLAT) if sim.get("rss_envelope") else _at_most(slope, FLAT),
+            growth_verdict(sim.get("rss_envelope"), FLAT)
+            if sim.get("rss_envelope")
+            else _at_most(slope, FLAT),
         ),
         (
             f"agent memory flat over a {soak.get('seconds', '-')} s soak (under 1 MiB/h after warm-up)",
             envelope_text(soak.get("agent_envelope"), soak.get("agent_slope_h")),
-            no_growth(soak.get("agent_envelope"), FLAT),
+            growth_verdict(soak.get("agent_envelope"), FLAT),
         ),
         (
             f"coordinator memory flat over a {soak.get('seconds', '-')} s soak (1 agent)",
             envelope_text(soak.get("coord_envelope"), soak.get("coord_slope_h")),
-            no_growth(soak.get("coord_envelope"), FLAT),
+            growth_verdict(soak.get("coord_envelope"), FLAT),
         ),
     ]
     add("## Summary against the goals")
@@ -597,7 +603,9 @@ def _soak(f: Figures, add: Any) -> None:
         f"least-squares slope after a warm-up ({soak.get('window_s', '-')} s of samples), per hour. The "
         "coordinator's memory is a sawtooth (it allocates and frees in bursts), so a slope over a few teeth "
         "says little; the goal's verdict compares the highest RSS of the first and the last third of the "
-        "window instead: growth above 1 MiB/h would raise the last third's peak."
+        "window instead: growth above 1 MiB/h would raise the last third's peak. A rise above that rate "
+        f"but within {mib(lib.RSS_RESOLUTION, 1)} is reported as too short to tell: RSS moves in steps that "
+        "size in windows of processes that longer runs show flat."
         f"{_soak_stalls(soak)}"
     )
     add("")

@@ -47,8 +47,12 @@ def main() -> int:
     )
     for who in ("agent", "coord"):
         env = soak.get(f"{who}_envelope")
-        flat = lib.no_growth(env, FLAT)
-        verdict = "-" if flat is None else ("flat" if flat else "NOT flat")
+        verdict = {
+            None: "-",
+            "flat": "flat",
+            "growing": "NOT flat",
+            "unresolved": "too short to tell (a rise within the allocators' steps)",
+        }[lib.growth_verdict(env, FLAT)]
         print(f"{who} RSS: {envelope_text(env, soak.get(f'{who}_slope_h'))}: {verdict}")
     for name, info in (soak.get("files") or {}).items():
         print(f"{name}: {mib(info.get('final'), 2)} at the end, {mib(info.get('slope_h'), 2)} per hour")

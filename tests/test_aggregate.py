@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -238,6 +239,39 @@ def test_fast_merge_refuses_corrupt_and_foreign_histograms() -> None:
         with pytest.raises(histogram.EncodedHistogramError):
             merger.stage(bad)
     assert merger.stage(good) == 0  # the good one still stages after all that
+
+
+_GOOD = histogram.encode_wire(histogram.histogram_of_counts({120: 3, 4_000: 1, 90_000: 2}))
+_GOOD_COMPRESSED = histogram.encode_wire(
+    histogram.histogram_of_counts(dict.fromkeys(range(1_000, 400_000, 97), 1))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([_GOOD, _GOOD_COMPRESSED]),
+    st.lists(st.tuples(st.integers(min_value=0, max_value=10_000), st.integers(0, 255)), max_size=6),
+    st.integers(min_value=0, max_value=10_000),
+)
+def test_a_damaged_binary_histogram_is_refused_or_merged_never_a_crash(
+    good: bytes, flips: list[tuple[int, int]], cut: int
+) -> None:
+    """Whatever an agent (or an attacker past authentication) puts in a binary histogram, staging it
+    either refuses it with EncodedHistogramError or merges a valid histogram."""
+    data = bytearray(good[: max(1, len(good) - cut % len(good))])
+    for at, value in flips:
+        data[at % len(data)] = value
+    merger = histogram.Merger()
+    into = histogram.new_histogram()
+    try:
+        handle = merger.stage(bytes(data))
+    except histogram.EncodedHistogramError:
+        return
+    if handle >= 0:
+        merger.commit(handle, into)
+    counts = np.frombuffer(into.counts, dtype=np.int64)
+    assert int(counts.sum()) == into.get_total_count()  # what it merged is a consistent histogram
+    assert (counts >= 0).all()
 
 
 def _encoded_with_payload(payload: bytes) -> bytes:

@@ -212,3 +212,21 @@ def test_stolen_time_is_shown_per_trial_and_for_the_suite(tmp_path: Path) -> Non
     assert "12% over the whole suite" in text
     assert "| 60%/40% | 26% |" in text  # the trial's row: cores busy, then stolen
     assert "| - | 31% | `wrk` |" in text  # wrk's row: target core busy (not measured here), stolen, command
+
+
+def test_a_memory_rise_within_the_allocators_steps_is_too_short_to_tell() -> None:
+    mib = 1024 * 1024
+    window = {"low": 100 * mib, "high": 101 * mib, "first_peak": 100 * mib, "hours": 0.1}
+    assert lib.growth_verdict(None, mib) is None
+    assert lib.growth_verdict({**window, "last_peak": 100.05 * mib}, mib) == "flat"  # under 0.1 MiB allowed
+    assert lib.growth_verdict({**window, "last_peak": 100.4 * mib}, mib) == "unresolved"
+    assert lib.growth_verdict({**window, "last_peak": 101 * mib}, mib) == "growing"
+    assert lib.growth_verdict({**window, "last_peak": 99 * mib}, mib) == "flat"  # shrinking is flat
+    long_run = {**window, "hours": 1.0}
+    assert lib.growth_verdict({**long_run, "last_peak": 100.9 * mib}, mib) == "flat"
+    assert [report._yes(v) for v in ("flat", "growing", "unresolved", None)] == [
+        "yes",
+        "**no**",
+        "too short to tell",
+        "-",
+    ]
