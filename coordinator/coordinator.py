@@ -151,6 +151,8 @@ class Coordinator:
         self._aborted: str | None = None
         self._aborted_at = 0.0
         self._interrupted = False
+        self._interrupt_requested = False  # set by interrupt(), from a signal handler; read by the run loop
+        self._in_run_loop = False
         self._deadline = 0.0  # run-relative end: the profile's duration, or sooner when interrupted
         self._next_beat = self._next_progress = self._next_checkpoint = self._next_results = 0.0
         self._dispatch: dict[type[Message], Callable[[str, Any], None]] = {
@@ -532,16 +534,42 @@ class Coordinator:
         self._next_progress = self._start_at + self.config.progress_every
         self._next_checkpoint = self._clock() + CHECKPOINT_EVERY
         self._next_results = self._clock() + RESULTS_EVERY
-        while True:
-            try:
-                if self._tick():
-                    return
-            except KeyboardInterrupt:
-                if self._interrupted:
-                    raise
-                self._interrupted = True
-                self._abort("interrupted by the operator", "interrupted")
-                self._deadline = min(self._deadline, self._now())
+        self._in_run_loop = True
+        try:
+            while True:
+                try:
+                    if self._interrupt_requested and not self._interrupted:
+                        self._stop_for_operator()
+                    if self._tick():
+                        return
+                except KeyboardInterrupt:
+                    if self._interrupted:
+                        raise
+                    self._stop_for_operator()
+        finally:
+            self._in_run_loop = False
+
+    @property
+    def interruptible(self) -> bool:
+        """True while the run loop runs: :meth:`interrupt` then stops the run cleanly."""
+        return self._in_run_loop
+
+    @property
+    def interrupted_by_operator(self) -> bool:
+        """The operator asked the run to stop (:meth:`interrupt`, or Ctrl-C inside the run loop)."""
+        return self._interrupt_requested or self._interrupted
+
+    def interrupt(self) -> None:
+        """Stop the run as the operator asked (Ctrl-C, SIGTERM): the agents are told to stop and the results
+        are still written. Only sets a flag, which the run loop reads between two turns, so it is safe from a
+        signal handler; an exception raised by the handler instead would land wherever the loop happened to
+        be (inside a checkpoint's write, a finalizer that swallows it)."""
+        self._interrupt_requested = True
+
+    def _stop_for_operator(self) -> None:
+        self._interrupted = True
+        self._abort("interrupted by the operator", "interrupted")
+        self._deadline = min(self._deadline, self._now())
 
     def _tick(self) -> bool:
         """One turn of the run loop; True when the run is over."""

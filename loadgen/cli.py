@@ -268,7 +268,7 @@ def _run_coordinator(
         coord.close()
         _fail(EXIT_USAGE, f"cannot bind {coord.config.bind}: {exc}")
     try:
-        with _agents(endpoint, spawn_agents):
+        with _agents(endpoint, spawn_agents), _interrupts_stop(coord):
             results = coord.run_resumed() if resume is not None else coord.run()
     except RunError as exc:
         _fail(EXIT_RUN, str(exc))
@@ -281,6 +281,26 @@ def zmq_errors() -> type[Exception]:
     import zmq
 
     return zmq.ZMQError
+
+
+@contextmanager
+def _interrupts_stop(coord: Any) -> Iterator[None]:
+    """While the run loop runs, Ctrl-C and SIGTERM ask ``coord`` to stop cleanly (it tells the agents and
+    still writes the results); a second one, or one before the run or after it, leaves at once."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        if coord.interruptible and not coord.interrupted_by_operator:
+            coord.interrupt()
+            return
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager

@@ -244,7 +244,10 @@ def test_budget_stops_the_run_and_costs_are_reported(target: Target, tmp_path: P
     assert "budget exceeded" in res["aborted"]
 
 
-def test_ctrl_c_stops_the_agents_and_still_writes_results(target: Target, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_stops_the_agents_and_still_writes_results(
+    target: Target, tmp_path: Path, sig: signal.Signals
+) -> None:
     prof = write_profile(
         tmp_path / "long.toml", target.url, '[{duration = "0s", rate = 100}, {duration = "60s", rate = 100}]'
     )
@@ -252,8 +255,9 @@ def test_ctrl_c_stops_the_agents_and_still_writes_results(target: Target, tmp_pa
     try:
         run.wait_for("starting 'long'")
         time.sleep(2.5)
-        run.proc.send_signal(signal.SIGINT)
+        run.proc.send_signal(sig)
         assert run.wait(timeout=30) == 3, run.stderr()
+        assert "ABORTING the run: interrupted by the operator" in run.stderr()
     finally:
         run.kill()
     res = read_results(tmp_path / "out")
