@@ -510,10 +510,9 @@ def growth_verdict(env: dict[str, float] | None, per_hour: float) -> str | None:
     above that rate and above :data:`RSS_RESOLUTION`), ``"unresolved"`` (a rise above the rate but within
     the resolution: the window is too short to tell that rate from the allocators' steps), or None (no
     series)."""
-    flat = no_growth(env, per_hour)
-    if flat is None or env is None:
+    if env is None:
         return None
-    if flat:
+    if no_growth(env, per_hour):
         return "flat"
     return "unresolved" if env["last_peak"] - env["first_peak"] <= RSS_RESOLUTION else "growing"
 

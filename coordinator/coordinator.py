@@ -549,22 +549,16 @@ class Coordinator:
         finally:
             self._in_run_loop = False
 
-    @property
-    def interruptible(self) -> bool:
-        """True while the run loop runs: :meth:`interrupt` then stops the run cleanly."""
-        return self._in_run_loop
-
-    @property
-    def interrupted_by_operator(self) -> bool:
-        """The operator asked the run to stop (:meth:`interrupt`, or Ctrl-C inside the run loop)."""
-        return self._interrupt_requested or self._interrupted
-
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         """Stop the run as the operator asked (Ctrl-C, SIGTERM): the agents are told to stop and the results
-        are still written. Only sets a flag, which the run loop reads between two turns, so it is safe from a
-        signal handler; an exception raised by the handler instead would land wherever the loop happened to
-        be (inside a checkpoint's write, a finalizer that swallows it)."""
+        are still written. Returns False, changing nothing, outside the run loop or when the operator already
+        asked (the caller then leaves at once). Only sets a flag, which the run loop reads between two turns,
+        so it is safe from a signal handler; an exception raised by the handler instead would land wherever
+        the loop happened to be (inside a checkpoint's write, a finalizer that swallows it)."""
+        if not self._in_run_loop or self._interrupt_requested or self._interrupted:
+            return False
         self._interrupt_requested = True
+        return True
 
     def _stop_for_operator(self) -> None:
         self._interrupted = True

@@ -108,15 +108,14 @@ class LiveWarnings:
 
     def __init__(self, every: float = WARN_EVERY) -> None:
         self._every = every
-        self._next: dict[str, float] = {}
+        self._next = {True: -math.inf, False: -math.inf}  # by cause: the generator behind, or not
 
     def due(self, behind: bool, now: float) -> bool:
         """Whether a saturated second whose generator was (``behind``) or was not behind is warned of now;
         if so, the next of its cause waits :data:`WARN_EVERY` seconds."""
-        cause = "generator" if behind else "target"
-        if now < self._next.get(cause, -math.inf):
+        if now < self._next[behind]:
             return False
-        self._next[cause] = now + self._every
+        self._next[behind] = now + self._every
         return True
 
 

@@ -290,10 +290,8 @@ def _interrupts_stop(coord: Any) -> Iterator[None]:
     import signal
 
     def handler(signum: int, frame: object) -> None:
-        if coord.interruptible and not coord.interrupted_by_operator:
-            coord.interrupt()
-            return
-        raise KeyboardInterrupt
+        if not coord.interrupt():
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

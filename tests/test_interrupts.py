@@ -11,14 +11,17 @@ from loadgen.cli import _interrupts_stop
 
 
 class FakeCoordinator:
+    """Coordinator.interrupt's contract: taken once, inside the run loop."""
+
     def __init__(self, interruptible: bool) -> None:
         self.interruptible = interruptible
-        self.interrupted_by_operator = False
         self.asked = 0
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
+        if not self.interruptible or self.asked:
+            return False
         self.asked += 1
-        self.interrupted_by_operator = True
+        return True
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
