@@ -5,10 +5,11 @@ then merge 1 s intervals, heartbeats both ways, progress, membership changes, ch
 agents Finished or lost) → results. A crashed coordinator is restarted with :meth:`Coordinator.resume`, which
 reloads the last checkpoint and goes straight back to ``run`` on the profile's clock.
 
-Membership during the run: an agent silent for ``agent_timeout`` is declared lost and its share moves to the
-survivors; an agent that says hello mid-run is clock-probed and then given a share at the current point of the
-curve. Every change is an event. The decisions (who gets which share from when) come from the pure
-:func:`loadgen.split.split`; this module only does the talking.
+This module is the shell. It decides nothing itself: who gets which share from when, who is lost, when the
+run is over come from :mod:`coordinator.membership` (a policy that returns actions); what is durable, from
+:mod:`coordinator.durability`; the results document, from :mod:`coordinator.results`. It reads messages
+from a :class:`~loadgen.transport.ServerTransport` (ZeroMQ by default; in memory for tests and library
+callers), on an injected clock, and carries out what the policies return.
 
 Messages are dispatched from a table by type; a malformed message is dropped and logged.
 """
@@ -21,32 +22,29 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import zmq
-
-from coordinator.aggregate import (
-    ClosedInterval,
-    RunAggregate,
-    recent_p99,
-)
+from coordinator import membership as mb
+from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
 from coordinator.clock_sync import ClockSample, estimate
+from coordinator.durability import HLOG_FILE, Durability
 from coordinator.hours import HourTable
-from coordinator.results import AgentInfo, build_results, write_json_atomic
+from coordinator.membership import AgentInfo, Membership
+from coordinator.results import build_results
 from coordinator.saturation import LiveWarnings, generator_behind, live_reasons
-from coordinator.spool import IntervalSpool, SpoolMark
-from coordinator.state import aggregate_state, read_state, restore_aggregate, write_state
+from coordinator.spool import IntervalSpool
+from coordinator.state import aggregate_state, restore_aggregate
+from coordinator.zmq_transport import SocketGuard, SocketSetup, ZmqServerTransport
 from loadgen.costs import cost_of, cost_summary, judgeable_during_run
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.limits import connection_budget, raise_open_files
 from loadgen.profile import Profile
-from loadgen.split import split
+from loadgen.transport import Frames, ServerTransport
 from loadgen.wire import (
-    MAX_MESSAGE_BYTES,
     Ack,
     Finished,
     Heartbeat,
@@ -65,29 +63,15 @@ from loadgen.wire import (
     encode,
 )
 
+__all__ = ["HLOG_FILE", "Coordinator", "CoordinatorConfig", "SocketGuard", "SocketSetup"]
+
 log = logging.getLogger("loadgen.coordinator")
 
 CLOCK_PROBES = 8
-HEARTBEAT_EVERY = 1.0
+HEARTBEAT_EVERY = mb.HEARTBEAT_EVERY
 CHECKPOINT_EVERY = 2.0
 RESULTS_EVERY = 10.0
-JOIN_LEAD = 1.0  # a late joiner starts this long after its clock probes
-LOST_LEAD = 0.25  # survivors take over a lost agent's share this long after it is declared lost
-HLOG_FILE = "latency.hlog"
-
-
-class SocketGuard(Protocol):
-    """What securing the control socket leaves behind (e.g. the CURVE authenticator)."""
-
-    def stop(self) -> None:
-        """Called after the socket closes, before the context ends."""
-
-    def refused(self) -> list[Any]:
-        """Peers refused at the door so far (each with ``address`` and ``public_key``)."""
-
-
-# Configures the control socket before it binds (e.g. CURVE).
-SocketSetup = Callable[[zmq.Context[Any], zmq.Socket[Any]], SocketGuard | None]
+FINISH_GRACE = 5.0  # beyond the request timeout and agent timeout, how long the end waits for stragglers
 
 
 @dataclass(frozen=True)
@@ -110,6 +94,7 @@ class Coordinator:
         profile: Profile,
         config: CoordinatorConfig,
         *,
+        transport: ServerTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         progress: Callable[[str], None] | None = None,
@@ -117,34 +102,26 @@ class Coordinator:
     ) -> None:
         self.profile = profile
         self.config = config
+        self._transport = transport
         self._clock = clock
         self._wall = wall
         self._progress = progress or (lambda line: None)
         self._socket_setup = socket_setup
-        self._guard: SocketGuard | None = None
         self._refusals_seen = 0
         self.run_id = uuid.uuid4().hex[:12]
         self.epoch = uuid.uuid4().hex[:12]  # this process; agents re-send unacknowledged data on a new one
         self.seed = config.seed if config.seed is not None else random.randrange(2**31)
         self.curve = RateCurve(profile.load.start_rate, profile.load.stages)
-        self.agents: dict[str, AgentInfo] = {}
+        self.fleet = Membership(config.expect_agents, self.seed, self.curve, profile.load.duration)
         self._last_heard: dict[str, float] = {}
         self._samples: dict[str, list[ClockSample]] = {}
         self.events: list[dict[str, Any]] = []
-        self._spool: IntervalSpool | None = None  # the closed seconds, on disk (opened when the first closes)
+        self.durable = Durability(config.out_dir)
         self.hours = HourTable()
         self._recent: list[ClosedInterval] = []
-        self._unlogged: list[ClosedInterval] = []  # closed but not yet in the interval log
         self.agg = RunAggregate([r.name for r in profile.requests], self.curve)
         self._start_at = 0.0
-        self._started_wall = 0.0
-        self._reshares = 0
-        self._hlog_size = 0
         self._hold_intervals_until = 0.0  # after a resume: wait for agents' buffered data before closing
-        self._phase = "join"
-        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
-        self._sock: zmq.Socket[bytes] | None = None
-        self.endpoint = ""
         self.dropped_messages = 0
         self._mismatched: set[str] = set()
         self._saturation_warnings = LiveWarnings()
@@ -165,81 +142,59 @@ class Coordinator:
             Refused: self._on_refused,
         }
 
-    # --- socket ------------------------------------------------------------------------------------------
+    @property
+    def agents(self) -> dict[str, AgentInfo]:
+        return self.fleet.agents
 
-    def bind(self, endpoint: str | None = None) -> str:
-        """Bind the control socket; returns the endpoint actually bound (a port of 0 picks a free one)."""
-        expected = self.config.expect_agents
-        soft = raise_open_files(max(1024, 2 * expected))  # a descriptor per agent, and room for late ones
-        if connection_budget(soft) < expected:
-            room = connection_budget(soft)
-            self._progress(
-                f"WARNING: the open-file limit ({soft}) leaves room for {room} agents, not {expected}; "
-                "raise it with ulimit -n"
-            )
-        self._ctx = zmq.Context()
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        if self._socket_setup is not None:
-            self._guard = self._socket_setup(self._ctx, sock)
-        bind = endpoint or self.config.bind
-        if bind.endswith(":0"):
-            bind = bind[:-2] + ":*"
-        sock.bind(bind)
-        self._sock = sock
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return self.endpoint
+    @property
+    def endpoint(self) -> str:
+        return self._transport.endpoint if self._transport is not None else ""
 
     @property
     def spool(self) -> IntervalSpool:
-        """The closed seconds so far: in ``out_dir`` (a temporary file for a run without one)."""
-        if self._spool is None:
-            self._spool = IntervalSpool.create(self.config.out_dir)
-        return self._spool
+        return self.durable.spool
+
+    # --- transport ---------------------------------------------------------------------------------------
+
+    def bind(self, endpoint: str | None = None) -> str:
+        """Open the control socket (unless a transport was given); returns the endpoint agents reach. Raises
+        :class:`~loadgen.errors.BindError` (nothing is left open then)."""
+        if self._transport is None:
+            expected = self.config.expect_agents
+            soft = raise_open_files(max(1024, 2 * expected))  # a descriptor per agent, and room for late ones
+            if connection_budget(soft) < expected:
+                room = connection_budget(soft)
+                self._progress(
+                    f"WARNING: the open-file limit ({soft}) leaves room for {room} agents, not {expected}; "
+                    "raise it with ulimit -n"
+                )
+            self._transport = ZmqServerTransport.open(endpoint or self.config.bind, self._socket_setup)
+        return self._transport.endpoint
 
     def close(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._guard is not None:
-            self._guard.stop()
-            self._guard = None
-        if self._ctx is not None:
-            self._ctx.term()
-            self._ctx = None
+        """Release the spool and the socket; bounded in time. Safe to call more than once."""
+        self.durable.close()
+        if self._transport is not None:
+            self._transport.close()
 
     def _send(self, agent: str, msg: Message, data: bytes | None = None) -> None:
         """Send ``msg`` to ``agent``; ``data`` is its encoding when the caller already has it (the same
         heartbeat or acknowledgement goes to many agents)."""
-        assert self._sock is not None
-        try:
-            self._sock.send_multipart([agent.encode(), data or encode(msg)], flags=zmq.NOBLOCK)
-        except zmq.Again:
+        assert self._transport is not None
+        if not self._transport.send(agent, data or encode(msg)):
             log.warning("send to %s would block; dropped %s", agent, msg.TYPE)
 
     def _pump(self, timeout: float) -> None:
-        """Receive and dispatch messages for up to ``timeout`` seconds (at least one poll)."""
-        assert self._sock is not None
+        """Receive and dispatch messages for up to ``timeout`` seconds (at least one wait)."""
+        assert self._transport is not None
         deadline = self._clock() + timeout
         while True:
-            remaining = deadline - self._clock()
-            if not self._sock.poll(max(0, int(remaining * 1000)), zmq.POLLIN):
-                return
-            while True:
-                try:
-                    frames = self._sock.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for frames in self._transport.recv(max(0.0, deadline - self._clock())):
                 self._handle(frames)
             if self._clock() >= deadline:
                 return
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: Frames) -> None:
         if len(frames) != 2:
             self.dropped_messages += 1
             log.warning("dropped a message with %d frames", len(frames))
@@ -276,31 +231,50 @@ class Coordinator:
             self.dropped_messages += 1
             log.warning("dropped a malformed message: %s", exc)
 
+    # --- carrying out what the policy decided ------------------------------------------------------------
+
+    def _do(self, actions: Sequence[mb.Action]) -> None:
+        for a in actions:
+            if isinstance(a, mb.Welcome):
+                self._last_heard[a.agent] = self._clock()
+                self._send(a.agent, Welcome(self.run_id))
+            elif isinstance(a, mb.Probe):
+                self._samples[a.agent] = []
+                self._send(a.agent, Ping(0, self._clock()))
+            elif isinstance(a, mb.StartShare):
+                self._send(a.agent, self._start_message(a))
+            elif isinstance(a, mb.ShareChange):
+                self._send(a.agent, Reshare(a.share, a.phase, a.seed, a.at))
+            elif isinstance(a, mb.StopAgent):
+                self._send(a.agent, Stop(a.reason))
+            elif isinstance(a, mb.Event):
+                self._event(a.kind, **a.fields)
+            else:
+                self._progress(a.line)
+
+    def _start_message(self, a: mb.StartShare) -> Start:
+        info = self.agents[a.agent]
+        return Start(
+            self.run_id,
+            self.profile.to_wire(),
+            a.share,
+            a.phase,
+            a.seed,
+            self._start_at + info.clock_offset_ms / 1000.0,
+            self.config.coordinator_timeout,
+            self.config.engine,
+            a.begin,
+        )
+
     # --- handlers ----------------------------------------------------------------------------------------
 
     def _on_hello(self, peer: str, msg: Hello) -> None:
-        info = self.agents.get(peer)
-        if info is not None:
-            self._send(peer, Welcome(self.run_id))  # a repeated hello: the first welcome was lost or late
-            return
-        if self._phase == "join" and len(self.agents) < self.config.expect_agents:
-            self.agents[peer] = AgentInfo(peer, msg.host, msg.pid, max_rate=msg.max_rate)
-            self._last_heard[peer] = self._clock()
-            self._send(peer, Welcome(self.run_id))
-            self._progress(
-                f"agent {peer} joined from {msg.host} ({len(self.agents)}/{self.config.expect_agents})"
+        actions = self.fleet.hello(peer, msg.host, msg.pid, msg.max_rate, self._now())
+        if any(isinstance(a, mb.StopAgent) for a in actions):
+            log.warning(
+                "refused agent %s (%s): not accepting agents in phase %s", peer, msg.host, self.fleet.phase
             )
-            return
-        if self._phase == "run" and self._now() < self.profile.load.duration - JOIN_LEAD - 1.0:
-            info = self.agents[peer] = AgentInfo(peer, msg.host, msg.pid, max_rate=msg.max_rate)
-            self._last_heard[peer] = self._clock()
-            self._samples[peer] = []
-            self._send(peer, Welcome(self.run_id))
-            self._send(peer, Ping(0, self._clock()))
-            self._progress(f"agent {peer} from {msg.host} asks to join mid-run; probing its clock")
-            return
-        self._send(peer, Stop("this coordinator's run is not accepting agents now"))
-        log.warning("refused agent %s (%s): not accepting agents in phase %s", peer, msg.host, self._phase)
+        self._do(actions)
 
     def _on_pong(self, peer: str, msg: Pong) -> None:
         samples = self._samples.get(peer)
@@ -308,12 +282,12 @@ class Coordinator:
             return
         samples.append(ClockSample(msg.t_coord, msg.t_agent, self._clock()))
         info = self.agents[peer]
-        if self._phase == "run" and info.state == "joining":
+        if self.fleet.phase == "run" and info.state == "joining":
             if len(samples) < CLOCK_PROBES:
                 self._send(peer, Ping(len(samples), self._clock()))
             else:
                 self._set_clock(info, samples)
-                self._admit(peer)
+                self._do(self.fleet.clock_known(peer, self._now()))
 
     def _on_started(self, peer: str, msg: Started) -> None:
         info = self.agents.get(peer)
@@ -337,27 +311,25 @@ class Coordinator:
 
     def _on_finished(self, peer: str, msg: Finished) -> None:
         info = self.agents.get(peer)
-        if info is None:
+        if info is None or info.finished_received:
             return
-        if not info.finished_received:
-            info.finished_received = True
-            if info.state in ("active", "joining"):
-                info.state = "finished"
-            self._event("agent_finished", agent=peer)
+        c = self.agg.agent(peer).counts
+        merged = (c.scheduled, c.ok, c.failed, c.dropped)
+        said = (msg.scheduled, msg.ok, msg.failed, msg.dropped)
+        if merged != said:  # its intervals and its own totals disagree: something was lost on the way
+            self._event(
+                "agent_totals_mismatch",
+                agent=peer,
+                reported=dict(zip(("scheduled", "ok", "failed", "dropped"), said, strict=True)),
+                merged=dict(zip(("scheduled", "ok", "failed", "dropped"), merged, strict=True)),
+            )
+        self._do(self.fleet.finished(peer))
 
     def _on_heartbeat(self, peer: str, msg: Heartbeat) -> None:
         pass  # _handle already noted that the agent is alive
 
     def _on_refused(self, peer: str, msg: Refused) -> None:
-        info = self.agents.get(peer)
-        if info is None or info.state in ("refused", "lost"):
-            return
-        was_active = info.state == "active"
-        info.state = "refused"
-        self._event("agent_refused", agent=peer, reason=msg.reason)
-        self._progress(f"agent {peer} refused the run: {msg.reason}")
-        if was_active and self._phase == "run":
-            self._reshare(self._now() + LOST_LEAD)
+        self._do(self.fleet.refused(peer, msg.reason, self._now()))
 
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append({"t": round(self._now(), 3), "type": kind, **fields})
@@ -369,9 +341,10 @@ class Coordinator:
     # --- phases ------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Run the whole profile; return the results document. Raises :class:`RunError`."""
-        if self._sock is None:
-            self.bind()
+        """Run the whole profile; return the results document (also written to ``out_dir``, with the
+        thresholds judged). Raises :class:`RunError`, or :class:`~loadgen.errors.BindError` when it has no
+        transport yet and cannot bind one."""
+        self.bind()
         self._join()
         self._sync_clocks()
         self._start()
@@ -397,7 +370,7 @@ class Coordinator:
         info.clock_error_ms = est.error * 1000.0
 
     def _sync_clocks(self) -> None:
-        self._phase = "sync"
+        self.fleet.phase = "sync"
         self._samples = {a: [] for a in self.agents}
         for seq in range(CLOCK_PROBES):
             for agent in self.agents:
@@ -411,120 +384,19 @@ class Coordinator:
                 raise RunError(f"agent {agent} did not answer clock probes")
             self._set_clock(info, samples)
 
-    def _check_limits(self, shares: dict[str, float]) -> None:
-        peak = self.curve.peak_rate
-        for agent, share in shares.items():
-            limit = self.agents[agent].max_rate
-            if limit > 0 and share * peak > limit * (1 + 1e-9):
-                raise RunError(
-                    f"agent {agent} allows at most {limit:g} requests/s, but its share of the peak rate is "
-                    f"{share * peak:g}/s; add agents or raise its --max-rate"
-                )
-
     def _start(self) -> None:
-        self._phase = "run"
-        ids = list(self.agents)
-        shares = split(ids)
-        self._check_limits({s.agent: s.share for s in shares})
         max_err = max(a.clock_error_ms for a in self.agents.values()) / 1000.0
-        self._start_at = self._clock() + self.config.lead + 2 * max_err
-        self._started_wall = self._wall() + (self._start_at - self._clock())
-        wire_profile = self.profile.to_wire()
-        for i, sh in enumerate(shares):
-            info = self.agents[sh.agent]
-            info.share = sh.share
-            info.state = "active"
-            start_at = self._start_at + info.clock_offset_ms / 1000.0
-            self._send(
-                sh.agent,
-                Start(
-                    self.run_id,
-                    wire_profile,
-                    sh.share,
-                    sh.phase,
-                    self.seed + 7919 * i,
-                    start_at,
-                    self.config.coordinator_timeout,
-                    self.config.engine,
-                    0.0,
-                ),
-            )
-        self.events.append({"t": 0.0, "type": "run_started", "agents": len(ids)})
-        offsets = ", ".join(f"{a.id} {a.clock_offset_ms:+.3f} ms" for a in self.agents.values())
-        self._progress(f"starting {self.profile.name!r} on {len(ids)} agent(s); clock offsets: {offsets}")
-
-    def _active(self) -> list[str]:
-        return [a for a, info in self.agents.items() if info.state == "active"]
-
-    def _busy(self) -> list[str]:
-        """Agents whose data may still come: active or joining."""
-        return [a for a, info in self.agents.items() if info.state in ("active", "joining")]
-
-    def _admit(self, agent: str) -> None:
-        """Give a late joiner a share from shortly from now; the others' shares shrink at the same instant."""
-        at = self._now() + JOIN_LEAD
-        if at >= self.profile.load.duration:
-            self._send(agent, Stop("too late to join this run"))
-            self.agents[agent].state = "refused"
-            return
-        self._reshare(at, joining=agent)
-        self._event("agent_joined", agent=agent, share=round(self.agents[agent].share, 6), at=round(at, 3))
-        self._progress(
-            f"agent {agent} joined mid-run; share {self.agents[agent].share:.3f} from t={at:.1f} s"
-        )
-
-    def _reshare(self, at: float, joining: str | None = None) -> None:
-        members = self._active() + ([joining] if joining else [])
-        if not members:
-            self._progress("no agent left to carry the load; waiting for agents to join")
-            return
-        self._reshares += 1
-        shares = split(members)
         try:
-            self._check_limits({s.agent: s.share for s in shares})
-        except RunError as exc:
-            self._event("capacity_short", reason=str(exc))
-            self._progress(f"warning: {exc}")
-        for i, sh in enumerate(shares):
-            info = self.agents[sh.agent]
-            info.share = sh.share
-            seed = self.seed + 7919 * i + 104729 * self._reshares
-            if sh.agent == joining:
-                info.state = "active"
-                info.joined_t = at
-                self._send(
-                    sh.agent,
-                    Start(
-                        self.run_id,
-                        self.profile.to_wire(),
-                        sh.share,
-                        sh.phase,
-                        seed,
-                        self._start_at + info.clock_offset_ms / 1000.0,
-                        self.config.coordinator_timeout,
-                        self.config.engine,
-                        at,
-                    ),
-                )
-            else:
-                self._send(sh.agent, Reshare(sh.share, sh.phase, seed, at))
-        self._event("reshare", at=round(at, 3), shares={s.agent: round(s.share, 6) for s in shares})
-
-    def _declare_lost(self, agent: str, reason: str) -> None:
-        info = self.agents[agent]
-        info.state = "lost"
-        now = self._now()
-        info.lost_t = now
-        last = self.agg.agent(agent).last_index
-        # It died somewhere between the last word from it and the next heartbeat it did not send: take the
-        # middle of that gap as the end of the arrivals it scheduled but never reported.
-        heard = self._last_heard.get(agent, self._clock()) - self._start_at
-        died = max(0.0, heard + HEARTBEAT_EVERY / 2)
-        info.unreported_estimate = info.share * self.curve.between(last + 1, max(last + 1, died))
-        self._event("agent_lost", agent=agent, reason=reason)
-        self._progress(f"agent {agent} lost ({reason}); moving its share to the others")
-        if now < self.profile.load.duration:
-            self._reshare(now + LOST_LEAD)
+            actions = self.fleet.start()
+        except mb.CapacityShort as exc:
+            raise RunError(str(exc)) from exc
+        self._start_at = self._clock() + self.config.lead + 2 * max_err
+        self.durable.started_wall = self._wall() + (self._start_at - self._clock())
+        self._do(actions)
+        offsets = ", ".join(f"{a.id} {a.clock_offset_ms:+.3f} ms" for a in self.agents.values())
+        self._progress(
+            f"starting {self.profile.name!r} on {len(self.agents)} agent(s); clock offsets: {offsets}"
+        )
 
     def _run_loop(self) -> None:
         """Run until every agent finished or was lost. Ctrl-C (or SIGTERM) stops the agents cleanly and
@@ -572,13 +444,11 @@ class Coordinator:
         if now >= self._next_beat:
             beat = Heartbeat(now, self.epoch)
             data = encode(beat)
-            for agent, info in self.agents.items():
-                if info.state not in {"lost", "refused"}:
-                    self._send(agent, beat, data)
+            for agent in self.fleet.reachable():
+                self._send(agent, beat, data)
             self._next_beat = now + HEARTBEAT_EVERY
-        for agent in self._busy():
-            if now - self._last_heard.get(agent, now) > self.config.agent_timeout:
-                self._declare_lost(agent, f"silent for {self.config.agent_timeout:g} s")
+        for agent in mb.silent_agents(self.fleet.busy(), self._last_heard, now, self.config.agent_timeout):
+            self._declare_lost(agent, f"silent for {self.config.agent_timeout:g} s")
         self._close_intervals(math.floor(now - self._start_at) - 1)
         if now >= self._next_progress:
             self._progress(self._progress_line(now))
@@ -589,25 +459,33 @@ class Coordinator:
                 self._next_results = now + RESULTS_EVERY
             self._next_checkpoint = now + CHECKPOINT_EVERY
         elapsed = now - self._start_at
-        if not self._busy() and (elapsed >= self._deadline or not self.agents or self._aborted is not None):
+        busy = self.fleet.busy()
+        if mb.run_over(
+            busy=bool(busy),
+            any_agents=bool(self.agents),
+            elapsed=elapsed,
+            deadline=self._deadline,
+            aborted=self._aborted is not None,
+        ):
             return True
-        grace = self.profile.load.timeout + self.config.agent_timeout + 5.0
-        if elapsed > self._deadline + grace:
-            for agent in self._busy():
+        if elapsed > self._deadline + self.profile.load.timeout + self.config.agent_timeout + FINISH_GRACE:
+            for agent in busy:
                 self._declare_lost(agent, "did not finish in time")
             return True
         return False
 
+    def _declare_lost(self, agent: str, reason: str) -> None:
+        heard = self._last_heard.get(agent, self._clock()) - self._start_at
+        self._do(self.fleet.lost(agent, reason, self._now(), self.agg.agent(agent).last_index, heard))
+
     def _close_intervals(self, now_index: int) -> None:
         grace = 3 if self._clock() >= self._hold_intervals_until else 1 << 30
-        for c in self.agg.close(self._busy(), now_index, grace=grace):
+        for c in self.agg.close(self.fleet.busy(), now_index, grace=grace):
             self._closed(c)
 
     def _closed(self, c: ClosedInterval) -> None:
-        self.spool.append(c.summary)
+        self.durable.closed(c)
         self._recent = [*self._recent[-4:], c]
-        if self.config.out_dir is not None:  # kept only until the next checkpoint writes the interval log
-            self._unlogged.append(c)
         self.hours.add(c.index, c.summary, c.latency)
         self._check_limits_live(c.index)
         s = c.summary
@@ -652,7 +530,7 @@ class Coordinator:
         self._aborted_at = self._now()
         self._event(kind, reason=reason)
         self._progress(f"ABORTING the run: {reason}")
-        for agent in self._busy():
+        for agent in self.fleet.busy():
             self._send(agent, Stop(reason))
 
     def _progress_line(self, now: float) -> str:
@@ -669,31 +547,41 @@ class Coordinator:
             rates = f"target {last['target_rate']:8.1f}/s  achieved {done:8d}/s @{last['t']}s"
         return (
             f"[{min(elapsed, duration):6.0f}/{duration:.0f} s] {rates}  ok {t.ok}  failed {t.failed}  "
-            f"dropped {t.dropped}  p99(5s) {p99s}  agents {len(self._active())}"
+            f"dropped {t.dropped}  p99(5s) {p99s}  agents {len(self.fleet.reachable())}"
         )
 
     def _finish(self) -> dict[str, Any]:
+        """Merge the last stragglers, judge the thresholds, write the results once; the document returned
+        holds the whole per-second series (read back from the spool) for the reports."""
+        from loadgen.reports import apply_thresholds
+
         self._pump(0.2)  # late stragglers
         for c in self.agg.close_all():
             self._closed(c)
+        self.fleet.end(self._end_time())
         self.events.append({"t": round(self._now(), 3), "type": "run_finished"})
-        doc = self._checkpoint(results=True, final=True)
-        doc["intervals"] = self.spool.read()  # the reports draw the whole series: read back once, at the end
+        doc = self._checkpoint(results=False, final=True)
+        apply_thresholds(doc, self.profile.thresholds)
+        self.durable.write_results(doc)
+        doc["intervals"] = self.spool.read()
         return doc
+
+    def _end_time(self) -> float:
+        """Run time at which the profile's arrivals ended: its duration, or when the run was stopped."""
+        end = self._deadline if self._deadline else self.profile.load.duration
+        if self._aborted is not None and self._aborted_at > 0:
+            end = min(end, self._aborted_at)
+        return end
 
     # --- durability --------------------------------------------------------------------------------------
 
     def _checkpoint(self, *, results: bool, final: bool = False) -> dict[str, Any]:
-        """Make what has been merged durable, then acknowledge it to the agents (they may then forget it)."""
+        """Make what has been merged durable, then acknowledge it to the agents (they may then forget it).
+        Returns the results document when asked for one (``results`` or ``final``; written when
+        ``results``)."""
         self._note_refusals()
-        out = self.config.out_dir
-        doc = self._results(final=final) if results or out is None else {}
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            self._write_hlog(out)
-            write_state(out, self._state(self.spool.sync()))
-            if results:
-                write_json_atomic(out / "results.json", doc, self.spool)
+        doc = self._results(final=final) if results or final else {}
+        self.durable.checkpoint(self._state(), doc if results else None)
         acks: dict[tuple[int, bool], tuple[Ack, bytes]] = {}  # most agents are at the same point
         for agent, info in self.agents.items():
             if info.state != "refused":
@@ -706,27 +594,31 @@ class Coordinator:
         return doc
 
     def _note_refusals(self) -> None:
-        """Agents turned away by the authenticator (unknown key) become events, once each."""
-        if self._guard is None:
+        """Agents turned away by the transport's guard (an unknown key) become events, once each."""
+        if self._transport is None:
             return
-        refused = self._guard.refused()
+        refused = self._transport.refused()
         for r in refused[self._refusals_seen :]:
             self._event("agent_rejected", address=r.address, public_key=r.public_key)
             self._progress(f"refused an agent from {r.address}: its key is not authorized ({r.public_key})")
         self._refusals_seen = len(refused)
 
     def _results(self, *, final: bool) -> dict[str, Any]:
+        elapsed = self._clock() - self._start_at
         doc = build_results(
             self.profile,
             self.agg,
             self.spool.mark,
             list(self.agents.values()),
             self.events,
-            started_at=self._started_wall,
-            elapsed_s=self._clock() - self._start_at,
+            started_at=self.durable.started_wall,
+            elapsed_s=elapsed,
             agents_expected=self.config.expect_agents,
             final=final,
             tally=self.spool.tally,
+            planned=self.curve.between(0.0, min(max(0.0, elapsed), self._end_time())),
+            unsent=self.fleet.unsent,
+            incomplete=self._incomplete(),
         )
         doc["aborted"] = self._aborted
         doc["hours"] = self.hours.rows()
@@ -737,27 +629,15 @@ class Coordinator:
         doc["cost"] = cost_summary(self.profile, doc)
         return doc
 
-    def _write_hlog(self, out: Path) -> None:
-        from loadgen.hlog import HlogWriter
+    def _incomplete(self) -> str | None:
+        """Why the fleet could not carry the profile's load, if it could not."""
+        if self.fleet.share_refused:
+            return "an agent refused its share of the run"
+        if self.fleet.went_empty:
+            return "no agent was left to carry the load"
+        return None
 
-        path = out / HLOG_FILE
-        new = self._hlog_size == 0 or not path.exists()
-        with path.open("w" if new else "r+") as f:
-            if not new:
-                f.seek(self._hlog_size)
-                f.truncate()
-            writer = HlogWriter(f, self._started_wall)
-            if new:
-                writer.write_header()
-            for c in self._unlogged:
-                writer.write_interval(float(c.index), 1.0, c.latency)
-                for name, h in sorted(c.by_name.items()):
-                    writer.write_interval(float(c.index), 1.0, h, tag=name)
-            f.flush()
-            self._hlog_size = f.tell()
-        self._unlogged = []
-
-    def _state(self, spooled: SpoolMark) -> dict[str, Any]:
+    def _state(self) -> dict[str, Any]:
         return {
             "profile": self.profile.to_wire(),
             "source": self.profile.source,
@@ -770,14 +650,18 @@ class Coordinator:
             },
             "run_id": self.run_id,
             "seed": self.seed,
-            "started_wall": self._started_wall,
-            "reshares": self._reshares,
-            "hlog_size": self._hlog_size,
+            "started_wall": self.durable.started_wall,
+            "reshares": self.fleet.reshares,
+            "fleet": {
+                "uncovered_since": self.fleet.uncovered_since,
+                "unsent_uncovered": self.fleet.unsent_uncovered,
+                "share_refused": self.fleet.share_refused,
+                "went_empty": self.fleet.went_empty,
+            },
             # A shallow copy: AgentInfo holds plain values (dataclasses.asdict deep-copies, 1,000 agents
             # every 2 s).
             "agents": [dict(vars(a)) for a in self.agents.values()],
             "events": self.events,
-            "spool": {"count": spooled.count, "size": spooled.size},
             "hours": self.hours.state(),
             "aggregate": aggregate_state(self.agg),
         }
@@ -787,6 +671,7 @@ class Coordinator:
         cls,
         out: Path,
         *,
+        transport: ServerTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         progress: Callable[[str], None] | None = None,
@@ -794,54 +679,58 @@ class Coordinator:
         bind: str | None = None,
     ) -> Coordinator:
         """A coordinator that continues the run checkpointed in ``out`` (call :meth:`run_resumed`)."""
-        st = read_state(out)
-        profile = dataclasses.replace(Profile.from_wire(st["profile"]), source=st["source"])
-        cfg = st["config"]
-        config = CoordinatorConfig(
-            bind=bind or cfg["bind"],
-            expect_agents=cfg["expect_agents"],
-            out_dir=out,
-            coordinator_timeout=cfg["coordinator_timeout"],
-            agent_timeout=cfg["agent_timeout"],
-            seed=st["seed"],
-            engine=cfg["engine"],
-        )
-        self = cls(profile, config, clock=clock, wall=wall, progress=progress, socket_setup=socket_setup)
+        durable, st = Durability.reopen(out)
+        try:
+            profile = dataclasses.replace(Profile.from_wire(st["profile"]), source=st["source"])
+            cfg = st["config"]
+            config = CoordinatorConfig(
+                bind=bind or cfg["bind"],
+                expect_agents=cfg["expect_agents"],
+                out_dir=out,
+                coordinator_timeout=cfg["coordinator_timeout"],
+                agent_timeout=cfg["agent_timeout"],
+                seed=st["seed"],
+                engine=cfg["engine"],
+            )
+            self = cls(
+                profile,
+                config,
+                transport=transport,
+                clock=clock,
+                wall=wall,
+                progress=progress,
+                socket_setup=socket_setup,
+            )
+        except BaseException:
+            durable.close()
+            raise
+        self.durable = durable
         self.run_id = st["run_id"]
-        self._started_wall = st["started_wall"]
-        self._start_at = clock() - (wall() - self._started_wall)  # the profile's clock goes on
-        self._reshares = st["reshares"]
-        self._hlog_size = st["hlog_size"]
-        self.agents = {a["id"]: AgentInfo(**a) for a in st["agents"]}
+        self._start_at = clock() - (wall() - durable.started_wall)  # the profile's clock goes on
+        fleet = self.fleet
+        fleet.phase = "run"
+        fleet.reshares = st["reshares"]
+        fleet.agents = {a["id"]: AgentInfo(**a) for a in st["agents"]}
+        saved = st.get("fleet", {})
+        fleet.uncovered_since = saved.get("uncovered_since")
+        fleet.unsent_uncovered = saved.get("unsent_uncovered", 0.0)
+        fleet.share_refused = saved.get("share_refused", False)
+        fleet.went_empty = saved.get("went_empty", False)
         self.events = st["events"]
-        self._spool = _reopen_spool(out, st)
         self.hours = HourTable.restore(st["hours"])
         self.agg = restore_aggregate(st["aggregate"], [r.name for r in profile.requests], self.curve)
         # Give every agent the rest of its own timeout to notice the new coordinator and re-attach.
         now = clock() + max(0.0, config.coordinator_timeout - config.agent_timeout)
         self._last_heard = dict.fromkeys(self.agents, now)
         self._hold_intervals_until = now + config.agent_timeout
-        self._phase = "run"
         self._event("coordinator_resumed", epoch=self.epoch)
         return self
 
     def run_resumed(self) -> dict[str, Any]:
-        if self._sock is None:
-            self.bind()
+        self.bind()
         self._progress(
             f"resumed run {self.run_id} at t={self._now():.1f} s on {self.endpoint}; "
-            f"waiting for {len(self._busy())} agent(s) to re-attach"
+            f"waiting for {len(self.fleet.busy())} agent(s) to re-attach"
         )
         self._run_loop()
         return self._finish()
-
-
-def _reopen_spool(out: Path, st: dict[str, Any]) -> IntervalSpool:
-    """The checkpoint's spool, cut back to what it covers; a version 1 checkpoint's list becomes a spool."""
-    if "spool" in st:
-        return IntervalSpool.reopen(out, SpoolMark(int(st["spool"]["count"]), int(st["spool"]["size"])))
-    spool = IntervalSpool.create(out)
-    for iv in st["intervals"]:
-        spool.append(iv)
-    spool.sync()
-    return spool

@@ -6,12 +6,12 @@ import json
 import os
 import tempfile
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
+from coordinator.membership import AGENT_STATES, AgentInfo
 from coordinator.saturation import (
     STOLEN_NOTABLE,
     connections_advice,
@@ -23,31 +23,9 @@ from coordinator.saturation import (
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
 from loadgen.profile import Profile
 
+__all__ = ["AGENT_STATES", "SCHEMA_VERSION", "AgentInfo", "build_results", "render_json", "write_json_atomic"]
+
 SCHEMA_VERSION = 1
-
-
-AGENT_STATES = ("joining", "active", "finished", "lost", "refused")
-
-
-@dataclass
-class AgentInfo:
-    id: str
-    host: str
-    pid: int
-    max_rate: float = 0.0
-    state: str = "joining"
-    share: float = 0.0
-    clock_offset_ms: float = 0.0
-    clock_error_ms: float = 0.0
-    start_late_ms: float | None = None
-    joined_t: float = 0.0
-    lost_t: float | None = None
-    unreported_estimate: float = 0.0  # arrivals a lost agent scheduled after its last interval (expected)
-    finished_received: bool = False
-
-    @property
-    def lost(self) -> bool:
-        return self.state == "lost"
 
 
 def iso_utc(ts: float) -> str:
@@ -66,6 +44,9 @@ def build_results(
     agents_expected: int,
     final: bool,
     tally: IntervalTally | None = None,
+    planned: float | None = None,
+    unsent: float = 0.0,
+    incomplete: str | None = None,
 ) -> dict[str, Any]:
     """The document; its ``intervals`` is the list given, or the :class:`SpoolMark` of the spooled seconds it
     covers (``tally`` then describes them), which :func:`write_json_atomic` streams from the spool."""
@@ -123,13 +104,36 @@ def build_results(
     lost = [a for a in agents if a.lost]
     unreported = round(sum(a.unreported_estimate for a in lost))
     lost_in_flight = sum(max(0, agg.agent(a.id).in_flight) for a in lost)
+    unsent_n = round(unsent)
     if lost:
         warnings.append(
             f"agents lost during the run: {', '.join(a.id for a in lost)}; about {unreported} arrivals they "
             f"scheduled after their last report are not in the totals, and {lost_in_flight} requests they "
-            "had "
-            "in flight have no known outcome (counted in in_flight_at_end)"
+            "had in flight have no known outcome (counted in in_flight_at_end)"
         )
+    if unsent_n:
+        warnings.append(
+            f"about {unsent_n} arrivals of the profile were never sent: the share of an agent that was lost "
+            "or refused the run, from then until the others took it over (or, with no agent left, until the "
+            "end); counted in totals.unsent"
+        )
+    if incomplete:
+        warnings.append(f"THE FLEET DID NOT CARRY THE PROFILE'S LOAD: {incomplete}")
+    if final and t.ok == 0:
+        if t.scheduled == 0:
+            warnings.append("NOTHING WAS SENT: no agent scheduled a single request")
+        else:
+            top = ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items(), key=lambda kv: -kv[1])[:3])
+            warnings.append(
+                f"NO REQUEST SUCCEEDED: all {completed} completed requests failed"
+                + (f" ({top})" if top else "")
+            )
+    for e in events:
+        if e.get("type") == "agent_totals_mismatch":
+            warnings.append(
+                f"agent {e['agent']}'s own totals {e['reported']} differ from what was merged from its "
+                f"intervals {e['merged']}: some of its reports were lost"
+            )
     lates = [a.start_late_ms for a in agents if a.start_late_ms is not None and a.joined_t == 0.0]
     offset_error = max([a.clock_error_ms for a in agents] or [0.0])
     requests: dict[str, Any] = {}
@@ -165,7 +169,10 @@ def build_results(
             "in_flight_at_end": in_flight_at_end,
             "lost_in_flight": lost_in_flight,
             "unreported_estimate": unreported,
+            "planned": None if planned is None else round(planned),
+            "unsent": unsent_n,
         },
+        "incomplete": incomplete,
         "start_skew_ms": round(max(lates) - min(lates) + 2 * offset_error, 3) if lates else None,
         "errors": dict(sorted(t.errors.items())),
         "rps": round(completed / duration, 3) if duration > 0 else 0.0,

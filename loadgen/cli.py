@@ -250,6 +250,7 @@ def _run_coordinator(
     resume: Path | None = None,
 ) -> int:
     from coordinator.coordinator import Coordinator
+    from loadgen.errors import BindError
     from loadgen.security import SecurityError
 
     try:
@@ -261,12 +262,9 @@ def _run_coordinator(
         _fail(EXIT_USAGE, str(exc))
     try:
         endpoint = coord.bind()
-    except SecurityError as exc:
+    except (SecurityError, BindError) as exc:
         coord.close()
         _fail(EXIT_USAGE, str(exc))
-    except zmq_errors() as exc:
-        coord.close()
-        _fail(EXIT_USAGE, f"cannot bind {coord.config.bind}: {exc}")
     try:
         with _agents(endpoint, spawn_agents), _interrupts_stop(coord):
             results = coord.run_resumed() if resume is not None else coord.run()
@@ -275,12 +273,6 @@ def _run_coordinator(
     finally:
         coord.close()
     return _report(results, coord.profile, str(coord.config.out_dir) if coord.config.out_dir else None)
-
-
-def zmq_errors() -> type[Exception]:
-    import zmq
-
-    return zmq.ZMQError
 
 
 @contextmanager
@@ -326,17 +318,17 @@ def _agents(endpoint: str, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
-    from coordinator.results import write_json_atomic
+    """Print the summary and write the reports derived from ``results`` (the coordinator judged the
+    thresholds and wrote results.json). The exit status: 3 when the run was interrupted or the fleet could
+    not carry its load, 1 when a threshold failed, else 0."""
     from loadgen.report_md import render_summary_text
-    from loadgen.reports import apply_thresholds, write_reports
+    from loadgen.reports import verdicts_from, write_reports
 
-    verdicts = apply_thresholds(results, profile.thresholds)
-    click.echo(render_summary_text(results, verdicts))
+    click.echo(render_summary_text(results, verdicts_from(results)))
     if out:
-        write_json_atomic(Path(out) / "results.json", results)
         written = [Path(out) / "results.json", *write_reports(Path(out), results)]
         click.echo("written: " + ", ".join(str(p) for p in written), err=True)
-    if results.get("interrupted"):
+    if results.get("interrupted") or results.get("incomplete"):
         return EXIT_RUN
     return EXIT_OK if results["passed"] else EXIT_THRESHOLDS
 

@@ -4,7 +4,8 @@
     ├── ProfileError   a profile file is missing, unreadable or invalid (the user's input)
     ├── WireError      a message from a peer is malformed, oversized or of another version (the peer's fault)
     │   └── VersionMismatch   the peer speaks another protocol version
-    └── RunError       the run could not complete (no agent arrived, the coordinator vanished, ...)
+    ├── RunError       the run could not complete (no agent arrived, the coordinator vanished, ...)
+    └── BindError      the control socket cannot listen where it was told to (the operator's address)
 
 Library code raises these; only the CLI turns them into messages and exit statuses.
 """
@@ -53,3 +54,12 @@ class VersionMismatch(WireError):
 
 class RunError(LoadgenError):
     """The run could not complete."""
+
+
+class BindError(LoadgenError):
+    """The coordinator's control socket cannot bind. Carries the address and the reason."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(f"cannot bind {address}: {reason}")

@@ -78,12 +78,14 @@ class _Peer:
 class MemoryNetwork:
     """One coordinator and any number of agents in one process.
 
-    ``idle(timeout)`` is called when the coordinator waits with nothing to read: it must let the agents run
-    for up to ``timeout`` seconds of the clock and return early once :attr:`server_has_mail` is true. The
+    ``idle(timeout, mail)`` is called when the coordinator waits with nothing to read: it must let the
+    agents run for up to ``timeout`` seconds of the clock and return early once the event ``mail`` is set (a
+    message for the coordinator arrived); :meth:`loadgen.virtual_time.VirtualTimeLoop.advance` does. The
     default does nothing (a caller that feeds the coordinator itself)."""
 
-    def __init__(self, idle: Callable[[float, Callable[[], bool]], None] | None = None) -> None:
-        self._idle = idle or (lambda timeout, ready: None)
+    def __init__(self, idle: Callable[[float, asyncio.Event], None] | None = None) -> None:
+        self._idle = idle or (lambda timeout, mail: None)
+        self._mail = asyncio.Event()
         self._server_inbox: deque[Frames] = deque()
         self._peers: dict[str, _Peer] = {}
         self.server = MemoryServerTransport(self)
@@ -111,6 +113,7 @@ class MemoryNetwork:
         peer = self._peers.get(identity)
         if peer is not None and peer.connected:
             self._server_inbox.append([identity.encode(), data])
+            self._mail.set()
 
     def _to_client(self, identity: str, data: bytes) -> bool:
         peer = self._peers.get(identity)
@@ -124,10 +127,23 @@ class MemoryNetwork:
 
     def _server_recv(self, timeout: float) -> list[Frames]:
         if not self._server_inbox:
-            self._idle(timeout, lambda: bool(self._server_inbox))
+            self._idle(timeout, self._mail)
         out = list(self._server_inbox)
         self._server_inbox.clear()
+        self._mail.clear()
         return out
+
+    def inject(self, frames: Frames) -> None:
+        """Deliver raw ``frames`` to the coordinator as if a peer sent them (malformed ones included)."""
+        self._server_inbox.append(frames)
+        self._mail.set()
+
+    def new_server(self) -> MemoryServerTransport:
+        """A new coordinator end in place of the old one (a restarted coordinator); the agents' ends stay."""
+        self.server = MemoryServerTransport(self)
+        self._server_inbox.clear()
+        self._mail.clear()
+        return self.server
 
 
 class MemoryServerTransport:

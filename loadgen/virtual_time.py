@@ -6,14 +6,14 @@ until its next timer, it jumps there. Nothing real may be awaited on it (no sock
 in-memory transports (:class:`loadgen.transport.MemoryNetwork`) and fake engines.
 
 ``clock()`` is the same virtual time, for code that takes a clock callable; :meth:`advance` runs the loop
-for a stretch of virtual time or until a condition holds, from synchronous code (the coordinator's wait).
+for a stretch of virtual time or until an event is set, from synchronous code (the coordinator's wait).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
-from collections.abc import Callable
 from typing import Any
 
 
@@ -21,7 +21,7 @@ class IdleForever(RuntimeError):
     """The virtual loop has nothing scheduled and nothing to wake it: it would wait forever."""
 
 
-class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _VirtualSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.loop: VirtualTimeLoop | None = None
@@ -48,16 +48,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def clock(self) -> float:
         return self.now
 
-    def advance(self, timeout: float, until: Callable[[], bool] = lambda: False) -> None:
-        """Run the loop for up to ``timeout`` seconds of virtual time, returning as soon as ``until()``
-        holds (checked after every turn of the loop)."""
-        deadline = self.now + timeout
-        if until():
+    def advance(self, timeout: float, wake: asyncio.Event | None = None) -> None:
+        """Run the loop for ``timeout`` seconds of virtual time, or until ``wake`` is set."""
+        if wake is not None and wake.is_set():
             return
 
         async def wait() -> None:
-            while not until() and self.now < deadline:
-                await asyncio.sleep(min(0.001, max(0.0, deadline - self.now)))
+            if wake is None:
+                await asyncio.sleep(timeout)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
 
         self.run_until_complete(wait())
 

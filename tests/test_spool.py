@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
-from coordinator.coordinator import Coordinator, CoordinatorConfig
-from coordinator.results import AgentInfo, write_json_atomic
+from coordinator.coordinator import Coordinator
+from coordinator.results import write_json_atomic
 from coordinator.spool import SPOOL_FILE, IntervalSpool, SpoolError, SpoolMark, render_body
 from coordinator.state import STATE_FILE, read_state
 from loadgen import histogram, wire
+from loadgen.profile import Profile
 from loadgen.profile_file import load_profile
+from tests.fleet_harness import Crashed, VirtualFleet
 
 AGENTS = ("sim-a", "sim-b")
 
@@ -120,24 +122,13 @@ def test_a_damaged_spool_is_a_clear_error_naming_the_file(tmp_path: Path, damage
     assert str(path) in str(exc.value)
 
 
-# --- the coordinator, driven through simulated seconds --------------------------------------------------
+# --- the coordinator, with scripted agents on a virtual clock ---------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 500.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1.8e9 + self.t
-
-
-def _profile(tmp_path: Path) -> Any:
+def _profile(tmp_path: Path, seconds: int) -> Profile:
     path = tmp_path / "p.toml"
     path.write_text(
-        'name = "spool"\ntarget = "http://127.0.0.1:9"\n[load]\nstages = [{ duration = "1h", rate = 20 }]\n'
+        f'name = "spool"\ntarget = "http://127.0.0.1:9"\n[load]\nstages = [{{ duration = "{seconds}s", rate = 20 }}]\n'
         '[[requests]]\nname = "a"\npath = "/a"\n[[requests]]\nname = "b"\npath = "/b"\n'
     )
     return load_profile(path)
@@ -158,85 +149,63 @@ def _message(agent: int, index: int) -> wire.Interval:
     return wire.Interval(index, 0, 10, 0, 1, names, histogram.encode(lag), 0.1 + 0.01 * (index % 5))
 
 
-def _new(tmp_path: Path, out: Path | None, clock: FakeClock) -> Coordinator:
-    config = CoordinatorConfig(bind="tcp://127.0.0.1:0", expect_agents=len(AGENTS), out_dir=out, seed=7)
-    coord = Coordinator(_profile(tmp_path), config, clock=clock, wall=clock.wall)
-    coord.bind()
-    coord.run_id = "r1"
-    for a in AGENTS:
-        coord.agents[a] = AgentInfo(a, "sim", 1, state="active", share=0.5)
-    coord._phase = "run"
-    coord._start_at = clock.t
-    coord._started_wall = clock.wall()
-    coord.events.append({"t": 0.0, "type": "run_started", "agents": len(AGENTS)})
-    return coord
+def _fleet() -> VirtualFleet:
+    fleet = VirtualFleet()
+    for k, a in enumerate(AGENTS):
+        fleet.agent(a, lambda index, share, k=k: _message(k, index))
+    return fleet
 
 
-def _drive(coord: Coordinator, clock: FakeClock, seconds: range, checkpoint_every: int = 4) -> None:
-    """Each simulated agent's interval for each second, closing and checkpointing as the run loop does."""
-    for s in seconds:
-        for k, a in enumerate(AGENTS):
-            coord._on_interval(a, _message(k, s))
-            coord._last_heard[a] = clock.t
-        clock.t = coord._start_at + s + 2.0
-        coord._close_intervals(s)
-        coord._progress_line(clock.t)
-        if (s + 1) % checkpoint_every == 0:
-            coord._checkpoint(results=(s + 1) % (2 * checkpoint_every) == 0)
-
-
-def _finish(coord: Coordinator) -> dict[str, Any]:
-    for a in AGENTS:
-        coord.agents[a].state = "finished"
+def _run(fleet: VirtualFleet, coord: Coordinator, resumed: bool = False) -> dict[str, Any]:
     try:
-        return coord._finish()
+        return coord.run_resumed() if resumed else coord.run()
     finally:
         coord.close()
 
 
 def test_resume_after_a_crash_between_append_and_checkpoint_gives_the_same_results(tmp_path: Path) -> None:
-    clock = FakeClock()
-    whole = _new(tmp_path, tmp_path / "whole", clock)
-    _drive(whole, clock, range(40))
-    expected = _finish(whole)
+    whole_fleet = _fleet()
+    expected = _run(whole_fleet, whole_fleet.coordinator(_profile(tmp_path, 40), out_dir=tmp_path / "whole"))
+    whole_fleet.close()
 
-    clock = FakeClock()
-    crashed = _new(tmp_path, tmp_path / "crashed", clock)
-    _drive(crashed, clock, range(22))  # checkpointed through second 19 (the agents' data acknowledged)
-    _drive(crashed, clock, range(22, 27), checkpoint_every=1000)  # closed and spooled, never checkpointed
-    crashed.spool.sync()  # the appends reached the file before the crash
-    assert crashed.spool.mark.count > read_state(tmp_path / "crashed")["spool"]["count"]
+    fleet = _fleet()
+    crashed = fleet.coordinator(_profile(tmp_path, 40), out_dir=tmp_path / "crashed")
+    fleet.crash_at = fleet.loop.now + 26.6  # seconds closed and spooled since the last checkpoint
+    with pytest.raises(Crashed):
+        crashed.run()
+    spooled = crashed.spool.mark.count
     crashed.close()
-
     state = read_state(tmp_path / "crashed")
-    resumed = Coordinator.resume(tmp_path / "crashed", clock=clock, wall=clock.wall, bind="tcp://127.0.0.1:0")
+    assert spooled > state["spool"]["count"]
+
+    resumed = fleet.resume(tmp_path / "crashed")
     assert resumed.spool.mark.count == state["spool"]["count"]
-    resumed.bind()
-    resumed._hold_intervals_until = 0.0
-    # The agents re-send everything not acknowledged by a checkpoint (here: from the last one on).
-    acked = {a: resumed.agg.agent(a).contiguous for a in AGENTS}
-    first = min(acked.values()) + 1
-    assert first <= 22
-    _drive(resumed, clock, range(first, 40))
-    got = _finish(resumed)
+    got = _run(fleet, resumed, resumed=True)
+    fleet.close()
 
     assert [iv["t"] for iv in got["intervals"]] == list(range(40))
-    strip = ("events",)
+    strip = ("events", "elapsed_s")
     assert {k: v for k, v in got.items() if k not in strip} == {
         k: v for k, v in expected.items() if k not in strip
     }
-    assert [e["type"] for e in got["events"]] == ["run_started", "coordinator_resumed", "run_finished"]
+    assert [e["type"] for e in got["events"]] == [
+        "run_started",
+        "coordinator_resumed",
+        "agent_finished",
+        "agent_finished",
+        "run_finished",
+    ]
     for name in ("latency.hlog", SPOOL_FILE):
         assert (tmp_path / "crashed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert (tmp_path / "crashed" / "results.json").read_text() == json.dumps(got, indent=1) + "\n"
 
 
-def test_results_json_written_during_the_run_is_json_dump_of_the_document(tmp_path: Path) -> None:
-    clock = FakeClock()
-    coord = _new(tmp_path, tmp_path / "out", clock)
-    _drive(coord, clock, range(30))
-    doc = _finish(coord)
+def test_results_json_is_written_once_at_the_end_as_json_dump_of_the_document(tmp_path: Path) -> None:
+    fleet = _fleet()
+    doc = _run(fleet, fleet.coordinator(_profile(tmp_path, 30), out_dir=tmp_path / "out"))
+    fleet.close()
     assert len(doc["intervals"]) == 30
+    assert doc["final"] is True and doc["passed"] is True and doc["thresholds"] == []
     on_disk = (tmp_path / "out" / "results.json").read_text()
     assert on_disk == json.dumps(doc, indent=1) + "\n"
     state = (tmp_path / "out" / STATE_FILE).read_bytes()
@@ -244,18 +213,23 @@ def test_results_json_written_during_the_run_is_json_dump_of_the_document(tmp_pa
 
 
 def test_a_run_without_an_output_folder_spools_to_a_temporary_file(tmp_path: Path) -> None:
-    clock = FakeClock()
-    coord = _new(tmp_path, None, clock)
-    _drive(coord, clock, range(12))
-    doc = _finish(coord)
+    fleet = _fleet()
+    doc = _run(fleet, fleet.coordinator(_profile(tmp_path, 12)))
+    fleet.close()
     assert [iv["t"] for iv in doc["intervals"]] == list(range(12))
     assert list(tmp_path.iterdir()) == [tmp_path / "p.toml"]
 
 
 def _sizes(coord: Coordinator) -> dict[str, int]:
-    """The length of every container the coordinator and its aggregate hold."""
+    """The length of every container the coordinator and its parts hold."""
     out = {}
-    for owner, obj in (("coord", coord), ("agg", coord.agg), ("hours", coord.hours)):
+    for owner, obj in (
+        ("coord", coord),
+        ("agg", coord.agg),
+        ("hours", coord.hours),
+        ("fleet", coord.fleet),
+        ("durable", coord.durable),
+    ):
         for key, value in vars(obj).items():
             if isinstance(value, list | dict | set | tuple | bytes | bytearray | str):
                 out[f"{owner}.{key}"] = len(value)
@@ -265,13 +239,15 @@ def _sizes(coord: Coordinator) -> dict[str, int]:
 
 
 def test_the_coordinator_holds_nothing_per_second_of_run(tmp_path: Path) -> None:
-    clock = FakeClock()
-    coord = _new(tmp_path, tmp_path / "out", clock)
-    _drive(coord, clock, range(40))
-    early = _sizes(coord)
-    _drive(coord, clock, range(40, 400))
-    late = _sizes(coord)
-    assert coord.spool.mark.count == 400
+    fleet = _fleet()
+    coord = fleet.coordinator(_profile(tmp_path, 400), out_dir=tmp_path / "out")
+    sizes: dict[float, dict[str, int]] = {}
+    start = fleet.loop.now
+    for t in (60.0, 390.0):
+        fleet.loop.call_at(start + t, lambda t=t: sizes.__setitem__(t, _sizes(coord)))
+    doc = _run(fleet, coord)
+    fleet.close()
+    assert len(doc["intervals"]) == 400
+    early, late = sizes[60.0], sizes[390.0]
     grown = {k: (early.get(k), n) for k, n in late.items() if n > early.get(k, 0)}
     assert grown == {}, grown
-    _finish(coord)
