@@ -56,7 +56,9 @@ def counts_interval(
 
 @dataclass
 class ScriptedAgent:
-    """One agent, scripted. ``interval(index, share)`` makes its report of second ``index``."""
+    """One agent, scripted. ``interval(index, carried)`` makes its report of second ``index``, where
+    ``carried`` is the share of the fleet's rate it carried over that second (its share, changing at a
+    reshare's instant, 0 before it began)."""
 
     ident: str
     transport: MemoryClientTransport
@@ -76,6 +78,14 @@ class ScriptedAgent:
     _finished_msg: bytes | None = None
     _epoch: str | None = None
     _start: wire.Start | None = None
+    _shares: list[tuple[float, float]] = field(default_factory=list)  # (from run time, share)
+
+    def carried(self, index: int) -> float:
+        total = 0.0
+        for i, (at, share) in enumerate(self._shares):
+            end = self._shares[i + 1][0] if i + 1 < len(self._shares) else math.inf
+            total += share * max(0.0, min(end, index + 1) - max(at, index))
+        return total
 
     def clock(self) -> float:
         return self.loop.now + self.clock_offset
@@ -124,6 +134,7 @@ class ScriptedAgent:
     async def _serve(self, start: wire.Start) -> None:
         self._start = start
         self.share = start.share
+        self._shares = [(start.begin, start.share)]
         duration = Profile.from_wire(start.profile).load.duration
         k = max(0, math.floor(start.begin))
         first = k
@@ -136,8 +147,7 @@ class ScriptedAgent:
                 break
             now = self.clock()
             if now >= due:
-                data = wire.encode(self.interval(k, self.share) if k >= first else self.interval(k, 0.0))
-                data = wire.encode(_with_first(wire.decode(data, peer="self"), first))
+                data = wire.encode(_with_first(self.interval(k, self.carried(k)), first))
                 self._buffer[k] = self._log[k] = data
                 self.sent_intervals.append(k)
                 await self.transport.send(data)
@@ -181,6 +191,7 @@ class ScriptedAgent:
             await self._send(wire.Pong(msg.seq, msg.t_coord, self.clock()))
         elif isinstance(msg, wire.Reshare):
             self.share = msg.share
+            self._shares.append((msg.at, msg.share))
         elif isinstance(msg, wire.Ack):
             for i in [i for i in self._buffer if i <= msg.index]:
                 del self._buffer[i]
@@ -269,5 +280,9 @@ class VirtualFleet:
         tasks = asyncio.all_tasks(self.loop)
         for t in tasks:
             t.cancel()
-        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+        async def gone() -> None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.loop.run_until_complete(gone())
         self.loop.close()

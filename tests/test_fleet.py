@@ -289,11 +289,16 @@ def test_agent_refuses_a_target_it_does_not_allow(tmp_path: Path, target: Target
     try:
         assert agent.wait(timeout=30) == 3
         assert "not allowed" in agent.stderr()
-        coord.wait(timeout=30)
+        # Nothing was sent: the run could not carry its load, and says so (exit 3, never a pass).
+        assert coord.wait(timeout=30) == 3, coord.stderr()
     finally:
         coord.kill()
         agent.kill()
     assert "refused the run" in coord.stderr()
+    res = read_results(tmp_path / "o")
+    assert res["incomplete"] and res["totals"]["scheduled"] == 0
+    assert res["totals"]["unsent"] == res["totals"]["planned"] == 20
+    assert any("NOTHING WAS SENT" in w for w in res["warnings"])
 
 
 def test_one_command_runs_an_agent_per_process_and_reports_start_skew(target: Target, tmp_path: Path) -> None:
