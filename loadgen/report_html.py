@@ -103,6 +103,7 @@ h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
   vertical-align:middle;font-size:15px}
 .pass-badge{background:#2a9d3f}
 .fail-badge{background:#c62828}
+.neutral-badge{background:#6b7280}
 .meta{margin:2px 0;color:#444}
 .banner{background:#c62828;color:#fff;padding:12px 16px;border-radius:6px;margin:14px 0;font-weight:600}
 .banner p{margin:4px 0}
@@ -127,13 +128,29 @@ td.pass{color:#2a9d3f;font-weight:700}
 
 
 def _header(results: Mapping[str, Any], title: str, overview: Section | None) -> str:
-    badge = ""
-    if "passed" in results:
-        ok = bool(results["passed"])
-        badge = f'<span class="badge {"pass" if ok else "fail"}-badge">{"PASS" if ok else "FAIL"}</span>'
+    badge = (
+        f'<span class="badge {_badge(results)[0]}-badge">{_badge(results)[1]}</span>'
+        if "passed" in results
+        else ""
+    )
     lines = overview.lines if overview is not None else ()
     meta = "".join(f'<p class="meta">{escape(line)}</p>' for line in lines)
     return f"<h1>{escape(title)}{badge}</h1>\n{meta}"
+
+
+def _badge(results: Mapping[str, Any]) -> tuple[str, str]:
+    """The overview's badge: (its style, its word). Never PASS for a run that sent nothing, had no success, or
+    could not carry its load; neutral when there was nothing to judge."""
+    totals = results.get("totals") or {}
+    if results.get("incomplete"):
+        return "fail", "INCOMPLETE"
+    if not totals.get("ok"):
+        return "fail", "NO SUCCESSFUL REQUEST"
+    if not results.get("passed"):
+        return "fail", "FAIL"
+    if not results.get("thresholds"):
+        return "neutral", "NO THRESHOLDS"
+    return "pass", "PASS"
 
 
 def _banner(warnings: Section | None) -> str:

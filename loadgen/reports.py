@@ -26,8 +26,11 @@ def apply_thresholds(results: dict[str, Any], thresholds: Sequence[str]) -> list
     """Evaluate ``thresholds`` against ``results`` and store the verdicts in it."""
     verdicts = evaluate_all(list(thresholds), results)
     results["thresholds"] = verdicts_to_json(verdicts)
-    # An aborted run (a threshold already lost, or the budget spent) is a failed run whatever else held.
-    results["passed"] = all(v.passed for v in verdicts) and not results.get("aborted")
+    # An aborted run (a threshold already lost, or the budget spent), or one whose fleet could not carry its
+    # load, is a failed run whatever else held.
+    results["passed"] = (
+        all(v.passed for v in verdicts) and not results.get("aborted") and not results.get("incomplete")
+    )
     return verdicts
 
 

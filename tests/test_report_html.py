@@ -389,3 +389,21 @@ def test_time_axis_labels_use_one_unit_per_axis() -> None:
     assert "time since start (h:mm)" in html
     assert ">1:30</text>" in html
     assert "time since start (s)" in render_html(make_results(duration_s=60.0), None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "badge"),
+    [
+        ({"passed": True, "thresholds": [{"expr": "p99 < 1s", "passed": True}]}, "PASS"),
+        ({"passed": True, "thresholds": []}, "NO THRESHOLDS"),
+        ({"passed": False, "thresholds": [{"expr": "p99 < 1s", "passed": False}]}, "FAIL"),
+        ({"passed": True, "thresholds": [], "totals": {"ok": 0, "failed": 10}}, "NO SUCCESSFUL REQUEST"),
+        ({"passed": False, "incomplete": "no agent was left to carry the load"}, "INCOMPLETE"),
+    ],
+)
+def test_the_badge_is_never_a_pass_for_a_run_with_nothing_to_show(changes: dict, badge: str) -> None:
+    results = make_results()
+    results.update({k: v for k, v in changes.items() if k != "totals"})
+    results["totals"].update(changes.get("totals", {}))
+    html = render_html(results, None)
+    assert re.findall(r'-badge">([^<]+)<', html) == [badge]
