@@ -21,7 +21,7 @@ class IdleForever(RuntimeError):
     """The virtual loop has nothing scheduled and nothing to wake it: it would wait forever."""
 
 
-class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type,unused-ignore]
     def __init__(self) -> None:
         super().__init__()
         self.loop: VirtualTimeLoop | None = None
