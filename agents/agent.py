@@ -548,8 +548,12 @@ class Agent:
         run = self._run
         if run is None:
             return
-        schedule = ArrivalSchedule(
-            run.curve, run.profile.load.arrival, msg.share, msg.phase, random.Random(msg.seed), msg.at
-        )
+        try:
+            schedule = ArrivalSchedule(
+                run.curve, run.profile.load.arrival, msg.share, msg.phase, random.Random(msg.seed), msg.at
+            )
+        except ValueError as exc:  # well-formed on the wire, but not a share: dropped like a malformed one
+            log.warning("dropped a reshare the agent cannot take: %s", exc)
+            return
         run.arrivals.switch(schedule, msg.at)
         self._say(f"new share {msg.share:.3f} from t={msg.at:.1f} s")

@@ -456,6 +456,7 @@ def test_malformed_and_unexpected_messages_are_dropped_and_the_run_goes_on(
         coord.send_raw(msgpack.packb({"v": PROTOCOL_VERSION, "type": "ack", "index": "one"}))
         coord.send_raw(msgpack.packb([1, 2, 3]))
         coord.send(start)  # a second Start in the run: unexpected
+        coord.send(Reshare(2.0, 0.0, 1, 1.0))  # twice the fleet's rate: no share at all
         await coord.serve()
 
     with caplog.at_level(logging.WARNING, logger="loadgen.agent"):
@@ -471,5 +472,6 @@ def test_malformed_and_unexpected_messages_are_dropped_and_the_run_goes_on(
         "dropped a malformed message",
         "dropped a malformed message",
         "dropped an unexpected start message from the coordinator",
+        "dropped a reshare the agent cannot take",
     ]
     assert "not a msgpack message" in dropped[1] and "missing fields ['finished']" in dropped[2]
