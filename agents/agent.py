@@ -161,6 +161,8 @@ Handlers = dict[type[Message], Callable[[Any], Awaitable[T]]]
 
 
 class Agent:
+    """One agent for one run: :meth:`run` joins, serves the run and returns (or raises :class:`RunError`)."""
+
     def __init__(
         self,
         connect: str,
