@@ -42,14 +42,25 @@ def read_proc_stat() -> str:
 
 
 class StealMeter:
-    """The share of the host's CPU time stolen since the previous :meth:`share` (the first call: since the
-    meter was made). ``read`` returns the text of ``/proc/stat`` (injectable for tests)."""
+    """The share of the host's CPU time stolen since the previous :meth:`share` (or :meth:`begin`). ``read``
+    returns the text of ``/proc/stat`` (injectable for tests).
+
+    Made without reading anything: the first reading is taken by :meth:`begin`, or by the first
+    :meth:`share` if nothing began it (that share then covers the instant between two readings)."""
 
     def __init__(self, read: Callable[[], str] = read_proc_stat) -> None:
         self._read = read
-        self._last = parse_stolen(read())
+        self._begun = False
+        self._last: tuple[int, int] | None = None
+
+    def begin(self) -> None:
+        """Take the reading that the next :meth:`share` counts from."""
+        self._last = parse_stolen(self._read())
+        self._begun = True
 
     def share(self) -> float:
+        if not self._begun:
+            self.begin()
         now = parse_stolen(self._read())
         last, self._last = self._last, now
         if now is None or last is None:

@@ -153,6 +153,7 @@ def agent(
         allow_targets=allow,
         max_rate=max_rate,
         socket_setup=setup,
+        say=_progress,
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -173,3 +173,18 @@ def shape_params(draw: st.DrawFn, kind: str) -> tuple[dict[str, object], float]:
     (every, every_s), (ramp, ramp_s) = dur(positive), dur(seconds)
     params = {"start": start, "step": step, "steps": steps, "every": every, "ramp": ramp}
     return params, steps * every_s + (steps - 1) * ramp_s
+
+
+# --- the agent's outbox (agents.outbox) ----------------------------------------------------------------------
+
+OutboxOp = tuple[str, int, bool]
+"""("add", gap to the next index, _), ("ack", index, finished) or ("finish", _, _)."""
+
+
+def outbox_ops(max_size: int = 60) -> st.SearchStrategy[list[OutboxOp]]:
+    """What an agent's outbox lives through: intervals added with rising indexes (gaps now and then),
+    acknowledgements of any index (behind, ahead, or of nothing yet), and the Finished."""
+    add = st.tuples(st.just("add"), st.sampled_from([1, 1, 1, 2, 5]), st.just(False))
+    ack = st.tuples(st.just("ack"), st.integers(-1, 80), st.booleans())
+    finish = st.tuples(st.just("finish"), st.just(0), st.just(False))
+    return st.lists(st.one_of(add, add, ack, finish), max_size=max_size)

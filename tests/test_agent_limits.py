@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.agent import Agent, target_allowed
+from agents.policy import refusal, target_allowed
 from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
 
 
@@ -33,13 +33,13 @@ def _profile(target: str = "http://127.0.0.1:8080") -> Profile:
 
 
 def test_agent_refuses_a_share_above_its_max_rate() -> None:
-    agent = Agent("tcp://127.0.0.1:1", max_rate=400)
-    assert agent._refusal(_profile(), 0.5) is not None  # 500/s at the peak
-    assert agent._refusal(_profile(), 0.4) is None  # 400/s
+    assert refusal(_profile(), 0.5, (), max_rate=400) is not None  # 500/s at the peak
+    assert refusal(_profile(), 0.4, (), max_rate=400) is None  # 400/s
+    assert refusal(_profile(), 1.0, (), max_rate=0) is None  # no limit
 
 
 def test_agent_refuses_a_target_outside_its_allow_list() -> None:
-    agent = Agent("tcp://127.0.0.1:1", allow_targets=("127.0.0.1:8080",))
-    assert agent._refusal(_profile(), 1.0) is None
-    refusal = agent._refusal(_profile("http://10.1.2.3"), 1.0)
-    assert refusal is not None and "not allowed" in refusal
+    allow = ("127.0.0.1:8080",)
+    assert refusal(_profile(), 1.0, allow, max_rate=0) is None
+    why = refusal(_profile("http://10.1.2.3"), 1.0, allow, max_rate=0)
+    assert why is not None and "not allowed" in why

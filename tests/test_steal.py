@@ -40,3 +40,18 @@ def test_no_proc_stat_means_nothing_stolen() -> None:
 def test_this_machine_gives_a_share() -> None:
     meter = StealMeter()
     assert 0.0 <= meter.share() <= 1.0
+
+
+def test_the_meter_reads_nothing_until_asked() -> None:
+    reads: list[int] = []
+
+    def read() -> str:
+        reads.append(1)
+        return _stat(100 + 10 * len(reads), 800, 5 * len(reads))
+
+    meter = StealMeter(read)
+    assert reads == []
+    meter.begin()
+    assert len(reads) == 1
+    assert meter.share() == pytest.approx(5 / 15)  # since begin()
+    assert len(reads) == 2
