@@ -4,18 +4,20 @@
 its clock the loop's) with agents on a :class:`~loadgen.virtual_time.VirtualTimeLoop`. The agents here are
 *scripted* (:class:`ScriptedAgent`): they speak the protocol as the real agent does (hello, clock probes,
 Start, a 1 s Interval of given counts, heartbeats, acknowledgements, resend on a new epoch, Finished) with
-counts a test chooses, so what the coordinator merges is known exactly. Tests of the real agent over the same
-network are in tests/test_agent_core.py.
+counts a test chooses, so what the coordinator merges is known exactly; or the *real* agent
+(:meth:`VirtualFleet.real_agent`) with a fake engine, so both processes' code runs as in production.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.agent import Agent
+from agents.steal import StealMeter
 from coordinator.coordinator import Coordinator, CoordinatorConfig
 from loadgen import histogram, wire
 from loadgen.profile import Profile
@@ -221,6 +223,14 @@ def _with_first(msg: wire.Message, first: int) -> wire.Interval:
     )
 
 
+async def _outcome(run: Coroutine[Any, Any, None]) -> BaseException | None:
+    try:
+        await run
+    except Exception as exc:
+        return exc
+    return None
+
+
 class VirtualFleet:
     def __init__(self) -> None:
         self.loop = VirtualTimeLoop()
@@ -229,6 +239,7 @@ class VirtualFleet:
         self.crash_at: float | None = None
         self.agents: dict[str, ScriptedAgent] = {}
         self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.outcomes: dict[str, asyncio.Task[BaseException | None]] = {}  # real agents: what run() raised
 
     def _idle(self, timeout: float, mail: asyncio.Event) -> None:
         if self.crash_at is not None and self.loop.now >= self.crash_at:
@@ -267,9 +278,33 @@ class VirtualFleet:
         self.tasks[ident] = self.loop.create_task(a.run())
         return a
 
+    def real_agent(self, ident: str, **options: Any) -> Agent:
+        """The real :class:`~agents.agent.Agent`, with a fake engine answering every request in 20 ms of the
+        loop's clock (tests/test_agent_core.py's), a quarter of a core of CPU, and nothing stolen."""
+        from tests.test_agent_core import FakeEngine
+
+        def engine(
+            name: str, target: str, requests: Any, sink: Any, timeout: float, conns: int
+        ) -> FakeEngine:
+            return FakeEngine(sink, self.loop.clock)
+
+        agent = Agent(
+            "memory://coordinator",
+            agent_id=ident,
+            transport=self.net.client(ident),
+            engine_factory=engine,
+            clock=self.loop.clock,
+            cpu_clock=lambda: self.loop.clock() / 4,
+            steal_meter=StealMeter(lambda: "cpu  100 0 0 0 0 0 0 0 0 0\n"),
+            say=lambda line: self.lines.append(f"{ident}: {line}"),
+            **options,
+        )
+        self.outcomes[ident] = self.loop.create_task(_outcome(agent.run()))
+        return agent
+
     def kill(self, ident: str) -> None:
         """The agent's process dies: its task ends and nothing more crosses its end of the network."""
-        self.tasks[ident].cancel()
+        (self.tasks.get(ident) or self.outcomes[ident]).cancel()
         self.net.cut(ident)
 
     def settle(self, seconds: float = 6.0) -> None:

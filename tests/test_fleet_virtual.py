@@ -211,3 +211,69 @@ def test_a_coordinator_with_no_agents_gives_up_at_its_join_timeout(tmp_path: Pat
     fleet.settle(1.0)
     fleet.close()
     assert fleet.agents["a0"].stopped == "not enough agents joined"
+
+
+# --- the real agent beside the real coordinator ------------------------------------------------------------
+
+
+def test_real_agents_and_a_real_coordinator_carry_a_run_and_agree_on_every_count(tmp_path: Path) -> None:
+    fleet = VirtualFleet()
+    for i in range(2):
+        fleet.real_agent(f"a{i}")
+    coord = fleet.coordinator(_profile(tmp_path, 10), expect_agents=2, out_dir=tmp_path / "out")
+    try:
+        doc = coord.run()
+    finally:
+        coord.close()
+        fleet.settle()
+    outcomes = {a: t.result() for a, t in fleet.outcomes.items()}
+    fleet.close()
+    assert outcomes == {"a0": None, "a1": None}
+    t = doc["totals"]
+    assert t["scheduled"] == t["ok"] == t["planned"] == 10 * RATE
+    assert t["unsent"] == 0 and t["in_flight_at_end"] == 0
+    assert "agent_totals_mismatch" not in _types(doc)  # Finished agrees with the merged intervals
+    assert doc["latency_ms"]["p50"] == pytest.approx(20.0, abs=0.1)  # the fake engine's 20 ms
+    assert not doc["generator_saturated"] and doc["warnings"] == []
+    assert [iv["scheduled"] for iv in doc["intervals"]] == [RATE] * 10 + [0]  # and the drain second
+    assert any("a0: finished: scheduled 500, ok 500" in line for line in fleet.lines)
+
+
+def test_a_killed_real_agent_is_replaced_by_the_survivor(tmp_path: Path) -> None:
+    fleet = VirtualFleet()
+    fleet.real_agent("a0")
+    fleet.real_agent("a1")
+    fleet.loop.call_at(fleet.loop.now + 6.0, fleet.kill, "a0")
+    coord = fleet.coordinator(_profile(tmp_path, 20), expect_agents=2)
+    try:
+        doc = coord.run()
+    finally:
+        coord.close()
+        fleet.settle()
+    survivor = fleet.outcomes["a1"].result()
+    fleet.close()
+    assert survivor is None
+    t = doc["totals"]
+    assert "agent_lost" in _types(doc)
+    assert t["scheduled"] + t["unreported_estimate"] + t["unsent"] == pytest.approx(t["planned"], abs=3)
+    after = [iv for iv in doc["intervals"] if 11 <= iv["t"] < 20]
+    assert after and all(iv["scheduled"] == RATE for iv in after)
+    _accounted(doc)
+
+
+def test_real_agents_stop_on_their_own_when_the_coordinator_dies(tmp_path: Path) -> None:
+    """The dead-man's switch: with the coordinator gone (crashed, never resumed), each agent stops sending
+    load within its coordinator timeout and says so."""
+    fleet = VirtualFleet()
+    for i in range(2):
+        fleet.real_agent(f"a{i}")
+    coord = fleet.coordinator(_profile(tmp_path, 60), expect_agents=2, coordinator_timeout=3.0)
+    fleet.crash_at = fleet.loop.now + 5.0
+    with pytest.raises(Crashed):
+        coord.run()
+    coord.close()
+    fleet.loop.advance(3.0 + 1.5)  # the timeout, and a turn of each agent's control loop
+    outcomes = {a: t.done() and t.result() for a, t in fleet.outcomes.items()}
+    fleet.close()
+    for exc in outcomes.values():
+        assert isinstance(exc, RunError) and "stopped sending load" in str(exc)
