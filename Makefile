@@ -38,7 +38,7 @@ fmt: $(STAMP)
 
 ## bench: benchmark suite (~25 min; BENCH_QUICK=1 for ~5 min): nginx, wrk, Locust vs our engines; writes docs/benchmarks.md
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-results .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,12 @@
 """The connections of an engine whose connections are ``asyncio.Protocol`` objects (both engines' direct
 paths): how one is opened, and what a connection asks of its owner when it breaks, will not be reused, or is
 free while requests are pending. The pool *policy* is :class:`agents.pool.Pool`'s; this is the I/O it asks
-for. Made by the engine's ``start``, on the running loop.
+for, the :class:`agents.pooled_engine.Connections` of a direct path. Made by the engine's ``start``, on the
+running loop.
+
+:class:`Exchange` holds what the pool keeps on every connection (its one request); :class:`ProtocolConnection`
+is the ``asyncio.Protocol`` half both engines' connections share. Each engine's own connection adds the wire
+protocol: ``send`` and the reading of responses.
 """
 
 from __future__ import annotations
@@ -9,9 +14,49 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
+from agents.engine import Unreachable, connect_first
 from agents.pool import Pool, Pooled
+
+
+class Exchange:
+    """The fields :class:`agents.pool.Pooled` asks of a connection, for one that carries nothing yet."""
+
+    __slots__ = ("closed", "idle_since", "intended", "req", "sent", "submitted")
+
+    def __init__(self) -> None:
+        self.req = -1
+        self.intended = 0.0
+        self.submitted = 0.0
+        self.sent = 0.0
+        self.idle_since = 0.0
+        self.closed = False
+
+
+class ProtocolConnection(Exchange, asyncio.Protocol):
+    """A keep-alive connection carrying at most one request at a time; ``req`` is -1 when it carries none.
+    Its owner (``engine``) opens, retires and breaks it; a subclass writes requests (``send``) and reads
+    responses."""
+
+    transport: asyncio.Transport  # set by connection_made, before anything else uses it
+
+    __slots__ = ("clock", "engine", "pool", "transport")
+
+    def __init__(self, engine: ProtocolConnections[Any]) -> None:
+        super().__init__()
+        self.engine = engine
+        self.pool = engine.pool
+        self.clock = engine.clock
+
+    def send(self, req: int, intended: float, submitted: float, now: float) -> None:
+        raise NotImplementedError
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine.broken(self, "reset")  # nothing happens if it was closed on purpose or already broken
 
 
 class Carrier(Pooled, Protocol):
@@ -40,7 +85,7 @@ class ProtocolConnections(Generic[P]):
     ) -> None:
         self.pool = pool
         self.clock = clock
-        self.address: str | None = None  # the resolved address new connections go to (set by the engine)
+        self.address: str | None = None  # the resolved address new connections go to (set by ``first``)
         self._make = make
         self._host = host
         self._port = port
@@ -49,6 +94,19 @@ class ProtocolConnections(Generic[P]):
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
+
+    async def first(self, target: str) -> P:
+        """Resolve the target once and open a first connection: the resolved addresses are tried in order,
+        and the first that accepts is used for every later connection.
+
+        Raises ``ConnectionError`` if the name does not resolve, :class:`agents.engine.Unreachable` if no
+        address accepts (later connections then go to the first address resolved)."""
+        try:
+            self.address, connection = await connect_first(target, self._host, self._port, self.create)
+        except Unreachable as exc:
+            self.address = exc.address
+            raise
+        return connection
 
     async def create(self, address: str) -> P:
         """A new connection to ``address``. Raises ``OSError`` (``TimeoutError`` after ``timeout``)."""
@@ -96,6 +154,14 @@ class ProtocolConnections(Generic[P]):
         if connection.req >= 0:
             self.pool.failed(connection, category, self.clock())
 
+    def abort(self, connection: P) -> None:
+        """Cut a connection the pool has discarded (timed out): its late response is never read."""
+        connection.transport.abort()
+
+    def close(self, connection: P) -> None:
+        """Close a connection the pool has discarded (idle too long)."""
+        connection.transport.close()
+
     def backlog(self, connection: P) -> None:
         """Free while requests are pending: it takes the oldest at the flush, once per loop iteration (see
         "Backlog" in agents.pool), not from inside this read callback."""
@@ -108,9 +174,11 @@ class ProtocolConnections(Generic[P]):
         self._flush_scheduled = False
         self.pool.flush()
 
-    async def aclose(self) -> None:
-        """Stop opening connections (the pool is closed already)."""
+    async def aclose(self, connections: list[P]) -> None:
+        """Stop opening connections and cut ``connections`` (the pool is closed already)."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for connection in connections:
+            connection.transport.abort()

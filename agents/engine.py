@@ -5,7 +5,9 @@ never blocks and never raises there: it sends on an idle keep-alive connection, 
 connection frees up or a new one is open, and reports every outcome exactly once to its :class:`Sink`.
 
 Both engines share one connection-pool policy, :class:`agents.pool.Pool` (which connection takes which
-request, when to open one more, what times out), and differ in the I/O under it. ``tests/test_engines.py``
+request, when to open one more, what times out), one engine around it,
+:class:`agents.pooled_engine.PooledEngine`, and one request builder, :mod:`agents.http_request`; they differ
+in the wire protocol under them. ``tests/test_engines.py``
 checks every engine against the same conformance suite.
 
 Times are seconds on the engine's clock (``time.monotonic`` unless a clock is injected); the agent's recorder

@@ -10,9 +10,10 @@ as little as it can per request:
 - there is no task per request: a task exists only while a connection is being opened.
 
 The pool policy (LIFO idle stack, FIFO pending, at most ``MAX_OPENING`` connections opening, a timeout sweep)
-is :class:`agents.pool.Pool`'s; this module is the I/O under it. ``submit`` *is* the pool's (bound in the
-constructor, no wrapper), and the response callback inlines :meth:`~agents.pool.Pool.release` (under a
-backlog it defers to :meth:`~agents.pool.Pool.flush`, once per loop iteration). One request
+is :class:`agents.pool.Pool`'s, and the engine around it (start, sweep, drain, close) is
+:class:`agents.pooled_engine.PooledEngine`'s; this module is the wire protocol under them. ``submit`` *is* the
+pool's (bound by the base, no wrapper), and the response callback inlines :meth:`~agents.pool.Pool.release`
+(under a backlog it defers to :meth:`~agents.pool.Pool.flush`, once per loop iteration). One request
 is outstanding per connection (no pipelining); if the server said it will not keep the connection alive, it
 is closed and replaced when pending work needs it.
 
@@ -23,18 +24,13 @@ chunked) is reported as ``reset``, because httptools cannot be told about the en
 
 from __future__ import annotations
 
-import asyncio
-import ssl
-import time
-from collections.abc import Callable, Sequence
-from typing import cast
+from collections.abc import Sequence
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from agents.connections import ProtocolConnections
-from agents.engine import Due, Sink, Unreachable, connect_first
-from agents.http_request import build_request, host_header, split_target
-from agents.pool import IDLE_EXPIRY, Pool
+from agents.connections import ProtocolConnection, ProtocolConnections
+from agents.http_request import build_request, host_header
+from agents.pooled_engine import PooledEngine
 from loadgen.profile import RequestSpec
 
 __all__ = ["FastEngine", "build_request"]
@@ -42,46 +38,19 @@ __all__ = ["FastEngine", "build_request"]
 # --- one connection
 
 
-class _Connection(asyncio.Protocol):
-    """A keep-alive connection carrying at most one request at a time; ``req`` is -1 when it carries none."""
+class _Connection(ProtocolConnection):
+    """A keep-alive connection read by httptools; ``req`` is -1 when it carries none."""
 
-    transport: asyncio.Transport  # set by connection_made, before anything else uses it
-
-    __slots__ = (
-        "clock",
-        "closed",
-        "due",
-        "engine",
-        "heads",
-        "idle_since",
-        "intended",
-        "main_parser",
-        "on_response",
-        "parser",
-        "pool",
-        "req",
-        "sent",
-        "submitted",
-        "transport",
-        "wire",
-    )
+    __slots__ = ("due", "heads", "main_parser", "on_response", "parser", "wire")
 
     def __init__(self, engine: FastEngine, connections: ProtocolConnections[_Connection]) -> None:
-        self.engine = connections
-        self.pool = engine._pool
-        self.clock = engine._clock
+        super().__init__(connections)
         self.due = engine.due
         self.on_response = engine._on_response
         self.wire = engine._wire
         self.heads = engine._heads
         self.main_parser = HttpResponseParser(self)
         self.parser = self.main_parser
-        self.req = -1
-        self.intended = 0.0
-        self.submitted = 0.0
-        self.sent = 0.0
-        self.idle_since = 0.0
-        self.closed = False
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
         self.req = req
@@ -96,9 +65,6 @@ class _Connection(asyncio.Protocol):
 
     # asyncio callbacks
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
@@ -110,7 +76,7 @@ class _Connection(asyncio.Protocol):
             self.engine.retire(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.engine.broken(self, "reset")  # nothing happens if we closed it ourselves
+        super().connection_lost(exc)  # nothing happens if we closed it ourselves
         # The parser holds this connection's callbacks (bound methods): a cycle that only the collector's
         # full collections would free, and the hot path makes next to no objects the collector counts, so
         # those are rare. Measured before: through two 0.4 s stalls of nginx at 10,000/s the agent kept
@@ -177,129 +143,15 @@ class _HeadResponse:
 # --- the engine
 
 
-class FastEngine:
+class FastEngine(PooledEngine[_Connection]):
     """HTTP/1.1 keep-alive engine; see the module docstring. Implements :class:`agents.engine.Engine`."""
 
-    submit: Callable[[int, float], None]
-    """Send request ``req`` (an index into the requests given to the constructor) now or when a connection
-    frees up: :meth:`agents.pool.Pool.submit` itself."""
-
-    due: Due
-    """The arrival loop's next arrival; each response callback releases it once due (see
-    :class:`agents.engine.Due`)."""
-
-    def __init__(
-        self,
-        target: str,
-        requests: Sequence[RequestSpec],
-        sink: Sink,
-        *,
-        timeout: float,
-        max_connections: int,
-        clock: Callable[[], float] = time.monotonic,
-        ssl_context: ssl.SSLContext | None = None,
-        idle_expiry: float = IDLE_EXPIRY,
-        cpu_clock: Callable[[], float] | None = None,
-    ) -> None:
-        self._pool: Pool[_Connection] = Pool(
-            sink,
-            timeout=timeout,
-            max_connections=max_connections,
-            clock=clock,
-            idle_expiry=idle_expiry,
-            cpu_clock=cpu_clock,
-        )
-        self.submit = self._pool.submit
-        self.due = self._pool.due
-        scheme, self._host, self._port, prefix = split_target(target)
-        host = host_header(scheme, self._host, self._port)
-        self._target = target
-        self._tls = scheme == "https"
-        self._ssl_context = ssl_context
-        self._wire: list[bytes] = [build_request(spec, host, prefix) for spec in requests]
+    def _prepare(self, requests: Sequence[RequestSpec]) -> None:
+        host = host_header(self._scheme, self._host, self._port)
+        self._wire: list[bytes] = [build_request(spec, host, self._prefix) for spec in requests]
         self._heads: frozenset[int] = frozenset(
             i for i, spec in enumerate(requests) if spec.method.upper() == "HEAD"
         )
-        self._on_response: Callable[[int, float, float, float, int], None] = sink.response
-        self._timeout = timeout
-        self._clock: Callable[[], float] = clock
-        self._connections: ProtocolConnections[_Connection] | None = None  # made by start()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
 
-    # --- Engine interface
-
-    async def start(self) -> None:
-        """Resolve the target once, open a first connection and start the timeout sweep.
-
-        The resolved addresses are tried in order; the first that accepts is used for every later connection.
-        Raises ``ConnectionError`` if the name does not resolve or no address accepts a connection.
-        """
-        self._loop = asyncio.get_running_loop()
-        if self._tls and self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
-        connections = self._connections = ProtocolConnections(
-            self._pool,
-            lambda owner: _Connection(self, owner),
-            self._clock,
-            host=self._host,
-            port=self._port,
-            timeout=self._timeout,
-            ssl_context=self._ssl_context if self._tls else None,
-        )
-        try:
-            address, connection = await connect_first(
-                self._target, self._host, self._port, connections.create
-            )
-        except Unreachable as exc:
-            # Stay usable: the caller may go on and count every arrival as a connect error (or succeed
-            # once the target comes up), so keep the first address and run the timeout sweep anyway.
-            connections.address = exc.address
-            self._begin(connections)
-            raise
-        connections.address = address
-        self._begin(connections)
-        self._pool.add(connection)
-
-    def _begin(self, connections: ProtocolConnections[_Connection]) -> None:
-        assert self._loop is not None
-        self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
-        self._pool.start(connections.open)
-
-    @property
-    def in_flight(self) -> int:
-        return self._pool.in_flight
-
-    @property
-    def connections(self) -> int:
-        return len(self._pool.connections)
-
-    async def drain(self, deadline: float) -> None:
-        await self._pool.drain(deadline)
-
-    async def aclose(self) -> None:
-        if self._pool.closed:
-            return
-        connections = self._pool.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._connections is not None:
-            await self._connections.aclose()
-        for connection in connections:
-            connection.transport.abort()
-        await asyncio.sleep(0)  # let the transports deliver connection_lost
-
-    # --- timeouts
-
-    def _sweep(self) -> None:
-        """Fail everything submitted ``timeout`` seconds ago or earlier; reschedule itself."""
-        assert self._loop is not None
-        # Rescheduled first, so that a sink raising from its callback cannot end the sweeps.
-        self._sweeper = self._loop.call_later(self._pool.sweep_interval, self._sweep)
-        now = self._clock()
-        for connection in self._pool.expire(now):
-            self._pool.discard(connection)
-            connection.transport.abort()  # so its late response is never read
-            self._pool.failed(connection, "timeout", now)
-        for connection in self._pool.stale(now):
-            connection.transport.close()
+    def _connections(self) -> ProtocolConnections[_Connection]:
+        return self._direct(lambda owner: _Connection(self, owner))

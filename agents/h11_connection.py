@@ -1,7 +1,8 @@
 """One HTTP/1.1 keep-alive connection of the httpx engine, driven through ``h11`` from protocol callbacks.
 
-The direct (no proxy) path of :mod:`agents.httpx_engine`. It is a plain ``asyncio.Protocol``, like the fast
-engine's connection, with h11's state machine instead of httptools: :meth:`H11Connection.send` frames the
+The direct (no proxy) path of :mod:`agents.httpx_engine`. It is a plain ``asyncio.Protocol``
+(:class:`agents.connections.ProtocolConnection`, like the fast engine's connection), with h11's state machine
+instead of httptools: :meth:`H11Connection.send` frames the
 request with h11 and writes it, and ``data_received`` feeds h11 and reads events until it needs more data or
 the response has ended. So a request allocates nothing that outlives it: no task, coroutine or future per
 request. (The earlier build parked a coroutine per connection on a future; with a thousand requests in
@@ -18,41 +19,22 @@ head is longer than ``max_head_bytes``) and ``reset`` (the connection closed bef
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import h11
 
-from agents.connections import ProtocolConnections
+from agents.connections import ProtocolConnection, ProtocolConnections
 
 __all__ = ["H11Connection"]
 
 END_OF_MESSAGE = h11.EndOfMessage()
 
 
-class H11Connection(asyncio.Protocol):
-    """A keep-alive connection carrying at most one request at a time; ``req`` is -1 when it carries none.
-    Pooled by :class:`agents.pool.Pool`."""
+class H11Connection(ProtocolConnection):
+    """A keep-alive connection read by h11; ``req`` is -1 when it carries none. Pooled by
+    :class:`agents.pool.Pool`."""
 
-    transport: asyncio.Transport  # set by connection_made, before anything else uses it
-
-    __slots__ = (
-        "clock",
-        "closed",
-        "engine",
-        "h11",
-        "idle_since",
-        "intended",
-        "on_response",
-        "pool",
-        "req",
-        "requests",
-        "sent",
-        "status",
-        "submitted",
-        "transport",
-    )
+    __slots__ = ("h11", "on_response", "requests", "status")
 
     def __init__(
         self,
@@ -61,19 +43,11 @@ class H11Connection(asyncio.Protocol):
         on_response: Callable[[int, float, float, float, int], None],
         max_head_bytes: int,
     ) -> None:
-        self.engine = engine
-        self.pool = engine.pool
-        self.clock = engine.clock
+        super().__init__(engine)
         self.requests = requests
         self.on_response = on_response
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
-        self.req = -1
-        self.intended = 0.0
-        self.submitted = 0.0
-        self.sent = 0.0
         self.status = 0
-        self.idle_since = 0.0
-        self.closed = False
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
         self.req = req
@@ -91,9 +65,6 @@ class H11Connection(asyncio.Protocol):
 
     # asyncio callbacks
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-
     def data_received(self, data: bytes) -> None:
         if self.req < 0:
             self.engine.retire(self)  # an answer to nothing (e.g. 408 before closing): do not reuse it
@@ -104,9 +75,6 @@ class H11Connection(asyncio.Protocol):
         if self.req >= 0:
             self._receive(b"")  # the end of a body delimited by closing, or a response cut short
         return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.engine.broken(self, "reset")  # nothing happens if it was closed on purpose or already broken
 
     # the response
 

@@ -1,7 +1,13 @@
-"""Base URLs and request bytes for the HTTP engines: pure functions, run once per engine, not per request."""
+"""Base URLs and requests for the HTTP engines: pure functions, run once per engine, not per request.
+
+:func:`request_head` turns a profile's :class:`~loadgen.profile.RequestSpec` into what every engine sends
+(method, target, headers in order, body), checked for injection once; :func:`build_request` encodes it as
+the fast engine's wire bytes, and the httpx engine makes its h11 and httpcore requests from the same head.
+"""
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 from loadgen import __version__
@@ -44,21 +50,41 @@ def field_value(name: str, value: str) -> str:
     return value
 
 
-def build_request(spec: RequestSpec, host: str, prefix: str = "") -> bytes:
-    """The complete HTTP/1.1 request for ``spec``: request line, headers, then the body.
+class RequestHead(NamedTuple):
+    """A request as every engine sends it, checked: the request line's method and target, the headers in
+    the order they go out, and the body."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def request_head(spec: RequestSpec, host: str, prefix: str = "") -> RequestHead:
+    """The request for ``spec`` to a target whose ``Host`` header is ``host``, under the path ``prefix``.
 
     ``Host`` and ``User-Agent`` are ours unless the spec sets them; ``Content-Length`` is added when there is
-    a body (or the method expects one). Non-ASCII characters in the path are percent-encoded.
+    a body (or the method expects one). Non-ASCII characters in the path are percent-encoded. Raises
+    ValueError for a method or header that would inject into the request.
     """
+    method = token("method", spec.method)
     path = spec.path if spec.path.startswith("/") else "/" + spec.path
     target = quote(prefix + path, safe=PRINTABLE)  # spaces, controls and non-ASCII become %XX
-    lines = [f"{token('method', spec.method)} {target} HTTP/1.1"]
     given = {name.lower() for name, _ in spec.headers}
+    headers: list[tuple[str, str]] = []
     if "host" not in given:
-        lines.append(f"Host: {host}")
+        headers.append(("Host", host))
     if "user-agent" not in given:
-        lines.append(f"User-Agent: loadgen/{__version__}")
-    lines.extend(f"{token('header', name)}: {field_value(name, value)}" for name, value in spec.headers)
-    if (spec.body or spec.method.upper() in BODY_METHODS) and "content-length" not in given:
-        lines.append(f"Content-Length: {len(spec.body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + spec.body
+        headers.append(("User-Agent", f"loadgen/{__version__}"))
+    headers.extend((token("header", name), field_value(name, value)) for name, value in spec.headers)
+    if (spec.body or method.upper() in BODY_METHODS) and "content-length" not in given:
+        headers.append(("Content-Length", str(len(spec.body))))
+    return RequestHead(method, target, tuple(headers), spec.body)
+
+
+def build_request(spec: RequestSpec, host: str, prefix: str = "") -> bytes:
+    """The complete HTTP/1.1 request for ``spec`` (see :func:`request_head`): request line, headers, then
+    the body."""
+    head = request_head(spec, host, prefix)
+    lines = [f"{head.method} {head.target} HTTP/1.1", *(f"{name}: {value}" for name, value in head.headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + head.body

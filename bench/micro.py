@@ -117,6 +117,7 @@ async def structure_costs() -> dict[str, float]:
 
 class _NullEngine:
     in_flight = 0
+    connections = 0
 
     def __init__(self) -> None:
         from agents.engine import Due

@@ -6,11 +6,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lib
-from lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, growth_verdict
+from bench import lib
+from bench.lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, growth_verdict
 
 if TYPE_CHECKING:
-    from run import Figures
+    from bench.run import Figures
 
 MIB = 1024 * 1024
 FLAT = 1 * MIB

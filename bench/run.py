@@ -1,10 +1,10 @@
 """The benchmark suite behind ``make bench``: measures, then writes docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py              # the full suite, about 25 minutes
-    BENCH_QUICK=1 .venv/bin/python bench/run.py  # shorter trials, about 5 minutes
-    BENCH_SOAK_S=1200 .venv/bin/python bench/run.py  # the full suite with a 20-minute soak
-    BENCH_SIM_S=120 .venv/bin/python bench/run.py  # a 2-minute coordinator simulation (10 by default)
-    BENCH_SOAK_STALL_EVERY=0 .venv/bin/python bench/run.py  # a soak whose target never stalls (60 s apart)
+    .venv/bin/python -m bench.run              # the full suite, about 25 minutes
+    BENCH_QUICK=1 .venv/bin/python -m bench.run  # shorter trials, about 5 minutes
+    BENCH_SOAK_S=1200 .venv/bin/python -m bench.run  # the full suite with a 20-minute soak
+    BENCH_SIM_S=120 .venv/bin/python -m bench.run  # a 2-minute coordinator simulation (10 by default)
+    BENCH_SOAK_STALL_EVERY=0 .venv/bin/python -m bench.run  # a soak whose target never stalls (60 s apart)
 
 In one run on one machine, with the generator pinned to core 0 and nginx to core 1:
 
@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lib
-from lib import BENCH, GEN_CORE, PY, ROOT, Trial, log
-from report import write_report
-from sampling import sample_hot_path
+from bench import lib
+from bench.lib import BENCH, GEN_CORE, PY, ROOT, Trial, log
+from bench.report import write_report
+from bench.sampling import sample_hot_path
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SOAK_S = int(os.environ.get("BENCH_SOAK_S", "0") or 0)  # the soak's length in seconds, if not the plan's
@@ -563,7 +563,7 @@ def main() -> int:
     saved = work / "figures.pickle"
     with contextlib.suppress(Exception):  # only for re-rendering the report while editing it
         saved.write_bytes(pickle.dumps(figures))
-        log(f"figures saved in {saved} (bench/run.py --report-only {saved} re-renders the report)")
+        log(f"figures saved in {saved} (python -m bench.run --report-only {saved} re-renders the report)")
     write_report(figures, path)
     log(f"wrote {path} after {figures.seconds / 60:.1f} min")
     return 0

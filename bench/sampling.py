@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import lib
-from lib import LOADGEN, ROOT, Trial
+from bench import lib
+from bench.lib import LOADGEN, ROOT, Trial
 
 PYSPY = lib.LOCUST_VENV / "bin" / "py-spy"
 RATE_HZ = 250

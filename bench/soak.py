@@ -3,8 +3,8 @@ constant rate against nginx, which stalls for a moment every ``--stall-every`` s
 agent and coordinator (first and last third of the window after warm-up, and the slope) and the growth of
 results.json and latency.hlog per hour, with the verdict of the goal (under 1 MiB/h).
 
-    python bench/soak.py --rate 20000 --seconds 3600
-    python bench/soak.py --rate 20000 --seconds 1800 --stall-every 0   # a target that never stalls
+    python -m bench.soak --rate 20000 --seconds 3600
+    python -m bench.soak --rate 20000 --seconds 1800 --stall-every 0   # a target that never stalls
 
 The generator is pinned to core 0 and nginx to core 1, as in the suite. Loopback only, bounded in time.
 """
@@ -18,9 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import lib
-import run
-from report import FLAT, envelope_text, mib, pct
+from bench import lib, run
+from bench.report import FLAT, envelope_text, mib, pct
 
 
 def main() -> int:

@@ -1,9 +1,9 @@
 """The agent's memory through stalls of its target: nginx's worker is stopped (SIGSTOP) for a moment at
 given times while one agent (fast engine) sends a constant rate; the agent logs its memory every second.
 
-    python bench/stalls.py --rate 15000 --seconds 240 --stall-at 30,70,110,150,190
-    python bench/stalls.py --source OTHER_CHECKOUT   # the agent's code from another checkout, to compare
-    python bench/stalls.py --rate 5000 --tracemalloc SNAPSHOTS   # then bench/agent.py --compare A B
+    python -m bench.stalls --rate 15000 --seconds 240 --stall-at 30,70,110,150,190
+    python -m bench.stalls --source OTHER_CHECKOUT   # the agent's code from another checkout, to compare
+    python -m bench.stalls --rate 5000 --tracemalloc SNAPSHOTS   # then bench/agent.py --compare A B
 
 Each stall makes the pool open a connection for the requests that would wait (an open model must: one
 request per connection), and the connections idle for 30 s afterwards are closed. What it shows is whether
@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-import lib
+from bench import lib
 
 
 def main() -> int:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
-
-import lib  # noqa: E402
-import report  # noqa: E402
-import run  # noqa: E402
-import sampling  # noqa: E402
+from bench import lib, report, run, sampling
 
 
 def _trial(
