@@ -103,6 +103,15 @@ class MemoryNetwork:
         if peer is not None:
             peer.connected = False
 
+    def take(self, identity: str) -> list[bytes]:
+        """Everything the coordinator sent to ``identity`` and it has not read yet, oldest first, leaving its
+        inbox empty: a synchronous reader, for agents simulated without an event loop. Raises KeyError for
+        an identity no :meth:`client` was made for."""
+        inbox = self._peers[identity].inbox
+        out = list(inbox)
+        inbox.clear()
+        return out
+
     @property
     def server_has_mail(self) -> bool:
         return bool(self._server_inbox)
