@@ -1,6 +1,6 @@
 """The coordinator's memory over a long run, deterministically: simulated agents, no sockets, a fake clock.
 
-    python bench/coord_memory.py --seconds 28800 --out /dev/shm/coord-memory [--tracemalloc]
+    python -m bench.coord_memory --seconds 28800 --out /dev/shm/coord-memory [--tracemalloc]
 
 Runs the real :class:`coordinator.coordinator.Coordinator` (``run()``, through its public seams: the
 in-memory transport, a fake clock) over the first ``--seconds`` of ``profiles/soak-8h.toml``, with
@@ -39,8 +39,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from sim_fleet import SimFleet
-
+from bench.sim_fleet import SimFleet
 from coordinator.coordinator import Coordinator, CoordinatorConfig
 from coordinator.durability import Durability
 from loadgen import histogram, wire

@@ -3,17 +3,12 @@ whole run: a bench that hours of simulated run depend on must not stop speaking 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from bench import sim_fleet
 from coordinator.coordinator import Coordinator, CoordinatorConfig
 from loadgen.profile_file import load_profile
 from tests.fleet_harness import counts_interval
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
-
-import sim_fleet  # noqa: E402
 
 
 def test_a_synchronous_fleet_carries_a_real_coordinator_through_a_run(tmp_path: Path) -> None:
