@@ -338,6 +338,11 @@ def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
         click.echo("written: " + ", ".join(str(p) for p in written), err=True)
     if results.get("interrupted"):
         return EXIT_RUN
+    if results["totals"]["scheduled"] == 0:
+        refused = [a["id"] for a in results.get("agents", []) if a.get("state") == "refused"]
+        why = f": every agent refused it ({', '.join(refused)})" if refused else ""
+        click.echo(f"loadgen: the run sent no request{why}", err=True)
+        return EXIT_RUN
     return EXIT_OK if results["passed"] else EXIT_THRESHOLDS
 
 
