@@ -32,12 +32,15 @@ def _profile(target: str = "http://127.0.0.1:8080") -> Profile:
     return Profile("p", target, LoadSpec(stages=(Stage(10, 1000),)), (RequestSpec("r"),))
 
 
+# An Agent reads its host's /proc/stat when it is made (its steal meter), so these are not pure.
+@pytest.mark.integration
 def test_agent_refuses_a_share_above_its_max_rate() -> None:
     agent = Agent("tcp://127.0.0.1:1", max_rate=400)
     assert agent._refusal(_profile(), 0.5) is not None  # 500/s at the peak
     assert agent._refusal(_profile(), 0.4) is None  # 400/s
 
 
+@pytest.mark.integration
 def test_agent_refuses_a_target_outside_its_allow_list() -> None:
     agent = Agent("tcp://127.0.0.1:1", allow_targets=("127.0.0.1:8080",))
     assert agent._refusal(_profile(), 1.0) is None

@@ -194,6 +194,7 @@ def _finish(coord: Coordinator) -> dict[str, Any]:
         coord.close()
 
 
+@pytest.mark.integration  # binds the coordinator's ZeroMQ socket on loopback
 def test_resume_after_a_crash_between_append_and_checkpoint_gives_the_same_results(tmp_path: Path) -> None:
     clock = FakeClock()
     whole = _new(tmp_path, tmp_path / "whole", clock)
@@ -231,6 +232,7 @@ def test_resume_after_a_crash_between_append_and_checkpoint_gives_the_same_resul
     assert (tmp_path / "crashed" / "results.json").read_text() == json.dumps(got, indent=1) + "\n"
 
 
+@pytest.mark.integration  # binds the coordinator's ZeroMQ socket on loopback
 def test_results_json_written_during_the_run_is_json_dump_of_the_document(tmp_path: Path) -> None:
     clock = FakeClock()
     coord = _new(tmp_path, tmp_path / "out", clock)
@@ -243,6 +245,7 @@ def test_results_json_written_during_the_run_is_json_dump_of_the_document(tmp_pa
     assert b'"t": 3' not in state and read_state(tmp_path / "out")["spool"]["count"] == 30
 
 
+@pytest.mark.integration  # binds the coordinator's ZeroMQ socket on loopback
 def test_a_run_without_an_output_folder_spools_to_a_temporary_file(tmp_path: Path) -> None:
     clock = FakeClock()
     coord = _new(tmp_path, None, clock)
@@ -264,6 +267,7 @@ def _sizes(coord: Coordinator) -> dict[str, int]:
     return out
 
 
+@pytest.mark.integration  # binds the coordinator's ZeroMQ socket on loopback
 def test_the_coordinator_holds_nothing_per_second_of_run(tmp_path: Path) -> None:
     clock = FakeClock()
     coord = _new(tmp_path, tmp_path / "out", clock)
