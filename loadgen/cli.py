@@ -329,6 +329,11 @@ def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
     if out:
         written = [Path(out) / "results.json", *write_reports(Path(out), results)]
         click.echo("written: " + ", ".join(str(p) for p in written), err=True)
+    if results["totals"]["scheduled"] == 0:
+        refused = [a["id"] for a in results.get("agents", []) if a.get("state") == "refused"]
+        why = f": every agent refused it ({', '.join(refused)})" if refused else ""
+        click.echo(f"loadgen: the run sent no request{why}", err=True)
+        return EXIT_RUN
     if results.get("interrupted") or results.get("incomplete"):
         return EXIT_RUN
     return EXIT_OK if results["passed"] else EXIT_THRESHOLDS

@@ -15,6 +15,41 @@ from typing import Any
 
 import pytest
 
+# --- the tiers: a test without the integration mark is pure ----------------------------------------------------
+
+_IMPURE_EVENTS = frozenset(
+    {"socket.bind", "socket.connect", "subprocess.Popen", "os.kill", "os.killpg", "os.fork", "os.posix_spawn"}
+)
+_pure_test: list[str] = []  # the id of the running test when it is pure, else empty
+
+
+def _tier_guard(event: str, args: tuple[Any, ...]) -> None:
+    """An audit hook: in a pure test, binding or connecting a socket, starting a process, sending a signal or
+    opening a file under /proc fails the test (raised from the hook, the operation does not happen). ZeroMQ's
+    sockets bind and connect in C, out of the hook's sight: a test that binds one is marked by hand."""
+    if not _pure_test:
+        return
+    if event in _IMPURE_EVENTS or (event == "open" and str(args[0]).startswith("/proc/")):
+        raise RuntimeError(
+            f"{_pure_test[0]}: {event}{args[:2]!r} in a test without the integration mark; "
+            "mark it pytestmark = pytest.mark.integration (or give it a fake)"
+        )
+
+
+sys.addaudithook(_tier_guard)  # audit hooks stay for the life of the process: this one is gated by the flag
+
+
+@pytest.fixture(autouse=True)
+def _tier(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+    _pure_test.append(request.node.nodeid)
+    try:
+        yield
+    finally:
+        _pure_test.clear()
+
 
 @dataclass
 class Target:

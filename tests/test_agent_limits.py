@@ -32,12 +32,15 @@ def _profile(target: str = "http://127.0.0.1:8080") -> Profile:
     return Profile("p", target, LoadSpec(stages=(Stage(10, 1000),)), (RequestSpec("r"),))
 
 
+# An Agent reads its host's /proc/stat when it is made (its steal meter), so these are not pure.
+@pytest.mark.integration
 def test_agent_refuses_a_share_above_its_max_rate() -> None:
     assert refusal(_profile(), 0.5, (), max_rate=400) is not None  # 500/s at the peak
     assert refusal(_profile(), 0.4, (), max_rate=400) is None  # 400/s
     assert refusal(_profile(), 1.0, (), max_rate=0) is None  # no limit
 
 
+@pytest.mark.integration
 def test_agent_refuses_a_target_outside_its_allow_list() -> None:
     allow = ("127.0.0.1:8080",)
     assert refusal(_profile(), 1.0, allow, max_rate=0) is None

@@ -42,6 +42,9 @@ def test_killed_agent_is_lost_and_its_share_moves_to_the_survivors(target: Targe
         time.sleep(0.5 + 3.5)  # the start lead, then 3.5 s into the run
         agents[0].proc.send_signal(signal.SIGKILL)
         assert coord.wait(timeout=60) == 0, coord.stderr()
+        assert agents[0].wait(timeout=10) == -signal.SIGKILL
+        for survivor in agents[1:]:
+            assert survivor.wait(timeout=30) == 0, survivor.stderr()
     finally:
         for p in (coord, *agents):
             p.kill()
@@ -81,6 +84,7 @@ def test_agent_joining_mid_run_gets_a_share(target: Target, tmp_path: Path) -> N
         coord.wait_for("joined mid-run", timeout=15)
         assert coord.wait(timeout=60) == 0, coord.stderr()
         assert late.wait(timeout=30) == 0, late.stderr()
+        assert first.wait(timeout=30) == 0, first.stderr()
     finally:
         for p in (coord, first, *([late] if late else [])):
             p.kill()
@@ -134,7 +138,7 @@ def test_coordinator_crash_and_resume_loses_no_completed_request(target: Target,
         coord.wait_for("starting 'steady'")
         time.sleep(4.5)
         coord.proc.send_signal(signal.SIGKILL)
-        coord.wait(timeout=10)
+        assert coord.wait(timeout=10) == -signal.SIGKILL
         time.sleep(2.0)  # the coordinator is away; the agents keep going and keep their data
         resumed = Watched("coordinator", "--resume", str(out))
         assert resumed.wait(timeout=60) == 0, resumed.stderr()
@@ -188,6 +192,7 @@ def test_garbage_on_the_control_port_does_not_disturb_a_run(target: Target, tmp_
         rogue.close()
         ctx.term()
         assert coord.wait(timeout=60) == 0, coord.stderr()
+        assert agent.wait(timeout=30) == 0, agent.stderr()
     finally:
         coord.kill()
         agent.kill()
@@ -202,7 +207,8 @@ def test_secured_fleet_admits_only_known_agents(target: Target, tmp_path: Path) 
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     for name in ("coordinator", "good", "bad"):
-        Watched("keys", "generate", name, "--dir", str(keys)).wait(timeout=30)
+        gen = Watched("keys", "generate", name, "--dir", str(keys))
+        assert gen.wait(timeout=30) == 0, gen.stderr()
     (allowed / "good.key").write_bytes((keys / "good.key").read_bytes())
     prof = _steady(tmp_path, target, 50, 2)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -250,6 +256,7 @@ def test_secured_fleet_admits_only_known_agents(target: Target, tmp_path: Path) 
             str(keys / "coordinator.key"),
         )
         assert coord.wait(timeout=60) == 0, coord.stderr()
+        assert good.wait(timeout=30) == 0, good.stderr()
     finally:
         for p in (coord, bad, *([good] if good else [])):
             p.kill()
@@ -289,16 +296,19 @@ def test_agent_refuses_a_target_it_does_not_allow(tmp_path: Path, target: Target
     try:
         assert agent.wait(timeout=30) == 3
         assert "not allowed" in agent.stderr()
-        # Nothing was sent: the run could not carry its load, and says so (exit 3, never a pass).
+        # the run could not complete: nothing was sent, so it must not pass as a success
         assert coord.wait(timeout=30) == 3, coord.stderr()
     finally:
         coord.kill()
         agent.kill()
     assert "refused the run" in coord.stderr()
+    assert "the run sent no request: every agent refused it" in coord.stderr()
     res = read_results(tmp_path / "o")
-    assert res["incomplete"] and res["totals"]["scheduled"] == 0
-    assert res["totals"]["unsent"] == res["totals"]["planned"] == 20
-    assert any("NOTHING WAS SENT" in w for w in res["warnings"])
+    assert res["totals"]["scheduled"] == 0
+    assert [a["state"] for a in res["agents"]] == ["refused"]
+    assert any(e["type"] == "agent_refused" for e in res["events"])
+    assert res["incomplete"] and res["totals"]["unsent"] == res["totals"]["planned"] == 20
+    assert any("NOTHING WAS SENT" in w for w in res["warnings"]) and res["passed"] is False
 
 
 def test_one_command_runs_an_agent_per_process_and_reports_start_skew(target: Target, tmp_path: Path) -> None:
@@ -310,7 +320,7 @@ def test_one_command_runs_an_agent_per_process_and_reports_start_skew(target: Ta
     try:
         line = coord.wait_for("start skew", timeout=30)
         assert coord.wait(timeout=60) == 0, coord.stderr()
-        assert agents.wait(timeout=30) == 0
+        assert agents.wait(timeout=30) == 0, agents.stderr()
     finally:
         coord.kill()
         agents.kill()

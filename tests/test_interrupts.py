@@ -9,6 +9,8 @@ import pytest
 
 from loadgen.cli import _interrupts_stop
 
+pytestmark = pytest.mark.integration  # sends itself signals
+
 
 class FakeCoordinator:
     """Coordinator.interrupt's contract: taken once, inside the run loop."""

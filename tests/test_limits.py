@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from loadgen.limits import RESERVE, connection_budget
 
 
@@ -22,6 +24,7 @@ def _in_child(soft: int, hard: int, code: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.integration
 def test_the_soft_limit_is_raised_to_fit_up_to_the_hard_limit() -> None:
     code = (
         "import resource; from loadgen.limits import connection_limit as c; "
@@ -31,6 +34,7 @@ def test_the_soft_limit_is_raised_to_fit_up_to_the_hard_limit() -> None:
     assert _in_child(256, 2048, code) == f"500 {2048 - RESERVE} (2048, 2048)"
 
 
+@pytest.mark.integration
 def test_a_limit_that_cannot_be_raised_caps_the_connections() -> None:
     code = "from loadgen.limits import connection_limit as c; print(c(500), c(10))"
     assert _in_child(200, 200, code) == f"{200 - RESERVE} 10"

@@ -8,7 +8,6 @@ import re
 import shutil
 import struct
 import subprocess
-import time
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -176,15 +175,16 @@ def test_degenerate_runs_render(case: str) -> None:
         assert ">no errors</text>" in html
 
 
-def test_eight_hour_run_is_fast_small_and_downsampled() -> None:
+def test_eight_hour_run_is_small_and_downsampled() -> None:
+    """The page does not grow with the run: past MAX_POINTS seconds every chart is downsampled, so eight
+    hours make a page about the size of one hour's (a per-hour table row more per hour), not eight times it."""
     results = make_results(duration_s=8 * 3600.0, rate=300.0)
     assert len(results["intervals"]) == 28_800
     results["intervals"][12_345]["max"] = 98_765.0  # one spike in one second of eight hours
-    started = time.perf_counter()
     html = render_html(results, None)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 3.0
+    one_hour = render_html(make_results(duration_s=3600.0, rate=300.0), None)
     assert len(html.encode()) < 2_000_000
+    assert len(html.encode()) < 1.2 * len(one_hour.encode())
     assert "<h2>Per hour</h2>" in html
     for d in re.findall(r'<path class="series" d="([^"]*)"', html):
         assert len(re.findall(r"[ML]", d)) <= MAX_POINTS

@@ -37,6 +37,7 @@ def test_no_proc_stat_means_nothing_stolen() -> None:
     assert meter.share() == pytest.approx(4 / 6)
 
 
+@pytest.mark.integration  # reads /proc/stat
 def test_this_machine_gives_a_share() -> None:
     meter = StealMeter()
     assert 0.0 <= meter.share() <= 1.0

@@ -314,6 +314,7 @@ def test_sigint_exits_cleanly(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{bound}/", timeout=5).text == "ok"
 
 
+@pytest.mark.integration
 def test_server_api_in_process() -> None:
     async def scenario() -> None:
         server = TargetServer()
