@@ -389,6 +389,8 @@ class Coordinator:
         try:
             actions = self.fleet.start()
         except mb.CapacityShort as exc:
+            for agent in self.agents:  # tell them why, or they only see a coordinator that went away
+                self._send(agent, Stop(f"the run cannot start: {exc}"))
             raise RunError(str(exc)) from exc
         self._start_at = self._clock() + self.config.lead + 2 * max_err
         self.durable.started_wall = self._wall() + (self._start_at - self._clock())

@@ -156,6 +156,7 @@ def test_an_agent_with_max_rate_is_not_given_a_share_above_it(target: Target, tm
         agent.kill()
     assert "allows at most 10 requests/s, but its share of the peak rate is 50/s" in coord.stderr()
     assert "--max-rate" in coord.stderr()
+    assert "the run cannot start: agent" in agent.stderr()  # told why, not "no coordinator answered"
     assert "Traceback" not in coord.stderr() + agent.stderr()
     assert target.stats()["requests"] == 0
 

@@ -163,7 +163,10 @@ def test_agents_whose_limits_cannot_carry_the_peak_are_refused_before_the_start(
     with pytest.raises(RunError, match="allows at most 25 requests/s"):
         coord.run()
     coord.close()
+    fleet.settle(1.0)
     fleet.close()
+    for a in fleet.agents.values():  # told why, not left to wonder where the coordinator went
+        assert a.stopped is not None and "the run cannot start" in a.stopped
 
 
 def test_a_peer_speaking_another_protocol_version_is_stopped_and_the_run_goes_on(tmp_path: Path) -> None:
