@@ -432,7 +432,10 @@ class Agent:
             return
         run.arrivals.stop()
         await arrivals
-        ending = None if control.cancelled() or control.exception() is not None else control.result()
+        failed = None if control.cancelled() else control.exception()
+        if failed is not None:  # e.g. a coordinator of another protocol version took over
+            raise failed
+        ending = None if control.cancelled() else control.result()
         if ending is not None and ending.lost:
             raise RunError(f"coordinator silent for more than {run.timeout:g} s; stopped sending load")
 

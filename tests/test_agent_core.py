@@ -441,6 +441,24 @@ def test_a_coordinator_of_another_protocol_version_ends_the_agent(rig: Rig) -> N
     assert "run the same loadgen version" in str(outcome)
 
 
+def test_a_coordinator_of_another_protocol_version_taking_over_mid_run_ends_the_agent(rig: Rig) -> None:
+
+    async def script(coord: Coordinator) -> None:
+        await coord.expect(Hello)
+        coord.send(Welcome("run-1"))
+        start = Start("run-1", _profile().to_wire(), 1.0, 0.0, 7, coord.loop.clock() + 0.5, 10.0, "fast", 0.0)
+        coord.send(start)
+        await coord.serve(until=Started)
+        coord.send_raw(
+            msgpack.packb({"v": PROTOCOL_VERSION + 1, "type": "heartbeat", "t": 1.0, "epoch": "x"})
+        )
+
+    outcome, _ = rig.play(rig.agent(), script)
+    assert isinstance(outcome, RunError)
+    assert "the coordinator speaks another protocol version" in str(outcome)
+    assert rig.engines[0].closed
+
+
 def test_malformed_and_unexpected_messages_are_dropped_and_the_run_goes_on(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
