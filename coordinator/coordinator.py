@@ -23,22 +23,24 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coordinator import membership as mb
 from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
 from coordinator.clock_sync import ClockSample, estimate
+from coordinator.config import CoordinatorConfig
 from coordinator.durability import HLOG_FILE, Durability
+from coordinator.early_stop import over_budget, threshold_lost
 from coordinator.hours import HourTable
 from coordinator.membership import AgentInfo, Membership
+from coordinator.progress import progress_line
 from coordinator.results import build_results
 from coordinator.saturation import LiveWarnings, generator_behind, live_reasons
 from coordinator.spool import IntervalSpool
 from coordinator.state import aggregate_state, restore_aggregate
 from coordinator.zmq_transport import SocketGuard, SocketSetup, ZmqServerTransport
-from loadgen.costs import cost_of, cost_summary, judgeable_during_run
+from loadgen.costs import cost_summary
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.limits import connection_budget, raise_open_files
@@ -72,20 +74,6 @@ HEARTBEAT_EVERY = mb.HEARTBEAT_EVERY
 CHECKPOINT_EVERY = 2.0
 RESULTS_EVERY = 10.0
 FINISH_GRACE = 5.0  # beyond the request timeout and agent timeout, how long the end waits for stragglers
-
-
-@dataclass(frozen=True)
-class CoordinatorConfig:
-    bind: str = "tcp://127.0.0.1:5555"
-    expect_agents: int = 1
-    out_dir: Path | None = None
-    join_timeout: float = 60.0
-    coordinator_timeout: float = 10.0  # agents stop if the coordinator is silent this long
-    agent_timeout: float = 3.0  # an agent silent this long is declared lost
-    lead: float = 0.5  # seconds between the Start message and the aligned start
-    seed: int | None = None
-    progress_every: float = 1.0
-    engine: str = "fast"
 
 
 class Coordinator:
@@ -502,30 +490,17 @@ class Coordinator:
 
     def _check_limits_live(self, second: int) -> None:
         """Budget and abort_on_fail, judged on every closed second."""
-        if self._aborted is not None:
-            return
-        self._check_budget()
-        p = self.profile
-        if (
-            self._aborted is None
-            and p.abort_on_fail
-            and p.thresholds
-            and second + 1 >= p.abort_grace
-            and second % 2 == 0
-        ):
-            from loadgen.thresholds import evaluate_all
-
-            judged = [t for t in p.thresholds if judgeable_during_run(t)]
-            lost = [v for v in evaluate_all(judged, self._results(final=False)) if not v.passed]
-            if lost:
-                self._abort(f"threshold already lost: {lost[0].expr} ({lost[0].detail})", "aborted")
+        if self._aborted is None:
+            stop = over_budget(self.profile, self.agg) or threshold_lost(
+                self.profile, second, lambda: self._results(final=False)
+            )
+            if stop is not None:
+                self._abort(stop.reason, stop.kind)
 
     def _check_budget(self) -> None:
-        p = self.profile
-        if p.budget is not None and self._aborted is None:
-            spent = cost_of(p, self.agg)
-            if spent > p.budget:
-                self._abort(f"budget exceeded: cost {spent:.4g} > budget {p.budget:.4g}", "budget_exceeded")
+        stop = over_budget(self.profile, self.agg) if self._aborted is None else None
+        if stop is not None:
+            self._abort(stop.reason, stop.kind)
 
     def _abort(self, reason: str, kind: str) -> None:
         self._aborted = reason
@@ -536,20 +511,13 @@ class Coordinator:
             self._send(agent, Stop(reason))
 
     def _progress_line(self, now: float) -> str:
-        elapsed = now - self._start_at
-        duration = self.profile.load.duration
-        last = self.spool.tally.last
-        t = self.agg.totals
-        p99 = recent_p99(self._recent)
-        p99s = f"{p99:.1f} ms" if p99 is not None else "-"
-        if last is None:
-            rates = "target        -   achieved        -"
-        else:  # both figures for the last second every agent has reported
-            done = last["ok"] + last["failed"]
-            rates = f"target {last['target_rate']:8.1f}/s  achieved {done:8d}/s @{last['t']}s"
-        return (
-            f"[{min(elapsed, duration):6.0f}/{duration:.0f} s] {rates}  ok {t.ok}  failed {t.failed}  "
-            f"dropped {t.dropped}  p99(5s) {p99s}  agents {len(self.fleet.reachable())}"
+        return progress_line(
+            now - self._start_at,
+            self.profile.load.duration,
+            self.spool.tally.last,
+            self.agg.totals,
+            recent_p99(self._recent),
+            len(self.fleet.reachable()),
         )
 
     def _finish(self) -> dict[str, Any]:
@@ -643,26 +611,11 @@ class Coordinator:
         return {
             "profile": self.profile.to_wire(),
             "source": self.profile.source,
-            "config": {
-                "bind": self.endpoint,
-                "expect_agents": self.config.expect_agents,
-                "coordinator_timeout": self.config.coordinator_timeout,
-                "agent_timeout": self.config.agent_timeout,
-                "engine": self.config.engine,
-            },
+            "config": self.config.state(self.endpoint),
             "run_id": self.run_id,
             "seed": self.seed,
             "started_wall": self.durable.started_wall,
-            "reshares": self.fleet.reshares,
-            "fleet": {
-                "uncovered_since": self.fleet.uncovered_since,
-                "unsent_uncovered": self.fleet.unsent_uncovered,
-                "share_refused": self.fleet.share_refused,
-                "went_empty": self.fleet.went_empty,
-            },
-            # A shallow copy: AgentInfo holds plain values (dataclasses.asdict deep-copies, 1,000 agents
-            # every 2 s).
-            "agents": [dict(vars(a)) for a in self.agents.values()],
+            **self.fleet.state(),
             "events": self.events,
             "hours": self.hours.state(),
             "aggregate": aggregate_state(self.agg),
@@ -684,16 +637,7 @@ class Coordinator:
         durable, st = Durability.reopen(out)
         try:
             profile = dataclasses.replace(Profile.from_wire(st["profile"]), source=st["source"])
-            cfg = st["config"]
-            config = CoordinatorConfig(
-                bind=bind or cfg["bind"],
-                expect_agents=cfg["expect_agents"],
-                out_dir=out,
-                coordinator_timeout=cfg["coordinator_timeout"],
-                agent_timeout=cfg["agent_timeout"],
-                seed=st["seed"],
-                engine=cfg["engine"],
-            )
+            config = CoordinatorConfig.restore(st["config"], seed=st["seed"], out=out, bind=bind)
             self = cls(
                 profile,
                 config,
@@ -709,15 +653,7 @@ class Coordinator:
         self.durable = durable
         self.run_id = st["run_id"]
         self._start_at = clock() - (wall() - durable.started_wall)  # the profile's clock goes on
-        fleet = self.fleet
-        fleet.phase = "run"
-        fleet.reshares = st["reshares"]
-        fleet.agents = {a["id"]: AgentInfo(**a) for a in st["agents"]}
-        saved = st.get("fleet", {})
-        fleet.uncovered_since = saved.get("uncovered_since")
-        fleet.unsent_uncovered = saved.get("unsent_uncovered", 0.0)
-        fleet.share_refused = saved.get("share_refused", False)
-        fleet.went_empty = saved.get("went_empty", False)
+        self.fleet.restore(st)
         self.events = st["events"]
         self.hours = HourTable.restore(st["hours"])
         self.agg = restore_aggregate(st["aggregate"], [r.name for r in profile.requests], self.curve)
