@@ -37,3 +37,12 @@ def test_plan_refuses_what_an_agent_would_refuse_with_exit_2(tmp_path: Path) -> 
     code, _, err = invoke("plan", str(path))
     assert code == 2
     assert f"{path}: thresholds[0]: threshold 'nosuch: p99 < 1s': no request named 'nosuch'" in err
+
+
+def test_compare_refuses_a_nonsense_limit_and_explains_the_floor(tmp_path: Path) -> None:
+    code, _, err = invoke("compare", "--max-regression", "-5%", str(tmp_path), str(tmp_path))
+    assert code == 2
+    assert "--max-regression: '-5%': the allowed worsening is a percentage >= 0" in err
+    code, out, _ = invoke("compare", "--help")
+    assert code == 0
+    assert "Latency changes under 1 ms" in " ".join(out.split())
