@@ -35,21 +35,56 @@ def _fail(code: int, message: str) -> NoReturn:
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="loadgen %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(format="loadgen %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, count: int) -> None:
+    """``-v`` before or after the subcommand: the counts add up (``loadgen -v agent -v`` is ``-vv``)."""
+    if count:
+        total = ctx.meta["loadgen.verbose"] = ctx.meta.get("loadgen.verbose", 0) + count
+        _setup_logging(total)
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(
+        ["-v", "--verbose"],
+        count=True,
+        expose_value=False,
+        callback=_verbose,
+        help="More logging (-v info, -vv debug).",
+    )
+
+
+class _Group(click.Group):
+    """A group whose every command (and subgroup) also takes ``-v/--verbose``."""
+
+    group_class = type  # subgroups are _Groups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(_verbose_option())
+        super().add_command(cmd, name)
 
 
 def _load(path: str, target: str | None) -> Any:
+    from loadgen.plan import implausible
     from loadgen.profile_file import load_profile
 
     try:
-        return load_profile(path, target=target)
+        profile = load_profile(path, target=target)
     except ProfileError as exc:
         _fail(EXIT_USAGE, str(exc))
+    for warning in implausible(profile):
+        click.echo(f"loadgen: warning: {path}: {warning}", err=True)
+    return profile
 
 
 def _progress(line: str) -> None:
     click.echo(line, err=True)
 
+
+SEED_RANGE = click.IntRange(0, 2**62)
+"""Seeds travel as 64-bit integers, offset per agent and per reshare: keep well inside."""
 
 ENGINE_OPTION = click.option(
     "--engine",
@@ -60,12 +95,21 @@ ENGINE_OPTION = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="loadgen")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    expose_value=False,
+    callback=_verbose,
+    help="More logging (-v info, -vv debug).",
+)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Distributed open-model HTTP load generator with exact merged HDR percentiles."""
-    _setup_logging(verbose)
+    if "loadgen.verbose" not in ctx.meta:  # else -v has set it up already
+        _setup_logging(0)
 
 
 @cli.command()
@@ -80,7 +124,9 @@ def plan(profile: str, target: str | None) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int, help="0 picks a free port.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port."
+)
 def target(host: str, port: int) -> None:
     """Serve the built-in test target (/, /delay?ms=N, /status/CODE, /flaky?p=P, /bytes?n=N)."""
     from loadgen.target import run_target
@@ -94,7 +140,7 @@ def target(host: str, port: int) -> None:
 @click.option(
     "--wait",
     default=0.0,
-    type=float,
+    type=click.FloatRange(min=0.0),
     help="Give up if no coordinator answers within this many seconds (0: wait).",
 )
 @click.option(
@@ -323,11 +369,12 @@ def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
     thresholds and wrote results.json). The exit status: 3 when the run was interrupted or the fleet could
     not carry its load, 1 when a threshold failed, else 0."""
     from loadgen.report_md import render_summary_text
-    from loadgen.reports import verdicts_from, write_reports
+    from loadgen.reports import HLOG_NAME, verdicts_from, write_reports
 
     click.echo(render_summary_text(results, verdicts_from(results)))
     if out:
         written = [Path(out) / "results.json", *write_reports(Path(out), results)]
+        written += [hlog for hlog in [Path(out) / HLOG_NAME] if hlog.exists()]
         click.echo("written: " + ", ".join(str(p) for p in written), err=True)
     if results["totals"]["scheduled"] == 0:
         refused = [a["id"] for a in results.get("agents", []) if a.get("state") == "refused"]
@@ -344,7 +391,7 @@ def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
 @click.option("--agents", "n_agents", default=2, show_default=True, type=click.IntRange(1, 256))
 @click.option("--out", type=click.Path(file_okay=False), help="Write results.json (and reports) here.")
 @click.option("--target", help="Override the profile's target base URL.")
-@click.option("--seed", type=int, help="Seed the arrival schedules (reproducible Poisson arrivals).")
+@click.option("--seed", type=SEED_RANGE, help="Seed the arrival schedules (reproducible Poisson arrivals).")
 @ENGINE_OPTION
 def run(
     profile: str, n_agents: int, out: str | None, target: str | None, seed: int | None, engine: str
@@ -370,20 +417,28 @@ def run(
     "--out", type=click.Path(file_okay=False), help="Write results.json, reports and checkpoints here."
 )
 @click.option("--target", help="Override the profile's target base URL.")
-@click.option("--join-timeout", default=300.0, show_default=True, help="Seconds to wait for the agents.")
+@click.option(
+    "--join-timeout",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Seconds to wait for the agents.",
+)
 @click.option(
     "--agent-timeout",
     default=3.0,
     show_default=True,
-    help="Declare an agent lost after this many silent seconds.",
+    type=click.FloatRange(min=1.0),
+    help="Declare an agent lost after this many silent seconds (agents report every second).",
 )
 @click.option(
     "--coordinator-timeout",
     default=10.0,
     show_default=True,
+    type=click.FloatRange(min=1.0),
     help="Agents stop sending load when this coordinator has been silent this long.",
 )
-@click.option("--seed", type=int)
+@click.option("--seed", type=SEED_RANGE)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, exists=True),
@@ -512,18 +567,27 @@ def report(out: str) -> None:
 @cli.command()
 @click.argument("baseline", type=click.Path(exists=True))
 @click.argument("candidate", type=click.Path(exists=True))
-@click.option("--max-regression", default="10%", show_default=True, help="Allowed worsening, e.g. 10%.")
+@click.option(
+    "--max-regression",
+    default="10%",
+    show_default=True,
+    help="Allowed worsening, e.g. 10% (a bare number is a fraction: 0.1). Latency changes under 1 ms, or "
+    "under the histograms' precision (0.1%), never count; throughput can fall by at most 100%.",
+)
 def compare(baseline: str, candidate: str, max_regression: str) -> None:
-    """Compare two runs (results folders or results.json files); exit 1 on a regression beyond the limit."""
+    """Compare two runs (results folders or results.json files); exit 1 on a regression beyond the limit.
+
+    Latency that rises by less than 1 ms (or less than the histograms' precision) is noise, never a
+    regression, whatever its percentage.
+    """
     from loadgen.compare import compare as compare_runs
-    from loadgen.compare import render_comparison_md
+    from loadgen.compare import parse_limit, render_comparison_md
     from loadgen.reports import read_results
 
-    text = max_regression.strip()
     try:
-        limit = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
-    except ValueError:
-        _fail(EXIT_USAGE, f"--max-regression: {max_regression!r} is not a percentage like 10%")
+        limit = parse_limit(max_regression)
+    except ValueError as exc:
+        _fail(EXIT_USAGE, f"--max-regression: {exc}")
     try:
         base, cand = read_results(Path(baseline)), read_results(Path(candidate))
     except LoadgenError as exc:

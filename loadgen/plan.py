@@ -4,6 +4,10 @@
 has), then a table of the stages with the requests each is expected to send, then a summary: duration,
 expected requests, peak rate, arrival process and the request mix. It is a pure function of the profile.
 
+:func:`implausible` lists what a profile asks for beyond any plausible fleet (over
+:data:`MAX_PLAUSIBLE_RATE` requests/s, or longer than :data:`MAX_PLAUSIBLE_DURATION`): such a profile is
+allowed, but more likely a typo (``1e12``, ``100000h``) than a plan, so the CLI warns before it runs.
+
 Each chart column shows the highest rate reached during its slice of time, so a spike shorter than a column
 still reaches its full height; the expected counts come from the curve's integral, not from the chart.
 """
@@ -26,6 +30,10 @@ _TIME_STEPS = (
     *(3600 * k for k in (1, 2, 3, 6, 12, 24, 48, 168)),
 )
 _HEAD_ROWS, _TAIL_ROWS = 30, 5  # a longer stage table shows its first and last stages only
+MAX_PLAUSIBLE_RATE = 1_000_000.0
+"""Requests/s beyond what a plausible fleet sends (a fast agent process sends some tens of thousands)."""
+MAX_PLAUSIBLE_DURATION = 7 * 24 * 3600.0
+"""Seconds: a profile longer than a week is more likely a typo than a soak test."""
 
 
 def render_plan(profile: Profile, width: int = 72, height: int = 12) -> str:
@@ -41,6 +49,22 @@ def render_plan(profile: Profile, width: int = 72, height: int = 12) -> str:
         _mix_table(profile),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def implausible(profile: Profile) -> list[str]:
+    """Warnings, one line each, for a rate or a duration no plausible fleet would be asked for."""
+    curve = RateCurve(profile.load.start_rate, profile.load.stages)
+    out = []
+    if curve.peak_rate > MAX_PLAUSIBLE_RATE:
+        out.append(
+            f"the profile peaks at {format_rate(curve.peak_rate)} requests/s, more than a plausible fleet "
+            f"could send (over {format_rate(MAX_PLAUSIBLE_RATE)}/s); check the rates"
+        )
+    if curve.duration > MAX_PLAUSIBLE_DURATION:
+        out.append(
+            f"the profile runs for {format_duration(curve.duration)}, longer than a week; check the durations"
+        )
+    return out
 
 
 def format_rate(rate: float) -> str:

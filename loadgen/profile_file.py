@@ -24,11 +24,15 @@ The format::
     method = "GET"                       # uppercase token
     path = "/"                           # required, starts with "/"
     weight = 1                           # > 0
-    headers = { "content-type" = "application/json" }
+    headers = { "content-type" = "application/json" }   # Latin-1 values; no Transfer-Encoding
     body = "..."                         # sent as UTF-8
     cost = 0.002                         # price of one request, >= 0 (default 0)
 
 A target ending in ``/`` is stored without it, so that request paths can be appended.
+
+Whatever an agent's engines would refuse when they build the requests (a header value outside Latin-1, a
+control character, a host name that is not ASCII, a ``Content-Length`` that does not match the body) is
+refused here, before the run, so that a profile that loads is a profile every agent can send.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from loadgen.durations import parse_duration
 from loadgen.errors import ProfileError
 from loadgen.profile import ARRIVAL_KINDS, LoadSpec, Profile, RequestSpec, Stage
 from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
-from loadgen.thresholds import parse_threshold
+from loadgen.thresholds import parse_threshold, scope_problem
 
 TOP_KEYS = ("name", "target", "thresholds", "abort_on_fail", "abort_grace", "budget", "load", "requests")
 LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "max_connections", "stages", "shape")
@@ -52,6 +56,8 @@ STAGE_KEYS = ("duration", "rate")
 REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body", "cost")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A header value as RFC 9110 allows it: visible ASCII, Latin-1 beyond it (obs-text), spaces and tabs inside.
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _STAGE_EXAMPLE = '{ duration = "30s", rate = 100 }'
 
@@ -126,12 +132,14 @@ def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Prof
         raise _Invalid("target", 'missing; set target = "http://host:port" or give a target override')
     if "load" not in doc:
         raise _Invalid("load", "missing; add a [load] table with stages or a shape")
+    load = _load(_table(doc["load"], "load"))
+    requests = _requests(doc.get("requests"))
     return Profile(
         name=name,
         target=target,
-        load=_load(_table(doc["load"], "load")),
-        requests=_requests(doc.get("requests")),
-        thresholds=_thresholds(doc.get("thresholds", [])),
+        load=load,
+        requests=requests,
+        thresholds=_thresholds(doc.get("thresholds", []), tuple(r.name for r in requests)),
         source=file,
         abort_on_fail=_bool(doc.get("abort_on_fail", False), "abort_on_fail"),
         abort_grace=_duration(doc.get("abort_grace", "0s"), "abort_grace"),
@@ -213,6 +221,8 @@ def _target(value: object, field: str) -> str:
         raise _Invalid(field, f"must start with http:// or https://, got {text!r}")
     if not parts.hostname:
         raise _Invalid(field, f"has no host: {text!r}")
+    if not parts.hostname.isascii():
+        raise _Invalid(field, f"host {parts.hostname!r} is not ASCII; {_ascii_host(parts.hostname)}")
     if port == 0 or (port is None and parts.netloc.endswith(":")):
         raise _Invalid(field, f"invalid port in {text!r}; expected 1 to 65535")
     if parts.username is not None:
@@ -222,7 +232,14 @@ def _target(value: object, field: str) -> str:
     return text.rstrip("/")
 
 
-def _thresholds(value: object) -> tuple[str, ...]:
+def _ascii_host(host: str) -> str:
+    try:
+        return f"write it as {host.encode('idna').decode('ascii')!r} (its IDNA form)"
+    except UnicodeError:
+        return "write an internationalised name in its IDNA form (xn--...)"
+
+
+def _thresholds(value: object, names: tuple[str, ...]) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise _Invalid(
             "thresholds", f'expected an array of strings like ["p95 < 500ms"], got {describe(value)}'
@@ -230,9 +247,11 @@ def _thresholds(value: object) -> tuple[str, ...]:
     exprs = tuple(_string(item, f"thresholds[{i}]") for i, item in enumerate(value))
     for i, expr in enumerate(exprs):
         try:
-            parse_threshold(expr)
+            th = parse_threshold(expr)
         except ValueError as exc:
             raise _Invalid(f"thresholds[{i}]", str(exc)) from None
+        if (problem := scope_problem(th, names)) is not None:
+            raise _Invalid(f"thresholds[{i}]", f"threshold {expr!r}: {problem}")
     return exprs
 
 
@@ -352,12 +371,15 @@ def _request(table: Mapping[str, object], field: str) -> RequestSpec:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < float("inf"):
         raise _Invalid(f"{field}.weight", f"expected a number > 0, got {describe(weight)}")
     name = _one_line(table["name"], f"{field}.name") if "name" in table else f"{method} {path}"
+    headers = _headers(table.get("headers", {}), f"{field}.headers")
+    body = _body(table.get("body", ""), f"{field}.body")
+    _check_framing(headers, body, f"{field}.headers")
     return RequestSpec(
         name=name,
         method=method,
         path=path,
-        headers=_headers(table.get("headers", {}), f"{field}.headers"),
-        body=_body(table.get("body", ""), f"{field}.body"),
+        headers=headers,
+        body=body,
         weight=float(weight),
         cost=_non_negative(table.get("cost", 0), f"{field}.cost"),
     )
@@ -366,15 +388,50 @@ def _request(table: Mapping[str, object], field: str) -> RequestSpec:
 def _headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
     table = _table(value, field, '{ "content-type" = "application/json" }')
     headers = []
+    seen: dict[str, str] = {}
     for key, item in table.items():
         where = _path(field, key)
         if not _TOKEN.fullmatch(key):
-            raise _Invalid(where, f"invalid header name {key!r}")
-        text = _string(item, where)
-        if any(c in text for c in "\r\n\0"):
-            raise _Invalid(where, "header values must not contain line breaks or NUL")
-        headers.append((key, text))
+            raise _Invalid(where, f"invalid header name {key!r}; use letters, digits and !#$%&'*+-.^_`|~")
+        if key.lower() in seen:
+            raise _Invalid(where, f"header given twice (also as {seen[key.lower()]!r}); names ignore case")
+        seen[key.lower()] = key
+        headers.append((key, _header_value(_string(item, where), where)))
     return tuple(headers)
+
+
+def _header_value(text: str, where: str) -> str:
+    """``text`` if HTTP/1.1 can carry it as a header value (both engines send header bytes as Latin-1)."""
+    if any(c in text for c in "\r\n\0"):
+        raise _Invalid(where, "header values must not contain line breaks or NUL")
+    if bad := next((c for c in text if ord(c) > 0xFF), None):
+        raise _Invalid(
+            where,
+            f"header values are sent as Latin-1 and {bad!r} (U+{ord(bad):04X}) is not Latin-1; "
+            "percent-encode or base64 it",
+        )
+    if _FIELD_VALUE.fullmatch(text) is None:
+        if text != text.strip(" \t"):
+            raise _Invalid(where, f"header values must not begin or end with spaces or tabs, got {text!r}")
+        raise _Invalid(where, f"header values must not contain control characters, got {text!r}")
+    return text
+
+
+def _check_framing(headers: tuple[tuple[str, str], ...], body: bytes, field: str) -> None:
+    """The engines send every body whole, framed by a ``Content-Length`` they compute: a header that says
+    otherwise would leave the server waiting for bytes that never come, or reading ours as a next request."""
+    for key, text in headers:
+        where = _path(field, key)
+        if key.lower() == "transfer-encoding":
+            raise _Invalid(
+                where, "not supported: loadgen sends each body whole, with a Content-Length; remove it"
+            )
+        if key.lower() == "content-length" and text != str(len(body)):
+            raise _Invalid(
+                where,
+                f"{text!r} does not match the body ({len(body)} bytes as UTF-8); "
+                "leave it out and loadgen sets it",
+            )
 
 
 def _body(value: object, field: str) -> bytes:

@@ -112,7 +112,9 @@ figcaption{font-weight:600;margin-bottom:2px}
 svg.chart{width:100%;height:auto;display:block;background:#fff;border:1px solid #e4e4e4;border-radius:4px}
 svg text{font:12px system-ui,sans-serif;fill:#333}
 svg .tick{fill:#666}
-svg .event{fill:#6a1b9a;paint-order:stroke;stroke:#fff;stroke-width:3px}
+svg .event{fill:#6a1b9a;font-weight:700}
+.events{margin:-8px 0 20px;color:#444}
+.events ol{margin:4px 0;padding-left:0;list-style-position:inside;columns:3 18em}
 svg .grid{stroke:#eee}
 svg .frame{stroke:#999;fill:none}
 svg .empty{font-size:15px;fill:#999}
@@ -190,11 +192,21 @@ def _time_charts(results: Mapping[str, Any]) -> list[str]:
     intervals = sorted(results.get("intervals") or [], key=lambda iv: float(iv.get("t", 0)))
     events = [e for e in results.get("events") or [] if isinstance(e.get("t"), int | float)]
     last_t = max([float(iv.get("t", 0)) + 1 for iv in intervals] + [float(e["t"]) for e in events] + [0.0])
-    x_hi = max(float(results.get("duration_s") or 0.0), last_t) or 1.0
+    duration = float(results.get("duration_s") or 0.0)
+    x_hi = max(duration, last_t) or 1.0
     xs = [float(iv.get("t", 0)) + 0.5 for iv in intervals]  # a second's figures drawn at its middle
+    # A second not wholly inside the profile's duration is drain: few requests, a partial second, so its
+    # rate and percentiles would spike the lines. The lines leave it out; the charts shade it.
+    drain_from = duration if duration > 0 else None
+    in_profile = [drain_from is None or float(iv.get("t", 0)) + 1 <= drain_from + 1e-9 for iv in intervals]
 
-    def series(value: Callable[[Mapping[str, Any]], float | None], how: Aggregate) -> list[Point]:
-        return downsample(list(zip(xs, map(value, intervals), strict=True)), MAX_POINTS, how)
+    def series(
+        value: Callable[[Mapping[str, Any]], float | None], how: Aggregate, drain: bool = False
+    ) -> list[Point]:
+        ys = [value(iv) if keep or drain else None for iv, keep in zip(intervals, in_profile, strict=True)]
+        while ys and ys[-1] is None and not drain:  # a trailing gap would only stretch the downsampling
+            ys.pop()
+        return downsample(list(zip(xs, ys, strict=False)), MAX_POINTS, how)
 
     def num(key: str) -> Callable[[Mapping[str, Any]], float | None]:
         return lambda iv: None if iv.get(key) is None else float(iv[key])
@@ -219,26 +231,31 @@ def _time_charts(results: Mapping[str, Any]) -> list[str]:
             totals[str(category)] = totals.get(str(category), 0.0) + float(n)
     categories = sorted((c for c, n in totals.items() if n > 0), key=lambda c: (-totals[c], c))
     errors = [
-        Series(c, ERROR_PALETTE[i % len(ERROR_PALETTE)], series(_error_count(c), "mean"))
+        Series(c, ERROR_PALETTE[i % len(ERROR_PALETTE)], series(_error_count(c), "mean", drain=True))
         for i, c in enumerate(categories)
     ]
     x = Axis(0.0, x_hi, LEFT, WIDTH - RIGHT)
     span = math.ceil(len(intervals) / MAX_POINTS)
     note = f" (every point covers {span} s)" if span > 1 else ""
+    drain = _drain(x, drain_from)
+    drained = "; the drain after the profile ends is shaded, not drawn" if drain else ""
     return [
         _figure(
             "chart-rate",
-            f"Request rate, req/s{note}",
-            _line_chart(rate, x, events, log_y=False, unit="req/s"),
+            f"Request rate, req/s{note}{drained}",
+            _line_chart(rate, x, events, log_y=False, unit="req/s", shade=drain),
         ),
         _figure(
             "chart-latency",
-            f"Latency, ms: per-second p50, p99 and max{' (max of each span)' if note else ''}",
-            _line_chart(latency, x, events, log_y=None, unit="ms", empty="no request completed"),
+            f"Latency, ms: per-second p50, p99 and max{' (max of each span)' if note else ''}{drained}",
+            _line_chart(latency, x, events, log_y=None, unit="ms", empty="no request completed", shade=drain),
         ),
         _figure(
-            "chart-errors", f"Errors per second, by category{note}", _stacked_chart(errors, x, events, x_hi)
+            "chart-errors",
+            f"Errors per second, by category{note}",
+            _stacked_chart(errors, x, events, x_hi, shade=drain),
         ),
+        _event_list(events, x),
     ]
 
 
@@ -273,6 +290,7 @@ def _line_chart(
     log_y: bool | None,
     unit: str,
     empty: str = "",
+    shade: str = "",
 ) -> str:
     """Lines over time; ``log_y=None`` picks log when the values span more than ~1.5 decades."""
     values = [v for s in series for _, v in s.points if v is not None and math.isfinite(v)]
@@ -280,7 +298,7 @@ def _line_chart(
     if log_y is None:
         log_y = bool(positive) and max(positive) / min(positive) > 30
     y = _y_axis(values, log_y)
-    parts = [_y_grid(y, unit, log_y), _x_grid_time(x)]
+    parts = [shade, _y_grid(y, unit, log_y), _x_grid_time(x)]
     if not values and empty:
         parts.append(_empty(empty))
     parts += [_path(s, x, y) for s in series]
@@ -290,7 +308,7 @@ def _line_chart(
 
 
 def _stacked_chart(
-    series: Sequence[Series], x: Axis, events: Sequence[Mapping[str, Any]], x_hi: float
+    series: Sequence[Series], x: Axis, events: Sequence[Mapping[str, Any]], x_hi: float, shade: str = ""
 ) -> str:
     """Step areas stacked bottom to top in the order given; each point covers the span up to the next."""
     n = len(series[0].points) if series else 0
@@ -303,7 +321,7 @@ def _stacked_chart(
         stacks.append((s, bottoms, tops))
         bottoms = tops
     y = _y_axis(bottoms, log=False)
-    parts = [_y_grid(y, "errors/s", False), _x_grid_time(x)]
+    parts = [shade, _y_grid(y, "errors/s", False), _x_grid_time(x)]
     if not series:
         parts.append(_empty("no errors"))
     for s, lows, highs in stacks:
@@ -527,36 +545,84 @@ def _path(s: Series, x: Axis, y: Axis, markers: bool = False) -> str:
     return path + "".join(dots)
 
 
-def _events(events: Sequence[Mapping[str, Any]], x: Axis) -> str:
-    """A vertical line per event; events closer than ~8 px share one line and one label."""
-    groups: list[list[Mapping[str, Any]]] = []
-    for e in sorted(events, key=lambda e: float(e["t"])):
-        if groups and x(float(e["t"])) - x(float(groups[-1][0]["t"])) < 8:
-            groups[-1].append(e)
-        else:
-            groups.append([e])
-    out = []
-    for i, group in enumerate(groups):
-        px = x(float(group[0]["t"]))
+@dataclass(frozen=True)
+class EventMark:
+    """Events close together on the time axis, drawn as one numbered line."""
+
+    number: int
+    px: float
+    events: tuple[Mapping[str, Any], ...]
+
+    @property
+    def label(self) -> str:
         counts: dict[str, int] = {}
-        for e in group:
+        for e in self.events:
             counts[str(e.get("type", "event"))] = counts.get(str(e.get("type", "event")), 0) + 1
-        label = ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in counts.items())
-        detail = "; ".join(
+        return ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in counts.items())
+
+    @property
+    def detail(self) -> str:
+        return "; ".join(
             f"t={float(e['t']):.3f}s {e.get('type', 'event')}" + (f" {e['agent']}" if e.get("agent") else "")
-            for e in group
+            for e in self.events
         )
-        right = px > (LEFT + WIDTH - RIGHT) / 2
-        tx = px - 4 if right else px + 4
-        ty = TOP + 14 + 14 * (i % 3)
-        out.append(
-            f'<g class="event-mark"><title>{escape(detail)}</title>'
-            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="#6a1b9a" '
-            f'stroke-width="1" stroke-dasharray="3 3"/>'
-            f'<text class="event" x="{tx:.1f}" y="{ty}" text-anchor="{"end" if right else "start"}">'
-            f"{escape(label)}</text></g>"
-        )
-    return "".join(out)
+
+
+def _number_width(n: int) -> float:
+    return 7.0 * len(str(n)) + 2
+
+
+def event_marks(events: Sequence[Mapping[str, Any]], x: Axis) -> list[EventMark]:
+    """The events as numbered marks, an event joining the previous mark when its number would not fit
+    beside that mark's (so the numbers, drawn in one row above the plot, never overlap)."""
+    groups: list[tuple[float, list[Mapping[str, Any]]]] = []
+    for e in sorted(events, key=lambda e: float(e["t"])):
+        px = x(float(e["t"]))
+        n = len(groups) + 1
+        if groups and px - groups[-1][0] < (_number_width(n - 1) + _number_width(n)) / 2 + 4:
+            groups[-1][1].append(e)
+        else:
+            groups.append((px, [e]))
+    return [EventMark(i, px, tuple(group)) for i, (px, group) in enumerate(groups, start=1)]
+
+
+def _events(events: Sequence[Mapping[str, Any]], x: Axis) -> str:
+    """A vertical line per mark, its number above the plot area (the labels are listed under the charts)."""
+    return "".join(
+        f'<g class="event-mark"><title>{escape(m.detail)}</title>'
+        f'<line x1="{m.px:.1f}" x2="{m.px:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="#6a1b9a" '
+        f'stroke-width="1" stroke-dasharray="3 3"/>'
+        f'<text class="event" x="{m.px:.1f}" y="{TOP - 5}" text-anchor="middle">{m.number}</text></g>'
+        for m in event_marks(events, x)
+    )
+
+
+def _event_list(events: Sequence[Mapping[str, Any]], x: Axis) -> str:
+    """The numbered legend of the time charts' event marks."""
+    marks = event_marks(events, x)
+    if not marks:
+        return ""
+    items = "".join(
+        f'<li value="{m.number}"><span class="tick">{float(m.events[0]["t"]):.1f} s</span> '
+        f"{escape(m.label)}</li>"
+        for m in marks
+    )
+    return (
+        f'<div class="events" id="events"><b>Events</b> (numbered on the charts above)<ol>{items}</ol></div>'
+    )
+
+
+def _drain(x: Axis, drain_from: float | None) -> str:
+    """The seconds after the profile's end shaded: their partial figures are not drawn as lines."""
+    if drain_from is None or drain_from >= x.hi:
+        return ""
+    a, b = x(drain_from), x(x.hi)
+    return (
+        f'<g class="drain"><title>drain: after the profile ends, the requests in flight complete</title>'
+        f'<rect x="{a:.1f}" y="{TOP}" width="{b - a:.1f}" height="{HEIGHT - TOP - BOTTOM}" fill="#000" '
+        f'fill-opacity="0.06"/><text class="tick" x="{(a + b) / 2:.1f}" y="{HEIGHT - BOTTOM - 6}" '
+        f'text-anchor="middle">drain</text></g>'
+    )
 
 
 def _legend(series: Sequence[Series]) -> str:

@@ -140,12 +140,11 @@ def _overview(results: Mapping[str, Any], verdicts: Sequence[Verdict] | None, st
     run_time = NO_DATA if duration is None else _duration(float(duration))
     if duration is not None and elapsed is not None and float(elapsed) > float(duration):
         run_time += f" (+{_duration(float(elapsed) - float(duration))} drain)"
-    agents = len(results.get("agents") or [])
     meta = [
         f"target {st.code(str(results.get('target', NO_DATA)))}",
         f"duration {run_time}",
         f"started {results.get('started_at', NO_DATA)}",
-        f"agents {agents}/{results.get('agents_expected', agents)}",
+        describe_agents(results),
     ]
     if results.get("profile"):
         meta.insert(1, f"profile {st.code(str(results['profile']))}")
@@ -171,6 +170,28 @@ def _overview(results: Mapping[str, Any], verdicts: Sequence[Verdict] | None, st
     if verdicts:
         lines.append(st.bold(f"Thresholds: {st.verdict(all(v.passed for v in verdicts))}"))
     return Section("", lines=tuple(lines))
+
+
+def _taking_part(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The agents that ran a share of the load: all that joined, but those that refused the run."""
+    return [a for a in results.get("agents") or [] if a.get("state") != "refused"]
+
+
+def describe_agents(results: Mapping[str, Any]) -> str:
+    """``agents 2``, or what differed from the plan: ``agents 2 expected, 3 took part (1 joined late)``."""
+    agents = _taking_part(results)
+    expected = results.get("agents_expected")
+    late = sum(float(a.get("joined_t") or 0.0) > 0 for a in agents)
+    lost = sum(a.get("state") == "lost" or bool(a.get("lost")) for a in agents)
+    refused = len(results.get("agents") or []) - len(agents)
+    counted = ((late, "joined late"), (lost, "lost"), (refused, "refused the run"))
+    notes = ", ".join(f"{n} {what}" for n, what in counted if n)
+    if (expected is None or int(expected) == len(agents)) and not notes:
+        return f"agents {len(agents)}"
+    head = f"agents {len(agents)}"
+    if expected is not None:
+        head = f"agents {expected} expected, {len(agents)} took part"
+    return f"{head} ({notes})" if notes else head
 
 
 def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
@@ -211,9 +232,9 @@ def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
             f"{st.warn} {format_count(t.get('in_flight_at_end'))} requests were still in flight at the end; "
             "they count as neither ok nor failed"
         )
-    agents, expected = len(results.get("agents") or []), results.get("agents_expected")
-    if expected is not None and results.get("agents") is not None and agents < int(expected):
-        out.append(f"{st.warn} only {agents} of {expected} expected agents took part")
+    took_part, expected = len(_taking_part(results)), results.get("agents_expected")
+    if expected is not None and results.get("agents") is not None and took_part < int(expected):
+        out.append(f"{st.warn} only {took_part} of {expected} expected agents took part")
     out.extend(f"{st.warn} {w}" for w in results.get("warnings") or [])
     return out
 

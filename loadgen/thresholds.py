@@ -15,7 +15,8 @@ Grammar, one string per threshold (a profile's ``thresholds`` list)::
 
 SCOPE is a request name from the profile; it may hold spaces, slashes and colons, because the
 expression is split at the *last* ``:`` that is followed by a known metric (``GET /a:b: p99 < 1s``
-scopes ``GET /a:b``). Without a scope the whole run is judged.
+scopes ``GET /a:b``). Without a scope the whole run is judged. A scope that names no request of the
+profile is refused with the profile (:func:`scope_problem`), not found out after the run.
 
 :func:`parse_threshold` raises :class:`ValueError` with a one-line reason; :func:`evaluate` never
 raises on missing data: it returns a failing :class:`Verdict` with ``observed=None`` and says why.
@@ -23,6 +24,7 @@ raises on missing data: it returns a failing :class:`Verdict` with ``observed=No
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import re
@@ -130,6 +132,16 @@ def parse_threshold(expr: str) -> Threshold:
     return Threshold(expr=expr, scope=scope, metric=metric, op=op, value=value)
 
 
+def scope_problem(th: Threshold, names: Iterable[str]) -> str | None:
+    """Why ``th`` cannot be judged for a run of requests called ``names`` (its scope names none), or None."""
+    known = sorted(names)
+    if th.scope is None or th.scope in known:
+        return None
+    close = difflib.get_close_matches(th.scope, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"no request named {th.scope!r} (known: {', '.join(repr(n) for n in known) or 'none'}){hint}"
+
+
 def evaluate(th: Threshold, results: Mapping[str, Any]) -> Verdict:
     """Judge one threshold against a results dict (schema 1). Pure; never raises on missing data."""
     where = "run" if th.scope is None else f"request {th.scope!r}"
@@ -138,9 +150,8 @@ def evaluate(th: Threshold, results: Mapping[str, Any]) -> Verdict:
         ok, failed = _totals(results)
     else:
         requests = results.get("requests") or {}
-        if th.scope not in requests:
-            known = ", ".join(repr(n) for n in sorted(requests)) or "none"
-            return Verdict(th.expr, False, None, f"no request named {th.scope!r} (known: {known})")
+        if (problem := scope_problem(th, requests)) is not None:
+            return Verdict(th.expr, False, None, problem)
         source = requests[th.scope]
         ok, failed = int(source.get("ok", 0)), int(source.get("failed", 0))
     completed = ok + failed

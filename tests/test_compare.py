@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadgen.compare import ALL, METRICS, compare, render_comparison_md
+from loadgen.compare import ALL, METRICS, compare, parse_limit, render_comparison_md
 from tests.results_fixtures import DEFAULT_REQUESTS, RequestFixture, make_results
 
 
@@ -153,11 +154,56 @@ def test_latency_verdict_matches_the_change(scale: float, limit: float) -> None:
     cand["latency_ms"]["p99"] = base["latency_ms"]["p99"] * scale
     cell = compare(base, cand, limit).row(ALL).cell("p99")
     change = scale - 1
+    rise_ms = cand["latency_ms"]["p99"] - base["latency_ms"]["p99"]
     if abs(change - limit) > 1e-6:
-        assert cell.regressed == (change > limit)
+        assert cell.regressed == (change > limit and rise_ms >= max(1.0, 0.001 * cand["latency_ms"]["p99"]))
 
 
 @given(st.floats(min_value=0.0, max_value=1.0), st.floats(min_value=0.2, max_value=3.0))
 def test_a_run_never_regresses_against_itself(limit: float, scale: float) -> None:
     r = make_results(latency_scale=scale)
     assert not compare(r, r, limit).regressed
+
+
+def test_sub_millisecond_noise_is_never_a_regression() -> None:
+    base, cand = make_results(), make_results()
+    base["latency_ms"]["p50"], cand["latency_ms"]["p50"] = 0.2, 0.5  # +150 %, but 0.3 ms
+    base["latency_ms"]["p99"], cand["latency_ms"]["p99"] = 3000.0, 3002.5  # over 0.05 %, within precision
+    cmp = compare(base, cand, 0.0)
+    p50, p99 = cmp.row(ALL).cell("p50"), cmp.row(ALL).cell("p99")
+    assert (p50.regressed, p50.below_floor, p99.regressed, p99.below_floor) == (False, True, False, True)
+    assert not cmp.regressed
+    md = render_comparison_md(cmp)
+    assert "Latency changes under 1 ms, or under the histograms' precision (0.1% of the value)" in md
+    assert "+150.0% ‡" in md
+    assert "‡ Worse by more than 0%, but by less than 1 ms" in md
+    cand["latency_ms"]["p50"] = 1.2  # a whole millisecond worse counts
+    assert compare(base, cand, 0.0).row(ALL).cell("p50").regressed
+
+
+def test_a_limit_of_100_percent_or_more_does_not_promise_a_bigger_fall() -> None:
+    base = make_results()
+    assert "throughput may fall by at most 10%" in render_comparison_md(compare(base, base, 0.1))
+    md = render_comparison_md(compare(base, make_results(rate=1.0), 5.0))
+    assert "fall by at most 500%" not in md
+    assert "latency and error rate may rise by at most 500%, throughput is not judged" in md
+
+
+@pytest.mark.parametrize(("text", "value"), [("10%", 0.1), (" 500% ", 5.0), ("0.25", 0.25), ("0", 0.0)])
+def test_limits_parse(text: str, value: float) -> None:
+    assert parse_limit(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("ten", "is not a percentage like 10%"),
+        ("-5%", "a percentage >= 0"),
+        ("nan%", "a percentage >= 0"),
+        ("inf", "a percentage >= 0"),
+        ("10", "a bare number is a fraction (0.1 = 10%); write 10% for percent"),
+    ],
+)
+def test_nonsense_limits_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_limit(text)

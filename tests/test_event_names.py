@@ -12,7 +12,10 @@ _EMITTED = [
     re.compile(r'_event\(\s*"([a-z_]+)"'),  # self._event("agent_lost", ...)
     re.compile(r'"type":\s*"([a-z_]+)"'),  # events.append({"t": ..., "type": "run_started"})
     re.compile(r'_abort\(.*,\s*"([a-z_]+)"\)\s*$', re.MULTILINE),  # self._abort(reason, "aborted")
-    re.compile(r'\bEvent\(\s*"([a-z_]+)"'),  # membership's actions: Event("agent_lost", {...})
+    re.compile(r'\bEvent\(\s*"([a-z_]+)"'),
+    re.compile(
+        r'\bAbort\(.*,\s*"([a-z_]+)"\)\s*$', re.MULTILINE
+    ),  # early_stop: Abort(reason, "aborted")  # membership's actions: Event("agent_lost", {...})
 ]
 
 

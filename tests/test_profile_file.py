@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loadgen.errors import ProfileError
 from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
@@ -376,6 +377,68 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "line breaks",
     ),
     (
+        "header not Latin-1",
+        put("requests[0].headers", {"X-Test": "héllo ✓"}),
+        "requests[0].headers.X-Test",
+        "sent as Latin-1 and '✓' (U+2713) is not Latin-1",
+    ),
+    (
+        "header control",
+        put("requests[0].headers", {"x": "a\x01b"}),
+        "requests[0].headers.x",
+        "control characters",
+    ),
+    (
+        "header DEL",
+        put("requests[0].headers", {"x": "a\x7fb"}),
+        "requests[0].headers.x",
+        "control characters",
+    ),
+    (
+        "header vtab",
+        put("requests[0].headers", {"x": "a\x0bb"}),
+        "requests[0].headers.x",
+        "control characters",
+    ),
+    (
+        "header edge space",
+        put("requests[0].headers", {"x": " a"}),
+        "requests[0].headers.x",
+        "must not begin or end with spaces",
+    ),
+    (
+        "header non-ASCII name",
+        put("requests[0].headers", {"x-é": "1"}),
+        'requests[0].headers."x-é"',
+        "invalid header name",
+    ),
+    (
+        "header twice",
+        put("requests[0].headers", {"Host": "a", "host": "b"}),
+        "requests[0].headers.host",
+        "header given twice (also as 'Host')",
+    ),
+    (
+        "transfer-encoding",
+        put("requests[0].headers", {"Transfer-Encoding": "chunked"}),
+        "requests[0].headers.Transfer-Encoding",
+        "not supported",
+    ),
+    (
+        "content-length off",
+        put("requests[0].headers", {"Content-Length": "5"}),
+        "requests[0].headers.Content-Length",
+        "'5' does not match the body (0 bytes",
+    ),
+    (
+        "content-length not a number",
+        put("requests[0].headers", {"content-length": "abc"}),
+        "requests[0].headers.content-length",
+        "does not match the body",
+    ),
+    ("non-ASCII host", put("target", "http://bücher.example"), "target", "'xn--bcher-kva.example'"),
+    ("unknown threshold scope", put("thresholds", ["nosuch: p99 < 1s"]), "thresholds[0]", "no request named"),
+    (
         "body not string",
         put("requests[0].body", {"q": 1}),
         "requests[0].body",
@@ -474,14 +537,14 @@ def test_start_rate_does_not_combine_with_a_shape() -> None:
 
 def test_values_are_converted() -> None:
     d = doc()
-    d["thresholds"] = ["p95 < 500ms", "search: p99 < 1s"]
+    d["thresholds"] = ["p95 < 500ms", "slow: p99 < 1s"]
     d["abort_on_fail"] = True
     d["abort_grace"] = "30s"
     d["budget"] = 12.5
     d["load"].update(arrival="constant", start_rate=2, timeout="1m30s", max_in_flight=7, max_connections=3)
     d["requests"][0].update(method="POST", headers={"content-type": "application/json"}, body='{"q": "é"}')
     profile = parse_profile(d, "p.toml")
-    assert profile.thresholds == ("p95 < 500ms", "search: p99 < 1s")
+    assert profile.thresholds == ("p95 < 500ms", "slow: p99 < 1s")
     assert (profile.abort_on_fail, profile.abort_grace, profile.budget) == (True, 30.0, 12.5)
     assert profile.load == LoadSpec("constant", 2.0, 90.0, 7, (Stage(10, 5), Stage(5, 10)), 3)
     assert profile.load.connection_limit == 3
@@ -521,6 +584,65 @@ def test_verdict_and_budget_fields_are_checked(change: dict[str, object], field:
         parse_profile(d, "p.toml")
     assert e.value.field == field
     assert reason in e.value.reason
+
+
+def test_header_values_and_framing_that_fit_are_kept() -> None:
+    d = doc()
+    headers = {"X-Name": "Zoë\tvan der Berg", "Content-Length": "10", "Host": "example.com"}
+    d["requests"][0].update(method="POST", body='{"q": 1}é', headers=headers)
+    assert parse_profile(d, "p.toml").requests[0].headers == tuple(headers.items())
+
+
+def test_a_threshold_scope_names_a_request() -> None:
+    d = doc()
+    d["thresholds"] = ["p95 < 1s", "slow: p99 < 2s", "sloe: p99 < 2s"]
+    err = refused(d)
+    assert err.field == "thresholds[2]"
+    assert err.reason == (
+        "threshold 'sloe: p99 < 2s': no request named 'sloe' (known: 'home', 'slow'); did you mean 'slow'?"
+    )
+
+
+_HEADER_TEXT = st.text(st.sampled_from("aZ09 \t\x01\x0b\x7f\x85\xa0é✓€:;\r\n\0-"), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(st.sampled_from("aZ-_:é ✓\x01"), min_size=1, max_size=4),
+    value=_HEADER_TEXT,
+    target=st.sampled_from(
+        (
+            "http://127.0.0.1:8080",
+            "http://bücher.example",
+            "http://✓.example",
+            "http://[::1]:8080/prä",
+            "http://[zz]:80",
+            "http://127.0.0.1:8080/a%zz",
+        )
+    ),
+    body=st.sampled_from(("", "é")),
+    length=st.sampled_from((None, "0", "2", "x")),
+)
+def test_what_the_loader_accepts_both_engines_can_send(
+    name: str, value: str, target: str, body: str, length: str | None
+) -> None:
+    """The family of issue 24 #3: every header, target and body the loader lets through, both engines build
+    into requests (an agent refuses a run whose requests it cannot build, after the run has started)."""
+    from agents.fast_engine import FastEngine
+    from agents.httpx_engine import HttpxEngine
+    from agents.recorder import Recorder
+
+    d = doc()
+    d["target"] = target
+    headers = {name: value} | ({} if length is None else {"Content-Length": length})
+    d["requests"][0].update(method="POST", headers=headers, body=body)
+    try:
+        profile = parse_profile(d, "p.toml")
+    except ProfileError:
+        return
+    for engine in (FastEngine, HttpxEngine):
+        recorder = Recorder([r.name for r in profile.requests])
+        engine(profile.target, profile.requests, recorder, timeout=1.0, max_connections=1)
 
 
 def test_request_cost_must_be_a_price() -> None:

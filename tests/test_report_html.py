@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import re
 import shutil
@@ -407,3 +408,48 @@ def test_the_badge_is_never_a_pass_for_a_run_with_nothing_to_show(changes: dict,
     results["totals"].update(changes.get("totals", {}))
     html = render_html(results, None)
     assert re.findall(r'-badge">([^<]+)<', html) == [badge]
+
+
+def _chart(html: str, chart_id: str) -> str:
+    return html.split(f'<figure id="{chart_id}">', 1)[1].split("</figure>", 1)[0]
+
+
+def test_event_numbers_sit_above_the_plot_without_overlapping() -> None:
+    results = make_results()
+    results["events"] += [{"t": 10.0 + 0.1 * i, "type": "agent_joined", "agent": f"a{i}"} for i in range(30)]
+    results["events"] += [{"t": 11.0 + 0.7 * i, "type": "reshare"} for i in range(40)]
+    html = render_html(results, None)
+    for chart_id in ("chart-rate", "chart-latency", "chart-errors"):
+        numbers = [
+            (float(x), float(y), int(n))
+            for x, y, n in re.findall(
+                r'<text class="event" x="([\d.]+)" y="([\d.]+)"[^>]*>(\d+)</text>', _chart(html, chart_id)
+            )
+        ]
+        assert [n for _, _, n in numbers] == list(range(1, len(numbers) + 1))
+        assert all(y < 44 for _, y, _ in numbers)  # in the top margin, not over the lines
+        spans = [(x - (7 * len(str(n)) + 2) / 2, x + (7 * len(str(n)) + 2) / 2) for x, _, n in numbers]
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+        assert "agent_joined" not in re.sub(r"<title>[^<]*</title>", "", _chart(html, chart_id))
+    legend = html.split('<div class="events" id="events">', 1)[1].split("</div>", 1)[0]
+    assert "run_started" in legend and "agent_joined ×" in legend and "run_finished" in legend
+    assert legend.count("<li ") == len(numbers)
+
+
+def test_drain_seconds_are_shaded_and_left_out_of_the_lines() -> None:
+    results = make_results()  # 60 s profile, intervals t = 0..59
+    last = dict(results["intervals"][-1], t=60, p50=9999.0, p99=9999.0, max=9999.0, ok=3, failed=0)
+    results["intervals"].append(last)
+    html = render_html(results, None)
+    latency = _chart(html, "chart-latency")
+    assert "9999" not in latency
+    assert '<g class="drain">' in latency
+    assert "the drain after the profile ends is shaded, not drawn" in latency
+    xs = [float(x) for x in re.findall(r"[ML]([\d.]+),", latency.split('class="series"', 1)[1])]
+    x60 = 70 + 60 / 61 * (1100 - 34 - 70)
+    assert max(xs) < x60  # no point drawn in the drain second
+    assert re.search(rf'<rect x="{x60:.1f}"', latency)
+    errors = _chart(html, "chart-errors")
+    assert '<g class="drain">' in errors
+    whole = make_results()  # a run without drain seconds shades nothing
+    assert '<g class="drain">' not in render_html(whole, None)

@@ -324,3 +324,24 @@ def test_per_hour_table_uses_exact_hours_when_the_run_has_them() -> None:
     md = render(results, None)
     assert "p95 ms" in md and "12.5" in md and "41.2" in md
     assert "max of 1 s p99" not in md
+
+
+@pytest.mark.parametrize(
+    ("agents", "expected", "text"),
+    [
+        ([{}, {}], 2, "agents 2"),
+        ([{}, {}, {"joined_t": 12.5}], 2, "agents 2 expected, 3 took part (1 joined late)"),
+        ([{}, {"state": "lost", "lost": True}], 2, "agents 2 expected, 2 took part (1 lost)"),
+        ([{}, {"state": "refused"}], 2, "agents 2 expected, 1 took part (1 refused the run)"),
+        ([{}], 3, "agents 3 expected, 1 took part"),
+        ([{}, {}], None, "agents 2"),
+    ],
+)
+def test_the_header_counts_agents_as_they_took_part(
+    agents: list[dict[str, object]], expected: int | None, text: str
+) -> None:
+    r = make_results()
+    r["agents"] = [{"state": "finished", "joined_t": 0.0, **a} for a in agents]
+    r["agents_expected"] = expected
+    md = render_summary_md(r, None)
+    assert md.splitlines()[2].rstrip().endswith(f" · {text}")

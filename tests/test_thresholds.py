@@ -15,6 +15,7 @@ from loadgen.thresholds import (
     evaluate,
     evaluate_all,
     parse_threshold,
+    scope_problem,
     verdicts_to_json,
 )
 from tests.results_fixtures import make_results
@@ -251,6 +252,16 @@ def test_unknown_scope_fails_without_data() -> None:
     assert (v.passed, v.observed) == (False, None)
     assert v.detail.startswith("no request named 'search page'")
     assert "'checkout'" in v.detail  # lists what there is
+
+
+def test_scope_problem_says_which_names_there_are() -> None:
+    names = ("checkout", "home")
+    assert scope_problem(parse_threshold("p99 < 1s"), names) is None
+    assert scope_problem(parse_threshold("home: p99 < 1s"), names) is None
+    assert scope_problem(parse_threshold("hom: p99 < 1s"), names) == (
+        "no request named 'hom' (known: 'checkout', 'home'); did you mean 'home'?"
+    )
+    assert scope_problem(parse_threshold("x: p99 < 1s"), ()) == "no request named 'x' (known: none)"
 
 
 def test_no_completed_requests_is_no_data_not_a_pass() -> None:
