@@ -12,16 +12,10 @@ from typing import Any
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
 from coordinator.membership import AGENT_STATES, AgentInfo
-from coordinator.saturation import (
-    STOLEN_NOTABLE,
-    connections_advice,
-    dropped_warning,
-    generator_behind,
-    saturation_cause,
-    stolen_warning,
-)
+from coordinator.saturation import STOLEN_NOTABLE, connections_notable, generator_behind, saturation_cause
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
 from loadgen.profile import Profile
+from loadgen.warning_text import render as render_warning
 
 __all__ = ["AGENT_STATES", "SCHEMA_VERSION", "AgentInfo", "build_results", "render_json", "write_json_atomic"]
 
@@ -59,80 +53,100 @@ def build_results(
     in_flight_at_end = t.scheduled - completed - t.dropped
     duration = profile.load.duration
     lag = summary_ms(agg.lag)
-    warnings: list[str] = []
+    warnings: list[dict[str, Any]] = []  # coded: {"code": ..., **figures}; words in loadgen.warning_text
     saturated = False
     lag_p99 = lag.get("p99")
     cpu_max = max((agg.agent(a.id).cpu_max for a in agents), default=0.0)
+    behind = generator_behind(lag_p99, cpu_max)
     if t.dropped:
         saturated = True
-        service_p99 = summary_ms(agg.service).get("p99")
-        warnings.append(dropped_warning(t.dropped, profile.load.max_in_flight, lag_p99, cpu_max, service_p99))
+        warnings.append(
+            {
+                "code": "dropped",
+                "dropped": t.dropped,
+                "max_in_flight": profile.load.max_in_flight,
+                "behind": behind,
+                "send_lag_p99_ms": lag_p99,
+                "cpu_max": cpu_max,
+                "service_p99_ms": summary_ms(agg.service).get("p99"),
+            }
+        )
     if lag_p99 is not None and lag_p99 > SATURATION_LAG_P99_MS:
         saturated = True
-        warnings.append(
-            f"GENERATOR SATURATED: send lag p99 {lag_p99:.1f} ms exceeds {SATURATION_LAG_P99_MS:g} ms "
-            "(the generator sent late; add agents or cores)"
-        )
+        warnings.append({"code": "send_lag", "send_lag_p99_ms": lag_p99, "limit_ms": SATURATION_LAG_P99_MS})
     for a in agents:
         at = agg.agent(a.id)
         if at.cpu_saturated_s >= max(2, at.intervals // 20):
             saturated = True
             warnings.append(
-                f"GENERATOR SATURATED: agent {a.id} used a full CPU core for {at.cpu_saturated_s} of "
-                f"{at.intervals} s (max {at.cpu_max:.0%}); its timing is not trustworthy, add agents"
+                {
+                    "code": "agent_full_core",
+                    "agent": a.id,
+                    "seconds": at.cpu_saturated_s,
+                    "of": at.intervals,
+                    "cpu_max": at.cpu_max,
+                }
             )
     if tally.saturated:
         warnings.append(
-            f"the generator was saturated in {tally.saturated} of {tally.count} seconds "
-            f"(first at t={tally.first_saturated} s: drops, send lag p99 over 5 ms or an agent at a full "
-            "core); figures from those seconds include its own delays"
+            {
+                "code": "saturated_seconds",
+                "seconds": tally.saturated,
+                "of": tally.count,
+                "first": tally.first_saturated,
+            }
         )
-    if generator_behind(lag_p99, cpu_max) or tally.saturated:  # over the run, or in some of its seconds
+    if behind or tally.saturated:  # over the run, or in some of its seconds
         for a in agents:
             at = agg.agent(a.id)
             if at.stolen_max >= STOLEN_NOTABLE:
-                warnings.append(stolen_warning(a.id, at.stolen_max, at.stolen_sum / max(1, at.intervals)))
-    advice = connections_advice(
-        generator_behind(lag_p99, cpu_max),
-        max((agg.agent(a.id).connections_max for a in agents), default=0),
-        profile.load.max_connections is not None,
-    )
-    if advice:
-        warnings.append(advice)
+                warnings.append(
+                    {
+                        "code": "stolen",
+                        "agent": a.id,
+                        "stolen_max": at.stolen_max,
+                        "stolen_mean": at.stolen_sum / max(1, at.intervals),
+                    }
+                )
+    connections_max = max((agg.agent(a.id).connections_max for a in agents), default=0)
+    if connections_notable(behind, connections_max, profile.load.max_connections is not None):
+        warnings.append({"code": "many_connections", "connections_max": connections_max})
     if agg.late_intervals:
-        warnings.append(f"{agg.late_intervals} agent intervals arrived after their second was closed")
+        warnings.append({"code": "late_intervals", "count": agg.late_intervals})
     lost = [a for a in agents if a.lost]
     unreported = round(sum(a.unreported_estimate for a in lost))
     lost_in_flight = sum(max(0, agg.agent(a.id).in_flight) for a in lost)
     unsent_n = round(unsent)
     if lost:
         warnings.append(
-            f"agents lost during the run: {', '.join(a.id for a in lost)}; about {unreported} arrivals they "
-            f"scheduled after their last report are not in the totals, and {lost_in_flight} requests they "
-            "had in flight have no known outcome (counted in in_flight_at_end)"
+            {
+                "code": "agents_lost",
+                "agents": [a.id for a in lost],
+                "unreported": unreported,
+                "lost_in_flight": lost_in_flight,
+            }
         )
     if unsent_n:
-        warnings.append(
-            f"about {unsent_n} arrivals of the profile were never sent: the share of an agent that was lost "
-            "or refused the run, from then until the others took it over (or, with no agent left, until the "
-            "end); counted in totals.unsent"
-        )
+        warnings.append({"code": "unsent", "count": unsent_n})
     if incomplete:
-        warnings.append(f"THE FLEET DID NOT CARRY THE PROFILE'S LOAD: {incomplete}")
+        warnings.append({"code": "incomplete", "reason": incomplete})
     if final and t.ok == 0:
         if t.scheduled == 0:
-            warnings.append("NOTHING WAS SENT: no agent scheduled a single request")
+            warnings.append({"code": "nothing_sent"})
         else:
-            top = ", ".join(f"{k} {v}" for k, v in sorted(t.errors.items(), key=lambda kv: -kv[1])[:3])
+            top = sorted(t.errors.items(), key=lambda kv: -kv[1])[:3]
             warnings.append(
-                f"NO REQUEST SUCCEEDED: all {completed} completed requests failed"
-                + (f" ({top})" if top else "")
+                {"code": "no_success", "completed": completed, "top_errors": [list(kv) for kv in top]}
             )
     for e in events:
         if e.get("type") == "agent_totals_mismatch":
             warnings.append(
-                f"agent {e['agent']}'s own totals {e['reported']} differ from what was merged from its "
-                f"intervals {e['merged']}: some of its reports were lost"
+                {
+                    "code": "totals_mismatch",
+                    "agent": e["agent"],
+                    "reported": e["reported"],
+                    "merged": e["merged"],
+                }
             )
     lates = [a.start_late_ms for a in agents if a.start_late_ms is not None and a.joined_t == 0.0]
     offset_error = max([a.clock_error_ms for a in agents] or [0.0])
@@ -212,7 +226,8 @@ def build_results(
         "generator_saturated": saturated,
         "saturation_cause": saturation_cause(saturated, t.dropped, lag_p99, cpu_max),
         "cost": None,
-        "warnings": warnings,
+        "warnings": [render_warning(w) for w in warnings],
+        "warning_codes": warnings,
     }
 
 

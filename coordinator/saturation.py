@@ -1,4 +1,5 @@
-"""Whose fault a saturated run is: the words of its warnings. Pure functions of the figures, no I/O.
+"""Whose fault a saturated run is: pure decisions on the figures, no I/O (the words are
+:mod:`loadgen.warning_text`'s).
 
 An arrival is dropped when ``max_in_flight`` requests are already outstanding in its agent. That happens
 for two different reasons, and the advice is opposite:
@@ -29,27 +30,6 @@ def saturation_cause(saturated: bool, dropped: int, lag_p99_ms: float | None, cp
     if not saturated:
         return None
     return "in_flight_limit" if dropped and not generator_behind(lag_p99_ms, cpu_max) else "generator"
-
-
-def drop_cause(lag_p99_ms: float | None, cpu_max: float, service_p99_ms: float | None) -> str:
-    """Why arrivals were dropped at ``max_in_flight``, with what to do about it (one clause)."""
-    if generator_behind(lag_p99_ms, cpu_max):
-        return "the generator fell behind its schedule; add agents or cores"
-    service = "" if service_p99_ms is None else f", service time p99 {service_p99_ms:,.1f} ms"
-    return (
-        f"the generator kept its schedule (send lag p99 {lag_p99_ms or 0.0:.1f} ms, agents at most "
-        f"{cpu_max:.0%} of a core) while the target answered slower than requests arrived{service}: "
-        "the target is the limit, more agents will not help; raise max_in_flight to keep sending, or lower "
-        "the rate"
-    )
-
-
-def dropped_warning(
-    dropped: int, max_in_flight: int, lag_p99_ms: float | None, cpu_max: float, service_p99_ms: float | None
-) -> str:
-    """The run's warning for arrivals dropped at ``max_in_flight``."""
-    cause = drop_cause(lag_p99_ms, cpu_max, service_p99_ms)
-    return f"GENERATOR SATURATED: {dropped} arrivals dropped at max_in_flight={max_in_flight}: {cause}"
 
 
 STOLEN_NOTABLE = 0.05
@@ -119,28 +99,13 @@ class LiveWarnings:
         return True
 
 
-def stolen_warning(agent_id: str, stolen_max: float, stolen_mean: float) -> str:
-    """The run's warning for an agent whose host lost notable CPU time to its hypervisor while the
-    generator fell behind."""
-    return (
-        f"agent {agent_id}'s host lost up to {stolen_max:.0%} of its CPU time in a second to other guests of "
-        f"its hypervisor (steal; {stolen_mean:.1%} over the run): part of the generator's delays came from "
-        "sharing the physical machine, not from the load; prefer hosts with dedicated CPUs for the agents"
-    )
-
-
 MANY_CONNECTIONS = 256
 """Connections per agent beyond which a generator short of CPU is told to try fewer: against nginx on one
 core at 85,000 arrivals/s, an agent capped at 64 connections kept up at 90% of its core, at 400 it reached
 70,600/s at a full core, and uncapped its pool grew to 2,080 connections while it managed 45,800/s."""
 
 
-def connections_advice(behind: bool, connections_max: int, capped: bool) -> str | None:
-    """What to tell a run whose generator fell behind while an agent held many connections, if anything."""
-    if not behind or capped or connections_max <= MANY_CONNECTIONS:
-        return None
-    return (
-        f"an agent held up to {connections_max:,} connections while the generator was behind: near its CPU "
-        "limit every connection an agent holds makes each request dearer; against a fast target, cap them "
-        "with load.max_connections (a few times the rate times the target's response time) or add agents"
-    )
+def connections_notable(behind: bool, connections_max: int, capped: bool) -> bool:
+    """Whether a run whose generator fell behind held so many connections per agent that it should be told
+    to cap them (it had not already)."""
+    return behind and not capped and connections_max > MANY_CONNECTIONS

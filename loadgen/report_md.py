@@ -23,6 +23,7 @@ from loadgen.table import (
     render_table,
 )
 from loadgen.thresholds import Verdict, format_value, parse_threshold
+from loadgen.warning_text import warning_lines
 
 REQUEST_STATS = ("min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max")
 HOURLY_AFTER_S = 3600.0
@@ -235,7 +236,7 @@ def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
     took_part, expected = len(_taking_part(results)), results.get("agents_expected")
     if expected is not None and results.get("agents") is not None and took_part < int(expected):
         out.append(f"{st.warn} only {took_part} of {expected} expected agents took part")
-    out.extend(f"{st.warn} {w}" for w in results.get("warnings") or [])
+    out.extend(f"{st.warn} {w}" for w in warning_lines(results))
     return out
 
 

@@ -18,6 +18,7 @@ from loadgen.report_csv import render_stats_csv
 from loadgen.report_html import render_html
 from loadgen.report_md import render_summary_md
 from loadgen.thresholds import Verdict, evaluate_all, verdicts_to_json
+from loadgen.warning_text import warning_lines
 
 HLOG_NAME = "latency.hlog"
 
@@ -54,7 +55,9 @@ def write_reports(out: Path, results: dict[str, Any]) -> list[Path]:
     written = []
     hlog, problem = read_hlog_if_any(out / HLOG_NAME)
     html_results = (
-        results if problem is None else {**results, "warnings": [*(results.get("warnings") or []), problem]}
+        results
+        if problem is None
+        else {**results, "warnings": [*warning_lines(results), problem], "warning_codes": None}
     )
     for name, text in (
         ("summary.md", render_summary_md(results, verdicts)),

@@ -11,16 +11,14 @@ from coordinator.saturation import (
     MANY_CONNECTIONS,
     WARN_EVERY,
     LiveWarnings,
-    connections_advice,
-    drop_cause,
-    dropped_warning,
+    connections_notable,
     generator_behind,
     live_reasons,
     saturation_cause,
-    stolen_warning,
 )
 from loadgen.curve import RateCurve
 from loadgen.profile_file import load_profile
+from loadgen.warning_text import connections_advice, drop_cause, dropped_warning, stolen_warning
 from loadgen.wire import Interval
 
 
@@ -40,7 +38,7 @@ def test_the_generator_is_behind_on_send_lag_or_a_full_core() -> None:
 
 
 def test_drops_while_the_generator_kept_its_schedule_blame_the_target() -> None:
-    text = dropped_warning(1234, 10_000, 2.5, 0.56, 31.6)
+    text = dropped_warning(1234, 10_000, False, 2.5, 0.56, 31.6)
     assert text.startswith("GENERATOR SATURATED: 1234 arrivals dropped at max_in_flight=10000: ")
     assert "send lag p99 2.5 ms, agents at most 56% of a core" in text
     assert "service time p99 31.6 ms" in text
@@ -49,8 +47,9 @@ def test_drops_while_the_generator_kept_its_schedule_blame_the_target() -> None:
 
 
 def test_drops_while_the_generator_fell_behind_ask_for_agents() -> None:
-    assert drop_cause(12.0, 0.6, 3.0) == "the generator fell behind its schedule; add agents or cores"
-    assert "add agents or cores" in dropped_warning(5, 100, 1.0, 0.99, None)
+    assert generator_behind(12.0, 0.6) and generator_behind(1.0, 0.99)
+    assert drop_cause(True, 12.0, 0.6, 3.0) == "the generator fell behind its schedule; add agents or cores"
+    assert "add agents or cores" in dropped_warning(5, 100, True, 1.0, 0.99, None)
 
 
 def test_live_reasons_and_advice() -> None:
@@ -66,11 +65,12 @@ def test_live_reasons_and_advice() -> None:
 
 def test_many_connections_are_pointed_out_only_when_the_generator_fell_behind_uncapped() -> None:
     many = MANY_CONNECTIONS + 1
-    advice = connections_advice(True, many, capped=False)
-    assert advice is not None and f"{many:,} connections" in advice and "load.max_connections" in advice
-    assert connections_advice(False, many, capped=False) is None  # kept its schedule: not its problem
-    assert connections_advice(True, many, capped=True) is None  # the user chose the pool already
-    assert connections_advice(True, MANY_CONNECTIONS, capped=False) is None
+    assert connections_notable(True, many, capped=False)
+    advice = connections_advice(many)
+    assert f"{many:,} connections" in advice and "load.max_connections" in advice
+    assert not connections_notable(False, many, capped=False)  # kept its schedule: not its problem
+    assert not connections_notable(True, many, capped=True)  # the user chose the pool already
+    assert not connections_notable(True, MANY_CONNECTIONS, capped=False)
 
 
 def test_stolen_time_is_named_only_when_the_generator_fell_behind() -> None:
