@@ -36,6 +36,7 @@ import sys
 import time
 import tracemalloc
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class TimedDurability(Durability):
         self.state_ms: deque[float] = deque(maxlen=5)
         self.results_ms: deque[float] = deque(maxlen=5)
 
-    def checkpoint(self, state: dict[str, Any], results: dict[str, Any] | None) -> None:
+    def checkpoint(self, state: dict[str, Any], results: Mapping[str, Any] | None) -> None:
         t0 = time.perf_counter()
         super().checkpoint(state, results)
         (self.state_ms if results is None else self.results_ms).append((time.perf_counter() - t0) * 1000.0)

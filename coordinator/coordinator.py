@@ -35,16 +35,16 @@ from coordinator.early_stop import over_budget, threshold_lost
 from coordinator.hours import HourTable
 from coordinator.membership import AgentInfo, Membership
 from coordinator.progress import progress_line
-from coordinator.results import build_results
+from coordinator.results import build_results, judge
 from coordinator.saturation import LiveWarnings, generator_behind, live_reasons
 from coordinator.spool import IntervalSpool
 from coordinator.state import aggregate_state, restore_aggregate
 from coordinator.zmq_transport import SocketGuard, SocketSetup, ZmqServerTransport
-from loadgen.costs import cost_summary
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.limits import connection_budget, raise_open_files
 from loadgen.profile import Profile
+from loadgen.results_model import ResultsDoc
 from loadgen.transport import Frames, ServerTransport
 from loadgen.wire import (
     Ack,
@@ -328,7 +328,7 @@ class Coordinator:
 
     # --- phases ------------------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> ResultsDoc:
         """Run the whole profile; return the results document (also written to ``out_dir``, with the
         thresholds judged). Raises :class:`RunError`, or :class:`~loadgen.errors.BindError` when it has no
         transport yet and cannot bind one."""
@@ -520,18 +520,18 @@ class Coordinator:
             len(self.fleet.reachable()),
         )
 
-    def _finish(self) -> dict[str, Any]:
+    def _finish(self) -> ResultsDoc:
         """Merge the last stragglers, judge the thresholds, write the results once; the document returned
         holds the whole per-second series (read back from the spool) for the reports."""
-        from loadgen.reports import apply_thresholds
-
         self._pump(0.2)  # late stragglers
         for c in self.agg.close_all():
             self._closed(c)
         self.fleet.end(self._end_time())
         self.events.append({"t": round(self._now(), 3), "type": "run_finished"})
-        doc = self._checkpoint(results=False, final=True)
-        apply_thresholds(doc, self.profile.thresholds)
+        self._note_refusals()
+        doc = self._results(final=True)
+        self._checkpoint(results=False)
+        judge(doc, self.profile.thresholds)
         self.durable.write_results(doc)
         doc["intervals"] = self.spool.read()
         return doc
@@ -545,13 +545,11 @@ class Coordinator:
 
     # --- durability --------------------------------------------------------------------------------------
 
-    def _checkpoint(self, *, results: bool, final: bool = False) -> dict[str, Any]:
-        """Make what has been merged durable, then acknowledge it to the agents (they may then forget it).
-        Returns the results document when asked for one (``results`` or ``final``; written when
-        ``results``)."""
+    def _checkpoint(self, *, results: bool) -> None:
+        """Make what has been merged durable (the results document too when ``results``), then acknowledge
+        it to the agents (they may then forget it)."""
         self._note_refusals()
-        doc = self._results(final=final) if results or final else {}
-        self.durable.checkpoint(self._state(), doc if results else None)
+        self.durable.checkpoint(self._state(), self._results(final=False) if results else None)
         acks: dict[tuple[int, bool], tuple[Ack, bytes]] = {}  # most agents are at the same point
         for agent, info in self.agents.items():
             if info.state != "refused":
@@ -561,7 +559,6 @@ class Coordinator:
                     msg = Ack(*key)
                     ack = acks[key] = (msg, encode(msg))
                 self._send(agent, *ack)
-        return doc
 
     def _note_refusals(self) -> None:
         """Agents turned away by the transport's guard (an unknown key) become events, once each."""
@@ -573,9 +570,9 @@ class Coordinator:
             self._progress(f"refused an agent from {r.address}: its key is not authorized ({r.public_key})")
         self._refusals_seen = len(refused)
 
-    def _results(self, *, final: bool) -> dict[str, Any]:
+    def _results(self, *, final: bool) -> ResultsDoc:
         elapsed = self._clock() - self._start_at
-        doc = build_results(
+        return build_results(
             self.profile,
             self.agg,
             self.spool.mark,
@@ -589,15 +586,11 @@ class Coordinator:
             planned=self.curve.between(0.0, min(max(0.0, elapsed), self._end_time())),
             unsent=self.fleet.unsent,
             incomplete=self._incomplete(),
+            aborted=self._aborted,
+            aborted_at=self._aborted_at,
+            interrupted=self._interrupted,
+            hours=self.hours.rows(),
         )
-        doc["aborted"] = self._aborted
-        doc["hours"] = self.hours.rows()
-        doc["interrupted"] = self._interrupted
-        if self._aborted is not None and self._aborted_at > 0:
-            t = doc["totals"]
-            doc["rps"] = round((t["ok"] + t["failed"]) / self._aborted_at, 3)
-        doc["cost"] = cost_summary(self.profile, doc)
-        return doc
 
     def _incomplete(self) -> str | None:
         """Why the fleet could not carry the profile's load, if it could not."""
@@ -664,7 +657,7 @@ class Coordinator:
         self._event("coordinator_resumed", epoch=self.epoch)
         return self
 
-    def run_resumed(self) -> dict[str, Any]:
+    def run_resumed(self) -> ResultsDoc:
         self.bind()
         self._progress(
             f"resumed run {self.run_id} at t={self._now():.1f} s on {self.endpoint}; "

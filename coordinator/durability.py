@@ -10,6 +10,7 @@ A run without ``--out`` still spools its seconds (to a temporary file) so memory
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class Durability:
         if self.out is not None:
             self._unlogged.append(c)
 
-    def checkpoint(self, state: dict[str, Any], results: dict[str, Any] | None) -> None:
+    def checkpoint(self, state: dict[str, Any], results: Mapping[str, Any] | None) -> None:
         """Write the interval log's new seconds, then ``state`` (given the spool's mark under ``"spool"``
         and the log's size under ``"hlog_size"``), then ``results`` when given. Nothing without ``out``."""
         out = self.out
@@ -58,7 +59,7 @@ class Durability:
         if results is not None:
             write_json_atomic(out / RESULTS_FILE, results, self.spool)
 
-    def write_results(self, results: dict[str, Any]) -> None:
+    def write_results(self, results: Mapping[str, Any]) -> None:
         """``results`` (its ``intervals`` a :class:`SpoolMark` or a list) into ``out``; nothing without it."""
         if self.out is not None:
             write_json_atomic(self.out / RESULTS_FILE, results, self.spool)

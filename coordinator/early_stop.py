@@ -7,7 +7,7 @@ threshold (only thresholds that cannot recover count during the run: see
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ def over_budget(profile: Profile, agg: RunAggregate) -> Abort | None:
     return None
 
 
-def threshold_lost(profile: Profile, second: int, results: Callable[[], dict[str, Any]]) -> Abort | None:
+def threshold_lost(profile: Profile, second: int, results: Callable[[], Mapping[str, Any]]) -> Abort | None:
     """``results`` makes the document so far (only called when a judgement is due)."""
     if not (
         profile.abort_on_fail and profile.thresholds and second + 1 >= profile.abort_grace and second % 2 == 0

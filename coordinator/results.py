@@ -6,18 +6,30 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
 from coordinator.membership import AGENT_STATES, AgentInfo
 from coordinator.saturation import STOLEN_NOTABLE, connections_notable, generator_behind, saturation_cause
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
+from loadgen.costs import cost_summary
 from loadgen.profile import Profile
+from loadgen.results_model import ResultsDoc, ThresholdVerdict
+from loadgen.thresholds import Verdict, evaluate_all, verdicts_to_json
 from loadgen.warning_text import render as render_warning
 
-__all__ = ["AGENT_STATES", "SCHEMA_VERSION", "AgentInfo", "build_results", "render_json", "write_json_atomic"]
+__all__ = [
+    "AGENT_STATES",
+    "SCHEMA_VERSION",
+    "AgentInfo",
+    "build_results",
+    "judge",
+    "render_json",
+    "write_json_atomic",
+]
 
 SCHEMA_VERSION = 1
 
@@ -41,7 +53,11 @@ def build_results(
     planned: float | None = None,
     unsent: float = 0.0,
     incomplete: str | None = None,
-) -> dict[str, Any]:
+    aborted: str | None = None,
+    aborted_at: float = 0.0,
+    interrupted: bool = False,
+    hours: list[dict[str, Any]] | None = None,
+) -> ResultsDoc:
     """The document; its ``intervals`` is the list given, or the :class:`SpoolMark` of the spooled seconds it
     covers (``tally`` then describes them), which :func:`write_json_atomic` streams from the spool."""
     if tally is None:
@@ -165,7 +181,7 @@ def build_results(
             "latency_ms": summary_ms(nt.latency),
             "service_ms": summary_ms(nt.service),
         }
-    return {
+    doc: ResultsDoc = {
         "schema": SCHEMA_VERSION,
         "final": final,
         "name": profile.name,
@@ -189,7 +205,10 @@ def build_results(
         "incomplete": incomplete,
         "start_skew_ms": round(max(lates) - min(lates) + 2 * offset_error, 3) if lates else None,
         "errors": dict(sorted(t.errors.items())),
-        "rps": round(completed / duration, 3) if duration > 0 else 0.0,
+        # an aborted run's rate is over the time it ran
+        "rps": round(completed / aborted_at, 3)
+        if aborted is not None and aborted_at > 0
+        else (round(completed / duration, 3) if duration > 0 else 0.0),
         "error_rate": (t.failed / completed) if completed else 0.0,
         "latency_ms": summary_ms(agg.latency),
         "service_ms": summary_ms(agg.service),
@@ -228,15 +247,30 @@ def build_results(
         "cost": None,
         "warnings": [render_warning(w) for w in warnings],
         "warning_codes": warnings,
+        "aborted": aborted,
+        "hours": hours or [],
+        "interrupted": interrupted,
     }
+    doc["cost"] = cost_summary(profile, doc)
+    return doc
 
 
-def render_json(doc: dict[str, Any]) -> str:
+def judge(doc: ResultsDoc, thresholds: Sequence[str]) -> list[Verdict]:
+    """Evaluate ``thresholds`` against the document and store the verdicts in it (``thresholds``, ``passed``).
+    An aborted run (a threshold already lost, or the budget spent), or one whose fleet could not carry its
+    load, is a failed run whatever else held."""
+    verdicts = evaluate_all(list(thresholds), doc)
+    doc["thresholds"] = cast(list[ThresholdVerdict], verdicts_to_json(verdicts))
+    doc["passed"] = all(v.passed for v in verdicts) and not doc.get("aborted") and not doc.get("incomplete")
+    return verdicts
+
+
+def render_json(doc: Mapping[str, Any]) -> str:
     """``doc`` as ``json.dump(doc, indent=1)`` writes it (its ``intervals`` a list)."""
     return json.dumps(doc, indent=1)
 
 
-def _head_and_tail(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+def _head_and_tail(doc: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """The text of ``doc`` before and after its ``intervals`` array's body (between ``[`` and ``\n ]``)."""
     marker = uuid.uuid4().hex
     text = json.dumps({**doc, "intervals": marker}, indent=1)
@@ -244,7 +278,7 @@ def _head_and_tail(doc: dict[str, Any]) -> tuple[bytes, bytes]:
     return (head + '"intervals": [').encode("ascii"), tail.encode("ascii")
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any], spool: IntervalSpool | None = None) -> None:
+def write_json_atomic(path: Path, doc: Mapping[str, Any], spool: IntervalSpool | None = None) -> None:
     """Write ``doc`` so that readers see the old file or the new one, never half of one. When its
     ``intervals`` is a :class:`SpoolMark`, they are copied from ``spool``: the same bytes as ``json.dump`` of
     the document with the list, without holding the list."""

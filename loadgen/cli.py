@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -364,7 +364,7 @@ def _agents(endpoint: str, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
                 p.wait()
 
 
-def _report(results: dict[str, Any], profile: Any, out: str | None) -> int:
+def _report(results: Mapping[str, Any], profile: Any, out: str | None) -> int:
     """Print the summary and write the reports derived from ``results`` (the coordinator judged the
     thresholds and wrote results.json). The exit status: 3 when the run was interrupted or the fleet could
     not carry its load, 1 when a threshold failed, else 0."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from loadgen.profile import Profile
@@ -31,7 +32,7 @@ def cost_of(profile: Profile, agg: _Aggregate) -> float:
     return total
 
 
-def cost_summary(profile: Profile, results: dict[str, Any]) -> dict[str, Any] | None:
+def cost_summary(profile: Profile, results: Mapping[str, Any]) -> dict[str, Any] | None:
     """``results["cost"]``: totals per request and per hour, or None when the profile prices nothing."""
     if profile.budget is None and not any(r.cost for r in profile.requests):
         return None

@@ -1,14 +1,15 @@
 """Everything written to ``--out`` at the end of a run, and re-creatable from it with ``loadgen report DIR``.
 
-``results.json`` is the source of truth; ``summary.md``, ``stats.csv`` and ``report.html`` are derived
-from it, with the profile's thresholds evaluated into ``results["thresholds"]`` and ``results["passed"]``.
+``results.json`` is the source of truth (the coordinator judged the profile's thresholds into
+``results["thresholds"]`` and ``results["passed"]`` before writing it); ``summary.md``, ``stats.csv`` and
+``report.html`` are derived from it.
 ``report.html`` also draws the percentile distribution from ``latency.hlog`` when the run wrote one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +18,13 @@ from loadgen.hlog import HlogContents, read_hlog
 from loadgen.report_csv import render_stats_csv
 from loadgen.report_html import render_html
 from loadgen.report_md import render_summary_md
-from loadgen.thresholds import Verdict, evaluate_all, verdicts_to_json
+from loadgen.thresholds import Verdict
 from loadgen.warning_text import warning_lines
 
 HLOG_NAME = "latency.hlog"
 
 
-def apply_thresholds(results: dict[str, Any], thresholds: Sequence[str]) -> list[Verdict]:
-    """Evaluate ``thresholds`` against ``results`` and store the verdicts in it."""
-    verdicts = evaluate_all(list(thresholds), results)
-    results["thresholds"] = verdicts_to_json(verdicts)
-    # An aborted run (a threshold already lost, or the budget spent), or one whose fleet could not carry its
-    # load, is a failed run whatever else held.
-    results["passed"] = (
-        all(v.passed for v in verdicts) and not results.get("aborted") and not results.get("incomplete")
-    )
-    return verdicts
-
-
-def verdicts_from(results: dict[str, Any]) -> list[Verdict]:
+def verdicts_from(results: Mapping[str, Any]) -> list[Verdict]:
     return [
         Verdict(t["expr"], bool(t["passed"]), t.get("observed"), str(t.get("detail", "")))
         for t in results.get("thresholds", [])
@@ -48,7 +37,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_reports(out: Path, results: dict[str, Any]) -> list[Path]:
+def write_reports(out: Path, results: Mapping[str, Any]) -> list[Path]:
     """Write the derived reports next to ``results.json``; return their paths."""
     verdicts = verdicts_from(results)
     out.mkdir(parents=True, exist_ok=True)

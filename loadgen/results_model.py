@@ -1,0 +1,107 @@
+"""The shape of ``results.json``, typed: what :func:`coordinator.results.build_results` makes (its one
+author) and what the reports, ``compare`` and library callers read. docs/results-schema.md says what each
+field means; this module says what each field is.
+
+The document stays a plain mapping (it is written as JSON and read back from files of older versions), so the
+types are :class:`~typing.TypedDict`: checked where the document is built, free where it is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+Summary = dict[str, float | None]
+"""Latency figures in milliseconds: ``min``, ``mean``, ``p50`` ... ``p99.99``, ``max`` (None when empty)."""
+
+CodedWarning = dict[str, Any]
+"""``{"code": CODE, **figures}``; its words: :func:`loadgen.warning_text.render`."""
+
+
+class Totals(TypedDict):
+    scheduled: int
+    ok: int
+    failed: int
+    dropped: int
+    in_flight_at_end: int
+    lost_in_flight: int
+    unreported_estimate: int
+    planned: int | None
+    unsent: int
+
+
+class RequestFigures(TypedDict):
+    method: str
+    path: str
+    scheduled: int
+    count: int
+    ok: int
+    failed: int
+    errors: dict[str, int]
+    latency_ms: Summary
+    service_ms: Summary
+
+
+class AgentFigures(TypedDict):
+    id: str
+    host: str
+    pid: int
+    share: float
+    clock_offset_ms: float
+    clock_error_ms: float
+    scheduled: int
+    ok: int
+    failed: int
+    dropped: int
+    state: str
+    lost: bool
+    joined_t: float
+    lost_t: float | None
+    start_late_ms: float | None
+    max_rate: float
+    cpu_mean: float
+    cpu_max: float
+    connections_max: int
+    stolen_mean: float
+    stolen_max: float
+
+
+class ThresholdVerdict(TypedDict):
+    expr: str
+    passed: bool
+    observed: Any
+    detail: str
+
+
+class ResultsDoc(TypedDict):
+    schema: int
+    final: bool
+    name: str
+    profile: str
+    target: str
+    started_at: str
+    duration_s: float
+    elapsed_s: float
+    agents_expected: int
+    totals: Totals
+    incomplete: str | None
+    start_skew_ms: float | None
+    errors: dict[str, int]
+    rps: float
+    error_rate: float
+    latency_ms: Summary
+    service_ms: Summary
+    send_lag_ms: Summary
+    requests: dict[str, RequestFigures]
+    intervals: Any  # the per-second summaries: a list, or while being written the spool's mark
+    agents: list[AgentFigures]
+    events: list[dict[str, Any]]
+    generator_saturated: bool
+    saturation_cause: str | None
+    cost: dict[str, Any] | None
+    warnings: list[str]
+    warning_codes: list[CodedWarning]
+    aborted: str | None
+    hours: list[dict[str, Any]]
+    interrupted: bool
+    thresholds: NotRequired[list[ThresholdVerdict]]  # judged by the coordinator before the final write
+    passed: NotRequired[bool]
