@@ -523,7 +523,7 @@ class Coordinator:
     def _finish(self) -> dict[str, Any]:
         """Merge the last stragglers, judge the thresholds, write the results once; the document returned
         holds the whole per-second series (read back from the spool) for the reports."""
-        from loadgen.reports import apply_thresholds
+        from loadgen.reports.files import apply_thresholds
 
         self._pump(0.2)  # late stragglers
         for c in self.agg.close_all():

@@ -133,7 +133,7 @@ def test_plan_warns_about_an_implausible_profile(tmp_path: Path) -> None:
 def test_the_written_line_lists_the_latency_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from loadgen.cli import _report
     from loadgen.profile import LoadSpec, Profile, RequestSpec
-    from loadgen.reports import apply_thresholds
+    from loadgen.reports.files import apply_thresholds
     from tests.results_fixtures import make_results
 
     (tmp_path / "latency.hlog").write_text("#[hlog]\n")

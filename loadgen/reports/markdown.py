@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from loadgen.table import (
+from loadgen.reports.tables import (
     NO_DATA,
     format_count,
     format_ms,
