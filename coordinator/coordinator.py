@@ -30,6 +30,7 @@ from coordinator import membership as mb
 from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
 from coordinator.clock_sync import ClockSample, estimate
 from coordinator.config import CoordinatorConfig
+from coordinator.costs import cost_summary
 from coordinator.durability import HLOG_FILE, Durability
 from coordinator.early_stop import over_budget, threshold_lost
 from coordinator.hours import HourTable
@@ -40,7 +41,6 @@ from coordinator.saturation import LiveWarnings, generator_behind, live_reasons
 from coordinator.spool import IntervalSpool
 from coordinator.state import aggregate_state, restore_aggregate
 from coordinator.zmq_transport import SocketGuard, SocketSetup, ZmqServerTransport
-from loadgen.costs import cost_summary
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.limits import connection_budget, raise_open_files
