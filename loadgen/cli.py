@@ -129,7 +129,7 @@ def plan(profile: str, target: str | None) -> None:
 )
 def target(host: str, port: int) -> None:
     """Serve the built-in test target (/, /delay?ms=N, /status/CODE, /flaky?p=P, /bytes?n=N)."""
-    from loadgen.target import run_target
+    from target.server import run_target
 
     run_target(host, port)
 
