@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
+from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate
 from coordinator.membership import AGENT_STATES, AgentInfo
 from coordinator.saturation import (
     STOLEN_NOTABLE,
@@ -21,6 +21,7 @@ from coordinator.saturation import (
     stolen_warning,
 )
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
+from loadgen.percentiles import summary_ms
 from loadgen.profile import Profile
 
 __all__ = ["AGENT_STATES", "SCHEMA_VERSION", "AgentInfo", "build_results", "render_json", "write_json_atomic"]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agents.recorder import PendingInterval
 from loadgen import histogram
+from loadgen.percentiles import summary_ms
 
 VALUES = st.one_of(
     st.integers(min_value=-10, max_value=5_000),  # the first bucket, where the index is the value
@@ -39,7 +40,7 @@ def test_histogram_of_counts_equals_record_value(values: list[int]) -> None:
     if values:
         assert ours.get_min_value() == reference.get_min_value()
         assert ours.get_max_value() == reference.get_max_value()
-        assert histogram.summary_ms(ours) == histogram.summary_ms(reference)
+        assert summary_ms(ours) == summary_ms(reference)
 
 
 @settings(max_examples=50, deadline=None)
