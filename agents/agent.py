@@ -6,11 +6,13 @@ Lifecycle::
     connect ──Hello──▶ (Welcome) ◀─Ping/Pong─▶ Start ─▶ arrivals + 1 s intervals ─▶ drain ─▶ Finished ─▶ exit
                                           ▲ Reshare (fleet changed)   ▲ Ack (coordinator made it durable)
 
-:meth:`Agent.run` is the whole life: :meth:`~Agent._join` (hellos until welcomed, clock probes, until Start),
-then :meth:`~Agent._serve` in steps: prepare the run from Start (or refuse it), start the engine, run the
-arrivals while a control task talks with the coordinator, drain, finish, and wait for the final Ack.
-Messages are dispatched by type from one table per phase; an unexpected or malformed one is dropped and
-logged, a message of another protocol version ends the agent with :class:`~loadgen.errors.RunError`.
+:meth:`Agent.run` is the whole life: the join (:class:`agents.join.Joining`: hellos until welcomed, clock
+probes, until Start), then :meth:`~Agent._serve` in steps: prepare the run from Start (or refuse it), start
+the engine, run the arrivals while a control task talks with the coordinator and the reporter
+(:class:`agents.reporter.Reporter`) sends every second, drain, finish, and wait for the final Ack.
+Messages are dispatched by type from one table per phase (:func:`agents.session.dispatch`); an unexpected or
+malformed one is dropped and logged, a message of another protocol version ends the agent with
+:class:`~loadgen.errors.RunError`. The engine comes from :mod:`agents.engines`.
 
 Intervals and the final Finished stay in an :class:`~agents.outbox.Outbox` until the coordinator
 acknowledges them; when a new coordinator process (a new ``epoch``) takes over the run, everything
@@ -31,7 +33,6 @@ does no I/O; tests run the real agent on a virtual clock over an in-memory netwo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import math
@@ -40,29 +41,30 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
 
 from agents.arrivals import ArrivalLoop, RequestPicker
-from agents.engine import Engine, Sink
+from agents.engines import EngineFactory, default_engine_factory
+from agents.join import Joining
 from agents.outbox import Outbox
-from agents.policy import WAITING_LINE_EVERY, coordinator_lost, no_answer, refusal, waiting_line
+from agents.policy import coordinator_lost, refusal
 from agents.recorder import Recorder
+from agents.reporter import Reporter
+from agents.session import Ending, Handlers, Run, dispatch
 from agents.steal import StealMeter
 from agents.zmq_transport import ZmqClientTransport
 from loadgen import __version__
 from loadgen.curve import RateCurve
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.limits import connection_limit
-from loadgen.profile import Profile, RequestSpec
+from loadgen.profile import Profile
 from loadgen.schedule import ArrivalSchedule
 from loadgen.transport import ClientTransport
 from loadgen.wire import (
     Ack,
-    Finished,
     Heartbeat,
     Hello,
     Message,
@@ -73,91 +75,18 @@ from loadgen.wire import (
     Start,
     Started,
     Stop,
-    Welcome,
     decode,
     encode,
 )
 
 log = logging.getLogger("loadgen.agent")
 
-EngineFactory = Callable[[str, str, Sequence[RequestSpec], Sink, float, int], Engine]
-ENGINES = ("fast", "httpx")
-HELLO_EVERY = 1.0
 HEARTBEAT_EVERY = 1.0
-JOIN_POLL = 0.2  # seconds the join loop waits for a message before it looks at the clock again
-CONTROL_POLL = 0.25  # the same, during the run
-SEAL_WAIT = 1.0
-"""Seconds the reporter waits, at most, for the arrival loop to seal a second before cutting its interval:
-arrivals counted after the cut land in the next interval. 0.25 s was too short for a machine that stalls: a
-loaded test machine once put an agent's last 100 arrivals of a 4 s run into a fifth second. The reporter
-stops waiting as soon as the second is sealed, so this only delays the reports of a loop already that far
-behind (well inside the coordinator's three seconds of grace)."""
-
-
-def default_engine_factory(
-    engine: str,
-    target: str,
-    requests: Sequence[RequestSpec],
-    sink: Sink,
-    timeout: float,
-    max_connections: int,
-) -> Engine:
-    """``fast``: uvloop protocol client with httptools (the default). ``httpx``: the full-featured client.
-    Either's pool is given the process's CPU clock, so it opens no connection while the agent is short of
-    CPU (see "Growth" in :mod:`agents.pool`)."""
-    cpu_clock = time.process_time
-    if engine == "fast":
-        from agents.fast_engine import FastEngine
-
-        return FastEngine(
-            target, requests, sink, timeout=timeout, max_connections=max_connections, cpu_clock=cpu_clock
-        )
-    if engine == "httpx":
-        from agents.httpx_engine import HttpxEngine
-
-        eng: Engine = HttpxEngine(
-            target, requests, sink, timeout=timeout, max_connections=max_connections, cpu_clock=cpu_clock
-        )
-        return eng
-    raise RunError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+CONTROL_POLL = 0.25  # seconds the control loop waits for a message before it looks at the clock again
 
 
 def new_agent_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-
-
-@dataclass(frozen=True)
-class _Ending:
-    """Why the control channel ended the run early: the coordinator's Stop, or its silence (``lost``)."""
-
-    reason: str
-    lost: bool
-
-
-@dataclass
-class _Run:
-    """One run, prepared from its Start."""
-
-    start: Start
-    profile: Profile
-    curve: RateCurve
-    recorder: Recorder
-    engine: Engine
-    arrivals: ArrivalLoop
-    timeout: float  # the dead-man's switch: the coordinator counts as lost after this many silent seconds
-    first: int = 0  # the index of this agent's first interval
-    next_index: int = 0  # the interval the reporter cuts next
-    stop_reporting: asyncio.Event = field(default_factory=asyncio.Event)
-    final_ack: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def begin_at(self) -> float:
-        """When this agent's arrivals begin, on its clock."""
-        return self.start.start_at + self.start.begin
-
-
-T = TypeVar("T")
-Handlers = dict[type[Message], Callable[[Any], Awaitable[T]]]
 
 
 class Agent:
@@ -199,18 +128,11 @@ class Agent:
         self._say = say
         self._link: ClientTransport | None = None  # the transport in use, while run() runs
         self._outbox = Outbox()
+        self._reporter = Reporter(self._outbox, self._steal, self._send_bytes, clock, cpu_clock, say)
         self._last_heard = 0.0
         self._epoch: str | None = None
-        self._welcomed = False
-        self._run: _Run | None = None
-        self._join_handlers: Handlers[Start | None] = {
-            Welcome: self._on_welcome,
-            Ping: self._on_ping,
-            Heartbeat: self._on_first_heartbeat,
-            Start: self._on_start,
-            Stop: self._on_stop_before_start,
-        }
-        self._run_handlers: Handlers[_Ending | None] = {
+        self._run: Run | None = None
+        self._run_handlers: Handlers[Ending | None] = {
             Stop: self._on_stop,
             Ping: self._on_ping,
             Ack: self._on_ack,
@@ -255,61 +177,26 @@ class Agent:
         self._last_heard = self._clock()
         return msg
 
-    async def _dispatch(self, handlers: Handlers[T], msg: Message) -> T | None:
-        handler = handlers.get(type(msg))
-        if handler is None:
-            log.warning("dropped an unexpected %s message from the coordinator", msg.TYPE)
-            return None
-        return await handler(msg)
-
-    # --- joining -------------------------------------------------------------------------------------------
-
     async def _join(self) -> Start:
-        """Say hello until the coordinator answers, answer its clock probes, and wait for Start."""
         hello = Hello(
             self.agent_id, socket.gethostname(), os.getpid(), f"loadgen {__version__}", self._max_rate
         )
-        began = self._clock()
-        deadline = began + self._wait_timeout
-        next_hello = next_line = began
-        hellos = 0
-        while self._clock() < deadline:
-            now = self._clock()
-            if not self._welcomed and now >= next_line:
-                self._say(waiting_line(self.connect, now - began, hellos))
-                next_line = now + WAITING_LINE_EVERY
-            if not self._welcomed and now >= next_hello:
-                # Bounded: with no coordinator to hand it to (or a handshake that fails), a send waits.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._send(hello), HELLO_EVERY)
-                    hellos += 1
-                next_hello = now + HELLO_EVERY
-            msg = await self._recv(JOIN_POLL)
-            if msg is not None:
-                start = await self._dispatch(self._join_handlers, msg)
-                if start is not None:
-                    return start
-        if self._welcomed:
-            raise RunError(f"joined at {self.connect}, but no run started within {self._wait_timeout:g} s")
-        raise RunError(no_answer(self.connect, self._wait_timeout, secured=self._socket_setup is not None))
-
-    async def _on_welcome(self, msg: Welcome) -> None:
-        if not self._welcomed:
-            self._say(f"joined run {msg.run_id} as {self.agent_id}")
-        self._welcomed = True
+        joining = Joining(
+            hello,
+            self.connect,
+            send=self._send,
+            recv=self._recv,
+            clock=self._clock,
+            say=self._say,
+            wait_timeout=self._wait_timeout,
+            secured=self._socket_setup is not None,
+        )
+        start = await joining.run()
+        self._epoch = joining.epoch
+        return start
 
     async def _on_ping(self, msg: Ping) -> None:
         await self._send(Pong(msg.seq, msg.t_coord, self._clock()))
-
-    async def _on_first_heartbeat(self, msg: Heartbeat) -> None:
-        if self._epoch is None:
-            self._epoch = msg.epoch
-
-    async def _on_start(self, msg: Start) -> Start:
-        return msg
-
-    async def _on_stop_before_start(self, msg: Stop) -> None:
-        raise RunError(f"coordinator stopped the run before it began: {msg.reason}")
 
     # --- the run, step by step -----------------------------------------------------------------------------
 
@@ -321,13 +208,13 @@ class Agent:
         run.first = max(0, math.floor(self._clock() - start.start_at))
         control = asyncio.ensure_future(self._control(run.timeout))
         self._steal.begin()  # the first second's share counts from here
-        reporter = asyncio.ensure_future(self._report(run))
+        reporter = asyncio.ensure_future(self._reporter.report(run))
         try:
             await self._run_arrivals(run, control)
             await run.engine.drain(self._clock() + run.profile.load.timeout)
             run.stop_reporting.set()
             await reporter
-            await self._finish(run)
+            await self._reporter.finish(run)
             await self._await_final_ack(run, control)
         finally:
             gc.unfreeze()
@@ -338,7 +225,7 @@ class Agent:
                 control.exception()  # retrieved: it was handled in _run_arrivals
             await run.engine.aclose()
 
-    async def _prepare(self, start: Start) -> _Run:
+    async def _prepare(self, start: Start) -> Run:
         """Everything the run needs, from its Start; a run this agent must not or cannot serve is refused
         (Refused sent to the coordinator, then :class:`RunError`)."""
         try:
@@ -382,9 +269,9 @@ class Agent:
             clock=self._clock,
         )
         timeout = min(self._coordinator_timeout, start.coordinator_timeout)
-        return _Run(start, profile, curve, recorder, engine, arrivals, timeout)
+        return Run(start, profile, curve, recorder, engine, arrivals, timeout)
 
-    async def _start_engine(self, run: _Run) -> None:
+    async def _start_engine(self, run: Run) -> None:
         try:
             await run.engine.start()
         except ConnectionError as exc:
@@ -401,7 +288,7 @@ class Agent:
             run.profile.load.duration,
         )
 
-    def _freeze_heap(self, run: _Run) -> None:
+    def _freeze_heap(self, run: Run) -> None:
         # Objects made so far (modules, the profile, the engine's requests) live for the whole run; moved out
         # of the collector's sight, a full collection during the run walks only what the run itself made
         # (measured with gc callbacks at 40,000 requests/s: a 62 ms pause before, which is 62 ms of send lag).
@@ -409,7 +296,7 @@ class Agent:
             gc.collect()
         gc.freeze()
 
-    async def _run_arrivals(self, run: _Run, control: asyncio.Future[_Ending]) -> None:
+    async def _run_arrivals(self, run: Run, control: asyncio.Future[Ending]) -> None:
         """Wait for the start, then send the arrivals until the schedule ends or the control channel ends the
         run (the coordinator's Stop, or its silence: then :class:`RunError`)."""
         wait = run.begin_at - self._clock()
@@ -439,29 +326,7 @@ class Agent:
         if ending is not None and ending.lost:
             raise RunError(f"coordinator silent for more than {run.timeout:g} s; stopped sending load")
 
-    async def _finish(self, run: _Run) -> None:
-        """The last interval, then Finished with the run's totals."""
-        rec, engine = run.recorder, run.engine
-        index = max(math.floor(self._clock() - run.start.start_at), run.next_index)
-        await self._send_interval(run, index, 0.0)
-        data = encode(
-            Finished(
-                scheduled=rec.total_scheduled,
-                ok=rec.total_ok,
-                failed=rec.total_failed,
-                dropped=rec.total_dropped,
-                in_flight=engine.in_flight,
-                last_index=index,
-            )
-        )
-        self._outbox.finish(data)
-        await self._send_bytes(data)
-        self._say(
-            f"finished: scheduled {rec.total_scheduled}, ok {rec.total_ok}, failed {rec.total_failed}, "
-            f"dropped {rec.total_dropped}, in flight {engine.in_flight}"
-        )
-
-    async def _await_final_ack(self, run: _Run, control: asyncio.Future[_Ending]) -> None:
+    async def _await_final_ack(self, run: Run, control: asyncio.Future[Ending]) -> None:
         """Stay until the coordinator has made our last data durable (or falls silent, or says stop)."""
         if control.done():
             return
@@ -474,48 +339,9 @@ class Agent:
                 "coordinator did not acknowledge the final data; %d intervals unconfirmed", len(self._outbox)
             )
 
-    # --- reporting -----------------------------------------------------------------------------------------
-
-    async def _send_interval(self, run: _Run, index: int, cpu: float) -> None:
-        stolen = self._steal.share()
-        pending = run.recorder.cut(
-            index, run.engine.in_flight, cpu, run.first, run.engine.connections, stolen
-        )
-        data = encode(await pending.build_async())
-        for lost in self._outbox.add(index, data):
-            log.warning(
-                "dropped unacknowledged interval %d: the coordinator has not confirmed data for an hour", lost
-            )
-        await self._send_bytes(data)
-
-    async def _report(self, run: _Run) -> None:
-        """Every second of the run: hand the finished interval to the coordinator.
-
-        Waits a little (at most ``SEAL_WAIT``) for the arrival loop to seal the second, so a busy loop's
-        arrivals are still counted in the second they were intended for."""
-        k = run.first
-        cpu_at, cpu_used = self._clock(), self._cpu_clock()
-        while True:
-            due = run.start.start_at + k + 1
-            try:
-                await asyncio.wait_for(run.stop_reporting.wait(), max(0.0, due - self._clock()))
-            except TimeoutError:
-                pass
-            else:
-                return
-            give_up = self._clock() + SEAL_WAIT
-            while run.arrivals.sealed_until < k + 1 and self._clock() < give_up:
-                await asyncio.sleep(0.002)
-            now, used = self._clock(), self._cpu_clock()
-            cpu = (used - cpu_used) / (now - cpu_at) if now > cpu_at else 0.0
-            cpu_at, cpu_used = now, used
-            run.next_index = k + 1
-            await self._send_interval(run, k, cpu)
-            k += 1
-
     # --- control during the run ----------------------------------------------------------------------------
 
-    async def _control(self, timeout: float) -> _Ending:
+    async def _control(self, timeout: float) -> Ending:
         """Talk with the coordinator during the run: heartbeats out, messages in. Returns when the run must
         stop early."""
         next_beat = 0.0
@@ -527,16 +353,16 @@ class Agent:
                 next_beat = now + HEARTBEAT_EVERY
             if coordinator_lost(now, self._last_heard, timeout):
                 log.error("coordinator silent for %.1f s: stopping load", now - self._last_heard)
-                return _Ending("coordinator lost", lost=True)
+                return Ending("coordinator lost", lost=True)
             msg = await self._recv(CONTROL_POLL)
             if msg is not None:
-                ending = await self._dispatch(self._run_handlers, msg)
+                ending = await dispatch(self._run_handlers, msg)
                 if ending is not None:
                     return ending
 
-    async def _on_stop(self, msg: Stop) -> _Ending:
+    async def _on_stop(self, msg: Stop) -> Ending:
         log.warning("coordinator asked to stop: %s", msg.reason)
-        return _Ending(msg.reason, lost=False)
+        return Ending(msg.reason, lost=False)
 
     async def _on_ack(self, msg: Ack) -> None:
         if self._outbox.ack(msg.index, msg.finished) and self._run is not None:

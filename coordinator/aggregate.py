@@ -9,10 +9,6 @@ for an already-closed second still counts in every total; only that second's sum
 
 from __future__ import annotations
 
-import functools
-import itertools
-import operator
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,54 +19,8 @@ from loadgen import histogram
 from loadgen.curve import RateCurve
 from loadgen.errors import WireError
 from loadgen.histogram import new_histogram
+from loadgen.percentiles import percentiles_ms, values_at_percentiles
 from loadgen.wire import Interval
-
-
-@functools.cache
-def _index_tables() -> tuple[list[int], list[int]]:
-    """Per counter index: the highest value it counts and its median value (hdrhistogram's figures)."""
-    lowest, highest = histogram.index_values()
-    return highest, [lo + ((hi - lo + 1) >> 1) for lo, hi in zip(lowest, highest, strict=True)]
-
-
-def values_at_percentiles(h: HdrHistogram, percentiles: Iterable[float]) -> dict[float, int]:
-    """``h.get_value_at_percentile(p)`` for each ``p`` > 0, exactly, from one pass over the counters in C
-    instead of a Python loop per percentile (milliseconds instead of tens of them for a merged histogram).
-    Empty histograms give 0, as hdrhistogram does."""
-    highest, _ = _index_tables()
-    total = h.total_count
-    cumulative = list(itertools.accumulate(h.counts[:]))
-    out: dict[float, int] = {}
-    for p in percentiles:
-        if p <= 0:
-            raise ValueError("percentiles must be > 0")
-        target = max(int((min(p, 100.0) * total / 100) + 0.5), 1)  # hdrhistogram's arithmetic, in its order
-        i = bisect_left(cumulative, target)
-        out[p] = highest[i] if total and i < len(cumulative) else 0
-    return out
-
-
-def mean_value(h: HdrHistogram) -> float:
-    """``h.get_mean_value()``, exactly (each count at the median of its range), in one pass in C."""
-    if not h.total_count:
-        return 0.0
-    _, medians = _index_tables()
-    total: int = sum(map(operator.mul, h.counts[:], medians))
-    count: int = h.total_count
-    return float(total) / count
-
-
-def summary_ms(h: HdrHistogram) -> dict[str, float | None]:
-    """:func:`loadgen.histogram.summary_ms` (same keys and values), at the cost of two passes in C."""
-    keys = ["min", "mean", *(k for k, _ in histogram.PERCENTILES), "max"]
-    if h.get_total_count() == 0:
-        return dict.fromkeys(keys)
-    out: dict[str, float | None] = {"min": h.get_min_value() / 1000.0, "mean": mean_value(h) / 1000.0}
-    values = values_at_percentiles(h, [p for _, p in histogram.PERCENTILES])
-    for key, p in histogram.PERCENTILES:
-        out[key] = values[p] / 1000.0
-    out["max"] = h.get_max_value() / 1000.0
-    return out
 
 
 @dataclass
@@ -126,14 +76,6 @@ class ClosedInterval:
 
 CPU_SATURATED = 0.95  # share of one core at which an agent process cannot be trusted to keep time
 SATURATION_LAG_P99_MS = 5.0  # send lag beyond which the generator is behind its own schedule
-
-
-def _pcts(h: HdrHistogram, *ps: float) -> list[float | None]:
-    """Percentiles of ``h`` in ms (None for an empty histogram), from one pass over the counters."""
-    if not h.get_total_count():
-        return [None for _ in ps]
-    values = values_at_percentiles(h, ps)
-    return [values[p] / 1000.0 for p in ps]
 
 
 @dataclass
@@ -335,8 +277,8 @@ class RunAggregate:
         self.lag.add(slot.lag)
         h = slot.latency
         has = h.get_total_count() > 0
-        p50, p99 = _pcts(h, 50.0, 99.0)
-        service_p50, service_p99 = _pcts(service, 50.0, 99.0)
+        p50, p99 = percentiles_ms(h, 50.0, 99.0)
+        service_p50, service_p99 = percentiles_ms(service, 50.0, 99.0)
         c = slot.counts
         summary: dict[str, Any] = {
             "t": slot.index,
@@ -351,7 +293,7 @@ class RunAggregate:
             "max": h.get_max_value() / 1000.0 if has else None,
             "service_p50": service_p50,
             "service_p99": service_p99,
-            "send_lag_p99": _pcts(slot.lag, 99.0)[0],
+            "send_lag_p99": percentiles_ms(slot.lag, 99.0)[0],
             "cpu_max": round(slot.cpu_max, 3),
             "connections": slot.connections,
             "stolen": round(slot.stolen_max, 3),

@@ -65,7 +65,7 @@ class Durability:
             write_json_atomic(self.out / RESULTS_FILE, results, self.spool)
 
     def _write_hlog(self, out: Path) -> None:
-        from loadgen.hlog import HlogWriter
+        from loadgen.reports.hlog import HlogWriter
 
         path = out / HLOG_FILE
         new = self.hlog_size == 0 or not path.exists()

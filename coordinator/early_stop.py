@@ -2,7 +2,7 @@
 
 ``budget = N`` stops a run whose cost so far exceeds it; ``abort_on_fail`` stops one that has already lost a
 threshold (only thresholds that cannot recover count during the run: see
-:func:`loadgen.costs.judgeable_during_run`), from ``abort_grace`` seconds on, every other second.
+:func:`coordinator.costs.judgeable_during_run`), from ``abort_grace`` seconds on, every other second.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.aggregate import RunAggregate
-from loadgen.costs import cost_of, judgeable_during_run
+from coordinator.costs import cost_of, judgeable_during_run
 from loadgen.profile import Profile
 
 

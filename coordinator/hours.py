@@ -6,9 +6,9 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from coordinator.aggregate import summary_ms
 from loadgen import histogram
 from loadgen.histogram import new_histogram
+from loadgen.percentiles import summary_ms
 
 
 class HourTable:

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.split import split
 from loadgen.curve import RateCurve
-from loadgen.split import split
 
 HEARTBEAT_EVERY = 1.0  # agents beat this often; also the coordinator's beat
 JOIN_LEAD = 1.0  # a late joiner starts this long after its clock probes

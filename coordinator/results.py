@@ -11,15 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate, summary_ms
+from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate
+from coordinator.costs import cost_summary
 from coordinator.membership import AGENT_STATES, AgentInfo
 from coordinator.saturation import STOLEN_NOTABLE, connections_notable, generator_behind, saturation_cause
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
-from loadgen.costs import cost_summary
+from loadgen.percentiles import summary_ms
 from loadgen.profile import Profile
+from loadgen.reports.warnings import render as render_warning
 from loadgen.results_model import ResultsDoc, ThresholdVerdict
 from loadgen.thresholds import Verdict, evaluate_all, verdicts_to_json
-from loadgen.warning_text import render as render_warning
 
 __all__ = [
     "AGENT_STATES",
@@ -69,7 +70,7 @@ def build_results(
     in_flight_at_end = t.scheduled - completed - t.dropped
     duration = profile.load.duration
     lag = summary_ms(agg.lag)
-    warnings: list[dict[str, Any]] = []  # coded: {"code": ..., **figures}; words in loadgen.warning_text
+    warnings: list[dict[str, Any]] = []  # coded: {"code": ..., **figures}; words in loadgen.reports.warnings
     saturated = False
     lag_p99 = lag.get("p99")
     cpu_max = max((agg.agent(a.id).cpu_max for a in agents), default=0.0)

@@ -1,5 +1,5 @@
 """Whose fault a saturated run is: pure decisions on the figures, no I/O (the words are
-:mod:`loadgen.warning_text`'s).
+:mod:`loadgen.reports.warnings`'s).
 
 An arrival is dropped when ``max_in_flight`` requests are already outstanding in its agent. That happens
 for two different reasons, and the advice is opposite:

@@ -129,7 +129,7 @@ def plan(profile: str, target: str | None) -> None:
 )
 def target(host: str, port: int) -> None:
     """Serve the built-in test target (/, /delay?ms=N, /status/CODE, /flaky?p=P, /bytes?n=N)."""
-    from loadgen.target import run_target
+    from target.server import run_target
 
     run_target(host, port)
 
@@ -368,8 +368,8 @@ def _report(results: Mapping[str, Any], profile: Any, out: str | None) -> int:
     """Print the summary and write the reports derived from ``results`` (the coordinator judged the
     thresholds and wrote results.json). The exit status: 3 when the run was interrupted or the fleet could
     not carry its load, 1 when a threshold failed, else 0."""
-    from loadgen.report_md import render_summary_text
-    from loadgen.reports import HLOG_NAME, verdicts_from, write_reports
+    from loadgen.reports.files import HLOG_NAME, verdicts_from, write_reports
+    from loadgen.reports.markdown import render_summary_text
 
     click.echo(render_summary_text(results, verdicts_from(results)))
     if out:
@@ -550,8 +550,8 @@ def demo(out: str, n_agents: int) -> None:
 @click.argument("out", type=click.Path(exists=True))
 def report(out: str) -> None:
     """Re-create the reports in OUT (a results folder) from its results.json, and print the summary."""
-    from loadgen.report_md import render_summary_text
-    from loadgen.reports import read_results, verdicts_from, write_reports
+    from loadgen.reports.files import read_results, verdicts_from, write_reports
+    from loadgen.reports.markdown import render_summary_text
 
     try:
         results = read_results(Path(out))
@@ -580,9 +580,9 @@ def compare(baseline: str, candidate: str, max_regression: str) -> None:
     Latency that rises by less than 1 ms (or less than the histograms' precision) is noise, never a
     regression, whatever its percentage.
     """
-    from loadgen.compare import compare as compare_runs
-    from loadgen.compare import parse_limit, render_comparison_md
-    from loadgen.reports import read_results
+    from loadgen.reports.compare import compare as compare_runs
+    from loadgen.reports.compare import parse_limit, render_comparison_md
+    from loadgen.reports.files import read_results
 
     try:
         limit = parse_limit(max_regression)

@@ -31,19 +31,6 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
 
-PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("p50", 50.0),
-    ("p66", 66.0),
-    ("p75", 75.0),
-    ("p80", 80.0),
-    ("p90", 90.0),
-    ("p95", 95.0),
-    ("p98", 98.0),
-    ("p99", 99.0),
-    ("p99.9", 99.9),
-    ("p99.99", 99.99),
-)
-
 
 def new_histogram() -> HdrHistogram:
     """An empty histogram with loadgen's range and precision, freed as soon as it is dropped.
@@ -221,19 +208,6 @@ def add_encoded(into: HdrHistogram, data: bytes) -> HdrHistogram | None:
     if h is not None:
         into.add(h)
     return h
-
-
-def summary_ms(h: HdrHistogram) -> dict[str, float | None]:
-    """min, mean, percentiles and max in milliseconds; all None for an empty histogram."""
-    keys = ["min", "mean", *(k for k, _ in PERCENTILES), "max"]
-    if h.get_total_count() == 0:
-        return dict.fromkeys(keys)
-    out: dict[str, float | None] = {"min": h.get_min_value() / 1000.0, "mean": h.get_mean_value() / 1000.0}
-    values = h.get_percentile_to_value_dict([p for _, p in PERCENTILES])
-    for key, p in PERCENTILES:
-        out[key] = values[p] / 1000.0
-    out["max"] = h.get_max_value() / 1000.0
-    return out
 
 
 class EncodedHistogramError(ValueError):

@@ -20,7 +20,7 @@ from bisect import bisect_left, bisect_right
 from loadgen.curve import RateCurve
 from loadgen.durations import format_duration
 from loadgen.profile import Profile
-from loadgen.table import render_table
+from loadgen.reports.tables import render_table
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 _NICE_TOPS = (1.0, 1.2, 1.6, 2.0, 2.4, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)  # their quarters are round too

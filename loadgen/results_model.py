@@ -14,7 +14,7 @@ Summary = dict[str, float | None]
 """Latency figures in milliseconds: ``min``, ``mean``, ``p50`` ... ``p99.99``, ``max`` (None when empty)."""
 
 CodedWarning = dict[str, Any]
-"""``{"code": CODE, **figures}``; its words: :func:`loadgen.warning_text.render`."""
+"""``{"code": CODE, **figures}``; its words: :func:`loadgen.reports.warnings.render`."""
 
 
 class Totals(TypedDict):

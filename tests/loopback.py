@@ -1,7 +1,7 @@
 """Loopback servers, sinks and helpers for the engine tests (:mod:`tests.test_engines` and the engine-specific
 modules).
 
-Most tests aim an engine at the built-in target (:class:`loadgen.target.TargetServer`) in the same event
+Most tests aim an engine at the built-in target (:class:`target.server.TargetServer`) in the same event
 loop. What the target cannot do on purpose (reset mid-response, send garbage, close after every response,
 answer in chunks, show the raw request it received) is done by :class:`ScriptedServer`, a tiny server whose
 answer to each request is a function in the test. :func:`run` runs a test on uvloop under a time limit and
@@ -28,7 +28,7 @@ import uvloop
 
 from agents.engine import Engine
 from loadgen.profile import RequestSpec
-from loadgen.target import TargetServer
+from target.server import TargetServer
 
 E = TypeVar("E", bound=Engine)
 

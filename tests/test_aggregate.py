@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from coordinator.clock_sync import ClockSample, estimate
 from loadgen import histogram
 from loadgen.curve import RateCurve
 from loadgen.errors import WireError
+from loadgen.percentiles import PERCENTILES, mean_value, summary_ms, values_at_percentiles
 from loadgen.profile import Stage
 from loadgen.wire import Interval
 
@@ -42,8 +44,8 @@ def test_merge_equals_one_histogram_of_all_samples(per_agent: list[list[int]]) -
         agg.add(f"agent{i}", rec.take_interval(0, 0))
     closed = agg.close_all()
     assert agg.latency.get_total_count() == everything.get_total_count()
-    assert histogram.summary_ms(closed[0].latency) == histogram.summary_ms(everything)
-    assert histogram.summary_ms(agg.latency) == histogram.summary_ms(everything)
+    assert summary_ms(closed[0].latency) == summary_ms(everything)
+    assert summary_ms(agg.latency) == summary_ms(everything)
     assert agg.totals.ok == sum(len(s) for s in per_agent)
     has = everything.get_total_count() > 0
     for key, p in (("p50", 50), ("p99", 99)):  # the per-second figures, from the fast percentile pass
@@ -141,8 +143,8 @@ def test_checkpoint_round_trip_keeps_every_count_and_histogram(tmp_path) -> None
     for a in (agg, back):
         a.close_all()
     assert back.totals == agg.totals
-    assert histogram.summary_ms(back.latency) == histogram.summary_ms(agg.latency)
-    assert histogram.summary_ms(back.names["b"].service) == histogram.summary_ms(agg.names["b"].service)
+    assert summary_ms(back.latency) == summary_ms(agg.latency)
+    assert summary_ms(back.names["b"].service) == summary_ms(agg.names["b"].service)
     assert back.agent("x").contiguous == 3
     assert back.agent("x").connections_max == agg.agent("x").connections_max == 13
     assert back.agent("x").stolen_max == agg.agent("x").stolen_max == pytest.approx(0.3)
@@ -166,8 +168,8 @@ def test_hours_are_exact_from_merged_histograms() -> None:
     rows = back.rows()
     assert [r["hour"] for r in rows] == [0, 1, 2]
     for row, h in zip(rows, truth, strict=True):
-        assert row["p95"] == histogram.summary_ms(h)["p95"]
-        assert row["p99"] == histogram.summary_ms(h)["p99"]
+        assert row["p95"] == summary_ms(h)["p95"]
+        assert row["p99"] == summary_ms(h)["p99"]
         assert (row["scheduled"], row["ok"], row["failed"]) == (3000, 2940, 60)
 
 
@@ -197,7 +199,7 @@ def test_fast_merge_equals_hdrhistogram_add(batches: list[list[int]]) -> None:
             slow.add(histogram.decode(data))
     for fast in merged.values():
         assert fast.get_total_count() == slow.get_total_count()
-        assert histogram.summary_ms(fast) == histogram.summary_ms(slow)
+        assert summary_ms(fast) == summary_ms(slow)
         assert all(
             fast.get_count_at_index(i) == slow.get_count_at_index(i) for i in range(0, fast.counts_len, 7)
         )
@@ -329,6 +331,19 @@ def test_fast_merge_into_an_empty_histogram_keeps_hdrhistogram_min_and_max() -> 
         assert fast.get_total_count() == h.get_total_count()
 
 
+def hdrhistogram_summary_ms(h: HdrHistogram) -> dict[str, float | None]:
+    """:func:`loadgen.percentiles.summary_ms` as hdrhistogram's own methods give it, the reference."""
+    keys = ["min", "mean", *(k for k, _ in PERCENTILES), "max"]
+    if h.get_total_count() == 0:
+        return dict.fromkeys(keys)
+    out: dict[str, float | None] = {"min": h.get_min_value() / 1000.0, "mean": h.get_mean_value() / 1000.0}
+    values = h.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+    for key, p in PERCENTILES:
+        out[key] = values[p] / 1000.0
+    out["max"] = h.get_max_value() / 1000.0
+    return out
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(
@@ -340,12 +355,10 @@ def test_fast_merge_into_an_empty_histogram_keeps_hdrhistogram_min_and_max() -> 
     st.lists(st.floats(min_value=0.001, max_value=100.0), min_size=1, max_size=6),
 )
 def test_fast_figures_equal_hdrhistogram_figures(samples: list[tuple[int, int]], extra: list[float]) -> None:
-    from coordinator.aggregate import mean_value, summary_ms, values_at_percentiles
-
     h = histogram.new_histogram()
     for value, count in samples:
         h.record_value(value, count)
-    assert summary_ms(h) == histogram.summary_ms(h)
+    assert summary_ms(h) == hdrhistogram_summary_ms(h)
     assert mean_value(h) == h.get_mean_value()
     got = values_at_percentiles(h, extra)
     assert got == {p: h.get_value_at_percentile(p) for p in extra}

@@ -105,12 +105,12 @@ def test_every_command_takes_verbose() -> None:
 )
 def test_numbers_out_of_range_are_refused(monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
     import agents.agent
-    import loadgen.target
+    import target.server
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"started with {args} {kwargs}")
 
-    monkeypatch.setattr(loadgen.target, "run_target", never)  # bounded even if the range were not checked
+    monkeypatch.setattr(target.server, "run_target", never)  # bounded even if the range were not checked
     monkeypatch.setattr(agents.agent, "Agent", never)
     code, _, err = invoke(*args)
     assert code == 2

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadgen.compare import ALL, METRICS, compare, parse_limit, render_comparison_md
+from loadgen.reports.compare import ALL, METRICS, compare, parse_limit, render_comparison_md
 from tests.results_fixtures import DEFAULT_REQUESTS, RequestFixture, make_results
 
 

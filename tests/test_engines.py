@@ -30,7 +30,7 @@ from loadgen import __version__
 from loadgen.curve import RateCurve
 from loadgen.profile import RequestSpec, Stage
 from loadgen.schedule import ArrivalSchedule
-from loadgen.target import TargetServer
+from target.server import TargetServer
 from tests.loopback import (
     Received,
     RecordingSink,

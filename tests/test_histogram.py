@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agents.recorder import PendingInterval
 from loadgen import histogram
+from loadgen.percentiles import summary_ms
 
 VALUES = st.one_of(
     st.integers(min_value=-10, max_value=5_000),  # the first bucket, where the index is the value
@@ -46,7 +47,7 @@ def test_the_summary_of_a_histogram_of_counts_is_the_summary_of_record_value() -
     values = [1, 5, 17, 250, 999, 1000, 1001, 65_000, 3_000_000, 3_000_000]
     counts = Counter(values)
     ours, reference = histogram.histogram_of_counts(counts), _by_record_value(counts)
-    assert histogram.summary_ms(ours) == histogram.summary_ms(reference)
+    assert summary_ms(ours) == summary_ms(reference)
 
 
 @settings(max_examples=50, deadline=None)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadgen.histogram import HIGHEST_US, LOWEST_US, new_histogram
-from loadgen.hlog import (
+from loadgen.reports.hlog import (
     LEGEND,
     HlogContents,
     HlogError,

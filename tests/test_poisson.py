@@ -26,10 +26,10 @@ import pytest
 from agents.arrivals import ArrivalLoop, RequestPicker
 from agents.engine import Due
 from agents.recorder import Recorder
+from coordinator.split import split
 from loadgen.curve import RateCurve
 from loadgen.profile import Stage
 from loadgen.schedule import ArrivalSchedule
-from loadgen.split import split
 from tests.conftest import Target, loadgen, read_results, write_profile
 
 KS_CRITICAL_001 = math.sqrt(-math.log(0.001 / 2) / 2)  # 1.9495...

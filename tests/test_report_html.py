@@ -17,16 +17,10 @@ from typing import Any
 import pytest
 
 from loadgen.histogram import new_histogram
-from loadgen.hlog import HlogContents, HlogWriter, read_hlog
-from loadgen.report_html import (
-    MAX_POINTS,
-    clock,
-    downsample,
-    histogram_percentiles,
-    render_html,
-    summary_percentiles,
-)
-from loadgen.reports import write_reports
+from loadgen.reports.files import write_reports
+from loadgen.reports.hlog import HlogContents, HlogWriter, read_hlog
+from loadgen.reports.html import MAX_POINTS, histogram_percentiles, render_html, summary_percentiles
+from loadgen.reports.svg import clock, downsample
 from tests.results_fixtures import RequestFixture, make_results
 
 HOSTILE = "<script>alert(1)</script>"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadgen.report_csv import HEADER, render_stats_csv
-from loadgen.report_md import render_summary_md, render_summary_text
-from loadgen.table import display_width, format_ms, format_pct, render_markdown_table, render_table
+from loadgen.reports.markdown import render_summary_md, render_summary_text
+from loadgen.reports.stats_csv import HEADER, render_stats_csv
+from loadgen.reports.tables import display_width, format_ms, format_pct, render_markdown_table, render_table
 from loadgen.thresholds import evaluate_all
 from tests.results_fixtures import RequestFixture, make_results
 
@@ -20,7 +20,7 @@ CSV_HEADER = (
     "99.99%,100%"
 )
 
-# -- table.py ------------------------------------------------------------------------------------------------
+# -- tables.py -----------------------------------------------------------------------------------------------
 
 
 def test_text_table_aligns_columns() -> None:
@@ -294,7 +294,7 @@ def test_csv_quotes_awkward_names_and_marks_empty_requests() -> None:
 
 
 def test_per_hour_table_uses_exact_hours_when_the_run_has_them() -> None:
-    from loadgen.report_md import render_summary_md as render
+    from loadgen.reports.markdown import render_summary_md as render
 
     results = make_results(duration_s=7200.0)
     results["hours"] = [

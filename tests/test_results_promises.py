@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.coordinator import RESULTS_EVERY
-from loadgen.hlog import read_hlog
+from loadgen.reports.hlog import read_hlog
 from tests.conftest import Target, Watched, loadgen, read_results, write_profile
 
 pytestmark = pytest.mark.integration

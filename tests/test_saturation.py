@@ -18,7 +18,7 @@ from coordinator.saturation import (
 )
 from loadgen.curve import RateCurve
 from loadgen.profile_file import load_profile
-from loadgen.warning_text import connections_advice, drop_cause, dropped_warning, stolen_warning
+from loadgen.reports.warnings import connections_advice, drop_cause, dropped_warning, stolen_warning
 from loadgen.wire import Interval
 
 

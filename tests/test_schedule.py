@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator.split import split
 from loadgen.curve import RateCurve
 from loadgen.profile import Stage
 from loadgen.schedule import ArrivalSchedule, phases
-from loadgen.split import split
 
 stage_lists = st.lists(
     st.builds(

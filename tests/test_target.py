@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadgen.target import MAX_BYTES, TargetServer
+from target.server import MAX_BYTES, TargetServer
 
 ROOT = Path(__file__).resolve().parent.parent
-START = "from loadgen.target import run_target; run_target('127.0.0.1', 0)"
+START = "from target.server import run_target; run_target('127.0.0.1', 0)"
 LINE = re.compile(r"loadgen target listening on http://127\.0\.0\.1:(\d+)\n")
 
 

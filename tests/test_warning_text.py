@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from loadgen.warning_text import CODES, render, warning_lines
+from loadgen.reports.warnings import CODES, render, warning_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from loadgen.table import (
+from loadgen.reports.tables import (
     NO_DATA,
     format_count,
     format_ms,
@@ -22,8 +22,8 @@ from loadgen.table import (
     render_markdown_table,
     render_table,
 )
+from loadgen.reports.warnings import warning_lines
 from loadgen.thresholds import Verdict, format_value, parse_threshold
-from loadgen.warning_text import warning_lines
 
 REQUEST_STATS = ("min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max")
 HOURLY_AFTER_S = 3600.0

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import LoadgenError
-from loadgen.hlog import HlogContents, read_hlog
-from loadgen.report_csv import render_stats_csv
-from loadgen.report_html import render_html
-from loadgen.report_md import render_summary_md
+from loadgen.reports.hlog import HlogContents, read_hlog
+from loadgen.reports.html import render_html
+from loadgen.reports.markdown import render_summary_md
+from loadgen.reports.stats_csv import render_stats_csv
+from loadgen.reports.warnings import warning_lines
 from loadgen.thresholds import Verdict
-from loadgen.warning_text import warning_lines
 
 HLOG_NAME = "latency.hlog"
 

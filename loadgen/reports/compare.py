@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.histogram import SIGNIFICANT_DIGITS
-from loadgen.table import format_ms, format_pct, format_rps, render_markdown_table
+from loadgen.reports.tables import format_ms, format_pct, format_rps, render_markdown_table
 
 LATENCY = ("p50", "p95", "p99")
 METRICS = (*LATENCY, "error_rate", "rps")

@@ -1,0 +1,41 @@
+"""Which engine drives the requests: the factory the agent builds its engine with, by name."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from agents.engine import Engine, Sink
+from loadgen.errors import RunError
+from loadgen.profile import RequestSpec
+
+EngineFactory = Callable[[str, str, Sequence[RequestSpec], Sink, float, int], Engine]
+ENGINES = ("fast", "httpx")
+
+
+def default_engine_factory(
+    engine: str,
+    target: str,
+    requests: Sequence[RequestSpec],
+    sink: Sink,
+    timeout: float,
+    max_connections: int,
+) -> Engine:
+    """``fast``: uvloop protocol client with httptools (the default). ``httpx``: the full-featured client.
+    Either's pool is given the process's CPU clock, so it opens no connection while the agent is short of
+    CPU (see "Growth" in :mod:`agents.pool`)."""
+    cpu_clock = time.process_time
+    if engine == "fast":
+        from agents.fast_engine import FastEngine
+
+        return FastEngine(
+            target, requests, sink, timeout=timeout, max_connections=max_connections, cpu_clock=cpu_clock
+        )
+    if engine == "httpx":
+        from agents.httpx_engine import HttpxEngine
+
+        eng: Engine = HttpxEngine(
+            target, requests, sink, timeout=timeout, max_connections=max_connections, cpu_clock=cpu_clock
+        )
+        return eng
+    raise RunError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
