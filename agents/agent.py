@@ -42,6 +42,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -87,6 +88,15 @@ CONTROL_POLL = 0.25  # seconds the control loop waits for a message before it lo
 
 def new_agent_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+@dataclass(frozen=True)
+class AgentCounts:
+    scheduled: int
+    ok: int
+    failed: int
+    dropped: int
+    in_flight: int
 
 
 class Agent:
@@ -139,6 +149,14 @@ class Agent:
             Heartbeat: self._on_heartbeat,
             Reshare: self._on_reshare,
         }
+
+    def counts(self) -> AgentCounts | None:
+        """What this agent has done in its run so far (None before it started one): for operators and
+        tests that need the agent's own view, e.g. what a killed agent really had in flight."""
+        run = self._run
+        if run is None:
+            return None
+        return AgentCounts(*run.recorder.so_far(), run.engine.in_flight)
 
     async def run(self) -> None:
         """Serve one run to completion. Raises :class:`RunError` if it could not complete."""

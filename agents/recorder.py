@@ -118,6 +118,16 @@ class Recorder:
         self._scheduled = 0
         self._dropped = 0
 
+    def so_far(self) -> tuple[int, int, int, int]:
+        """Arrivals scheduled, ok, failed and dropped over the whole run so far, the seconds not yet handed
+        over included."""
+        return (
+            self.total_scheduled + self._sealed_scheduled + self._scheduled,
+            self.total_ok + sum(st.ok for st in self._stats),
+            self.total_failed + sum(st.failed for st in self._stats),
+            self.total_dropped + self._sealed_dropped + self._dropped,
+        )
+
     # --- interval hand-over ------------------------------------------------------------------------------
 
     def cut(

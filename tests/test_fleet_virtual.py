@@ -244,9 +244,15 @@ def test_real_agents_and_a_real_coordinator_carry_a_run_and_agree_on_every_count
 
 def test_a_killed_real_agent_is_replaced_by_the_survivor(tmp_path: Path) -> None:
     fleet = VirtualFleet()
-    fleet.real_agent("a0")
+    victim = fleet.real_agent("a0")
     fleet.real_agent("a1")
-    fleet.loop.call_at(fleet.loop.now + 6.0, fleet.kill, "a0")
+    at_kill: list[Any] = []
+
+    def kill() -> None:
+        at_kill.append(victim.counts())  # what it really had done when it died
+        fleet.kill("a0")
+
+    fleet.loop.call_at(fleet.loop.now + 7.6, kill)
     coord = fleet.coordinator(_profile(tmp_path, 20), expect_agents=2)
     try:
         doc = coord.run()
@@ -262,6 +268,14 @@ def test_a_killed_real_agent_is_replaced_by_the_survivor(tmp_path: Path) -> None
     after = [iv for iv in doc["intervals"] if 11 <= iv["t"] < 20]
     assert after and all(iv["scheduled"] == RATE for iv in after)
     _accounted(doc)
+    # The estimates against what the victim really had: arrivals it scheduled after its last report, within
+    # one heartbeat's worth of its share; requests in flight, as of its last report.
+    (really,) = at_kill
+    merged = next(a for a in doc["agents"] if a["id"] == "a0")
+    unreported = really.scheduled - merged["scheduled"]
+    assert unreported > 0
+    assert abs(t["unreported_estimate"] - unreported) <= 0.5 * RATE * 1.0
+    assert t["lost_in_flight"] <= really.in_flight + 1
 
 
 def test_real_agents_stop_on_their_own_when_the_coordinator_dies(tmp_path: Path) -> None:
