@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -16,6 +14,7 @@ from coordinator.costs import cost_summary
 from coordinator.membership import AGENT_STATES, AgentInfo
 from coordinator.saturation import STOLEN_NOTABLE, connections_notable, generator_behind, saturation_cause
 from coordinator.spool import IntervalSpool, IntervalTally, SpoolMark
+from loadgen.atomic import replacing
 from loadgen.percentiles import summary_ms
 from loadgen.profile import Profile
 from loadgen.reports.warnings import render as render_warning
@@ -283,25 +282,19 @@ def write_json_atomic(path: Path, doc: Mapping[str, Any], spool: IntervalSpool |
     """Write ``doc`` so that readers see the old file or the new one, never half of one. When its
     ``intervals`` is a :class:`SpoolMark`, they are copied from ``spool``: the same bytes as ``json.dump`` of
     the document with the list, without holding the list."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            mark = doc.get("intervals")
-            if not isinstance(mark, SpoolMark):
-                f.write(render_json(doc).encode("ascii"))
-            elif spool is None:
-                raise TypeError("the results' intervals are in a spool, and none was given")
+    mark = doc.get("intervals")
+    if isinstance(mark, SpoolMark) and spool is None:
+        raise TypeError("the results' intervals are in a spool, and none was given")
+    with replacing(path) as f:
+        if not isinstance(mark, SpoolMark):
+            f.write(render_json(doc).encode("ascii"))
+        else:
+            assert spool is not None
+            head, tail = _head_and_tail(doc)
+            if mark.count == 0:
+                f.write(head[:-1] + b"[]" + tail)
             else:
-                head, tail = _head_and_tail(doc)
-                if mark.count == 0:
-                    f.write(head[:-1] + b"[]" + tail)
-                else:
-                    f.write(head)
-                    spool.copy_into(f, mark)
-                    f.write(b"\n ]" + tail)
-            f.write(b"\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                f.write(head)
+                spool.copy_into(f, mark)
+                f.write(b"\n ]" + tail)
+        f.write(b"\n")

@@ -10,8 +10,6 @@ encoding. Version 1 checkpoints (which carried the closed seconds as a list) are
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import msgpack
 
 from coordinator.aggregate import AgentTotals, Counts, RunAggregate, Slot
 from loadgen import histogram
+from loadgen.atomic import write_bytes
 from loadgen.curve import RateCurve
 from loadgen.errors import LoadgenError
 
@@ -130,18 +129,7 @@ def pack_state(state: dict[str, Any]) -> bytes:
 
 
 def write_state(out: Path, state: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    data = pack_state(state)
-    fd, tmp = tempfile.mkstemp(prefix=STATE_FILE + ".", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out / STATE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(out / STATE_FILE, pack_state(state), durable=True)
 
 
 def read_state(out: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loadgen.atomic import write_text
 from loadgen.errors import LoadgenError
 from loadgen.reports.hlog import HlogContents, read_hlog
 from loadgen.reports.html import render_html
@@ -31,12 +32,6 @@ def verdicts_from(results: Mapping[str, Any]) -> list[Verdict]:
     ]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_reports(out: Path, results: Mapping[str, Any]) -> list[Path]:
     """Write the derived reports next to ``results.json``; return their paths."""
     verdicts = verdicts_from(results)
@@ -53,7 +48,7 @@ def write_reports(out: Path, results: Mapping[str, Any]) -> list[Path]:
         ("stats.csv", render_stats_csv(results)),
         ("report.html", render_html(html_results, hlog)),
     ):
-        write_text_atomic(out / name, text)
+        write_text(out / name, text)
         written.append(out / name)
     return written
 
