@@ -1,4 +1,8 @@
-"""A fleet that survives and lets no one in: real coordinator and agent processes over TCP on loopback."""
+"""A fleet that survives and lets no one in: real coordinator and agent processes over TCP on loopback.
+
+The sockets' tier: what only real processes show (a SIGKILL, a coordinator process replaced, garbage on the
+port, CURVE keys, the CLI's processes). Membership stories themselves (a late joiner, the dead-man's switch,
+refusals, resume with resend) run on a virtual clock in tests/test_fleet_virtual.py."""
 
 from __future__ import annotations
 
@@ -65,65 +69,16 @@ def test_killed_agent_is_lost_and_its_share_moves_to_the_survivors(target: Targe
     _accounted(res)
     assert res["totals"]["unreported_estimate"] > 0
     assert any("lost" in w for w in res["warnings"])
+    # Every planned arrival is accounted for: the victim's share from its death to the takeover (about 3 s
+    # of a third of 300/s) was sent by no one, and is counted and said.
+    t = res["totals"]
+    assert t["planned"] == 3000
+    assert 100 <= t["unsent"] <= 700, t
+    assert t["scheduled"] + t["unreported_estimate"] + t["unsent"] == pytest.approx(3000, abs=150)
+    assert any(f"about {t['unsent']} arrivals of the profile were never sent" in w for w in res["warnings"])
     seen_by_server = target.stats()["by_path"]["/"]
     completed = res["totals"]["ok"] + res["totals"]["failed"]
     assert completed <= seen_by_server <= completed + res["totals"]["unreported_estimate"] + 150
-
-
-def test_agent_joining_mid_run_gets_a_share(target: Target, tmp_path: Path) -> None:
-    prof = _steady(tmp_path, target, 200, 10)
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    out = tmp_path / "out"
-    coord = Watched("coordinator", str(prof), "--bind", endpoint, "--expect-agents", "1", "--out", str(out))
-    first = Watched("agent", "--connect", endpoint, "--wait", "30")
-    late: Watched | None = None
-    try:
-        coord.wait_for("starting 'steady'")
-        time.sleep(3.0)
-        late = Watched("agent", "--connect", endpoint, "--wait", "30")
-        coord.wait_for("joined mid-run", timeout=15)
-        assert coord.wait(timeout=60) == 0, coord.stderr()
-        assert late.wait(timeout=30) == 0, late.stderr()
-        assert first.wait(timeout=30) == 0, first.stderr()
-    finally:
-        for p in (coord, first, *([late] if late else [])):
-            p.kill()
-    res = read_results(out)
-    joined = [e for e in res["events"] if e["type"] == "agent_joined"]
-    assert len(joined) == 1
-    assert {a["state"] for a in res["agents"]} == {"finished"}
-    assert all(a["ok"] > 0 for a in res["agents"])
-    _accounted(res)
-    # the fleet's rate kept following the profile through the hand-over
-    assert res["totals"]["scheduled"] == pytest.approx(2000, abs=4)
-    for iv in res["intervals"][:10]:
-        assert abs(iv["scheduled"] - 200) <= 3, res["intervals"]
-
-
-def test_agents_stop_when_the_coordinator_dies(target: Target, tmp_path: Path) -> None:
-    prof = _steady(tmp_path, target, 50, 60)
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    coord = Watched(
-        "coordinator", str(prof), "--bind", endpoint, "--expect-agents", "1", "--coordinator-timeout", "3"
-    )
-    agent = Watched("agent", "--connect", endpoint, "--wait", "30", "--coordinator-timeout", "3")
-    try:
-        coord.wait_for("starting 'steady'")
-        time.sleep(2.0)
-        coord.proc.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
-        code = agent.wait(timeout=20)
-        stopped_after = time.monotonic() - killed_at
-    finally:
-        coord.kill()
-        agent.kill()
-    assert code == 3
-    assert "stopped sending load" in agent.stderr()
-    assert stopped_after < 3.0 + 3.0
-    # and no more requests reach the target afterwards
-    before = target.stats()["by_path"].get("/", 0)
-    time.sleep(1.0)
-    assert target.stats()["by_path"].get("/", 0) == before
 
 
 def test_coordinator_crash_and_resume_loses_no_completed_request(target: Target, tmp_path: Path) -> None:
