@@ -39,3 +39,36 @@ def estimate(samples: Sequence[ClockSample]) -> ClockEstimate:
         raise ValueError("no clock samples")
     best = min(samples, key=lambda s: s.rtt)
     return ClockEstimate(best.offset, best.rtt / 2.0, len(samples))
+
+
+PROBES = 8  # clock probes per agent; the one with the shortest round trip is kept
+
+
+class ClockProbes:
+    """Whose clock is being probed and what the answers say: a policy with no I/O. The coordinator sends
+    the probes; :meth:`answer` says what to do with each reply."""
+
+    def __init__(self, probes: int = PROBES) -> None:
+        self.probes = probes
+        self._samples: dict[str, list[ClockSample]] = {}
+
+    def begin(self, agent: str) -> None:
+        self._samples[agent] = []
+
+    def answer(self, agent: str, sample: ClockSample) -> int | ClockEstimate | None:
+        """Take ``agent``'s reply: None when it is not being probed, else the sequence number of the next
+        probe to send, or its estimate once it has answered them all."""
+        samples = self._samples.get(agent)
+        if samples is None:
+            return None
+        samples.append(sample)
+        return len(samples) if len(samples) < self.probes else estimate(samples)
+
+    def answered(self, seq: int) -> bool:
+        """Whether every agent being probed has answered probe ``seq``."""
+        return all(len(s) > seq for s in self._samples.values())
+
+    def estimate(self, agent: str) -> ClockEstimate | None:
+        """``agent``'s estimate from what it answered so far (None: not one answer)."""
+        samples = self._samples.get(agent)
+        return estimate(samples) if samples else None

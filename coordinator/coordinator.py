@@ -28,7 +28,7 @@ from typing import Any
 
 from coordinator import membership as mb
 from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
-from coordinator.clock_sync import ClockSample, estimate
+from coordinator.clock_sync import ClockEstimate, ClockProbes, ClockSample
 from coordinator.config import CoordinatorConfig
 from coordinator.durability import HLOG_FILE, Durability
 from coordinator.early_stop import over_budget, threshold_lost
@@ -69,11 +69,9 @@ __all__ = ["HLOG_FILE", "Coordinator", "CoordinatorConfig", "SocketGuard", "Sock
 
 log = logging.getLogger("loadgen.coordinator")
 
-CLOCK_PROBES = 8
 HEARTBEAT_EVERY = mb.HEARTBEAT_EVERY
 CHECKPOINT_EVERY = 2.0
 RESULTS_EVERY = 10.0
-FINISH_GRACE = 5.0  # beyond the request timeout and agent timeout, how long the end waits for stragglers
 
 
 class Coordinator:
@@ -102,7 +100,7 @@ class Coordinator:
         self.curve = RateCurve(profile.load.start_rate, profile.load.stages)
         self.fleet = Membership(config.expect_agents, self.seed, self.curve, profile.load.duration)
         self._last_heard: dict[str, float] = {}
-        self._samples: dict[str, list[ClockSample]] = {}
+        self._probes = ClockProbes()
         self.events: list[dict[str, Any]] = []
         self.durable = Durability(config.out_dir)
         self.hours = HourTable()
@@ -227,7 +225,7 @@ class Coordinator:
                 self._last_heard[a.agent] = self._clock()
                 self._send(a.agent, Welcome(self.run_id))
             elif isinstance(a, mb.Probe):
-                self._samples[a.agent] = []
+                self._probes.begin(a.agent)
                 self._send(a.agent, Ping(0, self._clock()))
             elif isinstance(a, mb.StartShare):
                 self._send(a.agent, self._start_message(a))
@@ -265,17 +263,15 @@ class Coordinator:
         self._do(actions)
 
     def _on_pong(self, peer: str, msg: Pong) -> None:
-        samples = self._samples.get(peer)
-        if samples is None:
-            return
-        samples.append(ClockSample(msg.t_coord, msg.t_agent, self._clock()))
-        info = self.agents[peer]
-        if self.fleet.phase == "run" and info.state == "joining":
-            if len(samples) < CLOCK_PROBES:
-                self._send(peer, Ping(len(samples), self._clock()))
-            else:
-                self._set_clock(info, samples)
-                self._do(self.fleet.clock_known(peer, self._now()))
+        next_step = self._probes.answer(peer, ClockSample(msg.t_coord, msg.t_agent, self._clock()))
+        info = self.agents.get(peer)
+        if next_step is None or info is None or self.fleet.phase != "run" or info.state != "joining":
+            return  # the start's probes are sent in rounds by _sync_clocks
+        if isinstance(next_step, int):
+            self._send(peer, Ping(next_step, self._clock()))
+        else:
+            self._set_clock(info, next_step)
+            self._do(self.fleet.clock_known(peer, self._now()))
 
     def _on_started(self, peer: str, msg: Started) -> None:
         info = self.agents.get(peer)
@@ -352,25 +348,25 @@ class Coordinator:
                 )
             self._pump(0.1)
 
-    def _set_clock(self, info: AgentInfo, samples: list[ClockSample]) -> None:
-        est = estimate(samples)
+    def _set_clock(self, info: AgentInfo, est: ClockEstimate) -> None:
         info.clock_offset_ms = est.offset * 1000.0
         info.clock_error_ms = est.error * 1000.0
 
     def _sync_clocks(self) -> None:
         self.fleet.phase = "sync"
-        self._samples = {a: [] for a in self.agents}
-        for seq in range(CLOCK_PROBES):
+        for agent in self.agents:
+            self._probes.begin(agent)
+        for seq in range(self._probes.probes):
             for agent in self.agents:
                 self._send(agent, Ping(seq, self._clock()))
             deadline = self._clock() + 1.0
-            while self._clock() < deadline and any(len(s) <= seq for s in self._samples.values()):
+            while self._clock() < deadline and not self._probes.answered(seq):
                 self._pump(0.01)
         for agent, info in self.agents.items():
-            samples = self._samples[agent]
-            if not samples:
+            est = self._probes.estimate(agent)
+            if est is None:
                 raise RunError(f"agent {agent} did not answer clock probes")
-            self._set_clock(info, samples)
+            self._set_clock(info, est)
 
     def _start(self) -> None:
         max_err = max(a.clock_error_ms for a in self.agents.values()) / 1000.0
@@ -458,7 +454,7 @@ class Coordinator:
             aborted=self._aborted is not None,
         ):
             return True
-        if elapsed > self._deadline + self.profile.load.timeout + self.config.agent_timeout + FINISH_GRACE:
+        if mb.finish_overdue(elapsed, self._deadline, self.profile.load.timeout, self.config.agent_timeout):
             for agent in busy:
                 self._declare_lost(agent, "did not finish in time")
             return True

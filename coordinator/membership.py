@@ -136,6 +136,15 @@ def silent_agents(
     return [a for a in busy if now - last_heard.get(a, now) > timeout]
 
 
+FINISH_GRACE = 5.0  # beyond the request timeout and agent timeout, how long the end waits for stragglers
+
+
+def finish_overdue(elapsed: float, deadline: float, request_timeout: float, agent_timeout: float) -> bool:
+    """Whether agents still busy this long after the end are given up on (declared lost): the requests they
+    had in flight had their timeout, and their last reports the agent timeout, and then some."""
+    return elapsed > deadline + request_timeout + agent_timeout + FINISH_GRACE
+
+
 def run_over(*, busy: bool, any_agents: bool, elapsed: float, deadline: float, aborted: bool) -> bool:
     """Whether the run loop is done: nobody is still sending, and the run reached its end (or was stopped,
     or never had anyone)."""

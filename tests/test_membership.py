@@ -184,3 +184,8 @@ def test_shares_of_the_carrying_agents_always_sum_to_one(n: int, losses: list[tu
         assert sum(m.agents[a].share for a in active) == pytest.approx(1.0)
     m.end(DURATION)
     assert 0.0 <= m.unsent <= RATE * DURATION + 1e-6
+
+
+def test_stragglers_are_given_up_on_after_their_timeouts_and_a_grace() -> None:
+    assert not mb.finish_overdue(60 + 10 + 3 + mb.FINISH_GRACE, 60, 10, 3)
+    assert mb.finish_overdue(60 + 10 + 3 + mb.FINISH_GRACE + 0.01, 60, 10, 3)
