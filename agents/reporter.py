@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable
 
 from agents.outbox import Outbox
@@ -69,7 +68,10 @@ class Reporter:
             except TimeoutError:
                 pass
             else:
-                return
+                if self._clock() < due:
+                    return
+                # The run ended after this second did, but before this task had its turn (a busy machine):
+                # the second is still cut as itself, not left for the last interval to carry.
             give_up = self._clock() + SEAL_WAIT
             while run.arrivals.sealed_until < k + 1 and self._clock() < give_up:
                 await asyncio.sleep(0.002)
@@ -83,7 +85,9 @@ class Reporter:
     async def finish(self, run: Run) -> None:
         """The last interval, then Finished with the run's totals."""
         rec, engine = run.recorder, run.engine
-        index = max(math.floor(self._clock() - run.start.start_at), run.next_index)
+        # What is left belongs to the second the reporter stopped in (every second before it was cut as
+        # itself), however late this runs.
+        index = max(run.next_index, run.first)
         await self.send_interval(run, index, 0.0)
         data = encode(
             Finished(

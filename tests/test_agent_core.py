@@ -110,6 +110,7 @@ class Rig:
     net: MemoryNetwork = field(default_factory=MemoryNetwork)
     said: list[str] = field(default_factory=list)
     engines: list[FakeEngine] = field(default_factory=list)
+    engine_class: type[FakeEngine] = FakeEngine
 
     def agent(self, **options: Any) -> Agent:
         reads = iter(range(0, 10**9, 1000))
@@ -134,7 +135,7 @@ class Rig:
         timeout: float,
         conns: int,
     ) -> FakeEngine:
-        made = FakeEngine(sink, self.loop.clock)
+        made = self.engine_class(sink, self.loop.clock)
         self.engines.append(made)
         return made
 
@@ -283,6 +284,29 @@ def test_a_short_run_reports_every_second_and_finishes(rig: Rig) -> None:
     assert rig.net.server.recv(0) == []  # nothing after the Finished was acknowledged
     # the arrivals began at the instant given, half a second after the Start
     assert rig.engines[0].submitted[0] - coord.received_at[coord.received.index(started)] < 0.01
+
+
+class StallingEngine(FakeEngine):
+    """Its drain holds the event loop for a moment without letting a timer run: a machine busy elsewhere,
+    so the last second's boundary passes while nothing else on the loop gets a turn."""
+
+    async def drain(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        loop.now += 0.3  # the stall: the clock passes the second's boundary, the reporter's timer has not run
+        # and the run ends at once, before the loop takes another turn (what is still in flight answers later)
+
+
+def test_the_last_second_is_reported_as_itself_even_when_the_machine_stalls_at_its_boundary(rig: Rig) -> None:
+    """A loaded machine once put the last second of an agent's run into the drain interval after it (one of
+    two survivors' second 9 showed half the rate): the reporter, woken by the end of the run after the
+    second's boundary, returned without cutting it."""
+    rig.engine_class = StallingEngine
+    outcome, coord = rig.play(rig.agent(), _serve_run)
+    assert outcome is None
+    intervals = coord.of(Interval)
+    assert [iv.scheduled for iv in intervals] == [50, 50, 50, 0]
+    assert [iv.index for iv in intervals] == [0, 1, 2, 3]
 
 
 def test_the_agent_says_what_it_does(rig: Rig) -> None:
