@@ -286,7 +286,7 @@ class Pool(Generic[C]):
             return
         while (
             self.connecting + len(self.ready) < len(self.pending)
-            and self._short_of_connections()
+            and self.short_of_connections()
             and self.connecting < self.max_opening
             and len(self.connections) + self.connecting < self.max_connections
             and not self.closed
@@ -295,7 +295,7 @@ class Pool(Generic[C]):
             self.connecting += 1
             opener()
 
-    def _short_of_connections(self) -> bool:
+    def short_of_connections(self) -> bool:
         """Would the pending requests wait longer than ``QUEUE_WAIT`` for the connections open and opening?
         Of those, ``load`` carry the arrivals that keep coming; the spare ones free up for the pending
         requests one every ``service / spare`` seconds (see "Growth")."""
