@@ -363,6 +363,9 @@ def test_a_response_after_the_next_arrival_is_due_releases_it(make: EngineClass)
     run(test)
 
 
+TICK = 0.05  # the arrival loop's timer, held back to fire only this often
+
+
 def test_arrivals_go_out_between_timer_ticks_while_responses_come_in(make: EngineClass) -> None:
     """An arrival loop whose timer fires only every 50 ms (an event loop busy elsewhere) still sends each
     arrival within a few milliseconds of its time while responses keep coming (1,000/s, 20 ms each): the
@@ -382,7 +385,7 @@ def test_arrivals_go_out_between_timer_ticks_while_responses_come_in(make: Engin
                 start=start,
                 max_in_flight=10_000,
                 clock=time.monotonic,
-                sleep=lambda seconds: asyncio.sleep(max(seconds, 0.05)),
+                sleep=lambda seconds: asyncio.sleep(max(seconds, TICK)),
             )
             await loop.run()
             await engine.drain(time.monotonic() + 2)
@@ -391,7 +394,11 @@ def test_arrivals_go_out_between_timer_ticks_while_responses_come_in(make: Engin
         await server.close()
         assert sink.statuses == [200] * 500
         late = sorted(o.sent - o.intended for o in sink.outcomes[100:])  # once the pool has its connections
-        assert late[len(late) // 2] < 0.005  # by the timer alone: about 25 ms
+        # By the timer alone an arrival would leave half a tick late in the median (25 ms); released from the
+        # response callbacks (one every millisecond), about RELEASE_LATE plus a callback's spacing. The line
+        # between the two is a quarter of a tick: a busy machine moves the second figure by milliseconds
+        # (5.1 ms once for the httpx engine beside a busy core), never by ten.
+        assert late[len(late) // 2] < TICK / 4
 
     run(test)
 
@@ -538,8 +545,8 @@ def test_in_flight_and_drain(make: EngineClass) -> None:
             assert engine.in_flight == 3
             began = time.monotonic()
             await engine.drain(began + 0.05)
-            assert engine.in_flight == 3
-            assert 0.05 <= time.monotonic() - began < 0.19
+            assert engine.in_flight == 3  # it gave up at its deadline, before the 200 ms answers came
+            assert time.monotonic() - began >= 0.05
             await engine.drain(began + 2)
             assert engine.in_flight == 0
             assert time.monotonic() - began < 0.4
