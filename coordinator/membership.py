@@ -333,9 +333,7 @@ class Membership:
         return [Say("no agent left to carry the load; waiting for agents to join")]
 
     def _reshare(self, at: float, joining: str | None = None) -> list[Action]:
-        members = self.active() + ([joining] if joining else [])
-        if not members:
-            return [Say("no agent left to carry the load; waiting for agents to join")]
+        members = self.active() + ([joining] if joining else [])  # never empty: see the callers
         if self.uncovered_since is not None:
             self.unsent_uncovered += self.curve.between(self.uncovered_since, max(self.uncovered_since, at))
             self.uncovered_since = None
