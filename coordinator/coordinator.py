@@ -16,6 +16,7 @@ Messages are dispatched from a table by type; a malformed message is dropped and
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -24,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from coordinator import membership as mb
 from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
@@ -41,7 +42,7 @@ from coordinator.spool import IntervalSpool
 from coordinator.state import aggregate_state, restore_aggregate
 from coordinator.zmq_transport import SocketGuard, SocketSetup, ZmqServerTransport
 from loadgen.curve import RateCurve
-from loadgen.errors import RunError, VersionMismatch, WireError
+from loadgen.errors import JoinTimeout, RunError, VersionMismatch, WireError
 from loadgen.limits import connection_budget, raise_open_files
 from loadgen.profile import Profile
 from loadgen.results_model import ResultsDoc
@@ -65,13 +66,24 @@ from loadgen.wire import (
     encode,
 )
 
-__all__ = ["HLOG_FILE", "Coordinator", "CoordinatorConfig", "SocketGuard", "SocketSetup"]
+__all__ = ["HLOG_FILE", "Coordinator", "CoordinatorConfig", "RunObserver", "SocketGuard", "SocketSetup"]
 
 log = logging.getLogger("loadgen.coordinator")
 
 HEARTBEAT_EVERY = mb.HEARTBEAT_EVERY
 CHECKPOINT_EVERY = 2.0
 RESULTS_EVERY = 10.0
+
+
+class RunObserver(Protocol):
+    """Watches a run from the coordinator's own thread (the library's live handle is one): told when the
+    aligned start is (on the coordinator's clock) and given every second as it closes. Must be quick."""
+
+    def started(self, start_at: float) -> None: ...
+
+    def second(self, closed: ClosedInterval) -> None: ...
+
+    def finishing(self) -> None: ...
 
 
 class Coordinator:
@@ -85,8 +97,10 @@ class Coordinator:
         wall: Callable[[], float] = time.time,
         progress: Callable[[str], None] | None = None,
         socket_setup: SocketSetup | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.profile = profile
+        self._observer = observer
         self.config = config
         self._transport = transport
         self._clock = clock
@@ -116,6 +130,8 @@ class Coordinator:
         self._interrupted = False
         self._interrupt_requested = False  # set by interrupt(), from a signal handler; read by the run loop
         self._in_run_loop = False
+        self._stop_request: str | None = None  # set by stop(), from any thread; read between two turns
+        self._posted: collections.deque[dict[str, Any]] = collections.deque()  # post_event, any thread
         self._deadline = 0.0  # run-relative end: the profile's duration, or sooner when interrupted
         self._next_beat = self._next_progress = self._next_checkpoint = self._next_results = 0.0
         self._dispatch: dict[type[Message], Callable[[str, Any], None]] = {
@@ -173,6 +189,7 @@ class Coordinator:
     def _pump(self, timeout: float) -> None:
         """Receive and dispatch messages for up to ``timeout`` seconds (at least one wait)."""
         assert self._transport is not None
+        self._take_posted()
         deadline = self._clock() + timeout
         while True:
             for frames in self._transport.recv(max(0.0, deadline - self._clock())):
@@ -318,6 +335,15 @@ class Coordinator:
     def _event(self, kind: str, **fields: Any) -> None:
         self.events.append({"t": round(self._now(), 3), "type": kind, **fields})
 
+    def post_event(self, t: float, kind: str, **fields: Any) -> None:
+        """Record an event that happened elsewhere (an action the caller ran) at run time ``t``. Safe from
+        any thread: it joins the run's events at the coordinator's next turn."""
+        self._posted.append({"t": round(t, 3), "type": kind, **fields})
+
+    def _take_posted(self) -> None:
+        while self._posted:
+            self.events.append(self._posted.popleft())
+
     def _now(self) -> float:
         """Seconds since the aligned start (0 before it)."""
         return max(0.0, self._clock() - self._start_at) if self._start_at else 0.0
@@ -343,9 +369,8 @@ class Coordinator:
             if self._clock() >= deadline:
                 for agent in self.agents:
                     self._send(agent, Stop("not enough agents joined"))
-                raise RunError(
-                    f"only {len(self.agents)} of {n} agents joined within {self.config.join_timeout:g} s"
-                )
+                raise JoinTimeout(len(self.agents), n, self.config.join_timeout)
+            self._stop_if_asked_before_start()
             self._pump(0.1)
 
     def _set_clock(self, info: AgentInfo, est: ClockEstimate) -> None:
@@ -361,12 +386,20 @@ class Coordinator:
                 self._send(agent, Ping(seq, self._clock()))
             deadline = self._clock() + 1.0
             while self._clock() < deadline and not self._probes.answered(seq):
+                self._stop_if_asked_before_start()
                 self._pump(0.01)
         for agent, info in self.agents.items():
             est = self._probes.estimate(agent)
             if est is None:
                 raise RunError(f"agent {agent} did not answer clock probes")
             self._set_clock(info, est)
+
+    def _stop_if_asked_before_start(self) -> None:
+        reason = self._stop_request or ("interrupted by the operator" if self._interrupt_requested else None)
+        if reason is not None:
+            for agent in self.agents:
+                self._send(agent, Stop(reason))
+            raise RunError(f"the run was stopped before it started: {reason}")
 
     def _start(self) -> None:
         max_err = max(a.clock_error_ms for a in self.agents.values()) / 1000.0
@@ -378,6 +411,8 @@ class Coordinator:
             raise RunError(str(exc)) from exc
         self._start_at = self._clock() + self.config.lead + 2 * max_err
         self.durable.started_wall = self._wall() + (self._start_at - self._clock())
+        if self._observer is not None:
+            self._observer.started(self._start_at)
         self._do(actions)
         offsets = ", ".join(f"{a.id} {a.clock_offset_ms:+.3f} ms" for a in self.agents.values())
         self._progress(
@@ -398,6 +433,9 @@ class Coordinator:
                 try:
                     if self._interrupt_requested and not self._interrupted:
                         self._stop_for_operator()
+                    if self._stop_request is not None and self._aborted is None:
+                        self._abort(self._stop_request, "stopped")
+                        self._deadline = min(self._deadline, self._now())
                     if self._tick():
                         return
                 except KeyboardInterrupt:
@@ -417,6 +455,13 @@ class Coordinator:
             return False
         self._interrupt_requested = True
         return True
+
+    def stop(self, reason: str = "stopped by the caller") -> None:
+        """End the run early, from any thread: the agents are told to stop, the run finishes with what was
+        sent (``aborted`` says why) and the results are written as usual. Before the start, the run fails
+        with :class:`~loadgen.errors.RunError` instead (there is nothing to report)."""
+        if self._stop_request is None:
+            self._stop_request = reason
 
     def _stop_for_operator(self) -> None:
         self._interrupted = True
@@ -471,6 +516,8 @@ class Coordinator:
 
     def _closed(self, c: ClosedInterval) -> None:
         self.durable.closed(c)
+        if self._observer is not None:
+            self._observer.second(c)
         self._recent = [*self._recent[-4:], c]
         self.hours.add(c.index, c.summary, c.latency)
         self._check_limits_live(c.index)
@@ -522,6 +569,9 @@ class Coordinator:
         self._pump(0.2)  # late stragglers
         for c in self.agg.close_all():
             self._closed(c)
+        if self._observer is not None:
+            self._observer.finishing()
+        self._take_posted()
         self.fleet.end(self._end_time())
         self.events.append({"t": round(self._now(), 3), "type": "run_finished"})
         self._note_refusals()

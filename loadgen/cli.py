@@ -259,27 +259,22 @@ def _client_security(
 
 
 def _server_security(endpoint: str, secret_key: str | None, authorized: str | None, insecure: bool) -> Any:
-    from loadgen.security import SecurityError, ServerAuth, ServerSecurity, check_plain_allowed
+    from loadgen.security import SecurityError, server_socket_setup
 
-    if secret_key or authorized:
-        if not (secret_key and authorized):
-            _fail(EXIT_USAGE, "--secret-key and --authorized-agents go together")
-        sec = ServerSecurity(Path(secret_key), Path(authorized))
-
-        def setup(ctx: Any, sock: Any) -> ServerAuth:
-            auth = ServerAuth(ctx, sec)
-            auth.start()
-            auth.apply(sock)
-            return auth
-
-        return setup
+    if bool(secret_key) != bool(authorized):
+        _fail(EXIT_USAGE, "--secret-key and --authorized-agents go together")
     try:
-        warning = check_plain_allowed(endpoint, insecure)
+        setup, warning = server_socket_setup(
+            endpoint,
+            Path(secret_key) if secret_key else None,
+            Path(authorized) if authorized else None,
+            insecure,
+        )
     except SecurityError as exc:
         _fail(EXIT_USAGE, str(exc))
     if warning:
         click.echo(warning, err=True)
-    return None
+    return setup
 
 
 def _coordinator_config(**kw: Any) -> Any:
@@ -297,6 +292,7 @@ def _run_coordinator(
     resume: Path | None = None,
 ) -> int:
     from coordinator.coordinator import Coordinator
+    from coordinator.local_agents import local_agents
     from loadgen.errors import BindError
     from loadgen.security import SecurityError
 
@@ -313,7 +309,7 @@ def _run_coordinator(
         coord.close()
         _fail(EXIT_USAGE, str(exc))
     try:
-        with _agents(endpoint, spawn_agents), _interrupts_stop(coord):
+        with local_agents(endpoint, spawn_agents), _interrupts_stop(coord):
             results = coord.run_resumed() if resume is not None else coord.run()
     except RunError as exc:
         _fail(EXIT_RUN, str(exc))
@@ -338,30 +334,6 @@ def _interrupts_stop(coord: Any) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-@contextmanager
-def _agents(endpoint: str, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start ``n`` local agent processes connected to ``endpoint``; stop them on the way out."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "loadgen", "agent", "--connect", endpoint, "--wait", "60"],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            # Not in the terminal's process group: Ctrl-C goes to the coordinator, which stops the agents
-            # cleanly and still writes the results.
-            start_new_session=True,
-        )
-        for _ in range(n)
-    ]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 def _report(results: Mapping[str, Any], profile: Any, out: str | None) -> int:

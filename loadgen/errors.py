@@ -5,6 +5,7 @@
     ├── WireError      a message from a peer is malformed, oversized or of another version (the peer's fault)
     │   └── VersionMismatch   the peer speaks another protocol version
     ├── RunError       the run could not complete (no agent arrived, the coordinator vanished, ...)
+    │   └── JoinTimeout   fewer agents than expected joined within the join timeout
     └── BindError      the control socket cannot listen where it was told to (the operator's address)
 
 Library code raises these; only the CLI turns them into messages and exit statuses.
@@ -54,6 +55,16 @@ class VersionMismatch(WireError):
 
 class RunError(LoadgenError):
     """The run could not complete."""
+
+
+class JoinTimeout(RunError):
+    """Fewer agents than the run expects joined within the join timeout. Carries both counts."""
+
+    def __init__(self, joined: int, expected: int, timeout: float) -> None:
+        self.joined = joined
+        self.expected = expected
+        self.timeout = timeout
+        super().__init__(f"only {joined} of {expected} agents joined within {timeout:g} s")
 
 
 class BindError(LoadgenError):

@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -369,3 +370,24 @@ def apply_client(sock: zmq.Socket[Any], security: ClientSecurity) -> None:
     sock.setsockopt(zmq.CURVE_SERVERKEY, server_public)
     sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
     sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
+
+def server_socket_setup(
+    endpoint: str, secret_key: Path | None, authorized: Path | None, insecure: bool
+) -> tuple[Callable[[zmq.Context[Any], zmq.Socket[Any]], ServerAuth] | None, str | None]:
+    """How a coordinator's control socket is secured, from the operator's options: CURVE with an allow-list
+    when keys are given (both or neither), else plain TCP where :func:`check_plain_allowed` allows it.
+    Returns the socket setup (None for plain) and a warning to show, if any. Raises SecurityError."""
+    if secret_key is not None or authorized is not None:
+        if secret_key is None or authorized is None:
+            raise SecurityError("the secret key and the authorized agents' folder go together")
+        sec = ServerSecurity(Path(secret_key), Path(authorized))
+
+        def setup(ctx: zmq.Context[Any], sock: zmq.Socket[Any]) -> ServerAuth:
+            auth = ServerAuth(ctx, sec)
+            auth.start()
+            auth.apply(sock)
+            return auth
+
+        return setup, None
+    return None, check_plain_allowed(endpoint, insecure)

@@ -13,6 +13,7 @@ _EMITTED = [
     re.compile(r'"type":\s*"([a-z_]+)"'),  # events.append({"t": ..., "type": "run_started"})
     re.compile(r'_abort\(.*,\s*"([a-z_]+)"\)\s*$', re.MULTILINE),  # self._abort(reason, "aborted")
     re.compile(r'\bEvent\(\s*"([a-z_]+)"'),
+    re.compile(r'_post\([^,]+,\s*"([a-z_]+)"'),  # actions: self._post(t, "action_started", ...)
     re.compile(
         r'\bAbort\(.*,\s*"([a-z_]+)"\)\s*$', re.MULTILINE
     ),  # early_stop: Abort(reason, "aborted")  # membership's actions: Event("agent_lost", {...})

@@ -240,6 +240,15 @@ def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
     return out
 
 
+def render_thresholds_text(verdicts: Sequence[Verdict]) -> str:
+    """The thresholds section alone, as plain text (a failing test's message)."""
+    section = _thresholds(verdicts, _Style(markdown=False))
+    block = list(section.lines)
+    if section.table is not None:
+        block.append(render_table(section.table.headers, section.table.rows, section.table.align))
+    return "\n".join(block)
+
+
 def _thresholds(verdicts: Sequence[Verdict], st: _Style) -> Section:
     if not verdicts:
         return Section("Thresholds", lines=("No thresholds defined.",))

@@ -277,15 +277,26 @@ class EventMark:
     def label(self) -> str:
         counts: dict[str, int] = {}
         for e in self.events:
-            counts[str(e.get("type", "event"))] = counts.get(str(e.get("type", "event")), 0) + 1
+            counts[_kind(e)] = counts.get(_kind(e), 0) + 1
         return ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in counts.items())
 
     @property
     def detail(self) -> str:
-        return "; ".join(
-            f"t={float(e['t']):.3f}s {e.get('type', 'event')}" + (f" {e['agent']}" if e.get("agent") else "")
-            for e in self.events
-        )
+        return "; ".join(f"t={float(e['t']):.3f}s {_kind(e)}" + _about(e) for e in self.events)
+
+
+def _kind(e: Mapping[str, Any]) -> str:
+    """An event's type, with the action's name for the library's actions ("action_started failover")."""
+    kind = str(e.get("type", "event"))
+    return f"{kind} {e['name']}" if kind.startswith("action_") and e.get("name") else kind
+
+
+def _about(e: Mapping[str, Any]) -> str:
+    if e.get("agent"):
+        return f" {e['agent']}"
+    if e.get("outcome") and e.get("outcome") != "ok":
+        return f" ({e['outcome']}{': ' + str(e['error']) if e.get('error') else ''})"
+    return ""
 
 
 def _number_width(n: int) -> float:
