@@ -279,21 +279,27 @@ class Run:
         the run ended first."""
         t = self.point(at, stage=stage)
         while not self._done.is_set():
-            if self._start_at is not None and self.elapsed >= t:
+            remaining = self._until(t)
+            if remaining <= 0:
                 return True
-            remaining = t - self.elapsed if self._start_at is not None else 0.05
-            self._done.wait(min(max(remaining, 0.001), 0.05))
+            self._done.wait(min(remaining, 0.05))
         return False
 
     async def await_until(self, at: str | float | None = None, *, stage: int | None = None) -> bool:
         """:meth:`wait_until` for async code."""
         t = self.point(at, stage=stage)
         while not self._done.is_set():
-            if self._start_at is not None and self.elapsed >= t:
+            remaining = self._until(t)
+            if remaining <= 0:
                 return True
-            remaining = t - self.elapsed if self._start_at is not None else 0.05
-            await asyncio.sleep(min(max(remaining, 0.001), 0.05))
+            await asyncio.sleep(min(remaining, 0.05))
         return False
+
+    def _until(self, t: float) -> float:
+        """Seconds until run time ``t`` (a guess of 0.05 before the start is known)."""
+        if self._start_at is None:
+            return 0.05
+        return self._start_at + t - self._clock()
 
     def wait(self, timeout: float | None = None) -> Results:
         """Wait for the end and return the results (raises what made the run fail). Ctrl-C while waiting

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -79,6 +80,7 @@ class SecondsStore:
         self._where: dict[int, tuple[int, int]] = {}  # second index -> (offset, length) in the file
         self._size = 0
         self._lock = threading.Lock()
+        self._closer = weakref.finalize(self, self._file.close)  # results may outlive their run: close on GC
 
     def add(
         self,
@@ -126,4 +128,4 @@ class SecondsStore:
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            self._closer()
