@@ -54,7 +54,33 @@ _EXPORTS = {
     "BindError": "loadgen.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "Action",
+    "BindError",
+    "Event",
+    "JoinTimeout",
+    "Load",
+    "LoadgenError",
+    "Percentiles",
+    "Profile",
+    "ProfileError",
+    "Request",
+    "RequestResults",
+    "Results",
+    "Run",
+    "RunError",
+    "Snapshot",
+    "Stage",
+    "StopRun",
+    "ThresholdResult",
+    "Totals",
+    "Window",
+    "__version__",
+    "arun",
+    "load_profile",
+    "run",
+    "start",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -75,5 +101,13 @@ if TYPE_CHECKING:
     from loadgen.errors import BindError, JoinTimeout, LoadgenError, ProfileError, RunError
     from loadgen.profile import Load, Profile, Request, Stage
     from loadgen.profile_file import load_profile
-    from loadgen.run_results import Event, Percentiles, RequestResults, Results, ThresholdResult, Totals, Window
+    from loadgen.run_results import (
+        Event,
+        Percentiles,
+        RequestResults,
+        Results,
+        ThresholdResult,
+        Totals,
+        Window,
+    )
     from loadgen.runner import Run, Snapshot, arun, run, start

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import loadgen
-from tests.conftest import Target, loadgen as loadgen_cli, write_profile
+from tests.conftest import Target, write_profile
+from tests.conftest import loadgen as loadgen_cli
 
 pytestmark = pytest.mark.integration
 
