@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # --- the tiers: a test without the integration mark is pure ----------------------------------------------------
 
 _IMPURE_EVENTS = frozenset(
