@@ -166,6 +166,8 @@ class ActionRunner:
         """The run is ending (``now`` on the clock): call nothing more, and record the actions that are still
         running or never started, so the results account for every action."""
         with self._lock:
+            if self._over.is_set():
+                return
             self._over.set()
             t = now - self._start_at
             for action in self._running.values():

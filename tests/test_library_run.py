@@ -295,3 +295,35 @@ def test_a_fleet_that_never_comes_raises_join_timeout(tmp_path: Path, target: Ta
         loadgen.run(profile, bind="tcp://127.0.0.1:0", expect_agents=3, join_timeout=0.5)
     assert (info.value.joined, info.value.expected) == (0, 3)
     assert children_of(os.getpid()) == before
+
+
+def test_a_fleet_of_waiting_agents_joins_over_an_encrypted_channel(tmp_path: Path, target: Target) -> None:
+    from loadgen.security import generate_keypair
+    from tests.conftest import Watched, free_port
+
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "coordinator")
+    generate_keypair(keys / "agents", "agent-1")
+    (keys / "agents" / "agent-1.key_secret").rename(keys / "agent-1.key_secret")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    agent = Watched(
+        "agent", "--connect", endpoint, "--wait", "30",
+        "--secret-key", str(keys / "agent-1.key_secret"), "--coordinator-key", str(keys / "coordinator.key"),
+    )  # fmt: skip
+    try:
+        profile = loadgen.load_profile(profile_file(tmp_path, target, '[{ duration = "2s", rate = 50 }]'))
+        results = loadgen.run(
+            profile,
+            bind=endpoint,
+            expect_agents=1,
+            join_timeout=20,
+            secret_key=keys / "coordinator.key_secret",
+            authorized_agents=keys / "agents",
+        )
+        assert results.totals.ok == 100 and results.passed
+        assert [a["state"] for a in results.doc["agents"]] == ["finished"]
+        assert agent.wait(timeout=20) == 0
+    finally:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.wait()
