@@ -23,14 +23,14 @@ import loadgen
 class _FirstRequest(http.server.BaseHTTPRequestHandler):
     first: float | None = None
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         if _FirstRequest.first is None:
             _FirstRequest.first = time.monotonic()
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -209,7 +209,8 @@ class Results:
         *,
         latency: HdrHistogram | None = None,
         service: HdrHistogram | None = None,
-        by_name: Mapping[str, tuple[HdrHistogram, HdrHistogram]] | None = None,
+        latency_by_name: Mapping[str, HdrHistogram] | None = None,
+        service_by_name: Mapping[str, HdrHistogram] | None = None,
         store: SecondsStore | None = None,
         out: Path | None = None,
     ) -> None:
@@ -222,10 +223,10 @@ class Results:
             t["ok"],
             t["failed"],
             t["dropped"],
-            t["in_flight_at_end"],
-            t["planned"],
-            t["unsent"],
-        )
+            t.get("in_flight_at_end", 0),
+            t.get("planned"),
+            t.get("unsent", 0),
+        )  # older files lack the last three
         done = t["ok"] + t["failed"]
         self.latency = (
             Percentiles.of(latency)
@@ -235,24 +236,24 @@ class Results:
         self.service = (
             Percentiles.of(service)
             if service is not None
-            else Percentiles.from_summary(doc["service_ms"], done)
+            else Percentiles.from_summary(doc.get("service_ms", {}), done)
         )
-        names = by_name or {}
+        lat, svc = latency_by_name or {}, service_by_name or {}
         self.requests = {
             name: RequestResults(
                 name,
                 r["method"],
                 r["path"],
-                r["scheduled"],
+                r.get("scheduled", r["count"]),
                 r["ok"],
                 r["failed"],
                 dict(r["errors"]),
-                Percentiles.of(names[name][0])
-                if name in names
+                Percentiles.of(lat[name])
+                if name in lat
                 else Percentiles.from_summary(r["latency_ms"], r["count"]),
-                Percentiles.of(names[name][1])
-                if name in names
-                else Percentiles.from_summary(r["service_ms"], r["count"]),
+                Percentiles.of(svc[name])
+                if name in svc
+                else Percentiles.from_summary(r.get("service_ms", {}), r["count"]),
             )
             for name, r in doc["requests"].items()
         }
@@ -262,8 +263,30 @@ class Results:
         ]
         self.events = [
             Event(float(e["t"]), str(e["type"]), {k: v for k, v in e.items() if k not in ("t", "type")})
-            for e in doc["events"]
+            for e in doc.get("events", [])
         ]
+
+    @classmethod
+    def read(cls, folder: str | Path) -> Results:
+        """The results a run wrote to ``folder`` (its ``out``): the document, and the response-time
+        histograms from its ``latency.hlog`` when it has one, so that any percentile of the response time
+        can still be read (service time keeps the document's percentiles; :meth:`window` needs the run's
+        own process). Raises :class:`~loadgen.errors.LoadgenError` for a folder without readable results."""
+        from loadgen.reports.files import read_hlog_if_any, read_results
+        from loadgen.reports.hlog import sanitize_tag
+
+        path = Path(folder)
+        doc = read_results(path)
+        hlog, _ = read_hlog_if_any(path / "latency.hlog")
+        if hlog is None:
+            return cls(doc, out=path)  # type: ignore[arg-type]
+        by_name = {name: hlog.merged(sanitize_tag(name)) for name in doc["requests"]}
+        return cls(
+            doc,  # type: ignore[arg-type]
+            latency=hlog.merged(None),
+            latency_by_name={name: h for name, h in by_name.items() if h is not None},
+            out=path,
+        )
 
     # --- the document's own figures ----------------------------------------------------------------------
 
@@ -299,7 +322,7 @@ class Results:
 
     @property
     def saturation_cause(self) -> str | None:
-        return self.doc["saturation_cause"]
+        return self.doc.get("saturation_cause")
 
     @property
     def warnings(self) -> list[str]:
@@ -307,7 +330,7 @@ class Results:
 
     @property
     def aborted(self) -> str | None:
-        return self.doc["aborted"]
+        return self.doc.get("aborted")
 
     @property
     def seconds(self) -> list[dict[str, Any]]:

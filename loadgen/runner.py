@@ -352,7 +352,8 @@ class Run:
             self._doc,
             latency=agg.latency,
             service=agg.service,
-            by_name={name: (t.latency, t.service) for name, t in agg.names.items()},
+            latency_by_name={name: t.latency for name, t in agg.names.items()},
+            service_by_name={name: t.service for name, t in agg.names.items()},
             store=self.store,
             out=self.out,
         )

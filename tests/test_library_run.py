@@ -94,6 +94,12 @@ def test_run_returns_typed_results_that_agree_with_the_document(tmp_path: Path, 
     assert sum(s["scheduled"] for s in results.seconds) == 300
     for name in ("results.json", "summary.md", "stats.csv", "report.html", "latency.hlog"):
         assert (tmp_path / "out" / name).exists(), name
+    saved = loadgen.Results.read(tmp_path / "out")  # later, from the files: the interval log's histograms
+    assert saved.totals == results.totals
+    assert saved.latency.percentile(97.5) == results.latency.percentile(97.5)
+    assert saved.requests["slow"].latency.percentile(12.5) == results.requests["slow"].latency.percentile(
+        12.5
+    )
 
 
 def test_an_api_run_and_a_cli_run_of_a_profile_agree(tmp_path: Path, target: Target) -> None:
