@@ -366,7 +366,8 @@ class Run:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is not None:
-            self._abandon(f"the caller's block raised {type(exc).__name__}")
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._abandon(f"the caller's block raised {type(exc).__name__}", operator=interrupted)
             return
         self.wait()
 
