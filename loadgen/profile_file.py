@@ -33,6 +33,9 @@ A target ending in ``/`` is stored without it, so that request paths can be appe
 Whatever an agent's engines would refuse when they build the requests (a header value outside Latin-1, a
 control character, a host name that is not ASCII, a ``Content-Length`` that does not match the body) is
 refused here, before the run, so that a profile that loads is a profile every agent can send.
+
+A profile built in Python (:class:`~loadgen.profile.Profile`, :mod:`loadgen.loads`) is checked here too, from
+the same document, so that both give the same fields and reasons.
 """
 
 from __future__ import annotations
