@@ -16,14 +16,14 @@ import pytest
 @pytest.fixture(scope="session")
 def target() -> Iterator[str]:
     """The base URL of loadgen's built-in target on a free loopback port."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "loadgen", "target", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on " in line, f"the built-in target did not start: {line!r}"
-        yield line.split("listening on ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    ) as proc:  # closes its output pipe at the end
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "listening on " in line, f"the built-in target did not start: {line!r}"
+            yield line.split("listening on ", 1)[1].strip()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -29,7 +29,13 @@ _EXPORTS = {
     "Request": "loadgen.profile",
     "Load": "loadgen.profile",
     "Stage": "loadgen.profile",
+    "Duration": "loadgen.profile",
     "load_profile": "loadgen.profile_file",
+    "ramp": "loadgen.loads",
+    "soak": "loadgen.loads",
+    "spike": "loadgen.loads",
+    "step": "loadgen.loads",
+    "stages": "loadgen.loads",
     # running
     "run": "loadgen.runner",
     "arun": "loadgen.runner",
@@ -57,6 +63,7 @@ _EXPORTS = {
 __all__ = [
     "Action",
     "BindError",
+    "Duration",
     "Event",
     "JoinTimeout",
     "Load",
@@ -78,8 +85,13 @@ __all__ = [
     "__version__",
     "arun",
     "load_profile",
+    "ramp",
     "run",
+    "soak",
+    "spike",
+    "stages",
     "start",
+    "step",
 ]
 
 
@@ -99,7 +111,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from loadgen.actions import Action, StopRun
     from loadgen.errors import BindError, JoinTimeout, LoadgenError, ProfileError, RunError
-    from loadgen.profile import Load, Profile, Request, Stage
+    from loadgen.loads import ramp, soak, spike, stages, step
+    from loadgen.profile import Duration, Load, Profile, Request, Stage
     from loadgen.profile_file import load_profile
     from loadgen.run_results import (
         Event,

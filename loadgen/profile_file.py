@@ -33,6 +33,9 @@ A target ending in ``/`` is stored without it, so that request paths can be appe
 Whatever an agent's engines would refuse when they build the requests (a header value outside Latin-1, a
 control character, a host name that is not ASCII, a ``Content-Length`` that does not match the body) is
 refused here, before the run, so that a profile that loads is a profile every agent can send.
+
+A profile built in Python (:class:`~loadgen.profile.Profile`, :mod:`loadgen.loads`) is checked here too, from
+the same document, so that both give the same fields and reasons.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from urllib.parse import urlsplit
 from loadgen.curve import RateCurve
 from loadgen.durations import parse_duration
 from loadgen.errors import ProfileError
-from loadgen.profile import ARRIVAL_KINDS, LoadSpec, Profile, RequestSpec, Stage
+from loadgen.profile import ARRIVAL_KINDS, Load, Profile, Request, Stage
 from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
 from loadgen.thresholds import parse_threshold, scope_problem
 
@@ -60,6 +63,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _STAGE_EXAMPLE = '{ duration = "30s", rate = 100 }'
+_HEADERS_EXAMPLE = '{ "content-type" = "application/json" }'
 
 
 class _Invalid(Exception):
@@ -110,11 +114,31 @@ def _syntax_error(file: str, text: str, exc: tomllib.TOMLDecodeError) -> Profile
 
 
 def parse_profile(doc: Mapping[str, object], file: str, target: str | None = None) -> Profile:
-    """Validate a parsed TOML document. ``file`` names it in errors and gives the default name."""
+    """Validate a parsed TOML document. ``file`` names it in errors and gives the default name.
+
+    :class:`~loadgen.profile.Profile` validates a profile built in code here too, from its :meth:`to_doc`
+    (where a body may also be bytes, and headers ``(name, value)`` pairs).
+    """
     try:
         return _profile(doc, file, target)
     except _Invalid as exc:
         raise ProfileError(file, exc.field, exc.reason) from None
+
+
+def parse_load(table: Mapping[str, object], file: str) -> Load:
+    """Validate a ``[load]`` table alone (the shapes of :mod:`loadgen.loads`); errors name ``file``."""
+    try:
+        return _load(_table(table, "load"))
+    except _Invalid as exc:
+        raise ProfileError(file, exc.field, exc.reason) from None
+
+
+def check_target(value: object, file: str) -> str:
+    """``value`` checked as a target override, without a trailing ``/``. Raises ProfileError."""
+    try:
+        return _target(value, "target")
+    except _Invalid as exc:
+        raise ProfileError(file, "target", f"{exc.reason} (in the target override)") from None
 
 
 def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Profile:
@@ -134,7 +158,7 @@ def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Prof
         raise _Invalid("load", "missing; add a [load] table with stages or a shape")
     load = _load(_table(doc["load"], "load"))
     requests = _requests(doc.get("requests"))
-    return Profile(
+    return Profile._valid(
         name=name,
         target=target,
         load=load,
@@ -255,7 +279,7 @@ def _thresholds(value: object, names: tuple[str, ...]) -> tuple[str, ...]:
     return exprs
 
 
-def _load(table: Mapping[str, object]) -> LoadSpec:
+def _load(table: Mapping[str, object]) -> Load:
     _check_keys(table, LOAD_KEYS, "load")
     arrival = _string(table.get("arrival", "poisson"), "load.arrival")
     if arrival not in ARRIVAL_KINDS:
@@ -298,7 +322,14 @@ def _load(table: Mapping[str, object]) -> LoadSpec:
         raise _Invalid(field, "total duration is 0s; at least one stage must last longer than 0s")
     if curve.total <= 0:
         raise _Invalid(field, "the rate is 0 throughout; no request would be sent")
-    return LoadSpec(arrival, start_rate, timeout, max_in_flight, stages, max_connections)
+    return Load(
+        arrival=arrival,
+        start_rate=start_rate,
+        timeout=timeout,
+        max_in_flight=max_in_flight,
+        stages=stages,
+        max_connections=max_connections,
+    )
 
 
 def _stages(value: object) -> tuple[Stage, ...]:
@@ -333,14 +364,14 @@ def _shape(value: object) -> tuple[Stage, ...]:
         raise _Invalid(_path("load.shape", exc.param), exc.reason) from None
 
 
-def _requests(value: object) -> tuple[RequestSpec, ...]:
+def _requests(value: object) -> tuple[Request, ...]:
     if value is None:
         raise _Invalid("requests", "missing; add at least one [[requests]] table")
     if not isinstance(value, list):
         raise _Invalid("requests", f"expected an array of tables ([[requests]]), got {describe(value)}")
     if not value:
         raise _Invalid("requests", "empty; add at least one [[requests]] table")
-    specs: list[RequestSpec] = []
+    specs: list[Request] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(value):
         spec = _request(_table(item, f"requests[{i}]"), f"requests[{i}]")
@@ -353,7 +384,7 @@ def _requests(value: object) -> tuple[RequestSpec, ...]:
     return tuple(specs)
 
 
-def _request(table: Mapping[str, object], field: str) -> RequestSpec:
+def _request(table: Mapping[str, object], field: str) -> Request:
     _check_keys(table, REQUEST_KEYS, field)
     method = _string(table.get("method", "GET"), f"{field}.method")
     if not _TOKEN.fullmatch(method) or method != method.upper():
@@ -374,7 +405,7 @@ def _request(table: Mapping[str, object], field: str) -> RequestSpec:
     headers = _headers(table.get("headers", {}), f"{field}.headers")
     body = _body(table.get("body", ""), f"{field}.body")
     _check_framing(headers, body, f"{field}.headers")
-    return RequestSpec(
+    return Request(
         name=name,
         method=method,
         path=path,
@@ -386,10 +417,13 @@ def _request(table: Mapping[str, object], field: str) -> RequestSpec:
 
 
 def _headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
-    table = _table(value, field, '{ "content-type" = "application/json" }')
+    # A tuple of pairs comes from code (TOML gives lists), where a name can be given twice.
+    pairs = value if isinstance(value, tuple) else _table(value, field, _HEADERS_EXAMPLE).items()
     headers = []
     seen: dict[str, str] = {}
-    for key, item in table.items():
+    for key, item in pairs:
+        if not isinstance(key, str):
+            raise _Invalid(field, f"header names must be strings, got {describe(key)}")
         where = _path(field, key)
         if not _TOKEN.fullmatch(key):
             raise _Invalid(where, f"invalid header name {key!r}; use letters, digits and !#$%&'*+-.^_`|~")
@@ -435,6 +469,8 @@ def _check_framing(headers: tuple[tuple[str, str], ...], body: bytes, field: str
 
 
 def _body(value: object, field: str) -> bytes:
+    if isinstance(value, bytes):  # from code: sent as it is
+        return value
     try:
         return _string(value, field).encode("utf-8")
     except UnicodeEncodeError:

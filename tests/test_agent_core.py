@@ -21,7 +21,7 @@ from agents.agent import Agent
 from agents.engine import Due, Sink
 from agents.steal import StealMeter
 from loadgen.errors import RunError
-from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
+from loadgen.profile import Load, Profile, Request, Stage
 from loadgen.transport import MemoryNetwork
 from loadgen.virtual_time import VirtualTimeLoop
 from loadgen.wire import (
@@ -53,8 +53,8 @@ M = TypeVar("M", bound=Message)
 
 
 def _profile(seconds: float = 3, rate: float = 50, target: str = TARGET) -> Profile:
-    load = LoadSpec(arrival="constant", start_rate=rate, max_in_flight=1000, stages=(Stage(seconds, rate),))
-    return Profile("p", target, load, (RequestSpec("r"),))
+    load = Load(arrival="constant", start_rate=rate, max_in_flight=1000, stages=[Stage(seconds, rate)])
+    return Profile(name="p", target=target, load=load, requests=[Request(name="r")])
 
 
 class FakeEngine:
@@ -130,7 +130,7 @@ class Rig:
         self,
         engine: str,
         target: str,
-        requests: Sequence[RequestSpec],
+        requests: Sequence[Request],
         sink: Sink,
         timeout: float,
         conns: int,

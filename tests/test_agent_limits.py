@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.policy import refusal, target_allowed
-from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
+from loadgen.profile import Load, Profile, Request, Stage
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def test_target_patterns(target: str, patterns: tuple[str, ...], allowed: bool) 
 
 
 def _profile(target: str = "http://127.0.0.1:8080") -> Profile:
-    return Profile("p", target, LoadSpec(stages=(Stage(10, 1000),)), (RequestSpec("r"),))
+    return Profile(name="p", target=target, load=Load(stages=[Stage(10, 1000)]), requests=[Request(name="r")])
 
 
 # An Agent reads its host's /proc/stat when it is made (its steal meter), so these are not pure.

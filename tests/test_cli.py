@@ -133,11 +133,16 @@ def test_plan_warns_about_an_implausible_profile(tmp_path: Path) -> None:
 def test_the_written_line_lists_the_latency_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from coordinator.results import judge
     from loadgen.cli import _report
-    from loadgen.profile import LoadSpec, Profile, RequestSpec
+    from loadgen.profile import Load, Profile, Request, Stage
     from tests.results_fixtures import make_results
 
     (tmp_path / "latency.hlog").write_text("#[hlog]\n")
-    profile = Profile("t", "http://127.0.0.1:8080", LoadSpec(), (RequestSpec("home"),))
+    profile = Profile(
+        name="t",
+        target="http://127.0.0.1:8080",
+        load=Load(stages=[Stage(1, 1)]),
+        requests=[Request(name="home")],
+    )
     results = make_results()
     judge(results, [])  # type: ignore[arg-type]  # as the coordinator does before it hands them over
     assert _report(results, profile, str(tmp_path)) == 0

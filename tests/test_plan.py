@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadgen.curve import RateCurve
+from loadgen.errors import ProfileError
 from loadgen.plan import format_count, format_rate, render_plan
-from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
+from loadgen.profile import Load, Profile, Request, Stage
 from loadgen.profile_file import load_profile
 from tests.strategies import profiles
 
@@ -26,8 +27,8 @@ def profile(stages: tuple[Stage, ...], start_rate: float = 0.0) -> Profile:
     return Profile(
         name="t",
         target="http://x",
-        load=LoadSpec(start_rate=start_rate, stages=stages),
-        requests=(RequestSpec("a", weight=1), RequestSpec("b", path="/b", weight=3)),
+        load=Load(start_rate=start_rate, stages=stages),
+        requests=[Request(name="a", weight=1), Request("/b", name="b", weight=3)],
     )
 
 
@@ -119,9 +120,14 @@ def test_long_stage_lists_are_elided() -> None:
     assert rows == [*map(str, range(30)), "…", *map(str, range(95, 100))]
 
 
-def test_no_load_renders_without_a_chart() -> None:
-    plan = render_plan(profile(()))
-    assert "(no load" in plan
+def test_a_profile_without_load_is_refused_before_any_plan() -> None:
+    # A profile is validated when it is built, in code as from TOML: one that sends nothing never reaches
+    # render_plan, whose "(no load" branch stays for profiles rebuilt from the wire (checked less).
+    with pytest.raises(ProfileError, match=r"load\.stages: empty; give at least one stage"):
+        profile(())
+    wire = profile((Stage(1, 1),)).to_wire()
+    wire["load"]["stages"] = [[0.0, 5.0]]  # only an instant jump: no time at all
+    assert "(no load" in render_plan(Profile.from_wire(wire))
 
 
 def test_refuses_tiny_charts() -> None:

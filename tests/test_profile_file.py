@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadgen.errors import ProfileError
-from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
+from loadgen.profile import Load, Profile, Request, Stage
 from loadgen.profile_file import load_profile, parse_profile
 from tests.strategies import profile_doc, profiles
 
@@ -61,8 +61,8 @@ def test_minimal_file_and_defaults(tmp_path: Path) -> None:
     assert profile == Profile(
         name="checkout",
         target="http://127.0.0.1:8080",
-        load=LoadSpec("poisson", 0.0, 10.0, 10_000, (Stage(10.0, 5.0),)),
-        requests=(RequestSpec("GET /", "GET", "/", (), b"", 1.0),),
+        load=Load(stages=[Stage(10.0, 5.0)]),
+        requests=[Request("/")],
     )
     assert profile.source == str(path)
 
@@ -546,9 +546,16 @@ def test_values_are_converted() -> None:
     profile = parse_profile(d, "p.toml")
     assert profile.thresholds == ("p95 < 500ms", "slow: p99 < 1s")
     assert (profile.abort_on_fail, profile.abort_grace, profile.budget) == (True, 30.0, 12.5)
-    assert profile.load == LoadSpec("constant", 2.0, 90.0, 7, (Stage(10, 5), Stage(5, 10)), 3)
+    assert profile.load == Load(
+        arrival="constant",
+        start_rate=2.0,
+        timeout="1m30s",
+        max_in_flight=7,
+        stages=[(10, 5), (5, 10)],
+        max_connections=3,
+    )
     assert profile.load.connection_limit == 3
-    assert LoadSpec(max_in_flight=7).connection_limit == 7
+    assert Load(max_in_flight=7).connection_limit == 7
     home = profile.requests[0]
     assert home.headers == (("content-type", "application/json"),)
     assert home.body == '{"q": "é"}'.encode()

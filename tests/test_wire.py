@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadgen.errors import WireError
-from loadgen.profile import LoadSpec, Profile, RequestSpec, Stage
+from loadgen.profile import Load, Profile, Request
 from loadgen.wire import (
     PROTOCOL_VERSION,
     Ack,
@@ -31,8 +31,10 @@ def _profile() -> Profile:
     return Profile(
         name="p",
         target="http://127.0.0.1:1",
-        load=LoadSpec("constant", 1.0, 2.0, 10, (Stage(1.0, 5.0), Stage(0.0, 9.0))),
-        requests=(RequestSpec("a", "POST", "/x", (("h", "v"),), b"body", 2.0),),
+        load=Load(
+            arrival="constant", start_rate=1.0, timeout=2.0, max_in_flight=10, stages=[(1.0, 5.0), (0.0, 9.0)]
+        ),
+        requests=[Request("/x", name="a", method="POST", headers={"h": "v"}, body=b"body", weight=2.0)],
         thresholds=("p99 < 1s",),
     )
 
