@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,13 @@ WINDOW_S = 10
 BUCKETS_S: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+_PERCENTS = np.array([round(q * 100.0, 6) for q in QUANTILES])  # 99.9, not 99.89999999999999
+EVENT_TYPES = (
+    "run_started", "run_finished", "agent_joined", "agent_finished", "agent_lost", "agent_refused",
+    "agent_rejected", "reshare", "capacity_short", "generator_saturated", "coordinator_resumed",
+    "aborted", "stopped", "interrupted", "budget_exceeded", "action_started", "action_finished",
+)  # fmt: skip
+"""Event types shown from the start (at 0), so that the first of each is an increase Prometheus can see."""
 OVERALL = ""
 """The ``request`` label of the figures over every request name (a request name is never empty)."""
 SATURATION_CAUSES = ("generator", "in_flight_limit")
@@ -111,13 +118,25 @@ class _Tables:
         self.size = len(lowest)
 
 
+def counter_index(h: HdrHistogram, value: int) -> int:
+    """The index of the counter of ``h`` that counts ``value`` (µs), as hdrhistogram computes it."""
+    shift = h.sub_bucket_half_count_magnitude
+    mask = h.sub_bucket_mask
+    if value <= mask:
+        return value  # the first bucket: the index is the value itself (loadgen's histograms start at 1 µs)
+    bucket = (value | mask).bit_length() - shift - 1
+    return int(((bucket + 1) << shift) + (value >> bucket) - (1 << shift))
+
+
 def sparse(h: HdrHistogram) -> Sparse | None:
-    """The counters of ``h`` in use: their indices and counts (None for an empty histogram)."""
+    """The counters of ``h`` in use: their indices and counts (None for an empty histogram). Only the
+    counters between its min and max are read: a second's samples span a few thousand of the 23,552."""
     if not h.get_total_count():
         return None
-    counts = np.ctypeslib.as_array(h.counts)
+    lo, hi = counter_index(h, h.get_min_value()), counter_index(h, h.get_max_value())
+    counts = np.ctypeslib.as_array(h.counts)[lo : hi + 1]
     index = np.flatnonzero(counts)
-    return index, counts[index].astype(np.int64)
+    return index + lo, counts[index].astype(np.int64)
 
 
 class SlidingHistogram:
@@ -136,25 +155,24 @@ class SlidingHistogram:
             self.counts[index] += counts
         self._seconds.append(parts)
 
-    @property
-    def empty(self) -> bool:
-        return not any(self._seconds)
+    def span(self) -> tuple[int, int] | None:
+        """The first and last counter in use in the window (None when it is empty)."""
+        parts = [p for second in self._seconds for p in second]
+        if not parts:
+            return None
+        return min(int(p[0][0]) for p in parts), max(int(p[0][-1]) for p in parts)
 
 
 def quantile_values(counts: np.ndarray[Any, np.dtype[np.int64]], highest: Any) -> tuple[float, ...] | None:
     """The values at :data:`QUANTILES` in seconds, as hdrhistogram's ``get_value_at_percentile`` gives them
-    (the highest value of the counter that reaches the rank), or None when there is no sample."""
+    (the highest value of the counter that reaches the rank), or None when there is no sample. ``counts``
+    and ``highest`` may be the same slice of the counters, as long as it holds every sample."""
     cumulative = np.cumsum(counts)
     total = int(cumulative[-1])
     if not total:
         return None
-    out = []
-    for q in QUANTILES:
-        p = round(q * 100.0, 6)  # 99.9, not 99.89999999999999: the percentile results.json reads
-        rank = max(int(p * total / 100 + 0.5), 1)  # hdrhistogram's arithmetic, in its order
-        i = int(np.searchsorted(cumulative, rank, side="left"))
-        out.append(int(highest[i]) / 1e6)
-    return tuple(out)
+    ranks = np.maximum((_PERCENTS * total / 100 + 0.5).astype(np.int64), 1)  # hdrhistogram's arithmetic
+    return tuple(int(v) / 1e6 for v in highest[np.searchsorted(cumulative, ranks, side="left")])
 
 
 class Board:
@@ -207,7 +225,11 @@ class Board:
             windows[kind, OVERALL].push(every)
         quantiles = {}
         for key, w in windows.items():
-            values = None if w.empty else quantile_values(w.counts, t.highest)
+            span = w.span()
+            if span is None:
+                continue
+            lo, hi = span
+            values = quantile_values(w.counts[lo : hi + 1], t.highest[lo : hi + 1])
             if values is not None:
                 quantiles[key] = tuple(zip(QUANTILES, values, strict=True))
         s = closed.summary
@@ -305,8 +327,8 @@ def families(frame: Frame, buckets_s: Sequence[float] = BUCKETS_S) -> Iterator[A
     if v.budget is not None:
         yield GaugeMetricFamily("loadgen_budget", "The profile's budget.", value=v.budget)
     events = CounterMetricFamily("loadgen_events", "The run's events by type.", labels=["type"])
-    for kind, count in v.events.items():
-        events.add_metric([kind], count)
+    for kind in (*EVENT_TYPES, *(k for k in v.events if k not in EVENT_TYPES)):
+        events.add_metric([kind], v.events.get(kind, 0))
     yield events
     for kind, metric, text in (
         ("response", "loadgen_response_time_seconds", "response time (from the intended send)"),
@@ -340,9 +362,10 @@ def _number(x: float) -> str:
 
 
 class FrameCollector(Collector):
-    """A prometheus_client collector that shows the latest frame of a :class:`Board`."""
+    """A prometheus_client collector that shows the latest frame of a :class:`Board`; ``on_collect`` is told
+    which frame each collection showed."""
 
-    def __init__(self, board: Board, on_collect: Any = None) -> None:
+    def __init__(self, board: Board, on_collect: Callable[[Frame], None] | None = None) -> None:
         self._board = board
         self._on_collect = on_collect
 

@@ -125,6 +125,7 @@ class RunMetrics:
         self._thresholds: dict[str, bool] = {}
         self._seconds = 0
         self._failed = False
+        self._end_collected = False
         self._end_scraped = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -139,7 +140,9 @@ class RunMetrics:
         registry.register(FrameCollector(self.board, self._collected))
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         try:
-            server = _Server((self._host, self._port), _Handler, family=family, registry=registry)
+            server = _Server(
+                (self._host, self._port), _Handler, family=family, registry=registry, served=self._served
+            )
         except OSError as exc:
             raise BindError(f"{self._host}:{self._port}", exc.strerror or str(exc)) from exc
         self._server = server
@@ -173,6 +176,11 @@ class RunMetrics:
 
     def _collected(self, frame: Frame) -> None:
         if frame.view.finished:
+            self._end_collected = True
+
+    def _served(self) -> None:
+        """A response has been written whole: if it held the final figures, the end has been scraped."""
+        if self._end_collected:
             self._end_scraped.set()
 
     # --- RunObserver: the coordinator's thread -----------------------------------------------------------
@@ -222,9 +230,11 @@ class _Server(ThreadingHTTPServer):
         *,
         family: socket.AddressFamily,
         registry: CollectorRegistry,
+        served: Callable[[], None],
     ) -> None:
         self.address_family = family
         self.registry = registry
+        self.served = served
         super().__init__(address, handler)
 
 
@@ -263,6 +273,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+        if status == 200:
+            self.wfile.flush()
+            self.server.served()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
