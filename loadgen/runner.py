@@ -121,7 +121,7 @@ class Run:
         authorized_agents: str | Path | None = None,
         insecure: bool = False,
         progress: Callable[[str], None] | None = None,
-        metrics_bind: str | None = None,
+        metrics_bind: str | int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if not isinstance(profile, Profile):
@@ -141,7 +141,7 @@ class Run:
         if metrics_bind is not None:
             from coordinator.metrics_server import parse_metrics_bind
 
-            metrics_at = parse_metrics_bind(metrics_bind)
+            metrics_at = parse_metrics_bind(str(metrics_bind))  # 9464 as well as ":9464"
         self.profile = profile
         self.actions = [*getattr(profile, "actions", ()), *actions_from(actions)]
         check_within(self.actions, profile.load.duration)
