@@ -23,7 +23,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,7 +66,15 @@ from loadgen.wire import (
     encode,
 )
 
-__all__ = ["HLOG_FILE", "Coordinator", "CoordinatorConfig", "RunObserver", "SocketGuard", "SocketSetup"]
+__all__ = [
+    "HLOG_FILE",
+    "Coordinator",
+    "CoordinatorConfig",
+    "Observers",
+    "RunObserver",
+    "SocketGuard",
+    "SocketSetup",
+]
 
 log = logging.getLogger("loadgen.coordinator")
 
@@ -86,6 +94,29 @@ class RunObserver(Protocol):
     def finishing(self) -> None: ...
 
 
+class Observers:
+    """Several :class:`RunObserver` as one (the library's live handle and the metrics both watch a run):
+    each is told in turn, in the order they were added."""
+
+    def __init__(self, observers: Iterable[RunObserver] = ()) -> None:
+        self._all = list(observers)
+
+    def add(self, observer: RunObserver) -> None:
+        self._all.append(observer)
+
+    def started(self, start_at: float) -> None:
+        for o in self._all:
+            o.started(start_at)
+
+    def second(self, closed: ClosedInterval) -> None:
+        for o in self._all:
+            o.second(closed)
+
+    def finishing(self) -> None:
+        for o in self._all:
+            o.finishing()
+
+
 class Coordinator:
     def __init__(
         self,
@@ -97,10 +128,12 @@ class Coordinator:
         wall: Callable[[], float] = time.time,
         progress: Callable[[str], None] | None = None,
         socket_setup: SocketSetup | None = None,
-        observer: RunObserver | None = None,
+        observer: RunObserver | Sequence[RunObserver] | None = None,
     ) -> None:
         self.profile = profile
-        self._observer = observer
+        self._observers = Observers(
+            () if observer is None else observer if isinstance(observer, Sequence) else (observer,)
+        )
         self.config = config
         self._transport = transport
         self._clock = clock
@@ -143,6 +176,15 @@ class Coordinator:
             Heartbeat: self._on_heartbeat,
             Refused: self._on_refused,
         }
+
+    def watch(self, observer: RunObserver) -> None:
+        """Have ``observer`` watch the run too (before :meth:`run`), after those given to the constructor."""
+        self._observers.add(observer)
+
+    def results_so_far(self) -> ResultsDoc:
+        """The results document of the run so far (not final: no verdicts). On the coordinator's thread only
+        (an observer's methods are), and not cheap: a few milliseconds per request name."""
+        return self._results(final=False)
 
     @property
     def agents(self) -> dict[str, AgentInfo]:
@@ -411,8 +453,7 @@ class Coordinator:
             raise RunError(str(exc)) from exc
         self._start_at = self._clock() + self.config.lead + 2 * max_err
         self.durable.started_wall = self._wall() + (self._start_at - self._clock())
-        if self._observer is not None:
-            self._observer.started(self._start_at)
+        self._observers.started(self._start_at)
         self._do(actions)
         offsets = ", ".join(f"{a.id} {a.clock_offset_ms:+.3f} ms" for a in self.agents.values())
         self._progress(
@@ -516,8 +557,7 @@ class Coordinator:
 
     def _closed(self, c: ClosedInterval) -> None:
         self.durable.closed(c)
-        if self._observer is not None:
-            self._observer.second(c)
+        self._observers.second(c)
         self._recent = [*self._recent[-4:], c]
         self.hours.add(c.index, c.summary, c.latency)
         self._check_limits_live(c.index)
@@ -569,8 +609,7 @@ class Coordinator:
         self._pump(0.2)  # late stragglers
         for c in self.agg.close_all():
             self._closed(c)
-        if self._observer is not None:
-            self._observer.finishing()
+        self._observers.finishing()
         self._take_posted()
         self.fleet.end(self._end_time())
         self.events.append({"t": round(self._now(), 3), "type": "run_finished"})

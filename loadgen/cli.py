@@ -95,6 +95,26 @@ ENGINE_OPTION = click.option(
 )
 
 
+def _metrics_bind(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    from coordinator.metrics_server import parse_metrics_bind
+
+    try:
+        return parse_metrics_bind(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+METRICS_OPTION = click.option(
+    "--metrics-bind",
+    metavar="HOST:PORT",
+    callback=_metrics_bind,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (:PORT or PORT: on 127.0.0.1; port 0: a free "
+    "one, printed). See docs/observability.md.",
+)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="loadgen")
 @click.option(
@@ -290,6 +310,7 @@ def _run_coordinator(
     spawn_agents: int = 0,
     socket_setup: Any = None,
     resume: Path | None = None,
+    metrics_bind: tuple[str, int] | None = None,
 ) -> int:
     from coordinator.coordinator import Coordinator
     from coordinator.local_agents import local_agents
@@ -308,14 +329,38 @@ def _run_coordinator(
     except (SecurityError, BindError) as exc:
         coord.close()
         _fail(EXIT_USAGE, str(exc))
+    metrics = _start_metrics(coord, metrics_bind) if metrics_bind is not None else None
     try:
-        with local_agents(endpoint, spawn_agents), _interrupts_stop(coord):
-            results = coord.run_resumed() if resume is not None else coord.run()
-    except RunError as exc:
-        _fail(EXIT_RUN, str(exc))
+        try:
+            with local_agents(endpoint, spawn_agents), _interrupts_stop(coord):
+                results = coord.run_resumed() if resume is not None else coord.run()
+            if metrics is not None:
+                metrics.end(results)
+        except RunError as exc:
+            _fail(EXIT_RUN, str(exc))
+        finally:
+            coord.close()
+        return _report(results, coord.profile, str(coord.config.out_dir) if coord.config.out_dir else None)
     finally:
+        if metrics is not None:
+            metrics.close()  # once the final figures are scraped, or a few seconds
+
+
+def _start_metrics(coord: Any, bind: tuple[str, int]) -> Any:
+    from coordinator.metrics_server import RunMetrics, exposure_warning
+    from loadgen.errors import BindError
+
+    metrics = RunMetrics(coord, *bind)
+    try:
+        url = metrics.start()
+    except BindError as exc:
         coord.close()
-    return _report(results, coord.profile, str(coord.config.out_dir) if coord.config.out_dir else None)
+        _fail(EXIT_USAGE, f"--metrics-bind: {exc}")
+    _progress(f"metrics at {url}")
+    warning = exposure_warning(bind[0])
+    if warning:
+        _progress(warning)
+    return metrics
 
 
 @contextmanager
@@ -365,8 +410,15 @@ def _report(results: Mapping[str, Any], profile: Any, out: str | None) -> int:
 @click.option("--target", help="Override the profile's target base URL.")
 @click.option("--seed", type=SEED_RANGE, help="Seed the arrival schedules (reproducible Poisson arrivals).")
 @ENGINE_OPTION
+@METRICS_OPTION
 def run(
-    profile: str, n_agents: int, out: str | None, target: str | None, seed: int | None, engine: str
+    profile: str,
+    n_agents: int,
+    out: str | None,
+    target: str | None,
+    seed: int | None,
+    engine: str,
+    metrics_bind: tuple[str, int] | None,
 ) -> None:
     """Run PROFILE on this machine: a coordinator and N agent processes over loopback."""
     prof = _load(profile, target)
@@ -378,7 +430,7 @@ def run(
         seed=seed,
         engine=engine,
     )
-    sys.exit(_run_coordinator(prof, config, spawn_agents=n_agents))
+    sys.exit(_run_coordinator(prof, config, spawn_agents=n_agents, metrics_bind=metrics_bind))
 
 
 @cli.command("coordinator")
@@ -422,6 +474,7 @@ def run(
 )
 @click.option("--insecure", is_flag=True, help="Allow a plain-TCP control channel beyond loopback.")
 @ENGINE_OPTION
+@METRICS_OPTION
 def coordinator_cmd(
     profile: str | None,
     bind: str,
@@ -437,13 +490,16 @@ def coordinator_cmd(
     authorized_agents: str | None,
     insecure: bool,
     engine: str,
+    metrics_bind: tuple[str, int] | None,
 ) -> None:
     """Coordinate agents (started with `loadgen agent --connect`) through PROFILE and merge their results."""
     setup = _server_security(bind, secret_key, authorized_agents, insecure)
     if resume is not None:
         if profile is not None:
             _fail(EXIT_USAGE, "--resume continues a checkpointed run: give no PROFILE")
-        sys.exit(_run_coordinator(None, None, socket_setup=setup, resume=Path(resume)))
+        sys.exit(
+            _run_coordinator(None, None, socket_setup=setup, resume=Path(resume), metrics_bind=metrics_bind)
+        )
     if profile is None:
         _fail(EXIT_USAGE, "a PROFILE is required (or --resume DIR)")
     prof = _load(profile, target)
@@ -457,7 +513,7 @@ def coordinator_cmd(
         seed=seed,
         engine=engine,
     )
-    sys.exit(_run_coordinator(prof, config, socket_setup=setup))
+    sys.exit(_run_coordinator(prof, config, socket_setup=setup, metrics_bind=metrics_bind))
 
 
 @cli.group()

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator.aggregate import ClosedInterval
 from coordinator.config import CoordinatorConfig
@@ -36,6 +36,9 @@ from loadgen.profile import Profile
 from loadgen.results_model import ResultsDoc
 from loadgen.run_results import Percentiles, Results, Window
 from loadgen.security import server_socket_setup
+
+if TYPE_CHECKING:
+    from coordinator.metrics_server import RunMetrics
 
 log = logging.getLogger("loadgen.run")
 
@@ -118,6 +121,7 @@ class Run:
         authorized_agents: str | Path | None = None,
         insecure: bool = False,
         progress: Callable[[str], None] | None = None,
+        metrics_bind: str | int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if not isinstance(profile, Profile):
@@ -133,6 +137,11 @@ class Run:
             )
         if engine not in ("fast", "httpx"):
             raise ValueError(f"engine must be 'fast' or 'httpx', got {engine!r}")
+        metrics_at = None
+        if metrics_bind is not None:
+            from coordinator.metrics_server import parse_metrics_bind
+
+            metrics_at = parse_metrics_bind(str(metrics_bind))  # 9464 as well as ":9464"
         self.profile = profile
         self.actions = [*getattr(profile, "actions", ()), *actions_from(actions)]
         check_within(self.actions, profile.load.duration)
@@ -177,22 +186,42 @@ class Run:
         self._runner = ActionRunner(
             self.actions, post=self._coord.post_event, stop=self._coord.stop, clock=self._clock, loop=loop
         )
+        self._metrics: RunMetrics | None = None
+        self.metrics_url: str | None = None
+        """Where the run's Prometheus metrics are served (``metrics_bind=``), else None."""
         try:
             self.endpoint = self._coord.bind()
+            if metrics_at is not None:
+                self._metrics = self._serve_metrics(*metrics_at)
             self._agents = LocalAgents(self.endpoint, n_local) if n_local else None
         except BaseException:
             self._coord.close()
+            if self._metrics is not None:
+                self._metrics.close(linger=0)
             self.store.close()
             raise
         _live.add(self)
         self._thread = threading.Thread(target=self._main, name="loadgen-coordinator", daemon=True)
         self._thread.start()
 
+    def _serve_metrics(self, host: str, port: int) -> RunMetrics:
+        from coordinator.metrics_server import RunMetrics, exposure_warning
+
+        metrics = RunMetrics(self._coord, host, port)
+        self.metrics_url = metrics.start()
+        self._say(f"metrics at {self.metrics_url}")
+        warning = exposure_warning(host)
+        if warning:
+            self._say(warning)
+        return metrics
+
     # --- the coordinator's thread ------------------------------------------------------------------------
 
     def _main(self) -> None:
         try:
             self._doc = self._coord.run()
+            if self._metrics is not None:
+                self._metrics.end(self._doc)
             if self.out is not None:
                 from loadgen.reports.files import write_reports
 
@@ -208,6 +237,8 @@ class Run:
             if self._loop is not None and self._async_done is not None:
                 with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits there
                     self._loop.call_soon_threadsafe(self._async_done.set)
+            if self._metrics is not None:  # after the end: until the final figures are scraped, or a while
+                self._metrics.close()
 
     def _started(self, start_at: float) -> None:
         self._start_at = start_at
@@ -407,7 +438,8 @@ def run(profile: Profile, **options: Any) -> Results:
     started with ``loadgen agent --connect``, with ``secret_key``/``authorized_agents``/``insecure`` as on the
     CLI; ``out`` (write results.json and the reports there, as the CLI does); ``actions`` (``{"1m": fn}``);
     ``engine``, ``seed``, ``target``, ``join_timeout``, ``agent_timeout``, ``coordinator_timeout``,
-    ``progress`` (a function given each progress line; default: the ``loadgen.run`` logger).
+    ``progress`` (a function given each progress line; default: the ``loadgen.run`` logger),
+    ``metrics_bind`` (``"HOST:PORT"``, ``":PORT"``: serve Prometheus metrics there, ``Run.metrics_url``).
     Raises :class:`~loadgen.errors.ProfileError` for a bad profile,
     :class:`~loadgen.errors.JoinTimeout` when the agents do not arrive, :class:`~loadgen.errors.RunError`
     when the run cannot complete.
