@@ -9,7 +9,7 @@ for an already-closed second still counts in every total; only that second's sum
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from loadgen import histogram
 from loadgen.curve import RateCurve
 from loadgen.errors import WireError
 from loadgen.histogram import new_histogram
-from loadgen.percentiles import percentiles_ms, values_at_percentiles
+from loadgen.percentiles import percentiles_ms
 from loadgen.wire import Interval
 
 
@@ -304,13 +304,3 @@ class RunAggregate:
             or slot.cpu_max >= CPU_SATURATED
         )
         return ClosedInterval(slot.index, summary, h, slot.by_name, slot.service_by_name)
-
-
-def recent_p99(
-    closed: list[ClosedInterval], make: Callable[[], HdrHistogram] = new_histogram
-) -> float | None:
-    """p99 in ms over a few closed seconds (for the progress line)."""
-    h = make()
-    for c in closed:
-        h.add(c.latency)
-    return values_at_percentiles(h, (99.0,))[99.0] / 1000.0 if h.get_total_count() else None

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coordinator import membership as mb
-from coordinator.aggregate import ClosedInterval, RunAggregate, recent_p99
+from coordinator.aggregate import ClosedInterval, RunAggregate
 from coordinator.clock_sync import ClockEstimate, ClockProbes, ClockSample
 from coordinator.config import CoordinatorConfig
 from coordinator.durability import HLOG_FILE, Durability
 from coordinator.early_stop import over_budget, threshold_lost
 from coordinator.hours import HourTable
 from coordinator.membership import AgentInfo, Membership
-from coordinator.progress import progress_line
+from coordinator.progress import RecentSeconds, RunStatus, progress_line, run_status
 from coordinator.results import build_results, judge
 from coordinator.saturation import LiveWarnings, generator_behind, live_reasons
 from coordinator.spool import IntervalSpool
@@ -81,6 +81,7 @@ log = logging.getLogger("loadgen.coordinator")
 HEARTBEAT_EVERY = mb.HEARTBEAT_EVERY
 CHECKPOINT_EVERY = 2.0
 RESULTS_EVERY = 10.0
+JUDGE_EVERY = 5.0  # how often the live status judges the thresholds on the results so far
 
 
 class RunObserver(Protocol):
@@ -126,10 +127,14 @@ class Coordinator:
         transport: ServerTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        status: Callable[[RunStatus], None] | None = None,
         progress: Callable[[str], None] | None = None,
         socket_setup: SocketSetup | None = None,
         observer: RunObserver | Sequence[RunObserver] | None = None,
     ) -> None:
+        """``progress`` is told what happens, a line at a time, and every ``config.progress_every`` seconds
+        the run's figures as a line; given ``status``, the figures go there instead, as a value (the
+        command line's terminal panel draws it)."""
         self.profile = profile
         self._observers = Observers(
             () if observer is None else observer if isinstance(observer, Sequence) else (observer,)
@@ -151,7 +156,11 @@ class Coordinator:
         self.events: list[dict[str, Any]] = []
         self.durable = Durability(config.out_dir)
         self.hours = HourTable()
-        self._recent: list[ClosedInterval] = []
+        self._recent: list[ClosedInterval] = []  # unused since the live status has self._window
+        self._window = RecentSeconds()
+        self._status = status
+        self._failing: tuple[str, ...] | None = None  # thresholds failing so far, judged every JUDGE_EVERY s
+        self._next_judgement = 0.0
         self.agg = RunAggregate([r.name for r in profile.requests], self.curve)
         self._start_at = 0.0
         self._hold_intervals_until = 0.0  # after a resume: wait for agents' buffered data before closing
@@ -523,7 +532,7 @@ class Coordinator:
             self._declare_lost(agent, f"silent for {self.config.agent_timeout:g} s")
         self._close_intervals(math.floor(now - self._start_at) - 1)
         if now >= self._next_progress:
-            self._progress(self._progress_line(now))
+            self._report_progress(now)
             self._next_progress += self.config.progress_every
         if now >= self._next_checkpoint:
             self._checkpoint(results=now >= self._next_results)
@@ -560,6 +569,7 @@ class Coordinator:
         self._observers.second(c)
         self._recent = [*self._recent[-4:], c]
         self.hours.add(c.index, c.summary, c.latency)
+        self._window.add(c)
         self._check_limits_live(c.index)
         s = c.summary
         if s["saturated"] and self._saturation_warnings.due(
@@ -593,14 +603,37 @@ class Coordinator:
         for agent in self.fleet.busy():
             self._send(agent, Stop(reason))
 
-    def _progress_line(self, now: float) -> str:
-        return progress_line(
-            now - self._start_at,
-            self.profile.load.duration,
-            self.spool.tally.last,
-            self.agg.totals,
-            recent_p99(self._recent),
-            len(self.fleet.reachable()),
+    def _report_progress(self, now: float) -> None:
+        status = self._run_status(now)
+        if self._status is not None:
+            self._status(status)
+        else:
+            self._progress(progress_line(status))
+
+    def _run_status(self, now: float) -> RunStatus:
+        thresholds = self.profile.thresholds
+        if thresholds and now >= self._next_judgement and self._window.last is not None:
+            from loadgen.thresholds import evaluate_all
+
+            verdicts = evaluate_all(thresholds, self._results(final=False))
+            self._failing = tuple(v.expr for v in verdicts if not v.passed)
+            self._next_judgement = now + JUDGE_EVERY
+        load = self.profile.load
+        return run_status(
+            name=self.profile.name,
+            elapsed=now - self._start_at,
+            duration=load.duration,
+            start_rate=load.start_rate,
+            stages=load.stages,
+            window=self._window,
+            totals=self.agg.totals,
+            agent_states=[a.state for a in self.agents.values()],
+            connected=len(self.fleet.reachable()),
+            expected=self.config.expect_agents,
+            events=self.events,
+            thresholds=len(thresholds),
+            failing=self._failing,
+            stopping=self._aborted,
         )
 
     def _finish(self) -> ResultsDoc:
@@ -707,6 +740,7 @@ class Coordinator:
         transport: ServerTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        status: Callable[[RunStatus], None] | None = None,
         progress: Callable[[str], None] | None = None,
         socket_setup: SocketSetup | None = None,
         bind: str | None = None,
@@ -722,6 +756,7 @@ class Coordinator:
                 transport=transport,
                 clock=clock,
                 wall=wall,
+                status=status,
                 progress=progress,
                 socket_setup=socket_setup,
             )

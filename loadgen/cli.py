@@ -6,6 +6,7 @@ Exit statuses: 0 success, 1 thresholds failed, 2 usage or profile error, 3 the r
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import subprocess
@@ -29,6 +30,7 @@ PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
 def _fail(code: int, message: str) -> NoReturn:
+    _close_display()
     click.echo(f"loadgen: {message}", err=True)
     sys.exit(code)
 
@@ -79,8 +81,60 @@ def _load(path: str, target: str | None) -> Any:
     return profile
 
 
+_DISPLAY: Any = None  # while a coordinator runs: its live panel, or its plain lines (coordinator.panel)
+
+
 def _progress(line: str) -> None:
-    click.echo(line, err=True)
+    if _DISPLAY is not None:
+        _DISPLAY.message(line)
+    else:
+        click.echo(line, err=True)
+
+
+def _plain(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["loadgen.plain"] = True
+
+
+PANEL_OPTION = click.option(
+    "--no-panel",
+    is_flag=True,
+    expose_value=False,
+    callback=_plain,
+    help="Plain progress lines instead of the live panel on a terminal (also with TERM=dumb).",
+)
+
+
+def _open_display() -> Any:
+    """The live panel when stdout and stderr are a terminal, else plain lines; on stderr either way."""
+    import shutil
+
+    from coordinator.panel import PanelWriter, PlainWriter, wants_color, wants_panel
+
+    global _DISPLAY
+    ctx = click.get_current_context(silent=True)
+    plain = bool(ctx is not None and ctx.meta.get("loadgen.plain"))
+    if wants_panel(
+        stdout_tty=sys.stdout.isatty(), stderr_tty=sys.stderr.isatty(), env=os.environ, plain=plain
+    ):
+        utf = (sys.stderr.encoding or "").lower().replace("-", "").startswith("utf")
+        _DISPLAY = PanelWriter(
+            sys.stderr,
+            color=wants_color(os.environ),
+            unicode=utf,
+            columns=lambda: shutil.get_terminal_size().columns,
+        )
+    else:
+        _DISPLAY = PlainWriter(sys.stderr)
+    return _DISPLAY
+
+
+def _close_display() -> None:
+    """Restore the terminal (the cursor shown, below the last panel); before a summary or an error."""
+    global _DISPLAY
+    if _DISPLAY is not None:
+        _DISPLAY.close()
+        _DISPLAY = None
 
 
 SEED_RANGE = click.IntRange(0, 2**62)
@@ -313,15 +367,19 @@ def _run_coordinator(
     metrics_bind: tuple[str, int] | None = None,
 ) -> int:
     from coordinator.coordinator import Coordinator
-    from coordinator.local_agents import local_agents
+    from coordinator.local_agents import local_agents as start_local_agents
     from loadgen.errors import BindError
     from loadgen.security import SecurityError
 
+    display = _open_display()
+    # local agents write through a panel (above it), which would otherwise draw over what they write
+    local_agents = functools.partial(start_local_agents, output=_progress if display.in_place else None)
+    status = display.status
     try:
         if resume is not None:
-            coord = Coordinator.resume(resume, progress=_progress, socket_setup=socket_setup)
+            coord = Coordinator.resume(resume, status=status, progress=_progress, socket_setup=socket_setup)
         else:
-            coord = Coordinator(profile, config, progress=_progress, socket_setup=socket_setup)
+            coord = Coordinator(profile, config, status=status, progress=_progress, socket_setup=socket_setup)
     except LoadgenError as exc:
         _fail(EXIT_USAGE, str(exc))
     try:
@@ -388,6 +446,7 @@ def _report(results: Mapping[str, Any], profile: Any, out: str | None) -> int:
     from loadgen.reports.files import HLOG_NAME, verdicts_from, write_reports
     from loadgen.reports.markdown import render_summary_text
 
+    _close_display()
     click.echo(render_summary_text(results, verdicts_from(results)))
     if out:
         written = [Path(out) / "results.json", *write_reports(Path(out), results)]
@@ -409,6 +468,7 @@ def _report(results: Mapping[str, Any], profile: Any, out: str | None) -> int:
 @click.option("--out", type=click.Path(file_okay=False), help="Write results.json (and reports) here.")
 @click.option("--target", help="Override the profile's target base URL.")
 @click.option("--seed", type=SEED_RANGE, help="Seed the arrival schedules (reproducible Poisson arrivals).")
+@PANEL_OPTION
 @ENGINE_OPTION
 @METRICS_OPTION
 def run(
@@ -473,6 +533,7 @@ def run(
     "--authorized-agents", type=click.Path(file_okay=False), help="Folder of agents' public keys allowed in."
 )
 @click.option("--insecure", is_flag=True, help="Allow a plain-TCP control channel beyond loopback.")
+@PANEL_OPTION
 @ENGINE_OPTION
 @METRICS_OPTION
 def coordinator_cmd(
@@ -643,3 +704,5 @@ def main() -> None:
         cli(prog_name="loadgen")
     except LoadgenError as exc:  # a last resort: commands map their own errors
         _fail(EXIT_RUN, str(exc))
+    finally:  # Ctrl-C twice, a crash: the terminal gets its cursor back
+        _close_display()

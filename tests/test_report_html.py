@@ -9,6 +9,7 @@ import re
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -185,6 +186,39 @@ def test_eight_hour_run_is_small_and_downsampled() -> None:
         assert len(re.findall(r"[ML]", d)) <= MAX_POINTS
     assert ">100,000</text>" in html  # the log axis reaches the spike: the max survived downsampling
     assert "every point covers 20 s" in html
+
+
+FIVE_REQUESTS = tuple(
+    RequestFixture(
+        f"step-{i} GET /api/{i}",
+        path=f"/api/{i}",
+        share=0.2,
+        error_fraction=0.002 * i,
+        error_category=("http_503", "timeout", "connect_refused", "http_500", "reset")[i],
+        median_ms=8.0 + 15.0 * i,
+    )
+    for i in range(5)
+)
+
+
+def eight_hour_results() -> dict[str, Any]:
+    """Issue 22's long run: 28,800 per-second intervals, five request names, four error categories."""
+    results = make_results(duration_s=8 * 3600.0, rate=300.0, requests=FIVE_REQUESTS)
+    results["intervals"][20_000]["max"] = 54_321.0
+    return results
+
+
+def test_eight_hours_and_five_requests_make_a_page_under_5_mb_while_results_stay_per_second() -> None:
+    results = eight_hour_results()
+    html = render_html(results, None)
+    assert len(html.encode()) < 5_000_000
+    assert len(results["intervals"]) == 28_800  # rendering coarsens the page, never the document
+    assert [iv["t"] for iv in results["intervals"][:3]] == [0, 1, 2]
+    assert set(CHART_IDS) <= set(parse(html).ids)
+    for spec in FIVE_REQUESTS:
+        assert f">{spec.name}</text>" in html  # every name in the percentile chart's legend
+    for d in re.findall(r'<path class="series" d="([^"]*)"', html):
+        assert len(re.findall(r"[ML]", d)) <= MAX_POINTS
 
 
 # -- pieces ------------------------------------------------------------------------------------------------
@@ -447,3 +481,39 @@ def test_drain_seconds_are_shaded_and_left_out_of_the_lines() -> None:
     assert '<g class="drain">' in errors
     whole = make_results()  # a run without drain seconds shades nothing
     assert '<g class="drain">' not in render_html(whole, None)
+
+
+# The page has no script; this one, added to a copy in the test only, writes what the browser measured into
+# the DOM that --dump-dom prints: the time from navigation start to the load event with style and layout of
+# the whole page forced (reading scrollHeight), in ms.
+_LOAD_PROBE = (
+    "<script>addEventListener('load', () => {const h = document.documentElement.scrollHeight;"
+    "document.body.dataset.loadedMs = performance.now().toFixed(1); document.body.dataset.height = h;})"
+    "</script></body>"
+)
+
+
+@pytest.mark.integration
+def test_chromium_opens_the_eight_hour_report(tmp_path: Path) -> None:
+    """Issue 22 asks for under 2 s. On this class of machine it takes well under 0.2 s in the page and under 1 s
+    for the whole browser process (docs/performance-notes.md); the bounds here are the requirement for the
+    page and a generous one for the process (``-rP`` prints both figures), so a busy shared machine does not make the test flaky."""
+    page = tmp_path / "report.html"
+    page.write_text(render_html(eight_hour_results(), None).replace("</body>", _LOAD_PROBE, 1))
+    started = time.monotonic()
+    done = run_chromium(tmp_path / "profile", "--dump-dom", page.as_uri())
+    wall = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert page_problems(done.stderr) == []
+    dom = done.stdout
+    assert dom.count('<svg class="chart"') == 4
+    for chart_id in CHART_IDS:
+        assert f'id="{chart_id}"' in dom
+    assert dom.count('<path class="series"') >= 5 + 5  # rate, latency and the five requests' percentiles
+    measured = re.search(r'data-loaded-ms="([0-9.]+)" data-height="([0-9]+)"', dom)
+    assert measured is not None, "the load probe did not run"
+    loaded_ms, height = float(measured[1]), int(measured[2])
+    print(f"8 h report: load+layout {loaded_ms:.0f} ms in the page, chromium process {wall:.2f} s")
+    assert height > 1500  # laid out: four charts and the tables, not an empty body
+    assert loaded_ms < 2000.0
+    assert wall < 30.0
