@@ -156,7 +156,6 @@ class Coordinator:
         self.events: list[dict[str, Any]] = []
         self.durable = Durability(config.out_dir)
         self.hours = HourTable()
-        self._recent: list[ClosedInterval] = []  # unused since the live status has self._window
         self._window = RecentSeconds()
         self._status = status
         self._failing: tuple[str, ...] | None = None  # thresholds failing so far, judged every JUDGE_EVERY s
@@ -567,7 +566,6 @@ class Coordinator:
     def _closed(self, c: ClosedInterval) -> None:
         self.durable.closed(c)
         self._observers.second(c)
-        self._recent = [*self._recent[-4:], c]
         self.hours.add(c.index, c.summary, c.latency)
         self._window.add(c)
         self._check_limits_live(c.index)
