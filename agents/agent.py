@@ -47,8 +47,10 @@ from typing import Any
 
 import zmq
 
-from agents.arrivals import ArrivalLoop, RequestPicker
+from agents.arrivals import ArrivalLoop, RequestPicker, arrival_weights
+from agents.engine import Engine
 from agents.engines import EngineFactory, default_engine_factory
+from agents.flow_runner import FlowRunner
 from agents.join import Joining
 from agents.outbox import Outbox
 from agents.policy import coordinator_lost, refusal
@@ -261,7 +263,7 @@ class Agent:
         schedule = ArrivalSchedule(
             curve, load.arrival, start.share, start.phase, random.Random(start.seed), start.begin
         )
-        recorder = Recorder([r.name for r in profile.requests])
+        recorder = Recorder(profile.result_names, profile.step_names)
         connections = connection_limit(load.connection_limit)
         if connections < load.connection_limit:
             log.warning(
@@ -269,14 +271,20 @@ class Agent:
                 "requests beyond them wait for a free one, and the wait counts in their latency",
                 connections,
             )
+        runner = None
+        if profile.flows:  # user journeys: the runner between the arrivals and the engine
+            runner = FlowRunner(profile, recorder, clock=self._clock, rng=random.Random(start.seed + 2))
         try:
-            engine = self._engine_factory(
-                start.engine, profile.target, profile.requests, recorder, load.timeout, connections
+            engine: Engine = self._engine_factory(
+                start.engine, profile.target, profile.requests, runner or recorder, load.timeout, connections
             )
+            if runner is not None:
+                runner.bind(engine)
+                engine = runner
         except ValueError as exc:
             await self._send(Refused(f"cannot drive {profile.target}: {exc}"))
             raise RunError(f"cannot drive {profile.target}: {exc}") from exc
-        picker = RequestPicker([r.weight for r in profile.requests], random.Random(start.seed + 1))
+        picker = RequestPicker(arrival_weights(profile), random.Random(start.seed + 1))
         arrivals = ArrivalLoop(
             schedule,
             engine,

@@ -29,6 +29,7 @@ from itertools import accumulate
 
 from agents.engine import Engine, no_arrivals
 from agents.recorder import Recorder
+from loadgen.profile import Profile
 from loadgen.schedule import ArrivalSchedule
 
 MIN_SLEEP = 0.001  # uvloop's timer resolution
@@ -58,6 +59,15 @@ class RequestPicker:
             return 0
         i = bisect_right(self._cum, self._random() * self._total)
         return i if i <= self._last else self._last
+
+
+def arrival_weights(profile: Profile) -> list[float]:
+    """The weight of each name the recorder counts under, as the arrivals pick them: a plain request's or a
+    flow's, and 0 for a flow's steps (which are never arrivals of their own)."""
+    steps = profile.step_names
+    return [0.0 if r.name in steps else r.weight for r in profile.requests] + [
+        f.weight for f in profile.flows
+    ]
 
 
 class ArrivalLoop:

@@ -27,7 +27,11 @@ import asyncio
 import math
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from agents.http_request import RequestHead
+    from loadgen.profile import RequestSpec
 
 ERROR_CATEGORIES = ("timeout", "connect", "reset", "protocol")
 
@@ -96,6 +100,48 @@ class Engine(Protocol):
 
     async def aclose(self) -> None:
         """Close every connection. Requests still in flight are not reported (they stay ``in_flight``)."""
+
+
+HEAD = 1
+"""A request flag (:meth:`Slots.put`): the request is a HEAD, its response has no body."""
+READ = 2
+"""A request flag: hand the response's headers and body over in :attr:`Slots.reply` (a flow step that
+captures, checks or keeps cookies)."""
+
+
+class Reply:
+    """The headers and body of the last response read in full (a request flagged :data:`READ`): set just
+    before the sink hears of that response, valid until the sink's callback returns."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+
+
+class Slots(Protocol):
+    """What an engine offers for requests made while the run goes on (the steps of user journeys, see
+    :mod:`agents.flow_runner`): request numbers past the profile's own, each given its bytes before it is
+    submitted. Per request it costs a list assignment; the profile's own requests are unaffected."""
+
+    reply: Reply
+
+    def reserve(self, n: int) -> int:
+        """Add ``n`` request numbers (before :meth:`Engine.start`); returns the first."""
+
+    def head_of(self, spec: RequestSpec) -> RequestHead:
+        """What ``spec`` sends to this engine's target (a template's text, for a step to fill)."""
+
+    def prepare(self, head: RequestHead) -> object:
+        """``head`` in this engine's wire form. Raises ValueError for what it cannot send."""
+
+    def prepared(self, req: int) -> object:
+        """The wire form of the profile's request ``req``, built in the constructor."""
+
+    def put(self, req: int, prepared: object, flags: int) -> None:
+        """Request number ``req`` sends ``prepared`` (from :meth:`prepare` or :meth:`prepared`) from now on;
+        ``flags``: :data:`HEAD`, :data:`READ`."""
 
 
 T = TypeVar("T")

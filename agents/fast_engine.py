@@ -25,11 +25,13 @@ chunked) is reported as ``reset``, because httptools cannot be told about the en
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agents.connections import ProtocolConnection, ProtocolConnections
-from agents.http_request import build_request, host_header
+from agents.engine import HEAD
+from agents.http_request import RequestHead, build_request, encode_head, host_header, request_head
 from agents.pooled_engine import PooledEngine
 from loadgen.profile import RequestSpec
 
@@ -41,14 +43,16 @@ __all__ = ["FastEngine", "build_request"]
 class _Connection(ProtocolConnection):
     """A keep-alive connection read by httptools; ``req`` is -1 when it carries none."""
 
-    __slots__ = ("due", "heads", "main_parser", "on_response", "parser", "wire")
+    __slots__ = ("due", "flags", "main_parser", "on_response", "parser", "reply", "special", "wire")
 
     def __init__(self, engine: FastEngine, connections: ProtocolConnections[_Connection]) -> None:
         super().__init__(connections)
         self.due = engine.due
         self.on_response = engine._on_response
         self.wire = engine._wire
-        self.heads = engine._heads
+        self.flags = engine._flags
+        self.special = engine._special
+        self.reply = engine.reply
         self.main_parser = HttpResponseParser(self)
         self.parser = self.main_parser
 
@@ -57,10 +61,17 @@ class _Connection(ProtocolConnection):
         self.intended = intended
         self.submitted = submitted
         self.sent = now
-        if self.heads:
+        if self.special:
             # A response to HEAD announces a body it does not carry, which httptools cannot be told; a
-            # throwaway parser that ends the exchange with the headers reads it instead.
-            self.parser = HttpResponseParser(_HeadResponse(self)) if req in self.heads else self.main_parser
+            # throwaway parser that ends the exchange with the headers reads it instead. A response whose
+            # headers and body a flow step reads is parsed with callbacks that keep them.
+            flag = self.flags[req]
+            if not flag:
+                self.parser = self.main_parser
+            elif flag == HEAD:
+                self.parser = HttpResponseParser(_HeadResponse(self))
+            else:
+                self.parser = HttpResponseParser(_FullResponse(self, flag & HEAD != 0))
         self.transport.write(self.wire[req])
 
     # asyncio callbacks
@@ -140,6 +151,44 @@ class _HeadResponse:
         self.connection.on_message_complete()
 
 
+class _FullResponse:
+    """The parser callbacks for a response whose headers and body are handed over (in the engine's
+    :class:`~agents.engine.Reply`, just before the sink hears of it)."""
+
+    __slots__ = ("body", "connection", "done", "head", "headers")
+
+    def __init__(self, connection: _Connection, head: bool) -> None:
+        self.connection = connection
+        self.head = head
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_headers_complete(self) -> None:
+        if self.head:
+            self.on_message_complete()
+
+    def on_message_complete(self) -> None:
+        if self.done:
+            return
+        connection = self.connection
+        if connection.parser.get_status_code() < 200:
+            self.headers, self.body = [], []  # an interim response; the real one follows
+            connection.on_message_complete()
+            return
+        self.done = True
+        reply = connection.reply
+        reply.headers = self.headers
+        reply.body = b"".join(self.body)
+        connection.on_message_complete()
+
+
 # --- the engine
 
 
@@ -147,11 +196,33 @@ class FastEngine(PooledEngine[_Connection]):
     """HTTP/1.1 keep-alive engine; see the module docstring. Implements :class:`agents.engine.Engine`."""
 
     def _prepare(self, requests: Sequence[RequestSpec]) -> None:
-        host = host_header(self._scheme, self._host, self._port)
+        self._host_header = host = host_header(self._scheme, self._host, self._port)
         self._wire: list[bytes] = [build_request(spec, host, self._prefix) for spec in requests]
-        self._heads: frozenset[int] = frozenset(
-            i for i, spec in enumerate(requests) if spec.method.upper() == "HEAD"
-        )
+        self._flags = bytearray(HEAD if spec.method.upper() == "HEAD" else 0 for spec in requests)
+        self._special = any(self._flags)
+
+    # --- requests made while the run goes on (flow steps); see agents.engine.Slots
+
+    def reserve(self, n: int) -> int:
+        assert self._io is None, "slots are reserved before the engine starts"
+        base = len(self._wire)
+        self._wire.extend([b""] * n)
+        self._flags.extend(bytes(n))
+        self._special = True
+        return base
+
+    def prepare(self, head: RequestHead) -> bytes:
+        return encode_head(head)
+
+    def prepared(self, req: int) -> bytes:
+        return self._wire[req]
+
+    def head_of(self, spec: RequestSpec) -> RequestHead:
+        return request_head(spec, self._host_header, self._prefix)
+
+    def put(self, req: int, prepared: object, flags: int) -> None:
+        self._wire[req] = cast(bytes, prepared)
+        self._flags[req] = flags
 
     def _connections(self) -> ProtocolConnections[_Connection]:
         return self._direct(lambda owner: _Connection(self, owner))

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import h11
 
 from agents.connections import ProtocolConnection, ProtocolConnections
+from agents.engine import READ, Reply
 
 __all__ = ["H11Connection"]
 
@@ -34,7 +35,7 @@ class H11Connection(ProtocolConnection):
     """A keep-alive connection read by h11; ``req`` is -1 when it carries none. Pooled by
     :class:`agents.pool.Pool`."""
 
-    __slots__ = ("h11", "on_response", "requests", "status")
+    __slots__ = ("body", "flags", "h11", "headers", "on_response", "reading", "reply", "requests", "status")
 
     def __init__(
         self,
@@ -42,12 +43,20 @@ class H11Connection(ProtocolConnection):
         requests: Sequence[tuple[h11.Request, bytes]],
         on_response: Callable[[int, float, float, float, int], None],
         max_head_bytes: int,
+        flags: bytearray | None = None,
+        reply: Reply | None = None,
     ) -> None:
         super().__init__(engine)
         self.requests = requests
         self.on_response = on_response
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
         self.status = 0
+        # A flow step's response is read in full (flag READ) into ``reply``; others are read and dropped.
+        self.flags = flags
+        self.reply = reply
+        self.reading = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
         self.req = req
@@ -55,6 +64,9 @@ class H11Connection(ProtocolConnection):
         self.submitted = submitted
         self.sent = now
         self.status = 0
+        if self.flags is not None:
+            self.reading = self.flags[req] & READ != 0
+            self.body = []
         request, body = self.requests[req]
         h = self.h11
         data = h.send(request)
@@ -89,6 +101,10 @@ class H11Connection(ProtocolConnection):
                 kind = type(event)
                 if kind is h11.Response or kind is h11.InformationalResponse:
                     self.status = event.status_code  # type: ignore[union-attr]
+                    if self.reading:
+                        self.headers = list(event.headers)  # type: ignore[union-attr]
+                elif kind is h11.Data and self.reading:
+                    self.body.append(bytes(event.data))  # type: ignore[union-attr]
                 elif kind is h11.EndOfMessage or event is h11.PAUSED:
                     # PAUSED: the server switched protocols (101); the connection is not reused
                     self._complete()
@@ -119,6 +135,11 @@ class H11Connection(ProtocolConnection):
                 pool.idle.append(self)
         else:
             self.engine.retire(self)  # Connection: close, HTTP/1.0, or a switch of protocols
+        if self.reading:
+            reply = self.reply
+            assert reply is not None
+            reply.headers = self.headers
+            reply.body = b"".join(self.body)
         self.on_response(req, self.intended, self.sent, done, self.status)
         due = pool.due
         if done >= due.at:

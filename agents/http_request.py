@@ -85,6 +85,10 @@ def request_head(spec: RequestSpec, host: str, prefix: str = "") -> RequestHead:
 def build_request(spec: RequestSpec, host: str, prefix: str = "") -> bytes:
     """The complete HTTP/1.1 request for ``spec`` (see :func:`request_head`): request line, headers, then
     the body."""
-    head = request_head(spec, host, prefix)
+    return encode_head(request_head(spec, host, prefix))
+
+
+def encode_head(head: RequestHead) -> bytes:
+    """``head`` as HTTP/1.1 bytes: request line, headers, then the body."""
     lines = [f"{head.method} {head.target} HTTP/1.1", *(f"{name}: {value}" for name, value in head.headers)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + head.body

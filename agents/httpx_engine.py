@@ -43,7 +43,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import h11
 import httpcore
@@ -52,7 +52,7 @@ import httpx
 from agents.connections import ProtocolConnections
 from agents.engine import Sink
 from agents.h11_connection import H11Connection
-from agents.http_request import host_header, request_head
+from agents.http_request import RequestHead, host_header, request_head
 from agents.pool import IDLE_EXPIRY
 from agents.pooled_engine import Connections, PooledEngine
 from agents.proxy import ProxyWorkers, category, environment_proxy
@@ -136,6 +136,36 @@ class HttpxEngine(PooledEngine[Any]):  # pooled: H11Connection on the direct pat
         ]
         pairs = zip(self._requests, requests, strict=True)
         self._direct_requests = [(direct_request(request), spec.body) for request, spec in pairs]
+        self._flags: bytearray | None = None  # made by reserve(): only flows read responses
+
+    # --- requests made while the run goes on (flow steps); see agents.engine.Slots
+
+    def reserve(self, n: int) -> int:
+        assert self._io is None, "slots are reserved before the engine starts"
+        if self._proxy is not None:
+            raise ValueError("user journeys ([[flows]]) are not supported through a proxy yet")
+        base = len(self._direct_requests)
+        self._flags = bytearray(base + n)
+        self._direct_requests.extend([self._direct_requests[0]] * n)
+        return base
+
+    def head_of(self, spec: RequestSpec) -> RequestHead:
+        return request_head(spec, host_header(self._scheme, self._host, self._port), self._prefix)
+
+    def prepare(self, head: RequestHead) -> tuple[h11.Request, bytes]:
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in head.headers]
+        try:
+            return h11.Request(method=head.method, target=head.target, headers=headers), head.body
+        except h11.LocalProtocolError as exc:
+            raise ValueError(str(exc)) from None
+
+    def prepared(self, req: int) -> tuple[h11.Request, bytes]:
+        return self._direct_requests[req]
+
+    def put(self, req: int, prepared: object, flags: int) -> None:
+        assert self._flags is not None
+        self._direct_requests[req] = cast(tuple[h11.Request, bytes], prepared)
+        self._flags[req] = flags
 
     def _default_ssl_context(self) -> ssl.SSLContext:
         return httpx.create_ssl_context(trust_env=self._trust_env)
@@ -152,9 +182,14 @@ class HttpxEngine(PooledEngine[Any]):  # pooled: H11Connection on the direct pat
                 self._clock,
                 ssl_context=self._ssl_context,
             )
-        requests, on_response = self._direct_requests, self._on_response
+        requests, on_response, flags, reply = (
+            self._direct_requests,
+            self._on_response,
+            self._flags,
+            self.reply,
+        )
 
         def make(owner: ProtocolConnections[H11Connection]) -> H11Connection:
-            return H11Connection(owner, requests, on_response, MAX_HEAD_BYTES)
+            return H11Connection(owner, requests, on_response, MAX_HEAD_BYTES, flags, reply)
 
         return self._direct(make)

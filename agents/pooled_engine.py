@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar, cast
 
 from agents.connections import Carrier, ProtocolConnections
-from agents.engine import Due, Sink, Unreachable
+from agents.engine import Due, Reply, Sink, Unreachable
 from agents.http_request import split_target
 from agents.pool import IDLE_EXPIRY, Pool, Pooled
 from loadgen.profile import RequestSpec
@@ -90,6 +90,7 @@ class PooledEngine(ABC, Generic[C]):
         self._tls = self._scheme == "https"
         self._ssl_context = ssl_context
         self._on_response: Callable[[int, float, float, float, int], None] = sink.response
+        self.reply = Reply()
         self._timeout = timeout
         self._clock: Callable[[], float] = clock
         self._io: Connections[C] | None = None  # made by start()
@@ -122,6 +123,11 @@ class PooledEngine(ABC, Generic[C]):
             timeout=self._timeout,
             ssl_context=self._ssl_context if self._tls else None,
         )
+
+    @property
+    def prefix(self) -> str:
+        """The target's path prefix, put before every request's path."""
+        return self._prefix
 
     # --- Engine interface
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 
 from hdrh.histogram import HdrHistogram
@@ -55,8 +55,12 @@ class Recorder:
     """Counts and times every outcome. The per-request methods only count and append an integer: the HDR
     recording happens once per interval, over the distinct values (see :func:`_histogram_of`)."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], steps: Iterable[str] = ()) -> None:
         self.names = tuple(names)
+        # A flow's steps count under their names only: the run's totals count arrivals (see
+        # coordinator.aggregate.RunAggregate).
+        skip = set(steps)
+        self._arrival = [name not in skip for name in self.names]
         self._stats = [_NameStats() for _ in self.names]
         self._lag: list[int] = []
         self._scheduled = 0
@@ -108,6 +112,42 @@ class Recorder:
         st.failed += 1
         st.errors[category] = st.errors.get(category, 0) + 1
 
+    # --- flows (agents.flow_runner) ------------------------------------------------------------------------
+
+    def step_scheduled(self, req: int) -> None:
+        """A flow's step ``req`` (a name's index) went to the engine: counted for that name only, since the
+        arrival was the flow's."""
+        self._by_name[req] += 1
+
+    def step_done(
+        self, req: int, intended: float, sent: float, done: float, category: str | None, answered: bool
+    ) -> None:
+        """A step's outcome: ok (``category`` None) or failed; ``answered``: a response came (a failed
+        check or capture, an error status), so its time counts as the step's latency."""
+        st = self._stats[req]
+        if answered:
+            st.latency.append(int((done - intended) * 1_000_000.0))
+            st.service.append(int((done - sent) * 1_000_000.0))
+        elif category == "timeout":
+            st.latency.append(int((done - intended) * 1_000_000.0))
+        if category is None:
+            st.ok += 1
+        else:
+            st.failed += 1
+            st.errors[category] = st.errors.get(category, 0) + 1
+
+    def flow_done(self, req: int, arrival: float, done: float, active: float, category: str | None) -> None:
+        """A flow instance ended: its duration (arrival to the end of its last step, pauses included) goes
+        in the name's latency, its ``active`` time (the same without its pauses) in the service slot."""
+        st = self._stats[req]
+        st.latency.append(int((done - arrival) * 1_000_000.0))
+        st.service.append(int(active * 1_000_000.0))
+        if category is None:
+            st.ok += 1
+        else:
+            st.failed += 1
+            st.errors[category] = st.errors.get(category, 0) + 1
+
     def seal_arrivals(self) -> None:
         """Every arrival of the seconds before the schedule's current one has been counted."""
         self._sealed_scheduled += self._scheduled
@@ -123,8 +163,8 @@ class Recorder:
         over included."""
         return (
             self.total_scheduled + self._sealed_scheduled + self._scheduled,
-            self.total_ok + sum(st.ok for st in self._stats),
-            self.total_failed + sum(st.failed for st in self._stats),
+            self.total_ok + sum(st.ok for st, a in zip(self._stats, self._arrival, strict=True) if a),
+            self.total_failed + sum(st.failed for st, a in zip(self._stats, self._arrival, strict=True) if a),
             self.total_dropped + self._sealed_dropped + self._dropped,
         )
 
@@ -147,8 +187,9 @@ class Recorder:
             self._sealed_by_name[i] = 0
             if scheduled or st.ok or st.failed:
                 names[name] = (scheduled, st.ok, st.failed, st.errors, st.latency, st.service)
-                self.total_ok += st.ok
-                self.total_failed += st.failed
+                if self._arrival[i]:
+                    self.total_ok += st.ok
+                    self.total_failed += st.failed
                 st.reset()
         pending = PendingInterval(
             index,

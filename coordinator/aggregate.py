@@ -20,6 +20,7 @@ from loadgen.curve import RateCurve
 from loadgen.errors import WireError
 from loadgen.histogram import new_histogram
 from loadgen.percentiles import percentiles_ms
+from loadgen.profile import Profile
 from loadgen.wire import Interval
 
 
@@ -126,10 +127,29 @@ def _check_name_entry(
     return name, scheduled, ok, failed, errors, lat, svc
 
 
+def roles(profile: Profile) -> dict[str, frozenset[str]]:
+    """The names' roles for :class:`RunAggregate`: which are flows' steps and which are flows."""
+    return {"steps": profile.step_names, "flows": frozenset(f.name for f in profile.flows)}
+
+
 class RunAggregate:
-    def __init__(self, names: Iterable[str], curve: RateCurve) -> None:
+    """The run's numbers. With user journeys (:mod:`loadgen.flows`) the names have roles: a flow's
+    ``steps`` count only under their own names (the arrival was the flow's), and ``flows`` stay out of the
+    run's latency (a flow's time is its journey's, pauses included, not a request's). So the run's totals
+    count arrivals (plain requests and flows) and its latency is the requests' (plain ones and steps)."""
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        curve: RateCurve,
+        *,
+        steps: Iterable[str] = (),
+        flows: Iterable[str] = (),
+    ) -> None:
         self.curve = curve
         self.names: dict[str, NameTotals] = {n: NameTotals() for n in names}
+        self.steps = frozenset(steps)
+        self.flows = frozenset(flows)
         self.totals = Counts()
         self.lag = new_histogram()
         self.service = new_histogram()
@@ -204,25 +224,30 @@ class RunAggregate:
         ok = failed = 0
         errors: dict[str, int] = {}
         names = self.names
+        steps, flows = self.steps, self.flows
         for (name, n_scheduled, n_ok, n_failed, n_errors, _, _), lat, svc in staged:
             nt = names[name]
             c = nt.counts
             c.scheduled += n_scheduled
             c.ok += n_ok
             c.failed += n_failed
-            ok += n_ok
-            failed += n_failed
             if n_errors:
                 c.add_errors(n_errors)
+            if name not in steps:
+                ok += n_ok
+                failed += n_failed
                 for k, v in n_errors.items():
                     errors[k] = errors.get(k, 0) + v
             if slot is None:  # a late second: straight into the totals
+                run = name not in flows
                 if lat >= 0:
                     merger.commit(lat, nt.latency)
-                    merger.commit(lat, self.latency)
+                    if run:
+                        merger.commit(lat, self.latency)
                 if svc >= 0:
                     merger.commit(svc, nt.service)
-                    merger.commit(svc, self.service)
+                    if run:
+                        merger.commit(svc, self.service)
                 continue
             # Per second and name only: the run totals are folded in once, when the second closes, so the
             # cost per agent message is two decodes and two adds per name whatever the fleet's size.
@@ -259,21 +284,27 @@ class RunAggregate:
 
     def _fold(self, name: str, lat: HdrHistogram | None, svc: HdrHistogram | None) -> None:
         nt = self.names[name]
+        run = name not in self.flows
         if lat is not None:
             nt.latency.add(lat)
-            self.latency.add(lat)
+            if run:
+                self.latency.add(lat)
         if svc is not None:
             nt.service.add(svc)
-            self.service.add(svc)
+            if run:
+                self.service.add(svc)
 
     def _summarize(self, slot: Slot) -> ClosedInterval:
+        flows = self.flows
         for name, lat in slot.by_name.items():
             self._fold(name, lat, None)
-            slot.latency.add(lat)
+            if name not in flows:
+                slot.latency.add(lat)
         service = new_histogram()
         for name, svc in slot.service_by_name.items():
             self._fold(name, None, svc)
-            service.add(svc)
+            if name not in flows:
+                service.add(svc)
         self.lag.add(slot.lag)
         h = slot.latency
         has = h.get_total_count() > 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coordinator import membership as mb
-from coordinator.aggregate import ClosedInterval, RunAggregate
+from coordinator.aggregate import ClosedInterval, RunAggregate, roles
 from coordinator.clock_sync import ClockEstimate, ClockProbes, ClockSample
 from coordinator.config import CoordinatorConfig
 from coordinator.durability import HLOG_FILE, Durability
@@ -160,7 +160,7 @@ class Coordinator:
         self._status = status
         self._failing: tuple[str, ...] | None = None  # thresholds failing so far, judged every JUDGE_EVERY s
         self._next_judgement = 0.0
-        self.agg = RunAggregate([r.name for r in profile.requests], self.curve)
+        self.agg = RunAggregate(profile.result_names, self.curve, **roles(profile))
         self._start_at = 0.0
         self._hold_intervals_until = 0.0  # after a resume: wait for agents' buffered data before closing
         self.dropped_messages = 0
@@ -767,7 +767,7 @@ class Coordinator:
         self.fleet.restore(st)
         self.events = st["events"]
         self.hours = HourTable.restore(st["hours"])
-        self.agg = restore_aggregate(st["aggregate"], [r.name for r in profile.requests], self.curve)
+        self.agg = restore_aggregate(st["aggregate"], profile.result_names, self.curve, **roles(profile))
         # Give every agent the rest of its own timeout to notice the new coordinator and re-attach.
         now = clock() + max(0.0, config.coordinator_timeout - config.agent_timeout)
         self._last_heard = dict.fromkeys(self.agents, now)

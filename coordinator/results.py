@@ -181,6 +181,23 @@ def build_results(
             "latency_ms": summary_ms(nt.latency),
             "service_ms": summary_ms(nt.service),
         }
+    flows: dict[str, Any] = {}
+    for flow in profile.flows:
+        nt = agg.names[flow.name]
+        c = nt.counts
+        flows[flow.name] = {
+            "scheduled": c.scheduled,
+            "count": c.ok + c.failed,
+            "ok": c.ok,
+            "failed": c.failed,
+            "errors": dict(sorted(c.errors.items())),
+            "duration_ms": summary_ms(nt.latency),
+            "active_ms": summary_ms(nt.service),
+            "steps": [s.request for s in flow.steps if s.request is not None],
+        }
+        for step in flow.steps:
+            if step.request is not None:
+                requests[step.request]["flow"] = flow.name
     doc: ResultsDoc = {
         "schema": SCHEMA_VERSION,
         "final": final,
@@ -251,6 +268,8 @@ def build_results(
         "hours": hours or [],
         "interrupted": interrupted,
     }
+    if flows:
+        doc["flows"] = flows
     doc["cost"] = cost_summary(profile, doc)
     return doc
 

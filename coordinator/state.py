@@ -80,8 +80,10 @@ def aggregate_state(agg: RunAggregate) -> dict[str, Any]:
     }
 
 
-def restore_aggregate(d: dict[str, Any], names: list[str], curve: RateCurve) -> RunAggregate:
-    agg = RunAggregate(names, curve)
+def restore_aggregate(
+    d: dict[str, Any], names: list[str], curve: RateCurve, **roles: frozenset[str]
+) -> RunAggregate:
+    agg = RunAggregate(names, curve, **roles)
     for n, (counts, lat, svc) in d["names"].items():
         t = agg.names[n]
         t.counts = _counts_back(counts)

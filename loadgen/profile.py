@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loadgen.durations import parse_duration
+from loadgen.flows import DataSource, Flow, data_from_wire, data_to_wire, flows_from_wire, flows_to_wire
 
 if TYPE_CHECKING:
     from loadgen.actions import Action, OnError
@@ -224,6 +225,11 @@ class Profile:
     abort_grace: float = 0.0  # seconds into the run before thresholds may abort it
     budget: float | None = None  # stop the run when the cost of completed requests exceeds this
     actions: tuple[Action, ...] = field(default=(), compare=False)
+    flows: tuple[Flow, ...] = ()  # user journeys; their steps' requests are in ``requests`` too
+    data: tuple[DataSource, ...] = ()  # test data the flows draw from
+    env: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    """The ``env.NAME`` variables the templates read, with the values the coordinator's environment gave
+    them when the profile was loaded; they travel to agents, never into results or reports."""
 
     def __init__(
         self,
@@ -238,6 +244,9 @@ class Profile:
         budget: float | None = None,
         source: str = CODE,
         actions: Iterable[Action] = (),
+        flows: Iterable[Mapping[str, Any] | Flow] = (),
+        data: Iterable[Mapping[str, Any] | DataSource] = (),
+        env: Iterable[tuple[str, str]] = (),
     ) -> None:
         from loadgen.profile_file import parse_profile  # it imports this module
 
@@ -251,7 +260,21 @@ class Profile:
         if budget is not None:
             doc["budget"] = budget
         doc["load"] = load.to_doc() if isinstance(load, Load) else load
-        doc["requests"] = _request_docs(requests)
+        flow_items, data_items = _listed(flows), _listed(data)
+        given = _listed(requests)
+        if isinstance(flow_items, list) and isinstance(given, list):
+            # Flows as values (a copy of a profile, dataclasses.replace): back to their documents, and
+            # their steps' requests out of the plain requests.
+            by_name = {r.name: r for r in given if isinstance(r, Request)}
+            steps = {s.request for f in flow_items if isinstance(f, Flow) for s in f.steps if s.request}
+            flow_items = [f.to_doc(by_name) if isinstance(f, Flow) else f for f in flow_items]
+            given = [r for r in given if not (isinstance(r, Request) and r.name in steps)]
+        if given or not flow_items:
+            doc["requests"] = _request_docs(given)
+        if flow_items:
+            doc["flows"] = flow_items
+        if data_items:
+            doc["data"] = data_items
         valid = parse_profile(doc, _label(name, source))
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, getattr(valid, f.name))
@@ -271,6 +294,9 @@ class Profile:
         abort_grace: float = 0.0,
         budget: float | None = None,
         actions: tuple[Action, ...] = (),
+        flows: tuple[Flow, ...] = (),
+        data: tuple[DataSource, ...] = (),
+        env: tuple[tuple[str, str], ...] = (),
     ) -> Profile:
         """A profile from fields already validated (by the loader) or checked (by the wire): no checks."""
         self = object.__new__(cls)
@@ -285,6 +311,9 @@ class Profile:
         put(self, "abort_grace", abort_grace)
         put(self, "budget", budget)
         put(self, "actions", actions)
+        put(self, "flows", flows)
+        put(self, "data", data)
+        put(self, "env", env)
         return self
 
     def _with(self, **changes: Any) -> Profile:
@@ -332,8 +361,26 @@ class Profile:
         if self.budget is not None:
             doc["budget"] = self.budget
         doc["load"] = self.load.to_doc()
-        doc["requests"] = [r.to_doc() for r in self.requests]
+        steps = self.step_names
+        plain = [r.to_doc() for r in self.requests if r.name not in steps]
+        if plain or not self.flows:
+            doc["requests"] = plain
+        if self.flows:
+            by_name = {r.name: r for r in self.requests}
+            doc["flows"] = [f.to_doc(by_name) for f in self.flows]
+        if self.data:
+            doc["data"] = [d.to_doc() for d in self.data]
         return doc
+
+    @property
+    def step_names(self) -> frozenset[str]:
+        """The names of the requests that are steps of a flow (``<flow>.<step>``)."""
+        return frozenset(s.request for f in self.flows for s in f.steps if s.request is not None)
+
+    @property
+    def result_names(self) -> list[str]:
+        """Every name the results count under: the requests (steps included), then the flows."""
+        return [r.name for r in self.requests] + [f.name for f in self.flows]
 
     def to_toml(self) -> str:
         """This profile as a TOML file that :func:`~loadgen.profile_file.load_profile` reads back equal.
@@ -372,6 +419,9 @@ class Profile:
             "abort_on_fail": self.abort_on_fail,
             "abort_grace": self.abort_grace,
             "budget": self.budget,
+            "flows": flows_to_wire(self.flows),
+            "data": data_to_wire(self.data),
+            "env": [list(e) for e in self.env],
         }
 
     @classmethod
@@ -416,6 +466,9 @@ class Profile:
             abort_on_fail=bool(d.get("abort_on_fail", False)),
             abort_grace=float(d.get("abort_grace", 0.0)),
             budget=None if d.get("budget") is None else float(d["budget"]),
+            flows=flows_from_wire(d.get("flows", [])),
+            data=data_from_wire(d.get("data", [])),
+            env=tuple((str(k), str(v)) for k, v in d.get("env", [])),
         )
 
 

@@ -49,11 +49,23 @@ from urllib.parse import urlsplit
 from loadgen.curve import RateCurve
 from loadgen.durations import parse_duration
 from loadgen.errors import ProfileError
+from loadgen.flows import DataSource, Flow
 from loadgen.profile import ARRIVAL_KINDS, Load, Profile, Request, Stage
 from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
 from loadgen.thresholds import parse_threshold, scope_problem
 
-TOP_KEYS = ("name", "target", "thresholds", "abort_on_fail", "abort_grace", "budget", "load", "requests")
+TOP_KEYS = (
+    "name",
+    "target",
+    "thresholds",
+    "abort_on_fail",
+    "abort_grace",
+    "budget",
+    "load",
+    "requests",
+    "flows",
+    "data",
+)
 LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "max_connections", "stages", "shape")
 STAGE_KEYS = ("duration", "rate")
 REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body", "cost")
@@ -157,18 +169,43 @@ def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Prof
     if "load" not in doc:
         raise _Invalid("load", "missing; add a [load] table with stages or a shape")
     load = _load(_table(doc["load"], "load"))
-    requests = _requests(doc.get("requests"))
+    requests = _requests(doc.get("requests")) if "requests" in doc or "flows" not in doc else ()
+    flows, data, env = _journeys(doc, file, requests)
+    requests += tuple(r for f in flows for r in f[1])
+    names = tuple(r.name for r in requests) + tuple(f[0].name for f in flows)
     return Profile._valid(
         name=name,
         target=target,
         load=load,
         requests=requests,
-        thresholds=_thresholds(doc.get("thresholds", []), tuple(r.name for r in requests)),
+        flows=tuple(f[0] for f in flows),
+        data=data,
+        env=env,
+        thresholds=_thresholds(doc.get("thresholds", []), names),
         source=file,
         abort_on_fail=_bool(doc.get("abort_on_fail", False), "abort_on_fail"),
         abort_grace=_duration(doc.get("abort_grace", "0s"), "abort_grace"),
         budget=None if "budget" not in doc else _non_negative(doc["budget"], "budget"),
     )
+
+
+def _journeys(
+    doc: Mapping[str, object], file: str, requests: tuple[Request, ...]
+) -> tuple[list[tuple[Flow, tuple[Request, ...]]], tuple[DataSource, ...], tuple[tuple[str, str], ...]]:
+    """The ``[[flows]]`` (each with its steps' requests) and ``[[data]]`` of ``doc`` (see
+    :mod:`loadgen.flow_file`), and the environment variables their templates read."""
+    if "flows" not in doc:
+        if "data" in doc:
+            raise _Invalid("data", "test data is for flows; add [[flows]] whose steps use its columns")
+        return [], (), ()
+    from loadgen import flow_file  # it imports this module's field readers
+
+    data = flow_file.parse_data(doc["data"], Path(file).parent) if "data" in doc else ()
+    flows, steps, env = flow_file.parse_flows(
+        doc["flows"], {r.name for r in requests}, data, flow_file.environment()
+    )
+    by_flow = [(f, tuple(r for r in steps if r.name.startswith(f.name + "."))) for f in flows]
+    return by_flow, data, tuple(sorted(env.items()))
 
 
 def _bool(value: object, field: str) -> bool:

@@ -31,18 +31,29 @@ def write_toml(doc: Mapping[str, Any]) -> str:
     lines.append("stages = [")
     lines += [f"  {_value(stage, 'stage')}," for stage in load["stages"]]
     lines.append("]")
-    for i, request in enumerate(doc["requests"]):
-        lines += ["", "[[requests]]"]
-        for key, value in request.items():
-            if key == "body" and isinstance(value, bytes):
-                raise ValueError(
-                    f"requests[{i}].body: {len(value)} bytes that are not UTF-8 text cannot be written to "
-                    "a TOML profile (its strings are Unicode text)"
-                )
-            if (key, value) in (("headers", {}), ("body", ""), ("cost", 0)):
-                continue
-            lines.append(f"{_key(key)} = {_value(value, key)}")
+    for i, request in enumerate(doc.get("requests", [])):
+        lines += ["", "[[requests]]", *_request_lines(request, f"requests[{i}]")]
+    for data in doc.get("data", []):
+        lines += ["", "[[data]]", *(f"{_key(k)} = {_value(v, k)}" for k, v in data.items())]
+    for i, flow in enumerate(doc.get("flows", [])):
+        lines += ["", "[[flows]]", *(f"{_key(k)} = {_value(v, k)}" for k, v in flow.items() if k != "steps")]
+        for j, step in enumerate(flow["steps"]):
+            lines += ["", "[[flows.steps]]", *_request_lines(step, f"flows[{i}].steps[{j}]")]
     return "\n".join(lines) + "\n"
+
+
+def _request_lines(request: Mapping[str, Any], field: str) -> list[str]:
+    lines = []
+    for key, value in request.items():
+        if key == "body" and isinstance(value, bytes):
+            raise ValueError(
+                f"{field}.body: {len(value)} bytes that are not UTF-8 text cannot be written to "
+                "a TOML profile (its strings are Unicode text)"
+            )
+        if (key, value) in (("headers", {}), ("body", ""), ("cost", 0)):
+            continue
+        lines.append(f"{_key(key)} = {_value(value, key)}")
+    return lines
 
 
 def _value(value: object, key: str) -> str:

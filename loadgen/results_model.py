@@ -39,6 +39,21 @@ class RequestFigures(TypedDict):
     errors: dict[str, int]
     latency_ms: Summary
     service_ms: Summary
+    flow: NotRequired[str]  # the flow this request is a step of
+
+
+class FlowFigures(TypedDict):
+    """A user journey's figures: arrivals and outcomes as a request's; ``duration_ms`` from the arrival to
+    the end of its last step (pauses included), ``active_ms`` the same without its pauses."""
+
+    scheduled: int
+    count: int
+    ok: int
+    failed: int
+    errors: dict[str, int]
+    duration_ms: Summary
+    active_ms: Summary
+    steps: list[str]
 
 
 class AgentFigures(TypedDict):
@@ -92,6 +107,7 @@ class ResultsDoc(TypedDict):
     service_ms: Summary
     send_lag_ms: Summary
     requests: dict[str, RequestFigures]
+    flows: NotRequired[dict[str, FlowFigures]]  # only when the profile has [[flows]]
     intervals: Any  # the per-second summaries: a list, or while being written the spool's mark
     agents: list[AgentFigures]
     events: list[dict[str, Any]]

@@ -142,6 +142,9 @@ def scope_problem(th: Threshold, names: Iterable[str]) -> str | None:
     return f"no request named {th.scope!r} (known: {', '.join(repr(n) for n in known) or 'none'}){hint}"
 
 
+FLOW_KEYS = {"latency_ms": "duration_ms", "service_ms": "active_ms"}
+
+
 def evaluate(th: Threshold, results: Mapping[str, Any]) -> Verdict:
     """Judge one threshold against a results dict (schema 1). Pure; never raises on missing data."""
     where = "run" if th.scope is None else f"request {th.scope!r}"
@@ -150,15 +153,18 @@ def evaluate(th: Threshold, results: Mapping[str, Any]) -> Verdict:
         ok, failed = _totals(results)
     else:
         requests = results.get("requests") or {}
-        if (problem := scope_problem(th, requests)) is not None:
+        flows = results.get("flows") or {}
+        if (problem := scope_problem(th, [*requests, *flows])) is not None:
             return Verdict(th.expr, False, None, problem)
-        source = requests[th.scope]
+        source = requests[th.scope] if th.scope in requests else flows[th.scope]
         ok, failed = int(source.get("ok", 0)), int(source.get("failed", 0))
     completed = ok + failed
 
     observed: float | None
     if th.is_latency:
-        stats = source.get(th.latency_key) or {}
+        # A flow's latency is its whole journey's (arrival to last byte), its service time its active time.
+        key = th.latency_key if th.scope not in (results.get("flows") or {}) else FLOW_KEYS[th.latency_key]
+        stats = source.get(key) or {}
         raw = stats.get(th.stat)
         observed = None if completed == 0 or raw is None else float(raw)
         missing = (

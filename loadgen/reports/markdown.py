@@ -114,6 +114,8 @@ def build_sections(
         sections.append(Section("Warnings", lines=tuple(warnings)))
     if verdicts is not None:
         sections.append(_thresholds(verdicts, st))
+    if results.get("flows"):
+        sections.append(_flows(results))
     sections.append(_requests(results))
     sections.append(_errors(results))
     if float(results.get("duration_s") or 0.0) > HOURLY_AFTER_S:
@@ -269,11 +271,59 @@ def _requests(results: Mapping[str, Any]) -> Section:
     for name, req in (results.get("requests") or {}).items():
         rows.append(_request_row(name, req, req, duration))
     totals = results.get("totals") or {}
+    if results.get("flows"):  # the totals count flows: the requests' row adds up the requests instead
+        requests = (results.get("requests") or {}).values()
+        totals = {k: sum(int(r.get(k, 0)) for r in requests) for k in ("count", "ok", "failed")}
     rows.append(_request_row("All", totals, results, duration))
     return Section(
         "Requests",
         table=Table(headers, tuple(rows), "l" + "r" * (len(headers) - 1)),
         notes=("Latency in ms, from the intended send time (includes any generator lateness).",),
+    )
+
+
+FLOW_STATS = ("p50", "p95", "p99")
+
+
+def _flows(results: Mapping[str, Any]) -> Section:
+    """User journeys: each flow as a whole, from its arrival to the end of its last step."""
+    duration = float(results.get("duration_s") or 0.0)
+    headers = (
+        "Flow",
+        "Count",
+        "OK",
+        "Failed",
+        "per s",
+        *(f"{s} ms" for s in FLOW_STATS),
+        *(f"active {s}" for s in FLOW_STATS),
+        "Top error",
+    )
+    rows = []
+    for name, flow in (results.get("flows") or {}).items():
+        ok, failed = int(flow.get("ok", 0)), int(flow.get("failed", 0))
+        whole = flow.get("duration_ms") or {}
+        active = flow.get("active_ms") or {}
+        errors: Mapping[str, int] = flow.get("errors") or {}
+        top = max(errors.items(), key=lambda kv: kv[1], default=None)
+        rows.append(
+            (
+                name,
+                format_count(ok + failed),
+                format_count(ok),
+                format_count(failed),
+                format_rps((ok + failed) / duration if duration > 0 else None),
+                *(format_ms(whole.get(s)) for s in FLOW_STATS),
+                *(format_ms(active.get(s)) for s in FLOW_STATS),
+                "" if top is None else f"{top[0]} ({format_count(top[1])})",
+            )
+        )
+    return Section(
+        "Flows",
+        table=Table(headers, tuple(rows), "l" + "r" * (len(headers) - 2) + "l"),
+        notes=(
+            "A flow's time runs from its arrival to the end of its last step, pauses included; active: the "
+            "same without its pauses. Its steps are under Requests as <flow>.<step>.",
+        ),
     )
 
 

@@ -1,0 +1,396 @@
+"""User journeys on the agent: each arrival starts a flow instance, whose steps go to the engine one after
+another, carrying captured values, cookies and test data from one response to the next.
+
+:class:`FlowRunner` sits between the arrival loop and the engine. To the arrival loop it is the engine
+(``submit``, ``in_flight``, ``due``, drain and close), and ``max_in_flight`` counts flow instances; to the
+engine it is the sink. An arrival's number is a name's index in the recorder: a flow, or a plain request of
+the profile (a one-step flow of its own, counted under its one name).
+
+Timing, so that a stalled server still shows in every step's tail (see docs/profiles.md, "User journeys"):
+
+- a step's intended time is the flow's arrival for the first step, and the previous step's completion plus
+  the pause between them after that; its response time runs from there, its service time from the write;
+- the flow's duration runs from its arrival to the end of its last step, and its active time is the same
+  without its pauses; a flow that fails ends at its failed step.
+
+Each instance in flight holds one request number of the engine (:class:`agents.engine.Slots`), reserved
+once for ``max_in_flight`` instances, so a response finds its instance by its number; nothing is allocated
+per step beyond what its templates render. A failed step (an error, an error status that no check allows, a
+failed check ``check:<step>``, a capture that finds nothing ``capture:<step>``, a template that renders into
+something unsendable ``template:<step>``) ends its instance, counted failed with the step's category.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from agents.engine import HEAD, READ, Due, Engine, Reply, Slots
+from agents.http_request import PRINTABLE, RequestHead
+from agents.recorder import Recorder
+from loadgen.captures import CookieJar, Extractor, check_failure, compile_capture
+from loadgen.flows import DataSource, Flow, Pause
+from loadgen.profile import Profile, Request
+from loadgen.templates import RenderContext, Template, compile_template
+
+
+class _Step:
+    """A request step, compiled: what the runner does per instance, prepared once."""
+
+    __slots__ = (
+        "captures",
+        "check",
+        "flags",
+        "head",
+        "name",
+        "pause",
+        "prepared",
+        "rec",
+        "templates",
+    )
+
+    def __init__(self, name: str, rec: int, pause: Pause | None) -> None:
+        self.name = name
+        self.rec = rec  # the recorder's index of the step's name
+        self.pause = pause  # the pause before this step
+        self.prepared: object = None  # the engine's wire form when nothing in it varies
+        self.head: RequestHead | None = None
+        self.templates: tuple[Template, tuple[Template, ...], Template] | None = None
+        self.captures: tuple[tuple[str, Extractor], ...] = ()
+        self.check: Any = None
+        self.flags = 0
+
+
+class _Flow:
+    __slots__ = ("cookies", "data", "rec", "steps", "whole")
+
+    def __init__(self, rec: int, steps: list[_Step], cookies: bool, data: list[_Data], whole: bool) -> None:
+        self.rec = rec
+        self.steps = steps
+        self.cookies = cookies
+        self.data = data
+        self.whole = whole  # a flow of its own (not a plain request): recorded as a flow at its end
+
+
+class _Data:
+    """One ``[[data]]`` source on this agent: sequential rows from a start of the agent's own, or random."""
+
+    __slots__ = ("columns", "next", "random", "rng", "rows")
+
+    def __init__(self, source: DataSource, rng: random.Random) -> None:
+        self.columns = source.columns
+        self.rows = source.rows
+        self.random = source.mode == "random"
+        self.rng = rng
+        self.next = 0
+
+    def draw(self) -> tuple[str, ...]:
+        if self.random:
+            return self.rows[self.rng.randrange(len(self.rows))]
+        row = self.rows[self.next]
+        self.next = (self.next + 1) % len(self.rows)
+        return row
+
+
+class _Instance:
+    __slots__ = ("active", "arrival", "flow", "jar", "step", "timer", "values")
+
+    def __init__(self) -> None:
+        self.flow: _Flow | None = None
+        self.step = 0
+        self.arrival = 0.0
+        self.active = 0.0
+        self.values: dict[str, str] = {}
+        self.jar: CookieJar | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class FlowRunner:
+    """See the module docstring. Made before its engine (which needs it as its sink), then :meth:`bind`."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        recorder: Recorder,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+        call_later: Callable[..., asyncio.TimerHandle] | None = None,
+    ) -> None:
+        self._profile = profile
+        self._recorder = recorder
+        self._clock = clock
+        self._rng = rng
+        self._ctx = RenderContext(rng)
+        self._call_later = call_later
+        self._env = dict(profile.env)
+        self._units: list[_Flow | None] = []
+        self._engine: Any = None
+        self._instances: list[_Instance] = []
+        self._free: list[int] = []
+        self._base = 0
+        self._reply = Reply()
+        self.due = Due()
+        self.live = 0
+
+    def bind(self, engine: Engine) -> None:
+        """Compile the flows for ``engine`` (which must offer :class:`agents.engine.Slots`) and reserve its
+        request numbers. Raises ValueError if a step cannot be sent by it."""
+        if not all(hasattr(engine, a) for a in ("reserve", "prepare", "put", "reply")):
+            raise ValueError("this engine cannot run user journeys ([[flows]])")
+        slots: Slots = engine  # type: ignore[assignment]
+        self._engine = engine
+        self.due = engine.due
+        self._reply = slots.reply
+        profile = self._profile
+        index = {name: i for i, name in enumerate(profile.result_names)}
+        requests = {r.name: (i, r) for i, r in enumerate(profile.requests)}
+        data = [_Data(d, self._rng) for d in profile.data]
+        units: list[_Flow | None] = []
+        for i, r in enumerate(profile.requests):
+            if r.name in profile.step_names:
+                units.append(None)  # a step: never an arrival of its own
+                continue
+            step = _Step(r.name, i, None)
+            self._compile(step, r, i, slots, reads=False)
+            units.append(_Flow(i, [step], cookies=False, data=[], whole=False))
+        for flow in profile.flows:
+            units.append(self._flow(flow, index, requests, data, slots))
+        self._units = units
+        n = profile.load.max_in_flight
+        self._base = slots.reserve(n)
+        self._instances = [_Instance() for _ in range(n)]
+        self._free = list(range(n - 1, -1, -1))
+
+    def _flow(
+        self,
+        flow: Flow,
+        index: dict[str, int],
+        requests: dict[str, tuple[int, Request]],
+        data: list[_Data],
+        slots: Slots,
+    ) -> _Flow:
+        steps: list[_Step] = []
+        pause: Pause | None = None
+        for s in flow.steps:
+            if s.request is None:
+                pause = s.pause
+                continue
+            i, request = requests[s.request]
+            step = _Step(s.name, index[s.request], pause)
+            pause = None
+            step.captures = tuple((c.var, compile_capture(c)) for c in s.capture)
+            step.check = s.check
+            self._compile(step, request, i, slots, reads=flow.cookies or s.reads_response)
+            steps.append(step)
+        used = {v for step in steps if step.templates for t in _all(step.templates) for v in t.variables()}
+        mine = [d for d in data if used & set(d.columns)]
+        return _Flow(index[flow.name], steps, flow.cookies, mine, whole=True)
+
+    def _compile(self, step: _Step, request: Request, i: int, slots: Slots, *, reads: bool) -> None:
+        head = step.head = slots.head_of(request)
+        step.flags = (HEAD if head.method.upper() == "HEAD" else 0) | (READ if reads else 0)
+        step.prepared = slots.prepared(i)
+        path = compile_template(request.path)
+        headers = tuple(compile_template(v) for _, v in head.headers)
+        body = compile_template(head.body.decode("utf-8", "surrogateescape"))
+        if not (path.static and all(h.static for h in headers) and body.static):
+            step.templates = (path, headers, body)
+
+    # --- the arrival loop's side (the Engine interface)
+
+    @property
+    def in_flight(self) -> int:
+        return self.live
+
+    @property
+    def connections(self) -> int:
+        return int(self._engine.connections)
+
+    def submit(self, req: int, intended: float) -> None:
+        flow = self._units[req]
+        assert flow is not None
+        slot = self._free.pop()
+        inst = self._instances[slot]
+        inst.flow = flow
+        inst.step = 0
+        inst.arrival = intended
+        inst.active = 0.0
+        self.live += 1
+        if flow.whole:
+            values = self._env.copy() if self._env else {}
+            for source in flow.data:
+                values.update(zip(source.columns, source.draw(), strict=True))
+            inst.values = values
+            inst.jar = CookieJar() if flow.cookies else None
+        self._send(slot, inst, flow.steps[0], intended)
+
+    def _send(self, slot: int, inst: _Instance, step: _Step, intended: float) -> None:
+        prepared = step.prepared
+        jar = inst.jar
+        cookie = None if jar is None else jar.header()
+        if step.templates is not None or cookie is not None:
+            try:
+                prepared = self._render(step, inst, cookie)
+            except (KeyError, ValueError):
+                now = self._clock()
+                self._recorder.step_scheduled(step.rec)
+                self._recorder.step_done(step.rec, intended, 0.0, now, f"template:{step.name}", False)
+                self._end(slot, inst, now, f"template:{step.name}")
+                return
+        engine = self._engine
+        engine.put(self._base + slot, prepared, step.flags)
+        if inst.flow is not None and inst.flow.whole:
+            self._recorder.step_scheduled(step.rec)
+        engine.submit(self._base + slot, intended)
+
+    def _render(self, step: _Step, inst: _Instance, cookie: str | None) -> object:
+        """The step's request for this instance: templates filled, its cookies added."""
+        head = step.head
+        assert head is not None
+        if step.templates is None:  # nothing to fill: only cookies to send
+            headers = list(head.headers)
+            target, body = head.target, head.body
+        else:
+            path, header_templates, body_template = step.templates
+            values, ctx = inst.values, self._ctx
+            target = _path(self._engine.prefix + _slash(path.render(values, ctx)))
+            headers = [
+                (name, _field(t.render(values, ctx)))
+                for (name, _), t in zip(head.headers, header_templates, strict=True)
+            ]
+            body = body_template.render(values, ctx).encode("utf-8", "surrogateescape")
+            if body != head.body:
+                headers = [(n, str(len(body)) if n == "Content-Length" else v) for n, v in headers]
+        if cookie is not None:
+            headers = [h for h in headers if h[0].lower() != "cookie"] + [("Cookie", cookie)]
+        return self._engine.prepare(RequestHead(head.method, target, tuple(headers), body))
+
+    # --- the engine's side (the Sink)
+
+    def response(self, req: int, intended: float, sent: float, done: float, status: int) -> None:
+        slot = req - self._base
+        inst = self._instances[slot]
+        flow = inst.flow
+        assert flow is not None
+        step = flow.steps[inst.step]
+        recorder = self._recorder
+        if not flow.whole:  # a plain request: as the recorder counts it without flows
+            recorder.response(step.rec, intended, sent, done, status)
+            self._free_slot(slot, inst)
+            return
+        reply = self._reply
+        headers, body = (reply.headers, reply.body) if step.flags & READ else ((), b"")
+        if inst.jar is not None:
+            inst.jar.update(headers)
+        category: str | None = None
+        why = check_failure(step.check, status, body)
+        if why is not None:
+            category = (
+                f"http_{status}"
+                if why.startswith("status") and not step.check.status
+                else f"check:{step.name}"
+            )
+        else:
+            for var, extract in step.captures:
+                value = extract(headers, body)
+                if value is None:
+                    category = f"capture:{step.name}"
+                    break
+                inst.values[var] = value
+        recorder.step_done(step.rec, intended, sent, done, category, True)
+        inst.active += done - intended
+        if category is not None:
+            self._end(slot, inst, done, category)
+            return
+        inst.step += 1
+        if inst.step == len(flow.steps):
+            self._end(slot, inst, done, None)
+            return
+        nxt = flow.steps[inst.step]
+        if nxt.pause is None:
+            self._send(slot, inst, nxt, done)
+            return
+        wait = nxt.pause.draw(self._rng)
+        if self._call_later is None:
+            self._call_later = asyncio.get_running_loop().call_later
+        inst.timer = self._call_later(
+            max(0.0, done + wait - self._clock()), self._resume, slot, inst, done + wait
+        )
+
+    def _resume(self, slot: int, inst: _Instance, intended: float) -> None:
+        inst.timer = None
+        flow = inst.flow
+        assert flow is not None
+        self._send(slot, inst, flow.steps[inst.step], intended)
+
+    def error(self, req: int, intended: float, sent: float, done: float, category: str) -> None:
+        slot = req - self._base
+        inst = self._instances[slot]
+        flow = inst.flow
+        assert flow is not None
+        step = flow.steps[inst.step]
+        if not flow.whole:
+            self._recorder.error(step.rec, intended, sent, done, category)
+            self._free_slot(slot, inst)
+            return
+        self._recorder.step_done(step.rec, intended, sent, done, category, False)
+        inst.active += done - intended
+        self._end(slot, inst, done, category)
+
+    def _end(self, slot: int, inst: _Instance, done: float, category: str | None) -> None:
+        flow = inst.flow
+        assert flow is not None
+        self._recorder.flow_done(flow.rec, inst.arrival, done, inst.active, category)
+        self._free_slot(slot, inst)
+
+    def _free_slot(self, slot: int, inst: _Instance) -> None:
+        inst.flow = None
+        inst.values = {}
+        inst.jar = None
+        self.live -= 1
+        self._free.append(slot)
+
+    # --- the rest of the Engine interface
+
+    async def start(self) -> None:
+        await self._engine.start()
+
+    async def drain(self, deadline: float) -> None:
+        """Wait until no instance is in flight (steps and pauses), or the clock reaches ``deadline``."""
+        while self.live:
+            left = deadline - self._clock()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.005))
+
+    async def aclose(self) -> None:
+        for inst in self._instances:
+            if inst.timer is not None:
+                inst.timer.cancel()
+                inst.timer = None
+        await self._engine.aclose()
+
+
+def _all(templates: tuple[Template, tuple[Template, ...], Template]) -> Sequence[Template]:
+    path, headers, body = templates
+    return (path, *headers, body)
+
+
+def _field(value: str) -> str:
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError("a header value rendered with a line break or NUL")
+    return value
+
+
+def _path(target: str) -> str:
+    """A rendered request target, escaped as :func:`agents.http_request.request_head` escapes a path: a
+    value put in it cannot break the request line."""
+    return quote(target, safe=PRINTABLE)
+
+
+def _slash(path: str) -> str:
+    return path if path.startswith("/") else "/" + path
