@@ -155,6 +155,7 @@ class Coordinator:
         self._probes = ClockProbes()
         self.events: list[dict[str, Any]] = []
         self.durable = Durability(config.out_dir)
+        self.durable.flows = frozenset(f.name for f in profile.flows)
         self.hours = HourTable()
         self._window = RecentSeconds()
         self._status = status
@@ -762,6 +763,7 @@ class Coordinator:
             durable.close()
             raise
         self.durable = durable
+        durable.flows = frozenset(f.name for f in profile.flows)
         self.run_id = st["run_id"]
         self._start_at = clock() - (wall() - durable.started_wall)  # the profile's clock goes on
         self.fleet.restore(st)

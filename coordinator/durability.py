@@ -30,6 +30,7 @@ class Durability:
         self.hlog_size = 0
         self._spool: IntervalSpool | None = None
         self._unlogged: list[ClosedInterval] = []  # closed but not yet in the interval log
+        self.flows: frozenset[str] = frozenset()  # names that are flows: tagged flow:<name> in the log
 
     @property
     def spool(self) -> IntervalSpool:
@@ -79,7 +80,8 @@ class Durability:
             for c in self._unlogged:
                 writer.write_interval(float(c.index), 1.0, c.latency)
                 for name, h in sorted(c.by_name.items()):
-                    writer.write_interval(float(c.index), 1.0, h, tag=name)
+                    tag = f"flow:{name}" if name in self.flows else name
+                    writer.write_interval(float(c.index), 1.0, h, tag=tag)
             f.flush()
             self.hlog_size = f.tell()
         self._unlogged = []

@@ -1,0 +1,308 @@
+"""The agent's flow runner on a fake engine and a fake clock: what each step sends, when it is intended, what
+is recorded, and how a flow ends. No sockets, no event loop: the test answers each request itself."""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.engine import HEAD, READ, Due, Reply
+from agents.flow_runner import FlowRunner
+from agents.http_request import RequestHead, encode_head, request_head
+from agents.recorder import Recorder
+from loadgen.histogram import decode
+from loadgen.profile import Profile, Request
+from loadgen.profile_file import parse_profile
+
+PROFILE = """\
+target = "http://127.0.0.1:8080"
+
+[load]
+stages = [{ duration = "10s", rate = 5 }]
+max_in_flight = 4
+
+[[requests]]
+name = "home"
+path = "/"
+
+[[flows]]
+name = "buy"
+
+[[flows.steps]]
+name = "login"
+method = "POST"
+path = "/login"
+body = '{"user": "{{ random_choice(\"ann\") }}"}'
+capture = { token = "$.token", item = "$.items[0].id" }
+
+[[flows.steps]]
+pause = "2s"
+
+[[flows.steps]]
+name = "pay"
+method = "POST"
+path = "/buy/{{ item }}?n={{ counter }}"
+headers = { authorization = "Bearer {{ token }}" }
+check = { status = [200, 201], contains = "order" }
+"""
+
+
+class FakeEngine:
+    """The engine interface and its slots, recording what is submitted; the test answers."""
+
+    def __init__(self, requests: list[Request]) -> None:
+        self.due = Due()
+        self.reply = Reply()
+        self.prefix = ""
+        self.wire: list[object] = [encode_head(self.head_of(r)) for r in requests]
+        self.flags = bytearray(len(requests))
+        self.sent: list[tuple[int, float, bytes, int]] = []  # (req, intended, bytes, flags)
+        self.in_flight = 0
+        self.connections = 1
+
+    def head_of(self, spec: Request) -> RequestHead:
+        return request_head(spec, "t")
+
+    def reserve(self, n: int) -> int:
+        base = len(self.wire)
+        self.wire += [b""] * n
+        self.flags += bytearray(n)
+        return base
+
+    def prepare(self, head: RequestHead) -> bytes:
+        return encode_head(head)
+
+    def prepared(self, req: int) -> object:
+        return self.wire[req]
+
+    def put(self, req: int, prepared: object, flags: int) -> None:
+        self.wire[req] = prepared
+        self.flags[req] = flags
+
+    def submit(self, req: int, intended: float) -> None:
+        data = self.wire[req]
+        assert isinstance(data, bytes)
+        self.sent.append((req, intended, data, self.flags[req]))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, Callable[..., None], tuple[Any, ...]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> Any:
+        self.timers.append((self.now + delay, fn, args))
+        return _Handle()
+
+    def advance(self, to: float) -> None:
+        self.now = to
+        due = [t for t in self.timers if t[0] <= to]
+        self.timers = [t for t in self.timers if t[0] > to]
+        for _, fn, args in due:
+            fn(*args)
+
+
+class _Handle:
+    def cancel(self) -> None:
+        pass
+
+
+def setup(text: str = PROFILE) -> tuple[Profile, FlowRunner, FakeEngine, Recorder, Clock]:
+    profile = parse_profile(tomllib.loads(text), "p.toml")
+    recorder = Recorder(profile.result_names, profile.step_names)
+    clock = Clock()
+    runner = FlowRunner(profile, recorder, clock=clock, rng=random.Random(1), call_later=clock.call_later)
+    engine = FakeEngine(list(profile.requests))
+    runner.bind(engine)  # type: ignore[arg-type]
+    return profile, runner, engine, recorder, clock
+
+
+def answer(
+    runner: FlowRunner,
+    engine: FakeEngine,
+    clock: Clock,
+    at: float,
+    status: int = 200,
+    body: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    req, intended, _, _ = engine.sent[-1]
+    clock.now = at
+    engine.reply.headers = headers or []
+    engine.reply.body = body
+    runner.response(req, intended, intended, at, status)
+
+
+def totals(recorder: Recorder) -> dict[str, tuple[int, int, int, dict[str, int], list[int], list[int]]]:
+    recorder.seal_arrivals()
+    pending = recorder.cut(0, 0)
+    return {name: (s, ok, f, e, lat, svc) for name, (s, ok, f, e, lat, svc) in pending.names.items()}
+
+
+LOGIN_BODY = b'{"token": "tk", "items": [{"id": 7}]}'
+
+
+def test_a_journey_carries_captured_values_and_keeps_its_times() -> None:
+    profile, runner, engine, recorder, clock = setup()
+    flow = profile.result_names.index("buy")
+    runner.submit(flow, 0.0)
+    recorder.scheduled(flow, 0.0)
+    req, intended, data, flags = engine.sent[-1]
+    assert intended == 0.0
+    assert data.startswith(b"POST /login HTTP/1.1\r\n") and data.endswith(b'{"user": "{{ user }}"}') is False
+    assert flags & READ  # captures (and the cookie jar) need the response
+    answer(runner, engine, clock, 0.125, body=LOGIN_BODY, headers=[(b"Set-Cookie", b"sid=s1")])
+    assert len(engine.sent) == 1  # the pause: nothing sent yet
+    clock.advance(2.12)
+    assert len(engine.sent) == 1
+    clock.advance(2.125)
+    req2, intended2, data2, _ = engine.sent[-1]
+    assert req2 == req  # the instance keeps its request number
+    assert intended2 == 2.125  # the previous step's end plus the pause
+    assert data2.startswith(b"POST /buy/7?n=1 HTTP/1.1\r\n")
+    assert b"authorization: Bearer tk\r\n" in data2
+    assert b"Cookie: sid=s1\r\n" in data2
+    answer(runner, engine, clock, 2.5, status=201, body=b'{"order": 1}')
+    assert runner.in_flight == 0
+    t = totals(recorder)
+    assert t["buy.login"][:3] == (1, 1, 0) and t["buy.login"][4] == [125_000]
+    assert t["buy.pay"][:3] == (1, 1, 0) and t["buy.pay"][4] == [375_000]
+    flow_row = t["buy"]
+    assert flow_row[:3] == (1, 1, 0)
+    assert flow_row[4] == [2_500_000]  # arrival to the end of the last step, the pause included
+    assert flow_row[5] == [500_000]  # active: the same without the pause
+    assert recorder.so_far()[:3] == (1, 1, 0)  # the arrival is the flow's, counted once
+
+
+def test_a_stalled_first_step_shows_in_the_next_steps_intended_time() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(1 + 2, 0.0)
+    answer(runner, engine, clock, 5.0, body=LOGIN_BODY)  # the server stalled for 5 s
+    clock.advance(7.0)
+    assert engine.sent[-1][1] == pytest.approx(7.0)
+    answer(runner, engine, clock, 7.01, body=b"order")
+    t = totals(recorder)
+    assert t["buy.login"][4] == [5_000_000]
+    assert t["buy"][4] == [7_010_000]
+
+
+def test_a_failed_check_ends_the_flow_with_its_category() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.1, body=LOGIN_BODY)
+    clock.advance(2.1)
+    answer(runner, engine, clock, 2.2, status=200, body=b"no such thing")
+    t = totals(recorder)
+    assert t["buy.pay"][1:4] == (0, 1, {"check:pay": 1})
+    assert t["buy"][1:4] == (0, 1, {"check:pay": 1})
+    assert runner.in_flight == 0
+
+
+def test_an_error_status_fails_the_step_as_http_and_later_steps_never_run() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.1, status=500, body=b"")
+    assert clock.timers == [] and len(engine.sent) == 1
+    t = totals(recorder)
+    assert t["buy.login"][1:4] == (0, 1, {"http_500": 1})
+    assert "buy.pay" not in t
+    assert t["buy"][1:4] == (0, 1, {"http_500": 1})
+
+
+def test_a_capture_that_finds_nothing_fails_its_step() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.1, body=b'{"token": "tk"}')  # no items
+    t = totals(recorder)
+    assert t["buy.login"][1:4] == (0, 1, {"capture:login": 1})
+    assert t["buy"][3] == {"capture:login": 1}
+
+
+def test_an_engine_error_ends_the_flow() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(3, 0.0)
+    req, intended, _, _ = engine.sent[-1]
+    runner.error(req, intended, 0.0, 10.0, "timeout")
+    t = totals(recorder)
+    assert t["buy.login"][1:5] == (0, 1, {"timeout": 1}, [10_000_000])  # a timeout is a wait: in the tail
+    assert t["buy"][3] == {"timeout": 1}
+
+
+def test_a_rendered_header_with_a_line_break_fails_as_template() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.1, body=b'{"token": "a\\r\\nX-Evil: 1", "items": [{"id": 1}]}')
+    clock.advance(2.1)
+    assert len(engine.sent) == 1  # never sent
+    t = totals(recorder)
+    assert t["buy.pay"][:4] == (1, 0, 1, {"template:pay": 1})
+    assert runner.in_flight == 0
+
+
+def test_plain_requests_are_counted_as_before() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(0, 0.0)
+    recorder.scheduled(0, 0.0)
+    req, _, data, flags = engine.sent[-1]
+    assert data.startswith(b"GET / HTTP/1.1") and flags == 0
+    runner.response(req, 0.0, 0.0, 0.2, 200)
+    t = totals(recorder)
+    assert t["home"][:3] == (1, 1, 0)
+    assert runner.in_flight == 0
+
+
+def test_instances_in_flight_are_bounded_and_slots_are_reused() -> None:
+    _, runner, engine, _, clock = setup()
+    for _ in range(4):
+        runner.submit(3, 0.0)
+    assert runner.in_flight == 4
+    reqs = {s[0] for s in engine.sent}
+    assert len(reqs) == 4
+    answer(runner, engine, clock, 0.1, status=500)
+    runner.submit(3, 0.2)
+    assert engine.sent[-1][0] == engine.sent[-2][0]  # the freed number again
+    assert runner.in_flight == 4
+
+
+def test_the_data_rows_fill_templates(tmp_path: Path) -> None:
+    (tmp_path / "u.csv").write_text("user\nann\nbea\n", encoding="utf-8")
+    text = PROFILE.replace("[[flows]]", '[[data]]\nfile = "u.csv"\n\n[[flows]]')
+    text = text.replace('{{ random_choice("ann") }}', "{{ user }}")
+    profile = parse_profile(tomllib.loads(text), str(tmp_path / "p.toml"))
+    recorder = Recorder(profile.result_names, profile.step_names)
+    clock = Clock()
+    runner = FlowRunner(profile, recorder, clock=clock, rng=random.Random(1), call_later=clock.call_later)
+    engine = FakeEngine(list(profile.requests))
+    runner.bind(engine)  # type: ignore[arg-type]
+    bodies = []
+    for i in range(3):
+        runner.submit(3, float(i))
+        bodies.append(engine.sent[-1][2].split(b"\r\n\r\n", 1)[1])
+    assert bodies == [b'{"user": "ann"}', b'{"user": "bea"}', b'{"user": "ann"}']  # sequential, wrapping
+    assert all(b"Content-Length: 15\r\n" in s[2] for s in engine.sent)
+
+
+def test_head_steps_and_static_steps_keep_their_prepared_bytes() -> None:
+    text = PROFILE.replace('name = "home"\npath = "/"', 'name = "home"\nmethod = "HEAD"\npath = "/"')
+    _, runner, engine, _, _ = setup(text)
+    runner.submit(0, 0.0)
+    assert engine.sent[-1][3] == HEAD
+    assert engine.sent[-1][2] is engine.wire[0] or engine.sent[-1][2] == engine.prepared(0)
+
+
+def test_histograms_of_a_cut_decode() -> None:
+    _, runner, engine, recorder, clock = setup()
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.1, status=500)
+    recorder.seal_arrivals()
+    iv = recorder.take_interval(0, runner.in_flight)
+    h = decode(iv.names["buy"][4])
+    assert h is not None and h.get_total_count() == 1
