@@ -75,9 +75,6 @@ def test_slots_send_what_they_are_given_and_read_what_is_flagged(make: EngineCla
             await with_engine(engine, body)
         assert [r.url for r in server.received] == [b"/made?x=1", b"/static", b"/chunked", b"/h", b"/again"]
         assert sink.statuses == [201, 201, 200, 200, 201]
-        read = {
-            req: (headers, data) for req, headers, data in sink.replies if (req != 0 and req != base) or data
-        }
         made_headers, made_body = sink.replies[0][1], sink.replies[0][2]
         assert made_body == b"POST /made?x=1 s=2"
         assert (b"x-seen", b"yes") in [(k.lower(), v) for k, v in made_headers]
@@ -85,7 +82,6 @@ def test_slots_send_what_they_are_given_and_read_what_is_flagged(make: EngineCla
         assert (b"set-cookie", b"a=1") in [(k.lower(), v) for k, v in sink.replies[2][1]]
         assert sink.replies[3][2] == b""  # a HEAD response ends with its headers
         assert (b"x-head", b"1") in [(k.lower(), v) for k, v in sink.replies[3][1]]
-        assert read  # the flagged ones were read
 
     run(test)
 
