@@ -50,7 +50,7 @@ import zmq
 from agents.arrivals import ArrivalLoop, RequestPicker, arrival_weights
 from agents.engine import Engine
 from agents.engines import EngineFactory, default_engine_factory
-from agents.flow_runner import FlowRunner
+from agents.flow_runner import FlowRunner, direct_flows
 from agents.join import Joining
 from agents.outbox import Outbox
 from agents.policy import coordinator_lost, refusal
@@ -263,7 +263,8 @@ class Agent:
         schedule = ArrivalSchedule(
             curve, load.arrival, start.share, start.phase, random.Random(start.seed), start.begin
         )
-        recorder = Recorder(profile.result_names, profile.step_names)
+        alias = direct_flows(profile) if profile.flows else None
+        recorder = Recorder(profile.result_names, profile.step_names, alias)
         connections = connection_limit(load.connection_limit)
         if connections < load.connection_limit:
             log.warning(
@@ -272,7 +273,7 @@ class Agent:
                 connections,
             )
         runner = None
-        if profile.flows:  # user journeys: the runner between the arrivals and the engine
+        if profile.flows and alias is None:  # user journeys: the runner between arrivals and the engine
             runner = FlowRunner(profile, recorder, clock=self._clock, rng=random.Random(start.seed + 2))
         try:
             engine: Engine = self._engine_factory(
@@ -284,7 +285,7 @@ class Agent:
         except ValueError as exc:
             await self._send(Refused(f"cannot drive {profile.target}: {exc}"))
             raise RunError(f"cannot drive {profile.target}: {exc}") from exc
-        picker = RequestPicker(arrival_weights(profile), random.Random(start.seed + 1))
+        picker = RequestPicker(arrival_weights(profile, alias), random.Random(start.seed + 1))
         arrivals = ArrivalLoop(
             schedule,
             engine,

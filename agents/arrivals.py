@@ -24,7 +24,7 @@ import asyncio
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import accumulate
 
 from agents.engine import Engine, no_arrivals
@@ -61,13 +61,16 @@ class RequestPicker:
         return i if i <= self._last else self._last
 
 
-def arrival_weights(profile: Profile) -> list[float]:
+def arrival_weights(profile: Profile, alias: Mapping[int, int] | None = None) -> list[float]:
     """The weight of each name the recorder counts under, as the arrivals pick them: a plain request's or a
-    flow's, and 0 for a flow's steps (which are never arrivals of their own)."""
+    flow's, and 0 for a flow's steps (which are never arrivals of their own); with ``alias`` (one-step
+    flows sent as plain requests), a flow's weight is its step's."""
     steps = profile.step_names
-    return [0.0 if r.name in steps else r.weight for r in profile.requests] + [
-        f.weight for f in profile.flows
-    ]
+    weights = [0.0 if r.name in steps else r.weight for r in profile.requests]
+    weights += [f.weight for f in profile.flows]
+    for flow, step in (alias or {}).items():
+        weights[step], weights[flow] = weights[flow], 0.0
+    return weights
 
 
 class ArrivalLoop:

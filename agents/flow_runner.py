@@ -32,7 +32,7 @@ from agents.engine import HEAD, READ, Due, Engine, Reply, Slots
 from agents.http_request import PRINTABLE, RequestHead
 from agents.recorder import Recorder
 from loadgen.captures import CookieJar, Extractor, check_failure, compile_capture
-from loadgen.flows import DataSource, Flow, Pause
+from loadgen.flows import Check, DataSource, Flow, Pause
 from loadgen.profile import Profile, Request
 from loadgen.templates import RenderContext, Template, compile_template
 
@@ -373,6 +373,27 @@ class FlowRunner:
                 inst.timer.cancel()
                 inst.timer = None
         await self._engine.aclose()
+
+
+def direct_flows(profile: Profile) -> dict[int, int] | None:
+    """When every flow of ``profile`` is one request step with nothing to fill, capture, check or carry
+    over, its arrivals can go to the engine as plain requests, without a runner: the flow's recorder index
+    mapped to its step's (see :class:`agents.recorder.Recorder`'s ``alias``). None when one is not."""
+    index = {name: i for i, name in enumerate(profile.result_names)}
+    requests = {r.name: r for r in profile.requests}
+    alias = {}
+    for flow in profile.flows:
+        if len(flow.steps) != 1:
+            return None
+        (step,) = flow.steps
+        if step.request is None or step.capture or step.check != Check():
+            return None
+        request = requests[step.request]
+        texts = [request.path, *(v for _, v in request.headers), request.body.decode("utf-8", "replace")]
+        if not all(compile_template(t).static for t in texts):
+            return None
+        alias[index[flow.name]] = index[step.request]
+    return alias
 
 
 def _all(templates: tuple[Template, tuple[Template, ...], Template]) -> Sequence[Template]:

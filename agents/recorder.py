@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 
 from hdrh.histogram import HdrHistogram
@@ -55,12 +55,20 @@ class Recorder:
     """Counts and times every outcome. The per-request methods only count and append an integer: the HDR
     recording happens once per interval, over the distinct values (see :func:`_histogram_of`)."""
 
-    def __init__(self, names: Sequence[str], steps: Iterable[str] = ()) -> None:
+    def __init__(
+        self, names: Sequence[str], steps: Iterable[str] = (), alias: Mapping[int, int] | None = None
+    ) -> None:
         self.names = tuple(names)
         # A flow's steps count under their names only: the run's totals count arrivals (see
         # coordinator.aggregate.RunAggregate).
         skip = set(steps)
         self._arrival = [name not in skip for name in self.names]
+        # One-step flows sent as plain requests (agents.flow_runner.direct_flows): the arrivals are counted
+        # under the step, and each interval gives the flow the step's figures (its time from arrival to
+        # the end is the step's response time, with no pause in it).
+        self._alias = dict(alias or {})
+        for flow, step in self._alias.items():
+            self._arrival[flow], self._arrival[step] = False, True
         self._stats = [_NameStats() for _ in self.names]
         self._lag: list[int] = []
         self._scheduled = 0
@@ -191,6 +199,11 @@ class Recorder:
                     self.total_ok += st.ok
                     self.total_failed += st.failed
                 st.reset()
+        for flow, step in self._alias.items():
+            entry = names.get(self.names[step])
+            if entry is not None:
+                scheduled, ok, failed, errors, latency, _ = entry
+                names[self.names[flow]] = (scheduled, ok, failed, dict(errors), latency, latency)
         pending = PendingInterval(
             index,
             first,

@@ -227,7 +227,7 @@ def test_a_capture_that_finds_nothing_fails_its_step() -> None:
 
 
 def test_an_engine_error_ends_the_flow() -> None:
-    _, runner, engine, recorder, clock = setup()
+    _, runner, engine, recorder, _ = setup()
     runner.submit(3, 0.0)
     req, intended, _, _ = engine.sent[-1]
     runner.error(req, intended, 0.0, 10.0, "timeout")
@@ -248,7 +248,7 @@ def test_a_rendered_header_with_a_line_break_fails_as_template() -> None:
 
 
 def test_plain_requests_are_counted_as_before() -> None:
-    _, runner, engine, recorder, clock = setup()
+    _, runner, engine, recorder, _ = setup()
     runner.submit(0, 0.0)
     recorder.scheduled(0, 0.0)
     req, _, data, flags = engine.sent[-1]
