@@ -175,6 +175,7 @@ class FlowRunner:
     ) -> _Flow:
         steps: list[_Step] = []
         pause: Pause | None = None
+        last = flow.request_steps[-1]
         for s in flow.steps:
             if s.request is None:
                 pause = s.pause
@@ -184,7 +185,9 @@ class FlowRunner:
             pause = None
             step.captures = tuple((c.var, compile_capture(c)) for c in s.capture)
             step.check = s.check
-            self._compile(step, request, i, slots, reads=flow.cookies or s.reads_response)
+            # The cookie jar reads every response but the last one's, whose cookies nothing would send.
+            reads = s.reads_response or (flow.cookies and s is not last)
+            self._compile(step, request, i, slots, reads=reads)
             steps.append(step)
         used = {v for step in steps if step.templates for t in _all(step.templates) for v in t.variables()}
         mine = [d for d in data if used & set(d.columns)]

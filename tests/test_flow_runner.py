@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from agents.arrivals import arrival_weights
 from agents.engine import HEAD, READ, Due, Reply
-from agents.flow_runner import FlowRunner
+from agents.flow_runner import FlowRunner, direct_flows
 from agents.http_request import RequestHead, encode_head, request_head
 from agents.recorder import Recorder
 from loadgen.histogram import decode
@@ -306,3 +307,60 @@ def test_histograms_of_a_cut_decode() -> None:
     iv = recorder.take_interval(0, runner.in_flight)
     h = decode(iv.names["buy"][4])
     assert h is not None and h.get_total_count() == 1
+
+
+def test_the_last_step_is_read_only_when_it_captures_or_checks_the_body() -> None:
+    _, runner, engine, _, clock = setup()
+    runner.submit(3, 0.0)
+    assert engine.sent[-1][3] & READ  # login: captures
+    answer(runner, engine, clock, 0.125, body=LOGIN_BODY)
+    clock.advance(2.125)
+    assert engine.sent[-1][3] & READ  # pay: checks the body
+    text = PROFILE.replace('check = { status = [200, 201], contains = "order" }', "")
+    _, runner, engine, _, clock = setup(text)
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.125, body=LOGIN_BODY)
+    clock.advance(2.125)
+    assert not engine.sent[-1][3] & READ  # nothing reads it, and no later step would send its cookies
+
+
+def test_one_step_flows_without_templates_go_direct() -> None:
+    text = """\
+target = "http://127.0.0.1:8080"
+[load]
+stages = [{ duration = "10s", rate = 5 }]
+[[requests]]
+name = "home"
+path = "/"
+weight = 2
+[[flows]]
+name = "a"
+weight = 3
+[[flows.steps]]
+name = "get"
+path = "/x"
+"""
+    profile = parse_profile(tomllib.loads(text), "p.toml")
+    alias = direct_flows(profile)
+    assert profile.result_names == ["home", "a.get", "a"]
+    assert alias == {2: 1}
+    assert arrival_weights(profile, alias) == [2.0, 3.0, 0.0]
+    recorder = Recorder(profile.result_names, profile.step_names, alias)
+    recorder.scheduled(1, 0.0)
+    recorder.response(1, 0.0, 0.1, 0.25, 200)
+    recorder.dropped(1)
+    recorder.scheduled(1, 0.0)
+    recorder.error(1, 0.0, 0.0, 0.5, "connect")
+    t = totals(recorder)
+    assert t["a"] == (3, 1, 1, {"connect": 1}, [250_000], [250_000])
+    assert t["a.get"][:4] == (3, 1, 1, {"connect": 1})
+    assert recorder.so_far() == (3, 1, 1, 1)  # counted once, as arrivals
+    for change in (
+        'path = "/x/{{ uuid }}"',
+        'path = "/x"\ncapture = { t = "$.t" }',
+        'path = "/x"\ncheck = { status = [200] }',
+        'path = "/x"\n[[flows.steps]]\npath = "/y"',
+    ):
+        assert (
+            direct_flows(parse_profile(tomllib.loads(text.replace('path = "/x"', change)), "p.toml")) is None
+        )

@@ -1,0 +1,138 @@
+"""User journeys in real runs: the CLI, local agent processes over ZeroMQ, the built-in target, both engines.
+Every flow and every step is accounted for in results.json, the summary and the interval log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen.reports.hlog import read_hlog
+from tests.conftest import Target, loadgen
+
+pytestmark = pytest.mark.integration
+
+JOURNEY = """\
+name = "journey"
+target = "{url}"
+thresholds = ["shop: p99 < 5s", "shop.size: p99 < 1s", "home: error_rate < 0.01"]
+
+[load]
+arrival = "constant"
+timeout = "5s"
+stages = [{{ duration = "0s", rate = 40 }}, {{ duration = "3s", rate = 40 }}]
+
+[[data]]
+file = "ids.csv"
+
+[[requests]]
+name = "home"
+path = "/"
+
+[[flows]]
+name = "shop"
+weight = 3
+
+[[flows.steps]]
+name = "size"
+path = "/bytes?n={{{{ n }}}}"
+capture = {{ length = "header:content-length" }}
+check = {{ status = [200] }}
+
+[[flows.steps]]
+pause = "50ms"
+
+[[flows.steps]]
+name = "wait"
+path = "/delay?ms={{{{ length }}}}&id={{{{ uuid }}}}"
+
+[[flows.steps]]
+name = "gone"
+path = "/status/404"
+check = {{ status = [404] }}
+"""
+
+
+def write(tmp_path: Path, target: Target, text: str = JOURNEY) -> Path:
+    (tmp_path / "ids.csv").write_text("n\n7\n9\n11\n", encoding="utf-8")
+    path = tmp_path / "journey.toml"
+    path.write_text(text.format(url=target.url), encoding="utf-8")
+    return path
+
+
+def conserved(entry: dict[str, Any]) -> None:
+    assert entry["scheduled"] == entry["ok"] + entry["failed"] + entry.get("dropped", 0) + entry.get(
+        "in_flight_at_end", 0
+    )
+
+
+@pytest.mark.parametrize("engine", ["fast", "httpx"])
+def test_a_journey_runs_on_two_agents_and_every_flow_and_step_is_counted(
+    target: Target, tmp_path: Path, engine: str
+) -> None:
+    target.reset()
+    profile = write(tmp_path, target)
+    out = tmp_path / "out"
+    done = loadgen("run", str(profile), "--agents", "2", "--engine", engine, "--out", str(out), "--no-panel")
+    assert done.returncode == 0, done.stdout + done.stderr
+    res = json.loads((out / "results.json").read_text())
+    totals = res["totals"]
+    conserved(totals)
+    assert totals["failed"] == 0 and totals["dropped"] == 0 and totals["in_flight_at_end"] == 0
+    flow = res["flows"]["shop"]
+    assert flow["steps"] == ["shop.size", "shop.wait", "shop.gone"]
+    assert flow["ok"] == flow["scheduled"] > 50
+    requests = res["requests"]
+    assert totals["scheduled"] == requests["home"]["scheduled"] + flow["scheduled"]  # arrivals
+    for step in flow["steps"]:
+        assert requests[step]["flow"] == "shop"
+        assert requests[step]["ok"] == flow["ok"]  # every step of every flow, once
+    # The captured length (7, 9 or 11 bytes) was the next step's delay, so the flow took at least the
+    # delay plus the pause, and its active time at least the delay (less the target's timer rounding, up
+    # to a millisecond early).
+    assert flow["duration_ms"]["min"] >= 56.0
+    assert flow["active_ms"]["min"] >= 6.0
+    assert flow["duration_ms"]["max"] - flow["active_ms"]["max"] >= 45.0
+    assert requests["shop.wait"]["latency_ms"]["min"] >= 6.0
+    # The server saw each step as often as it was counted.
+    by_path = target.stats()["by_path"]
+    assert by_path["/bytes"] == by_path["/delay"] == by_path["/status/404"] == flow["ok"]
+    # The run's latency is the requests', not the flows' (which include the pause).
+    assert res["latency_ms"]["max"] < flow["duration_ms"]["max"]
+    assert [v["passed"] for v in res["thresholds"]] == [True, True, True]
+    summary = (out / "summary.md").read_text()
+    assert "## Flows" in summary and "| shop " in summary and "shop.wait" in summary
+    with (out / "latency.hlog").open() as f:
+        tags = read_hlog(f).tags()
+    assert {"flow:shop", "shop.size", "shop.wait", "shop.gone", "home"} <= set(tags)
+
+
+def test_a_failing_step_ends_its_flow_with_the_steps_category(target: Target, tmp_path: Path) -> None:
+    text = JOURNEY.replace("check = {{ status = [404] }}", "check = {{ status = [200] }}")
+    text = text.replace('"shop: p99 < 5s"', '"shop: error_rate < 0.5"')
+    profile = write(tmp_path, target, text)
+    out = tmp_path / "out"
+    done = loadgen("run", str(profile), "--agents", "1", "--out", str(out), "--no-panel")
+    assert done.returncode == 1, done.stdout + done.stderr  # the flow's threshold is lost
+    res = json.loads((out / "results.json").read_text())
+    assert [v["passed"] for v in res["thresholds"]] == [False, True, True]
+    flow = res["flows"]["shop"]
+    assert flow["ok"] == 0 and flow["failed"] > 0
+    assert flow["errors"] == {"check:gone": flow["failed"]}
+    assert res["requests"]["shop.gone"]["errors"] == {"check:gone": flow["failed"]}
+    assert res["errors"]["check:gone"] == flow["failed"]
+    conserved(res["totals"])
+
+
+def test_a_profile_with_an_undefined_variable_is_refused_before_any_traffic(
+    target: Target, tmp_path: Path
+) -> None:
+    target.reset()
+    profile = write(tmp_path, target, JOURNEY.replace("{{{{ length }}}}", "{{{{ lenght }}}}"))
+    done = loadgen("run", str(profile), "--agents", "1", "--out", str(tmp_path / "out"), "--no-panel")
+    assert done.returncode == 2
+    assert "flows[0].steps[2].path" in done.stderr and "{{ lenght }} is not defined" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert target.stats()["requests"] == 0
