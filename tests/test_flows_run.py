@@ -3,6 +3,7 @@ Every flow and every step is accounted for in results.json, the summary and the 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,14 @@ def test_a_journey_runs_on_two_agents_and_every_flow_and_step_is_counted(
     with (out / "latency.hlog").open() as f:
         tags = read_hlog(f).tags()
     assert {"flow:shop", "shop.size", "shop.wait", "shop.gone", "home"} <= set(tags)
+    rows = {r[1]: r for r in csv.reader((out / "stats.csv").read_text().splitlines())}
+    assert rows["shop"][0] == "flow" and int(rows["shop"][2]) == flow["ok"]
+    steps_and_home = sum(int(rows[n][2]) for n in ("home", *flow["steps"]))
+    assert int(rows["Aggregated"][2]) == steps_and_home  # the requests, as Locust's Aggregated
+    html = (out / "report.html").read_text()
+    assert "<h2>Flows</h2>" in html
+    compared = loadgen("compare", str(out), str(out))
+    assert compared.returncode == 0 and "| flow:shop " in compared.stdout, compared.stdout
 
 
 def test_a_failing_step_ends_its_flow_with_the_steps_category(target: Target, tmp_path: Path) -> None:

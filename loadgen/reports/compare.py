@@ -114,8 +114,8 @@ def compare(
     ):
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"{label} must be a non-negative number, got {v!r}")
-    base_reqs: Mapping[str, Any] = baseline.get("requests") or {}
-    cand_reqs: Mapping[str, Any] = candidate.get("requests") or {}
+    base_reqs: Mapping[str, Any] = {**(baseline.get("requests") or {}), **_flows(baseline)}
+    cand_reqs: Mapping[str, Any] = {**(candidate.get("requests") or {}), **_flows(candidate)}
     shared = [n for n in base_reqs if n in cand_reqs]
 
     def row(name: str, base: dict[str, float | None], cand: dict[str, float | None]) -> Row:
@@ -225,6 +225,12 @@ def render_comparison_md(cmp: Comparison) -> str:
 
 
 # -- helpers --------------------------------------------------------------------------------------------
+
+
+def _flows(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's user journeys as rows named ``flow:<name>``, their latency a flow's whole duration."""
+    flows: Mapping[str, Any] = run.get("flows") or {}
+    return {f"flow:{name}": {**flow, "latency_ms": flow.get("duration_ms")} for name, flow in flows.items()}
 
 
 def _metrics(

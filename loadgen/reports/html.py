@@ -67,7 +67,7 @@ def render_html(results: Mapping[str, Any], hlog: HlogContents | None) -> str:
     body += _time_charts(results)
     body.append("<h2>Latency distribution</h2>")
     body.append(_percentile_chart(results, hlog))
-    for name in ("Requests", "Thresholds", "Errors", "Per hour"):
+    for name in ("Flows", "Requests", "Thresholds", "Errors", "Per hour"):
         if name in by_title:
             body.append(_section(by_title[name]))
     return (

@@ -4,7 +4,9 @@ Locust read loadgen results unchanged.
 One row per request name (``Type`` is its HTTP method), then an ``Aggregated`` row with an empty
 ``Type``. Times are milliseconds; like Locust, percentile columns say ``N/A`` when nothing completed.
 Request and failure counts are completed requests (ok + failed) and failed ones; rates divide by the
-profile duration. loadgen does not record response sizes, so ``Average Content Size`` is always 0.
+profile duration. loadgen does not record response sizes, so ``Average Content Size`` is always 0. A user
+journey adds a row of Type ``flow`` (its times from arrival to the end of its last step); its steps are
+request rows named ``<flow>.<step>``.
 """
 
 from __future__ import annotations
@@ -47,9 +49,17 @@ def render_stats_csv(results: Mapping[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(HEADER)
-    for name, req in (results.get("requests") or {}).items():
+    requests: Mapping[str, Any] = results.get("requests") or {}
+    for name, req in requests.items():
         writer.writerow(_row(str(req.get("method", "")), name, req, req, duration))
-    writer.writerow(_row("", "Aggregated", results.get("totals") or {}, results, duration))
+    totals = results.get("totals") or {}
+    flows: Mapping[str, Any] = results.get("flows") or {}
+    for name, flow in flows.items():
+        # A user journey as a whole (Type "flow"): its times are its durations, arrival to last byte.
+        writer.writerow(_row("flow", name, flow, {"latency_ms": flow.get("duration_ms")}, duration))
+    if flows:  # the totals count flows; Aggregated adds up the requests, as Locust's does
+        totals = {k: sum(int(r.get(k, 0)) for r in requests.values()) for k in ("ok", "failed")}
+    writer.writerow(_row("", "Aggregated", totals, results, duration))
     return buf.getvalue()
 
 
