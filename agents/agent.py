@@ -68,6 +68,8 @@ from loadgen.schedule import ArrivalSchedule
 from loadgen.transport import ClientTransport
 from loadgen.wire import (
     Ack,
+    DataGrant,
+    DataLease,
     Heartbeat,
     Hello,
     Message,
@@ -144,12 +146,14 @@ class Agent:
         self._last_heard = 0.0
         self._epoch: str | None = None
         self._run: Run | None = None
+        self._asking: set[asyncio.Future[None]] = set()  # requests for test data rows on their way
         self._run_handlers: Handlers[Ending | None] = {
             Stop: self._on_stop,
             Ping: self._on_ping,
             Ack: self._on_ack,
             Heartbeat: self._on_heartbeat,
             Reshare: self._on_reshare,
+            DataGrant: self._on_data_grant,
         }
 
     def counts(self) -> AgentCounts | None:
@@ -215,6 +219,18 @@ class Agent:
         self._epoch = joining.epoch
         return start
 
+    def _ask_for_rows(self, source: int, count: int) -> None:
+        """The flow runner needs rows of a unique test data source: ask the coordinator (the grant comes
+        back in the control loop, :meth:`_on_data_grant`)."""
+        task = asyncio.ensure_future(self._send(DataLease(source, count)))
+        self._asking.add(task)
+        task.add_done_callback(self._asking.discard)
+
+    async def _on_data_grant(self, msg: DataGrant) -> None:
+        run = self._run
+        if run is not None and isinstance(run.engine, FlowRunner):
+            run.engine.granted(msg.source, msg.start, msg.count)
+
     async def _on_ping(self, msg: Ping) -> None:
         await self._send(Pong(msg.seq, msg.t_coord, self._clock()))
 
@@ -275,6 +291,7 @@ class Agent:
         runner = None
         if profile.flows and alias is None:  # user journeys: the runner between arrivals and the engine
             runner = FlowRunner(profile, recorder, clock=self._clock, rng=random.Random(start.seed + 2))
+            runner.ask = self._ask_for_rows
         try:
             engine: Engine = self._engine_factory(
                 start.engine, profile.target, profile.requests, runner or recorder, load.timeout, connections

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -75,24 +76,79 @@ class _Flow:
         self.whole = whole  # a flow of its own (not a plain request): recorded as a flow at its end
 
 
+INITIAL_LEASE = 256
+"""Rows of a unique test data source an agent asks for before its first arrival."""
+MIN_LEASE = 64
+
+
 class _Data:
-    """One ``[[data]]`` source on this agent: sequential rows from a start of the agent's own, or random."""
+    """One ``[[data]]`` source on this agent: rows in order from the first, at random, or (``unique``) the
+    blocks the coordinator leased to this agent alone. ``draw`` returns None when a unique source has no row
+    left here: the coordinator granted nothing more (the rows ran out) or its next block is not here yet."""
 
-    __slots__ = ("columns", "next", "random", "rng", "rows")
+    __slots__ = (
+        "asked",
+        "blocks",
+        "columns",
+        "exhausted",
+        "index",
+        "left",
+        "mode",
+        "next",
+        "rng",
+        "rows",
+        "used",
+    )
 
-    def __init__(self, source: DataSource, rng: random.Random) -> None:
+    def __init__(self, source: DataSource, index: int, rng: random.Random) -> None:
         self.columns = source.columns
         self.rows = source.rows
-        self.random = source.mode == "random"
+        self.mode = source.mode
+        self.index = index  # the source's number in the profile (for leases)
         self.rng = rng
         self.next = 0
+        self.blocks: deque[tuple[int, int]] = deque()  # leased (start, count), oldest first
+        self.left = 0  # rows leased and not yet used
+        self.asked = 0  # rows asked for and not yet granted
+        self.used = 0  # rows used since the last request
+        self.exhausted = False
 
-    def draw(self) -> tuple[str, ...]:
-        if self.random:
+    def draw(self, ask: Callable[[int, int], None]) -> tuple[str, ...] | None:
+        if self.mode == "random":
             return self.rows[self.rng.randrange(len(self.rows))]
-        row = self.rows[self.next]
-        self.next = (self.next + 1) % len(self.rows)
+        if self.mode == "sequential":
+            row = self.rows[self.next]
+            self.next = (self.next + 1) % len(self.rows)
+            return row
+        if not self.blocks:
+            self.request(ask)
+            return None
+        start, count = self.blocks[0]
+        row = self.rows[start % len(self.rows)]
+        if count > 1:
+            self.blocks[0] = (start + 1, count - 1)
+        else:
+            self.blocks.popleft()
+        self.left -= 1
+        self.used += 1
+        if self.left * 2 < max(self.used, MIN_LEASE):
+            self.request(ask)  # ask for the next block while half of what this one lasted is left
         return row
+
+    def request(self, ask: Callable[[int, int], None], count: int = 0) -> None:
+        if self.asked or self.exhausted:
+            return
+        self.asked = count or max(MIN_LEASE, 2 * self.used)
+        self.used = 0
+        ask(self.index, self.asked)
+
+    def granted(self, start: int, count: int) -> None:
+        self.asked = 0
+        if count == 0:
+            self.exhausted = True
+            return
+        self.blocks.append((start, count))
+        self.left += count
 
 
 class _Instance:
@@ -133,8 +189,12 @@ class FlowRunner:
         self._free: list[int] = []
         self._base = 0
         self._reply = Reply()
+        self._data: list[_Data] = []
         self.due = Due()
         self.live = 0
+        self.ask: Callable[[int, int], None] = _no_coordinator
+        """How the runner asks the coordinator for ``count`` rows of unique source number ``source``; the
+        answer comes back through :meth:`granted`. Set by the agent before :meth:`bind`."""
 
     def bind(self, engine: Engine) -> None:
         """Compile the flows for ``engine`` (which must offer :class:`agents.engine.Slots`) and reserve its
@@ -148,7 +208,7 @@ class FlowRunner:
         profile = self._profile
         index = {name: i for i, name in enumerate(profile.result_names)}
         requests = {r.name: (i, r) for i, r in enumerate(profile.requests)}
-        data = [_Data(d, self._rng) for d in profile.data]
+        data = self._data = [_Data(d, i, self._rng) for i, d in enumerate(profile.data)]
         units: list[_Flow | None] = []
         for i, r in enumerate(profile.requests):
             if r.name in profile.step_names:
@@ -160,6 +220,9 @@ class FlowRunner:
         for flow in profile.flows:
             units.append(self._flow(flow, index, requests, data, slots))
         self._units = units
+        for source in data:
+            if source.mode == "unique":
+                source.request(self.ask, INITIAL_LEASE)
         n = profile.load.max_in_flight
         self._base = slots.reserve(n)
         self._instances = [_Instance() for _ in range(n)]
@@ -226,7 +289,12 @@ class FlowRunner:
         if flow.whole:
             values = self._env.copy() if self._env else {}
             for source in flow.data:
-                values.update(zip(source.columns, source.draw(), strict=True))
+                row = source.draw(self.ask)
+                if row is None:  # no row of a unique source here: not sent, counted as dropped
+                    self._recorder.no_data()
+                    self._free_slot(slot, inst)
+                    return
+                values.update(zip(source.columns, row, strict=True))
             inst.values = values
             inst.jar = CookieJar() if flow.cookies else None
         self._send(slot, inst, flow.steps[0], intended)
@@ -271,6 +339,11 @@ class FlowRunner:
         if cookie is not None:
             headers = [h for h in headers if h[0].lower() != "cookie"] + [("Cookie", cookie)]
         return self._engine.prepare(RequestHead(head.method, target, tuple(headers), body))
+
+    def granted(self, source: int, start: int, count: int) -> None:
+        """The coordinator's answer to :attr:`ask` (``count`` 0: no rows left)."""
+        if 0 <= source < len(self._data) and self._data[source].mode == "unique":
+            self._data[source].granted(start, count)
 
     # --- the engine's side (the Sink)
 
@@ -376,6 +449,10 @@ class FlowRunner:
                 inst.timer.cancel()
                 inst.timer = None
         await self._engine.aclose()
+
+
+def _no_coordinator(source: int, count: int) -> None:
+    raise RuntimeError("a unique test data source needs the coordinator: set FlowRunner.ask")
 
 
 def direct_flows(profile: Profile) -> dict[int, int] | None:

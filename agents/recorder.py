@@ -77,6 +77,8 @@ class Recorder:
         # Arrival counts of whole seconds, sealed by the arrival loop and waiting for the next interval.
         self._sealed_scheduled = 0
         self._sealed_dropped = 0
+        self._no_data = 0  # of the dropped: arrivals that found no row of a unique [[data]] source
+        self._sealed_no_data = 0
         self._sealed_by_name = [0] * len(self.names)
         # Running totals over the whole run.
         self.total_scheduled = 0
@@ -120,6 +122,12 @@ class Recorder:
         st.failed += 1
         st.errors[category] = st.errors.get(category, 0) + 1
 
+    def no_data(self) -> None:
+        """The arrival just scheduled was not sent after all: it found no row of a unique test data source
+        (see agents.flow_runner). It counts as dropped, with that cause."""
+        self._dropped += 1
+        self._no_data += 1
+
     # --- flows (agents.flow_runner) ------------------------------------------------------------------------
 
     def step_scheduled(self, req: int) -> None:
@@ -160,6 +168,8 @@ class Recorder:
         """Every arrival of the seconds before the schedule's current one has been counted."""
         self._sealed_scheduled += self._scheduled
         self._sealed_dropped += self._dropped
+        self._sealed_no_data += self._no_data
+        self._no_data = 0
         for i, n in enumerate(self._by_name):
             self._sealed_by_name[i] += n
             self._by_name[i] = 0
@@ -215,7 +225,9 @@ class Recorder:
             cpu,
             connections,
             stolen,
+            self._sealed_no_data,
         )
+        self._sealed_no_data = 0
         self.total_scheduled += self._sealed_scheduled
         self.total_dropped += self._sealed_dropped
         self._sealed_scheduled = 0
@@ -248,6 +260,7 @@ class PendingInterval:
         cpu: float,
         connections: int = 0,
         stolen: float = 0.0,
+        no_data: int = 0,
     ) -> None:
         self.index = index
         self.first = first
@@ -259,6 +272,7 @@ class PendingInterval:
         self.cpu = cpu
         self.connections = connections
         self.stolen = stolen
+        self.no_data = no_data
 
     def _message(self, hists: dict[str, tuple[bytes, bytes]], lag: bytes) -> Interval:
         return Interval(
@@ -275,6 +289,7 @@ class PendingInterval:
             cpu=self.cpu,
             connections=self.connections,
             stolen=self.stolen,
+            no_data=self.no_data,
         )
 
     def build(self) -> Interval:

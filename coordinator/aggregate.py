@@ -31,6 +31,7 @@ class Counts:
     failed: int = 0
     dropped: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    no_data: int = 0  # of the dropped: arrivals that found no row of a unique [[data]] source
 
     def add_errors(self, errors: dict[str, int]) -> None:
         for k, v in errors.items():
@@ -178,7 +179,8 @@ class RunAggregate:
         if (
             iv.index < iv.first
             or iv.first < 0
-            or min(iv.scheduled, iv.dropped, iv.in_flight, iv.connections) < 0
+            or min(iv.scheduled, iv.dropped, iv.in_flight, iv.connections, iv.no_data) < 0
+            or iv.no_data > iv.dropped
             or not 0.0 <= iv.cpu < 1e3
             or not 0.0 <= iv.stolen <= 1.0
         ):
@@ -259,6 +261,7 @@ class RunAggregate:
         for counts in (self.totals, at.counts, *(() if slot is None else (slot.counts,))):
             counts.scheduled += iv.scheduled
             counts.dropped += iv.dropped
+            counts.no_data += iv.no_data
             counts.ok += ok
             counts.failed += failed
             if errors:
@@ -330,7 +333,7 @@ class RunAggregate:
             "stolen": round(slot.stolen_max, 3),
         }
         summary["saturated"] = bool(
-            c.dropped
+            c.dropped > c.no_data  # arrivals without test data are not the generator's fault
             or (summary["send_lag_p99"] or 0.0) > SATURATION_LAG_P99_MS
             or slot.cpu_max >= CPU_SATURATED
         )

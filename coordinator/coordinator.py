@@ -31,6 +31,7 @@ from coordinator import membership as mb
 from coordinator.aggregate import ClosedInterval, RunAggregate, roles
 from coordinator.clock_sync import ClockEstimate, ClockProbes, ClockSample
 from coordinator.config import CoordinatorConfig
+from coordinator.data_leases import DataLeases
 from coordinator.durability import HLOG_FILE, Durability
 from coordinator.early_stop import over_budget, threshold_lost
 from coordinator.hours import HourTable
@@ -49,6 +50,8 @@ from loadgen.results_model import ResultsDoc
 from loadgen.transport import Frames, ServerTransport
 from loadgen.wire import (
     Ack,
+    DataGrant,
+    DataLease,
     Finished,
     Heartbeat,
     Hello,
@@ -184,7 +187,9 @@ class Coordinator:
             Finished: self._on_finished,
             Heartbeat: self._on_heartbeat,
             Refused: self._on_refused,
+            DataLease: self._on_data_lease,
         }
+        self._leases = DataLeases(profile.data)
 
     def watch(self, observer: RunObserver) -> None:
         """Have ``observer`` watch the run too (before :meth:`run`), after those given to the constructor."""
@@ -379,6 +384,22 @@ class Coordinator:
 
     def _on_heartbeat(self, peer: str, msg: Heartbeat) -> None:
         pass  # _handle already noted that the agent is alive
+
+    def _on_data_lease(self, peer: str, msg: DataLease) -> None:
+        if peer not in self.agents:
+            raise WireError("data lease from an agent that is not part of this run", peer)
+        grant = self._leases.grant(msg.source, msg.count, max(1, len(self.fleet.busy())))
+        if grant is None:
+            raise WireError(f"data lease for source {msg.source}: not a unique [[data]] source", peer)
+        if grant.checkpoint:
+            self._checkpoint(results=False)  # the new mark is durable before any row beyond it is used
+        self._send(peer, DataGrant(grant.source, grant.start, grant.count))
+        if grant.exhausted:
+            source = self.profile.data[grant.source]
+            if source.on_exhausted == "stop":
+                self._abort(f"the test data ran out ({source.file})", "data_exhausted")
+            else:
+                self._event("data_exhausted", file=source.file, on_exhausted=source.on_exhausted)
 
     def _on_refused(self, peer: str, msg: Refused) -> None:
         self._do(self.fleet.refused(peer, msg.reason, self._now()))
@@ -729,6 +750,7 @@ class Coordinator:
             "events": self.events,
             "hours": self.hours.state(),
             "aggregate": aggregate_state(self.agg),
+            "data_leases": self._leases.to_state(),
         }
 
     @classmethod
@@ -770,6 +792,7 @@ class Coordinator:
         self.events = st["events"]
         self.hours = HourTable.restore(st["hours"])
         self.agg = restore_aggregate(st["aggregate"], profile.result_names, self.curve, **roles(profile))
+        self._leases.restore(st.get("data_leases", {}))
         # Give every agent the rest of its own timeout to notice the new coordinator and re-attach.
         now = clock() + max(0.0, config.coordinator_timeout - config.agent_timeout)
         self._last_heard = dict.fromkeys(self.agents, now)

@@ -74,12 +74,14 @@ def build_results(
     lag_p99 = lag.get("p99")
     cpu_max = max((agg.agent(a.id).cpu_max for a in agents), default=0.0)
     behind = generator_behind(lag_p99, cpu_max)
-    if t.dropped:
+    if t.no_data:
+        warnings.append({"code": "no_data", "count": t.no_data})
+    if t.dropped > t.no_data:
         saturated = True
         warnings.append(
             {
                 "code": "dropped",
-                "dropped": t.dropped,
+                "dropped": t.dropped - t.no_data,
                 "max_in_flight": profile.load.max_in_flight,
                 "behind": behind,
                 "send_lag_p99_ms": lag_p99,
@@ -213,6 +215,7 @@ def build_results(
             "ok": t.ok,
             "failed": t.failed,
             "dropped": t.dropped,
+            "dropped_no_data": t.no_data,
             "in_flight_at_end": in_flight_at_end,
             "lost_in_flight": lost_in_flight,
             "unreported_estimate": unreported,
@@ -260,7 +263,7 @@ def build_results(
         ],
         "events": events,
         "generator_saturated": saturated,
-        "saturation_cause": saturation_cause(saturated, t.dropped, lag_p99, cpu_max),
+        "saturation_cause": saturation_cause(saturated, t.dropped - t.no_data, lag_p99, cpu_max),
         "cost": None,
         "warnings": [render_warning(w) for w in warnings],
         "warning_codes": warnings,

@@ -27,11 +27,12 @@ READABLE_VERSIONS = (1, 2)
 
 
 def _counts(c: Counts) -> list[Any]:
-    return [c.scheduled, c.ok, c.failed, c.dropped, c.errors]
+    return [c.scheduled, c.ok, c.failed, c.dropped, c.errors, c.no_data]
 
 
 def _counts_back(v: list[Any]) -> Counts:
-    return Counts(int(v[0]), int(v[1]), int(v[2]), int(v[3]), {str(k): int(n) for k, n in v[4].items()})
+    errors = {str(k): int(n) for k, n in v[4].items()}
+    return Counts(int(v[0]), int(v[1]), int(v[2]), int(v[3]), errors, int(v[5]) if len(v) > 5 else 0)
 
 
 def _hist(data: bytes) -> Any:

@@ -91,10 +91,10 @@ def parse_data(value: object, base: Path) -> tuple[DataSource, ...]:
         name = _string(table["file"], f"{field}.file")
         mode = _choice(table.get("mode", "sequential"), DATA_MODES, f"{field}.mode")
         on_exhausted = _choice(table.get("on_exhausted", "wrap"), ON_EXHAUSTED, f"{field}.on_exhausted")
-        if on_exhausted != "wrap":
+        if on_exhausted != "wrap" and mode != "unique":
             raise _Invalid(
                 f"{field}.on_exhausted",
-                f"{on_exhausted!r} is not supported yet; rows are reused from the first ('wrap')",
+                f'{on_exhausted!r} is for mode = "unique"; {mode} rows are reused from the first',
             )
         columns, rows = _read_csv(base / name, f"{field}.file")
         for column in columns:

@@ -21,7 +21,7 @@ from typing import Any
 
 CAPTURE_SOURCES = ("json", "header", "regex", "cookie")
 PAUSE_KINDS = ("fixed", "uniform", "exponential")
-DATA_MODES = ("sequential", "random")
+DATA_MODES = ("sequential", "random", "unique")
 ON_EXHAUSTED = ("wrap", "stop", "drop")
 MAX_DATA_BYTES = 8 * 1024 * 1024
 """The most test data (all cells of all sources, as UTF-8) a profile may carry: it travels to every agent in
@@ -140,7 +140,11 @@ class Flow:
 @dataclass(frozen=True)
 class DataSource:
     """Rows of test data (a CSV file read on the coordinator); a flow instance that uses any of the
-    ``columns`` draws one row. ``on_exhausted``: what a sequential source does after its last row."""
+    ``columns`` draws one row. ``mode``: each agent walks the rows in order (``sequential``), draws at random
+    (``random``), or uses each row once across the whole fleet (``unique``: the coordinator leases rows to
+    agents, see :mod:`coordinator.data_leases`). ``on_exhausted``, for ``unique``: after the last row, start
+    again (``wrap``), stop the run (``stop``) or count each arrival that finds no row as dropped, never sent
+    (``drop``)."""
 
     file: str
     columns: tuple[str, ...]

@@ -22,6 +22,7 @@ class Totals(TypedDict):
     ok: int
     failed: int
     dropped: int
+    dropped_no_data: int  # of the dropped: no row of a unique [[data]] source was left for them
     in_flight_at_end: int
     lost_in_flight: int
     unreported_estimate: int

@@ -5,8 +5,8 @@ travels: only maps, lists, strings, numbers and byte strings. :func:`decode` che
 every field's type at the boundary and raises :class:`~loadgen.errors.WireError` on anything else; callers
 drop and log such messages.
 
-Agent → coordinator: Hello, Pong, Started, Interval, Finished, Heartbeat, Refused.
-Coordinator → agent: Welcome, Ping, Start, Reshare, Ack, Stop, Heartbeat.
+Agent → coordinator: Hello, Pong, Started, Interval, Finished, Heartbeat, Refused, DataLease.
+Coordinator → agent: Welcome, Ping, Start, Reshare, Ack, Stop, Heartbeat, DataGrant.
 
 Delivery: an agent keeps every Interval (and its Finished) until the coordinator acknowledges it with
 ``Ack``, which the coordinator sends only once the data is in a durable checkpoint. Each coordinator process
@@ -25,7 +25,7 @@ import msgpack
 
 from loadgen.errors import VersionMismatch, WireError
 
-PROTOCOL_VERSION = 4  # 3: Interval.stolen; 4: histograms in binary forms (histogram.encode_wire)
+PROTOCOL_VERSION = 5  # 3: Interval.stolen; 4: binary histograms; 5: test data leases, Interval.no_data
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -150,6 +150,7 @@ class Interval(Message):
     cpu: float  # share of one core the agent process used in this second (1.0 = a full core)
     connections: int = 0  # connections the agent's engine had open when the second was cut
     stolen: float = 0.0  # share of the agent host's CPU time its hypervisor gave to others (agents.steal)
+    no_data: int = 0  # of the dropped arrivals, those that found no row of a unique [[data]] source
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,26 @@ class Finished(Message):
     dropped: int
     in_flight: int
     last_index: int
+
+
+@dataclass(frozen=True)
+class DataLease(Message):
+    """The agent asks for ``count`` more rows of the profile's unique [[data]] source number ``source``."""
+
+    TYPE: ClassVar[str] = "data_lease"
+    source: int
+    count: int
+
+
+@dataclass(frozen=True)
+class DataGrant(Message):
+    """Rows ``start`` .. ``start + count - 1`` of unique source ``source`` are the agent's alone (indexes into
+    its rows, modulo their number); ``count`` 0: there are none left."""
+
+    TYPE: ClassVar[str] = "data_grant"
+    source: int
+    start: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -187,6 +208,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Interval,
         Finished,
         Refused,
+        DataLease,
+        DataGrant,
     )
 }
 

@@ -179,7 +179,7 @@ MISTAKES = [
     ),
     ("data.0.file", "missing.csv", "data[0].file", "no such file"),
     ("data.0.mode", "shuffled", "data[0].mode", "expected one of"),
-    ("data.0.on_exhausted", "stop", "data[0].on_exhausted", "not supported yet"),
+    ("data.0.on_exhausted", "stop", "data[0].on_exhausted", 'is for mode = "unique"'),
     ("thresholds", ["purchase.nope: p99 < 1s"], "thresholds[0]", "no request named 'purchase.nope'"),
 ]
 

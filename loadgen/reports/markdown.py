@@ -225,9 +225,10 @@ def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
             f"{st.warn} counts do not add up: scheduled {format_count(t.get('scheduled'))} "
             f"!= ok + failed + dropped + in flight ({format_count(sum(parts))})"
         )
-    if int(t.get("dropped", 0)):
+    in_flight_limit = int(t.get("dropped", 0)) - int(t.get("dropped_no_data", 0))
+    if in_flight_limit:
         out.append(
-            f"{st.warn} {format_count(t.get('dropped'))} requests were dropped (not sent: too many in "
+            f"{st.warn} {format_count(in_flight_limit)} requests were dropped (not sent: too many in "
             "flight); they count as neither ok nor failed"
         )
     if int(t.get("in_flight_at_end", 0)):

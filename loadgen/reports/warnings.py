@@ -102,6 +102,11 @@ _TEXTS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "or refused the run, from then until the others took it over (or, with no agent left, until the "
         "end); counted in totals.unsent"
     ),
+    "no_data": lambda w: (
+        f"{w['count']} arrivals were dropped because a unique [[data]] source had no row for them (the rows "
+        "ran out, or an agent's next block of rows was late); counted in totals.dropped and "
+        "totals.dropped_no_data, not a saturation of the generator"
+    ),
     "incomplete": lambda w: f"THE FLEET DID NOT CARRY THE PROFILE'S LOAD: {w['reason']}",
     "nothing_sent": lambda w: "NOTHING WAS SENT: no agent scheduled a single request",
     "no_success": _no_success,
