@@ -190,6 +190,8 @@ class Coordinator:
             DataLease: self._on_data_lease,
         }
         self._leases = DataLeases(profile.data)
+        self._stop_when_no_data: str | None = None  # a unique source that stops the run ran out of rows
+        self._planned_stop = False  # the run was stopped as the profile asked (its test data ran out)
 
     def watch(self, observer: RunObserver) -> None:
         """Have ``observer`` watch the run too (before :meth:`run`), after those given to the constructor."""
@@ -365,6 +367,9 @@ class Coordinator:
             raise WireError("interval from an agent that is not part of this run", peer)
         self.agg.add(peer, msg)
         self._check_budget()
+        if msg.no_data and self._stop_when_no_data is not None and self._aborted is None:
+            self._planned_stop = True
+            self._abort(f"the test data ran out ({self._stop_when_no_data})", "stopped_no_data")
 
     def _on_finished(self, peer: str, msg: Finished) -> None:
         info = self.agents.get(peer)
@@ -396,10 +401,9 @@ class Coordinator:
         self._send(peer, DataGrant(grant.source, grant.start, grant.count))
         if grant.exhausted:
             source = self.profile.data[grant.source]
-            if source.on_exhausted == "stop":
-                self._abort(f"the test data ran out ({source.file})", "data_exhausted")
-            else:
-                self._event("data_exhausted", file=source.file, on_exhausted=source.on_exhausted)
+            self._event("data_exhausted", file=source.file, on_exhausted=source.on_exhausted)
+            if source.on_exhausted == "stop":  # once an agent finds no row left (rows leased are used)
+                self._stop_when_no_data = source.file
 
     def _on_refused(self, peer: str, msg: Refused) -> None:
         self._do(self.fleet.refused(peer, msg.reason, self._now()))
@@ -726,6 +730,7 @@ class Coordinator:
             incomplete=self._incomplete(),
             aborted=self._aborted,
             aborted_at=self._aborted_at,
+            planned_stop=self._planned_stop,
             interrupted=self._interrupted,
             hours=self.hours.rows(),
         )

@@ -55,6 +55,7 @@ def build_results(
     incomplete: str | None = None,
     aborted: str | None = None,
     aborted_at: float = 0.0,
+    planned_stop: bool = False,
     interrupted: bool = False,
     hours: list[dict[str, Any]] | None = None,
 ) -> ResultsDoc:
@@ -268,6 +269,7 @@ def build_results(
         "warnings": [render_warning(w) for w in warnings],
         "warning_codes": warnings,
         "aborted": aborted,
+        "planned_stop": planned_stop,
         "hours": hours or [],
         "interrupted": interrupted,
     }
@@ -280,10 +282,12 @@ def build_results(
 def judge(doc: ResultsDoc, thresholds: Sequence[str]) -> list[Verdict]:
     """Evaluate ``thresholds`` against the document and store the verdicts in it (``thresholds``, ``passed``).
     An aborted run (a threshold already lost, or the budget spent), or one whose fleet could not carry its
-    load, is a failed run whatever else held."""
+    load, is a failed run whatever else held; a run stopped as its profile asked (``planned_stop``: its
+    unique test data ran out with ``on_exhausted = "stop"``) is judged on its thresholds."""
     verdicts = evaluate_all(list(thresholds), doc)
     doc["thresholds"] = cast(list[ThresholdVerdict], verdicts_to_json(verdicts))
-    doc["passed"] = all(v.passed for v in verdicts) and not doc.get("aborted") and not doc.get("incomplete")
+    failed_stop = doc.get("aborted") and not doc.get("planned_stop")
+    doc["passed"] = all(v.passed for v in verdicts) and not failed_stop and not doc.get("incomplete")
     return verdicts
 
 

@@ -118,6 +118,7 @@ class ResultsDoc(TypedDict):
     warnings: list[str]
     warning_codes: list[CodedWarning]
     aborted: str | None
+    planned_stop: NotRequired[bool]  # stopped as the profile asked: its unique test data ran out
     hours: list[dict[str, Any]]
     interrupted: bool
     thresholds: NotRequired[list[ThresholdVerdict]]  # judged by the coordinator before the final write

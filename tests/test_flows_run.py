@@ -4,7 +4,10 @@ Every flow and every step is accounted for in results.json, the summary and the 
 from __future__ import annotations
 
 import csv
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +148,87 @@ def test_a_profile_with_an_undefined_variable_is_refused_before_any_traffic(
     assert "flows[0].steps[2].path" in done.stderr and "{{ lenght }} is not defined" in done.stderr
     assert "Traceback" not in done.stderr
     assert target.stats()["requests"] == 0
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers 200 to anything, keeping every request line's target (the server's ``paths``)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_server() -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.paths = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+UNIQUE = """\
+name = "unique"
+target = "http://127.0.0.1:{port}"
+
+[load]
+arrival = "constant"
+timeout = "5s"
+stages = [{{ duration = "0s", rate = 60 }}, {{ duration = "4s", rate = 60 }}]
+
+[[data]]
+file = "users.csv"
+mode = "unique"
+on_exhausted = "{on_exhausted}"
+
+[[flows]]
+name = "signup"
+
+[[flows.steps]]
+name = "create"
+path = "/signup?user={{{{ user }}}}"
+"""
+
+
+@pytest.mark.parametrize("on_exhausted", ["drop", "stop"])
+def test_unique_rows_are_each_used_once_across_two_agents(
+    recording_server: http.server.ThreadingHTTPServer, tmp_path: Path, on_exhausted: str
+) -> None:
+    rows = 150  # fewer than the run's 240 arrivals
+    (tmp_path / "users.csv").write_text("user\n" + "".join(f"u{i}\n" for i in range(rows)))
+    profile = tmp_path / "unique.toml"
+    profile.write_text(UNIQUE.format(port=recording_server.server_address[1], on_exhausted=on_exhausted))
+    out = tmp_path / "out"
+    done = loadgen("run", str(profile), "--agents", "2", "--out", str(out), "--no-panel")
+    assert done.returncode == 0, done.stdout + done.stderr
+    res = json.loads((out / "results.json").read_text())
+    paths: list[str] = recording_server.paths  # type: ignore[attr-defined]
+    users = [p.split("user=", 1)[1] for p in paths]
+    assert len(users) == len(set(users)) == rows  # each row once, across both agents, all of them
+    assert sorted(users) == sorted(f"u{i}" for i in range(rows))
+    per_agent = [a["ok"] for a in res["agents"]]
+    assert all(n > 0 for n in per_agent), per_agent  # the rows were spread, not taken by one agent
+    totals = res["totals"]
+    assert totals["ok"] == rows
+    # Arrivals without a row are not the generator falling behind (it may still be, on a busy machine).
+    assert not any(w["code"] == "dropped" for w in res["warning_codes"])
+    assert res["saturation_cause"] != "in_flight_limit"
+    if on_exhausted == "drop":
+        assert totals["dropped"] == totals["dropped_no_data"] == totals["scheduled"] - rows
+        assert any(w["code"] == "no_data" for w in res["warning_codes"])
+    else:
+        assert res["aborted"] == "the test data ran out (users.csv)"
+        assert any(e["type"] == "data_exhausted" for e in res["events"])
+        assert totals["scheduled"] < 240  # stopped before the end of the profile

@@ -199,7 +199,9 @@ def describe_agents(results: Mapping[str, Any]) -> str:
 
 def _warnings(results: Mapping[str, Any], st: _Style) -> list[str]:
     out = []
-    if results.get("aborted"):
+    if results.get("aborted") and results.get("planned_stop"):
+        out.append(f"{st.warn} the run stopped early, as its profile asks: {results['aborted']}")
+    elif results.get("aborted"):
         out.append(st.bold(f"{st.warn} RUN ABORTED EARLY: {results['aborted']}"))
     if results.get("saturation_cause") == "in_flight_limit":
         out.append(
