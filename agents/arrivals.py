@@ -65,9 +65,9 @@ def arrival_weights(profile: Profile, alias: Mapping[int, int] | None = None) ->
     """The weight of each name the recorder counts under, as the arrivals pick them: a plain request's or a
     flow's, and 0 for a flow's steps (which are never arrivals of their own); with ``alias`` (one-step
     flows sent as plain requests), a flow's weight is its step's."""
+    own = {r.name: r.weight for r in profile.requests} | {f.name: f.weight for f in profile.flows}
     steps = profile.step_names
-    weights = [0.0 if r.name in steps else r.weight for r in profile.requests]
-    weights += [f.weight for f in profile.flows]
+    weights = [0.0 if name in steps else own[name] for name in profile.result_names]
     for flow, step in (alias or {}).items():
         weights[step], weights[flow] = weights[flow], 0.0
     return weights

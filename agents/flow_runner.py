@@ -23,19 +23,25 @@ something unsendable ``template:<step>``) ends its instance, counted failed with
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from agents.code_flows import CodeSession
 from agents.engine import HEAD, READ, Due, Engine, Reply, Slots
 from agents.http_request import PRINTABLE, RequestHead
 from agents.recorder import Recorder
 from loadgen.captures import CookieJar, Extractor, check_failure, compile_capture
+from loadgen.code_refs import CodeError, resolve
 from loadgen.flows import Check, DataSource, Flow, Pause
 from loadgen.profile import Profile, Request
+from loadgen.session import StepFailed
 from loadgen.templates import RenderContext, Template, compile_template
+
+log = logging.getLogger("loadgen.agent")
 
 
 class _Step:
@@ -66,7 +72,7 @@ class _Step:
 
 
 class _Flow:
-    __slots__ = ("cookies", "data", "rec", "steps", "whole")
+    __slots__ = ("code", "cookies", "data", "name", "names", "rec", "steps", "whole")
 
     def __init__(self, rec: int, steps: list[_Step], cookies: bool, data: list[_Data], whole: bool) -> None:
         self.rec = rec
@@ -74,6 +80,9 @@ class _Flow:
         self.cookies = cookies
         self.data = data
         self.whole = whole  # a flow of its own (not a plain request): recorded as a flow at its end
+        self.name = ""
+        self.code: Callable[[Any], Awaitable[None]] | None = None  # a flow written in Python
+        self.names: dict[str, int] = {}  # its step names -> the recorder's indexes
 
 
 INITIAL_LEASE = 256
@@ -152,7 +161,7 @@ class _Data:
 
 
 class _Instance:
-    __slots__ = ("active", "arrival", "flow", "jar", "step", "timer", "values")
+    __slots__ = ("active", "arrival", "flow", "jar", "session", "step", "timer", "values")
 
     def __init__(self) -> None:
         self.flow: _Flow | None = None
@@ -162,6 +171,7 @@ class _Instance:
         self.values: dict[str, str] = {}
         self.jar: CookieJar | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.session: CodeSession | None = None  # a flow written in Python, while it runs
 
 
 class FlowRunner:
@@ -190,6 +200,8 @@ class FlowRunner:
         self._base = 0
         self._reply = Reply()
         self._data: list[_Data] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # flows written in Python, running
+        self._logged: set[tuple[str, str]] = set()  # (flow, category) of user code errors logged once
         self.due = Due()
         self.live = 0
         self.ask: Callable[[int, int], None] = _no_coordinator
@@ -217,7 +229,11 @@ class FlowRunner:
             step = _Step(r.name, i, None)
             self._compile(step, r, i, slots, reads=False)
             units.append(_Flow(i, [step], cookies=False, data=[], whole=False))
+        units += [None] * len(profile.code_steps)  # steps of flows written in Python: never arrivals
         for flow in profile.flows:
+            if flow.function is not None:
+                units.append(self._code_flow(flow, index, data))
+                continue
             units.append(self._flow(flow, index, requests, data, slots))
         self._units = units
         for source in data:
@@ -227,6 +243,20 @@ class FlowRunner:
         self._base = slots.reserve(n)
         self._instances = [_Instance() for _ in range(n)]
         self._free = list(range(n - 1, -1, -1))
+
+    def _code_flow(self, flow: Flow, index: dict[str, int], data: list[_Data]) -> _Flow:
+        """A flow written in Python: its function, imported here (a ValueError if it cannot be), and every
+        test data source (its code may read any column)."""
+        assert flow.function is not None
+        try:
+            code = resolve(flow.function)
+        except CodeError as exc:
+            raise ValueError(str(exc)) from None
+        unit = _Flow(index[flow.name], [], flow.cookies, data, whole=True)
+        unit.name = flow.name
+        unit.code = code
+        unit.names = {s.name: index[f"{flow.name}.{s.name}"] for s in flow.steps}
+        return unit
 
     def _flow(
         self,
@@ -297,7 +327,56 @@ class FlowRunner:
                 values.update(zip(source.columns, row, strict=True))
             inst.values = values
             inst.jar = CookieJar() if flow.cookies else None
+        if flow.code is not None:
+            self._start_code(slot, inst, flow, intended)
+            return
         self._send(slot, inst, flow.steps[0], intended)
+
+    # --- flows written in Python (agents.code_flows)
+
+    @property
+    def engine(self) -> Any:
+        return self._engine
+
+    @property
+    def recorder(self) -> Recorder:
+        return self._recorder
+
+    def _start_code(self, slot: int, inst: _Instance, flow: _Flow, intended: float) -> None:
+        session = inst.session = CodeSession(
+            self, slot, flow.name, flow.names, inst.values, inst.jar, intended, self._clock
+        )
+        task = asyncio.get_running_loop().create_task(self._run_code(slot, inst, flow, session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_code(self, slot: int, inst: _Instance, flow: _Flow, session: CodeSession) -> None:
+        assert flow.code is not None
+        category: str | None = None
+        try:
+            await flow.code(session)
+        except StepFailed as exc:
+            category = exc.category
+        except Exception as exc:  # the user's code: counted, logged once per kind, never the agent's end
+            category = f"python:{type(exc).__name__}"
+            if (flow.name, category) not in self._logged:
+                self._logged.add((flow.name, category))
+                log.warning(
+                    "flow %s raised %s: %s (counted as %s; logged once)",
+                    flow.name,
+                    type(exc).__name__,
+                    exc,
+                    category,
+                )
+        inst.active = session.active
+        inst.session = None
+        self._end(slot, inst, self._clock(), category)
+
+    def send_code_step(self, slot: int, prepared: object, flags: int, intended: float) -> None:
+        """A step of a flow written in Python goes out on its instance's request number."""
+        engine = self._engine
+        engine.put(self._base + slot, prepared, flags)
+        engine.submit(self._base + slot, intended)
 
     def _send(self, slot: int, inst: _Instance, step: _Step, intended: float) -> None:
         prepared = step.prepared
@@ -350,6 +429,12 @@ class FlowRunner:
     def response(self, req: int, intended: float, sent: float, done: float, status: int) -> None:
         slot = req - self._base
         inst = self._instances[slot]
+        session = inst.session
+        if session is not None and session.waiter is not None:  # a step of a flow written in Python
+            waiter, session.waiter = session.waiter, None
+            reply = self._reply
+            waiter.set_result((status, reply.headers, reply.body, sent, done, None))
+            return
         flow = inst.flow
         assert flow is not None
         step = flow.steps[inst.step]
@@ -406,6 +491,11 @@ class FlowRunner:
     def error(self, req: int, intended: float, sent: float, done: float, category: str) -> None:
         slot = req - self._base
         inst = self._instances[slot]
+        session = inst.session
+        if session is not None and session.waiter is not None:
+            waiter, session.waiter = session.waiter, None
+            waiter.set_result((0, [], b"", sent, done, category))
+            return
         flow = inst.flow
         assert flow is not None
         step = flow.steps[inst.step]
@@ -444,6 +534,10 @@ class FlowRunner:
             await asyncio.sleep(min(left, 0.005))
 
     async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()  # flows written in Python still running: in flight at the end
+        await asyncio.gather(*tasks, return_exceptions=True)
         for inst in self._instances:
             if inst.timer is not None:
                 inst.timer.cancel()

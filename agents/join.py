@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 
 from agents.policy import WAITING_LINE_EVERY, no_answer, waiting_line
 from agents.session import Handlers, dispatch
+from loadgen import code_refs
 from loadgen.errors import RunError
-from loadgen.wire import Heartbeat, Hello, Message, Ping, Pong, Start, Stop, Welcome
+from loadgen.wire import CodeCheck, CodeHashes, Heartbeat, Hello, Message, Ping, Pong, Start, Stop, Welcome
 
 HELLO_EVERY = 1.0
 JOIN_POLL = 0.2  # seconds the join loop waits for a message before it looks at the clock again
@@ -48,6 +49,7 @@ class Joining:
             Heartbeat: self._on_first_heartbeat,
             Start: self._on_start,
             Stop: self._on_stop_before_start,
+            CodeCheck: self._on_code_check,
         }
 
     async def run(self) -> Start:
@@ -81,6 +83,15 @@ class Joining:
         if not self.welcomed:
             self._say(f"joined run {msg.run_id} as {self.hello.agent_id}")
         self.welcomed = True
+
+    async def _on_code_check(self, msg: CodeCheck) -> None:
+        """The run has flows written in Python: hash their modules' sources (importing them) for the
+        coordinator, which admits this agent if they are the same as the fleet's."""
+        refs = [str(r) for r in msg.refs]
+        found, problem = code_refs.hashes(refs)
+        if problem:
+            self._say(f"cannot run this run's Python flows: {problem}")
+        await self._send(CodeHashes(found, problem))
 
     async def _on_ping(self, msg: Ping) -> None:
         await self._send(Pong(msg.seq, msg.t_coord, self._clock()))

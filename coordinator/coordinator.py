@@ -50,6 +50,8 @@ from loadgen.results_model import ResultsDoc
 from loadgen.transport import Frames, ServerTransport
 from loadgen.wire import (
     Ack,
+    CodeCheck,
+    CodeHashes,
     DataGrant,
     DataLease,
     Finished,
@@ -188,7 +190,10 @@ class Coordinator:
             Heartbeat: self._on_heartbeat,
             Refused: self._on_refused,
             DataLease: self._on_data_lease,
+            CodeHashes: self._on_code_hashes,
         }
+        self._pending_code: dict[str, Hello] = {}  # hellos waiting for the agents' code hashes
+        self._code_reference: tuple[str, dict[str, str]] | None = None  # the first admitted agent's
         self._leases = DataLeases(profile.data)
         self._stop_when_no_data: str | None = None  # a unique source that stops the run ran out of rows
         self._planned_stop = False  # the run was stopped as the profile asked (its test data ran out)
@@ -330,6 +335,52 @@ class Coordinator:
     # --- handlers ----------------------------------------------------------------------------------------
 
     def _on_hello(self, peer: str, msg: Hello) -> None:
+        refs = self.profile.code_refs
+        if refs and peer not in self.agents:  # flows in Python: admitted once its code is the same
+            self._pending_code[peer] = msg
+            self._send(peer, CodeCheck(refs))
+            return
+        self._admit_hello(peer, msg)
+
+    def _on_code_hashes(self, peer: str, msg: CodeHashes) -> None:
+        hello = self._pending_code.pop(peer, None)
+        if hello is None:
+            return  # an answer repeated, or to a check it was never sent
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in msg.hashes.items()):
+            raise WireError("code_hashes: expected text hashes", peer)
+        refs = self.profile.code_refs
+        problem = msg.problem or (
+            "" if set(msg.hashes) == set(refs) else f"it hashed {sorted(msg.hashes)}, not {refs}"
+        )
+        if not problem and self._code_reference is not None:
+            first, expected = self._code_reference
+            differ = [r for r in refs if msg.hashes[r] != expected[r]]
+            if differ:
+                problem = (
+                    f"its code for {', '.join(differ)} differs from agent {first}'s (sha256 "
+                    f"{', '.join(msg.hashes[r][:12] for r in differ)} against "
+                    f"{', '.join(expected[r][:12] for r in differ)}); install the same version on every agent"
+                )
+        if problem:
+            self._refuse_code(peer, hello, problem)
+            return
+        if self._code_reference is None:
+            self._code_reference = (peer, dict(msg.hashes))
+        self._admit_hello(peer, hello)
+
+    def _refuse_code(self, peer: str, hello: Hello, problem: str) -> None:
+        """An agent that cannot run the profile's Python flows, or runs other code than the fleet: before the
+        start, the run cannot start (every agent is told); afterwards the agent is not admitted."""
+        reason = f"agent {peer} ({hello.host}) cannot run this profile's Python flows: {problem}"
+        self._event("agent_code_refused", agent=peer, reason=problem)
+        if self.fleet.phase == "join":
+            for agent in [*self.agents, *self._pending_code, peer]:
+                self._send(agent, Stop(f"the run cannot start: {reason}"))
+            raise RunError(reason)
+        self._progress(f"refused {reason}")
+        self._send(peer, Stop(reason))
+
+    def _admit_hello(self, peer: str, msg: Hello) -> None:
         actions = self.fleet.hello(peer, msg.host, msg.pid, msg.max_rate, self._now())
         if any(isinstance(a, mb.StopAgent) for a in actions):
             log.warning(

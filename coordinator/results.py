@@ -184,6 +184,20 @@ def build_results(
             "latency_ms": summary_ms(nt.latency),
             "service_ms": summary_ms(nt.service),
         }
+    for step in profile.code_steps:  # the steps of flows written in Python: no request of the profile
+        nt = agg.names[step]
+        c = nt.counts
+        requests[step] = {
+            "method": "",
+            "path": "",
+            "scheduled": c.scheduled,
+            "count": c.ok + c.failed,
+            "ok": c.ok,
+            "failed": c.failed,
+            "errors": dict(sorted(c.errors.items())),
+            "latency_ms": summary_ms(nt.latency),
+            "service_ms": summary_ms(nt.service),
+        }
     flows: dict[str, Any] = {}
     for flow in profile.flows:
         nt = agg.names[flow.name]
@@ -196,11 +210,10 @@ def build_results(
             "errors": dict(sorted(c.errors.items())),
             "duration_ms": summary_ms(nt.latency),
             "active_ms": summary_ms(nt.service),
-            "steps": [s.request for s in flow.steps if s.request is not None],
+            "steps": list(flow.step_results),
         }
-        for step in flow.steps:
-            if step.request is not None:
-                requests[step.request]["flow"] = flow.name
+        for step_name in flow.step_results:
+            requests[step_name]["flow"] = flow.name
     doc: ResultsDoc = {
         "schema": SCHEMA_VERSION,
         "final": final,

@@ -6,7 +6,8 @@
     │   └── VersionMismatch   the peer speaks another protocol version
     ├── RunError       the run could not complete (no agent arrived, the coordinator vanished, ...)
     │   └── JoinTimeout   fewer agents than expected joined within the join timeout
-    └── BindError      the control socket cannot listen where it was told to (the operator's address)
+    ├── BindError      the control socket cannot listen where it was told to (the operator's address)
+    └── StepFailed     a step of a flow written in Python failed (loadgen.session; raised inside the flow)
 
 Library code raises these; only the CLI turns them into messages and exit statuses.
 """

@@ -37,7 +37,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from loadgen import captures
+from loadgen import captures, code_refs
 from loadgen.flows import (
     DATA_MODES,
     MAX_DATA_BYTES,
@@ -62,7 +62,7 @@ from loadgen.profile_file import (
 from loadgen.shapes import describe
 from loadgen.templates import Template, TemplateError, compile_template
 
-FLOW_KEYS = ("name", "weight", "cookies", "steps")
+FLOW_KEYS = ("name", "weight", "cookies", "steps", "function")
 STEP_KEYS = ("name", "method", "path", "headers", "body", "cost", "capture", "check", "pause")
 CHECK_KEYS = ("status", "contains", "json")
 DATA_KEYS = ("file", "mode", "on_exhausted")
@@ -183,6 +183,10 @@ def parse_flows(
         if not isinstance(cookies, bool):
             raise _Invalid(f"{field}.cookies", f"expected true or false, got {describe(cookies)}")
         steps_value = table.get("steps")
+        if "function" in table:
+            flows.append(_python_flow(table, field, name, float(weight), cookies))
+            names.update(flows[-1].step_results)
+            continue
         if not isinstance(steps_value, list) or not steps_value:
             raise _Invalid(f"{field}.steps", "missing or empty; add [[flows.steps]] tables")
         defined = set(columns)
@@ -200,6 +204,31 @@ def parse_flows(
             raise _Invalid(f"{field}.steps", "a flow needs at least one request step")
         flows.append(Flow(name, float(weight), tuple(steps), cookies))
     return tuple(flows), tuple(requests), env
+
+
+def _python_flow(table: Mapping[str, object], field: str, name: str, weight: float, cookies: bool) -> Flow:
+    """A flow written in Python: ``function`` names it, ``steps`` lists the names its calls may give."""
+    function = table["function"]
+    if callable(function):  # a profile built in code may give the function itself
+        try:
+            function = code_refs.ref_of(function)
+        except ValueError as exc:
+            raise _Invalid(f"{field}.function", str(exc)) from None
+    ref = _string(function, f"{field}.function")
+    try:
+        code_refs.check_ref(ref)
+    except ValueError as exc:
+        raise _Invalid(f"{field}.function", str(exc)) from None
+    steps = table.get("steps")
+    example = 'steps = ["login", "buy"]'
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+        raise _Invalid(f"{field}.steps", f"a Python flow lists the names of its steps, e.g. {example}")
+    for j, step in enumerate(steps):
+        if not _VAR.fullmatch(step):
+            raise _Invalid(f"{field}.steps[{j}]", f"a step name is letters, digits and _, got {step!r}")
+        if step in steps[:j]:
+            raise _Invalid(f"{field}.steps[{j}]", f"duplicate step name {step!r}")
+    return Flow(name, weight, tuple(Step(s) for s in steps), cookies, ref)
 
 
 def _step(

@@ -113,13 +113,22 @@ class Flow:
     weight: float
     steps: tuple[Step, ...]
     cookies: bool = True
+    function: str | None = None  # "package.module:function": a flow written in Python (steps: its names)
 
     @property
     def request_steps(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.request is not None)
 
+    @property
+    def step_results(self) -> tuple[str, ...]:
+        """The names its steps count under: ``<flow>.<step>``."""
+        return tuple(f"{self.name}.{s.name}" for s in self.steps if s.request is not None or self.function)
+
     def to_doc(self, requests: Mapping[str, Any]) -> dict[str, Any]:
         """This flow as a ``[[flows]]`` table; ``requests`` are the profile's requests by name."""
+        if self.function is not None:
+            doc = {"name": self.name, "weight": self.weight, "cookies": self.cookies}
+            return doc | {"function": self.function, "steps": [s.name for s in self.steps]}
         steps: list[dict[str, Any]] = []
         for s in self.steps:
             if s.request is None:
@@ -162,6 +171,7 @@ def flows_to_wire(flows: tuple[Flow, ...]) -> list[dict[str, Any]]:
             "name": f.name,
             "weight": f.weight,
             "cookies": f.cookies,
+            "function": f.function,
             "steps": [
                 {
                     "name": s.name,
@@ -202,7 +212,8 @@ def flows_from_wire(items: list[dict[str, Any]]) -> tuple[Flow, ...]:
             )
             request = None if s["request"] is None else str(s["request"])
             steps.append(Step(str(s["name"]), request, pause, tuple(captures), check))
-        flows.append(Flow(str(f["name"]), float(f["weight"]), tuple(steps), bool(f["cookies"])))
+        function = None if f.get("function") is None else str(f["function"])
+        flows.append(Flow(str(f["name"]), float(f["weight"]), tuple(steps), bool(f["cookies"]), function))
     return tuple(flows)
 
 

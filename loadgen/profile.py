@@ -266,7 +266,7 @@ class Profile:
             # Flows as values (a copy of a profile, dataclasses.replace): back to their documents, and
             # their steps' requests out of the plain requests.
             by_name = {r.name: r for r in given if isinstance(r, Request)}
-            steps = {s.request for f in flow_items if isinstance(f, Flow) for s in f.steps if s.request}
+            steps = {s for f in flow_items if isinstance(f, Flow) for s in f.step_results}
             flow_items = [f.to_doc(by_name) if isinstance(f, Flow) else f for f in flow_items]
             given = [r for r in given if not (isinstance(r, Request) and r.name in steps)]
         if given or not flow_items:
@@ -374,13 +374,25 @@ class Profile:
 
     @property
     def step_names(self) -> frozenset[str]:
-        """The names of the requests that are steps of a flow (``<flow>.<step>``)."""
-        return frozenset(s.request for f in self.flows for s in f.steps if s.request is not None)
+        """The names of the steps of flows (``<flow>.<step>``): requests of the profile, and the steps of
+        flows written in Python."""
+        return frozenset(n for f in self.flows for n in f.step_results)
+
+    @property
+    def code_steps(self) -> list[str]:
+        """The step names of flows written in Python (which have no request of the profile)."""
+        return [n for f in self.flows if f.function is not None for n in f.step_results]
+
+    @property
+    def code_refs(self) -> list[str]:
+        """The functions of flows written in Python (``package.module:function``), each once."""
+        return list(dict.fromkeys(f.function for f in self.flows if f.function is not None))
 
     @property
     def result_names(self) -> list[str]:
-        """Every name the results count under: the requests (steps included), then the flows."""
-        return [r.name for r in self.requests] + [f.name for f in self.flows]
+        """Every name the results count under: the requests (steps included), the steps of flows written in
+        Python, then the flows."""
+        return [r.name for r in self.requests] + self.code_steps + [f.name for f in self.flows]
 
     def to_toml(self) -> str:
         """This profile as a TOML file that :func:`~loadgen.profile_file.load_profile` reads back equal.

@@ -172,7 +172,7 @@ def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Prof
     requests = _requests(doc.get("requests")) if "requests" in doc or "flows" not in doc else ()
     flows, data, env = _journeys(doc, file, requests)
     requests += tuple(r for f in flows for r in f[1])
-    names = tuple(r.name for r in requests) + tuple(f[0].name for f in flows)
+    names = tuple(r.name for r in requests) + tuple(n for f in flows for n in (*f[0].step_results, f[0].name))
     return Profile._valid(
         name=name,
         target=target,

@@ -5,8 +5,11 @@ travels: only maps, lists, strings, numbers and byte strings. :func:`decode` che
 every field's type at the boundary and raises :class:`~loadgen.errors.WireError` on anything else; callers
 drop and log such messages.
 
-Agent → coordinator: Hello, Pong, Started, Interval, Finished, Heartbeat, Refused, DataLease.
-Coordinator → agent: Welcome, Ping, Start, Reshare, Ack, Stop, Heartbeat, DataGrant.
+Agent → coordinator: Hello, CodeHashes, Pong, Started, Interval, Finished, Heartbeat, Refused, DataLease.
+Coordinator → agent: CodeCheck, Welcome, Ping, Start, Reshare, Ack, Stop, Heartbeat, DataGrant.
+
+A run with flows written in Python (:mod:`loadgen.code_refs`) answers an agent's Hello with ``CodeCheck``
+first: the agent is welcomed once its ``CodeHashes`` agree with the other agents'.
 
 Delivery: an agent keeps every Interval (and its Finished) until the coordinator acknowledges it with
 ``Ack``, which the coordinator sends only once the data is in a durable checkpoint. Each coordinator process
@@ -25,7 +28,7 @@ import msgpack
 
 from loadgen.errors import VersionMismatch, WireError
 
-PROTOCOL_VERSION = 5  # 3: Interval.stolen; 4: binary histograms; 5: test data leases, Interval.no_data
+PROTOCOL_VERSION = 5  # 3: Interval.stolen; 4: binary histograms; 5: data leases, Interval.no_data, code check
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -167,6 +170,24 @@ class Finished(Message):
 
 
 @dataclass(frozen=True)
+class CodeCheck(Message):
+    """Before welcoming the agent: hash the source of each of these flow functions (``package.module:fn``)."""
+
+    TYPE: ClassVar[str] = "code_check"
+    refs: list[str]
+
+
+@dataclass(frozen=True)
+class CodeHashes(Message):
+    """The agent's answer to CodeCheck: ref -> SHA-256 of its module's source, or why it cannot (``problem``:
+    a function it cannot import; empty when all is well)."""
+
+    TYPE: ClassVar[str] = "code_hashes"
+    hashes: dict[str, str]
+    problem: str
+
+
+@dataclass(frozen=True)
 class DataLease(Message):
     """The agent asks for ``count`` more rows of the profile's unique [[data]] source number ``source``."""
 
@@ -210,6 +231,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Refused,
         DataLease,
         DataGrant,
+        CodeCheck,
+        CodeHashes,
     )
 }
 
@@ -221,6 +244,8 @@ _CHECKS: dict[str, tuple[type, ...]] = {
     "bytes": (bytes,),
     "dict[str, Any]": (dict,),
     "dict[str, list[Any]]": (dict,),
+    "dict[str, str]": (dict,),
+    "list[str]": (list,),
 }
 
 

@@ -3,6 +3,7 @@ is recorded, and how a flow ends. No sockets, no event loop: the test answers ea
 
 from __future__ import annotations
 
+import asyncio
 import random
 import tomllib
 from collections.abc import Callable
@@ -364,3 +365,106 @@ path = "/x"
         assert (
             direct_flows(parse_profile(tomllib.loads(text.replace('path = "/x"', change)), "p.toml")) is None
         )
+
+
+# --- flows written in Python
+
+CODE = """\
+target = "http://127.0.0.1:8080"
+[load]
+stages = [{ duration = "10s", rate = 5 }]
+[[flows]]
+name = "py"
+function = "tests.flow_functions:FUNCTION"
+steps = STEPS
+"""
+
+
+def code_setup(function: str, steps: str) -> tuple[FlowRunner, FakeEngine, Recorder, Clock]:
+    text = CODE.replace("FUNCTION", function).replace("STEPS", steps)
+    profile = parse_profile(tomllib.loads(text), "p.toml")
+    recorder = Recorder(profile.result_names, profile.step_names)
+    clock = Clock()
+    runner = FlowRunner(profile, recorder, clock=clock, rng=random.Random(1), call_later=clock.call_later)
+    engine = FakeEngine(list(profile.requests))
+    runner.bind(engine)  # type: ignore[arg-type]
+    return runner, engine, recorder, clock
+
+
+def test_a_python_flow_runs_its_steps_with_their_times() -> None:
+    runner, engine, recorder, clock = code_setup("shop", '["size", "wait"]')
+    loop_answers = {b"/bytes": (200, b"x" * 12), b"/delay": (200, b"ok")}
+
+    async def scenario() -> None:  # the flow is a task: it needs a running loop
+        runner.submit(2, 0.0)  # result names: py.size, py.wait, py
+        done = 0
+        for _ in range(400):
+            await asyncio.sleep(0.001)
+            while done < len(engine.sent):
+                req, intended, data, flags = engine.sent[done]
+                done += 1
+                assert flags & READ
+                target = data.split(b" ")[1]
+                status, body = next(v for k, v in loop_answers.items() if target.startswith(k))
+                clock.now = intended + 0.010
+                engine.reply.headers = [(b"Set-Cookie", b"sid=1")]
+                engine.reply.body = body
+                runner.response(req, intended, intended, clock.now, status)
+            if runner.in_flight == 0:
+                return
+
+    asyncio.run(scenario())
+    assert runner.in_flight == 0
+    targets = [s[2].split(b" ")[1] for s in engine.sent]
+    assert targets == [b"/bytes?n=12", b"/delay?ms=12&n=-"]
+    assert b"Cookie: sid=1" in engine.sent[1][2]  # the session's jar
+    t = totals(recorder)
+    assert t["py.size"][:3] == (1, 1, 0) and t["py.wait"][:3] == (1, 1, 0)
+    assert engine.sent[1][1] >= 0.06  # the first step's end (10 ms) plus the 50 ms pause
+    flow = t["py"]
+    assert flow[1:4] == (1, 0, {})
+    assert flow[5][0] == pytest.approx(20_000, abs=2)  # active: two 10 ms steps, not the pause
+
+
+@pytest.mark.parametrize(
+    ("function", "steps", "flow_errors", "step"),
+    [
+        ("tolerant", '["maybe", "gone"]', {}, ("py.maybe", {"http_503": 1})),
+        ("broken", '["one"]', {"python:KeyError": 1}, ("py.one", {})),
+        ("undeclared", '["one"]', {"python:ValueError": 1}, None),
+    ],
+)
+def test_python_flow_outcomes(
+    function: str, steps: str, flow_errors: dict[str, int], step: tuple[str, dict[str, int]] | None
+) -> None:
+    runner, engine, recorder, _ = code_setup(function, steps)
+    answers = {b"/status/503": (503, b""), b"/status/404": (404, b""), b"/": (200, b"ok")}
+
+    async def scenario() -> None:
+        runner.submit(len(steps.split(",")), 0.0)
+        done = 0
+        for _ in range(400):
+            await asyncio.sleep(0.001)
+            while done < len(engine.sent):
+                req, intended, data, _ = engine.sent[done]
+                done += 1
+                target = data.split(b" ")[1]
+                status, body = next(v for k, v in answers.items() if target.startswith(k))
+                engine.reply.headers, engine.reply.body = [], body
+                runner.response(req, intended, intended, intended + 0.01, status)
+            if runner.in_flight == 0:
+                return
+
+    asyncio.run(scenario())
+    assert runner.in_flight == 0
+    t = totals(recorder)
+    assert t["py"][3] == flow_errors
+    assert (t["py"][1], t["py"][2]) == ((0, 1) if flow_errors else (1, 0))
+    if step is not None:
+        assert t[step[0]][3] == step[1]
+
+
+def test_a_function_that_cannot_be_used_is_refused_when_the_runner_binds() -> None:
+    for function in ("not_async", "nowhere"):
+        with pytest.raises(ValueError, match=r"async function|has no"):
+            code_setup(function, '["a"]')
