@@ -44,6 +44,10 @@ _EXPORTS = {
     "Snapshot": "loadgen.runner",
     "Action": "loadgen.actions",
     "StopRun": "loadgen.actions",
+    # flows written in Python
+    "Session": "loadgen.session",
+    "Response": "loadgen.session",
+    "StepFailed": "loadgen.session",
     # results
     "Results": "loadgen.run_results",
     "Percentiles": "loadgen.run_results",
@@ -73,11 +77,14 @@ __all__ = [
     "ProfileError",
     "Request",
     "RequestResults",
+    "Response",
     "Results",
     "Run",
     "RunError",
+    "Session",
     "Snapshot",
     "Stage",
+    "StepFailed",
     "StopRun",
     "ThresholdResult",
     "Totals",
@@ -124,3 +131,4 @@ if TYPE_CHECKING:
         Window,
     )
     from loadgen.runner import Run, Snapshot, arun, run, start
+    from loadgen.session import Response, Session, StepFailed

@@ -466,7 +466,8 @@ class Profile:
             )
             for r in d["requests"]
         )
-        if not requests:
+        flows = flows_from_wire(d.get("flows", []))
+        if not requests and not flows:
             raise ValueError("no requests")
         return cls._valid(
             name=str(d["name"]),
@@ -478,7 +479,7 @@ class Profile:
             abort_on_fail=bool(d.get("abort_on_fail", False)),
             abort_grace=float(d.get("abort_grace", 0.0)),
             budget=None if d.get("budget") is None else float(d["budget"]),
-            flows=flows_from_wire(d.get("flows", [])),
+            flows=flows,
             data=data_from_wire(d.get("data", [])),
             env=tuple((str(k), str(v)) for k, v in d.get("env", [])),
         )

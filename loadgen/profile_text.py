@@ -36,8 +36,13 @@ def write_toml(doc: Mapping[str, Any]) -> str:
     for data in doc.get("data", []):
         lines += ["", "[[data]]", *(f"{_key(k)} = {_value(v, k)}" for k, v in data.items())]
     for i, flow in enumerate(doc.get("flows", [])):
-        lines += ["", "[[flows]]", *(f"{_key(k)} = {_value(v, k)}" for k, v in flow.items() if k != "steps")]
-        for j, step in enumerate(flow["steps"]):
+        code = "function" in flow  # a flow written in Python: its steps are names
+        lines += [
+            "",
+            "[[flows]]",
+            *(f"{_key(k)} = {_value(v, k)}" for k, v in flow.items() if code or k != "steps"),
+        ]
+        for j, step in enumerate([] if code else flow["steps"]):
             lines += ["", "[[flows.steps]]", *_request_lines(step, f"flows[{i}].steps[{j}]")]
     return "\n".join(lines) + "\n"
 

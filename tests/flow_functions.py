@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadgen.session import Session, StepFailed
+from loadgen import Session, StepFailed
 
 
 async def shop(s: Session) -> None:

@@ -218,3 +218,41 @@ def test_data_without_flows_is_refused(folder: Path) -> None:
     d = doc(folder)
     del d["flows"]
     assert refused(d, folder).field == "data"
+
+
+def test_flows_written_in_python_are_named_and_checked() -> None:
+    from loadgen.loads import soak
+    from tests import flow_functions
+
+    p = Profile(
+        name="code",
+        target="http://127.0.0.1:8080",
+        load=soak(rate=5, duration="10s"),
+        requests=[],
+        flows=[{"name": "py", "function": flow_functions.shop, "steps": ["size", "wait"]}],
+    )
+    (flow,) = p.flows
+    assert flow.function == "tests.flow_functions:shop"
+    assert p.result_names == ["py.size", "py.wait", "py"]
+    assert p.code_refs == ["tests.flow_functions:shop"]
+    assert Profile.from_wire(p.to_wire()) == p
+    assert parse_profile(tomllib.loads(p.to_toml()), "p.toml").flows == p.flows
+    base = {
+        "name": "t",
+        "target": "http://127.0.0.1:8080",
+        "load": {"stages": [{"duration": "1s", "rate": 1}]},
+    }
+    for flow_doc, field, reason in [
+        (
+            {"name": "f", "function": "no colon", "steps": ["a"]},
+            "flows[0].function",
+            "package.module:function",
+        ),
+        ({"name": "f", "function": "m:f"}, "flows[0].steps", "lists the names of its steps"),
+        ({"name": "f", "function": "m:f", "steps": ["a", "a"]}, "flows[0].steps[1]", "duplicate"),
+        ({"name": "f", "function": "m:f", "steps": ["a.b"]}, "flows[0].steps[0]", "letters, digits"),
+        ({"name": "f", "function": lambda s: None, "steps": ["a"]}, "flows[0].function", "module-level"),
+    ]:
+        with pytest.raises(ProfileError) as info:
+            parse_profile(base | {"flows": [flow_doc]}, "p.toml")
+        assert info.value.field == field and reason in info.value.reason

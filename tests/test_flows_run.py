@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 
 from loadgen.reports.hlog import read_hlog
-from tests.conftest import Target, loadgen
+from tests.conftest import Target, free_port, loadgen, loadgen_bg
 
 pytestmark = pytest.mark.integration
 
@@ -232,3 +235,84 @@ def test_unique_rows_are_each_used_once_across_two_agents(
         assert res["aborted"] == "the test data ran out (users.csv)"
         assert any(e["type"] == "data_exhausted" for e in res["events"])
         assert totals["scheduled"] < 240  # stopped before the end of the profile
+
+
+# --- flows written in Python
+
+CODE_FLOW = """\
+name = "code"
+target = "{url}"
+
+[load]
+arrival = "constant"
+timeout = "5s"
+stages = [{{ duration = "0s", rate = 20 }}, {{ duration = "3s", rate = 20 }}]
+
+[[flows]]
+name = "py"
+function = "{function}"
+steps = ["size", "wait"]
+"""
+
+
+def test_a_flow_written_in_python_runs_on_the_agents(target: Target, tmp_path: Path) -> None:
+    target.reset()
+    profile = tmp_path / "code.toml"
+    profile.write_text(CODE_FLOW.format(url=target.url, function="tests.flow_functions:shop"))
+    out = tmp_path / "out"
+    done = loadgen("run", str(profile), "--agents", "2", "--out", str(out), "--no-panel")
+    assert done.returncode == 0, done.stdout + done.stderr
+    res = json.loads((out / "results.json").read_text())
+    flow = res["flows"]["py"]
+    assert flow["ok"] == flow["scheduled"] == res["totals"]["scheduled"] == 60
+    assert flow["steps"] == ["py.size", "py.wait"]
+    assert res["requests"]["py.size"]["ok"] == res["requests"]["py.wait"]["ok"] == 60
+    assert res["requests"]["py.wait"]["flow"] == "py"
+    assert flow["duration_ms"]["min"] >= 55.0  # the 50 ms pause and the 12 ms delay the first step decided
+    by_path = target.stats()["by_path"]
+    assert by_path["/bytes"] == by_path["/delay"] == 60
+
+
+def write_module(folder: Path, body: str) -> None:
+    folder.mkdir()
+    (folder / "jflows.py").write_text(
+        "from loadgen.session import Session\n\n\nasync def go(s: Session) -> None:\n" + body
+    )
+
+
+def test_agents_with_different_code_are_refused_before_the_start(target: Target, tmp_path: Path) -> None:
+    """Two agents whose flow module differs: the run does not start, and says which agents differ."""
+    target.reset()
+    write_module(tmp_path / "v1", '    await s.get("/bytes?n=1", name="size")\n')
+    write_module(tmp_path / "v2", '    await s.get("/bytes?n=2", name="size")\n')
+    profile = tmp_path / "code.toml"
+    profile.write_text(
+        CODE_FLOW.format(url=target.url, function="jflows:go").replace('["size", "wait"]', '["size"]')
+    )
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    coord = loadgen_bg(
+        "coordinator", str(profile), "--bind", endpoint, "--expect-agents", "2", "--out", str(tmp_path / "o")
+    )
+    agents = [
+        subprocess.Popen(
+            [sys.executable, "-m", "loadgen", "agent", "--connect", endpoint, "--wait", "30"],
+            env={**os.environ, "PYTHONPATH": str(tmp_path / version)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in ("v1", "v2")
+    ]
+    try:
+        _, err = coord.communicate(timeout=60)
+        for a in agents:
+            a.communicate(timeout=30)
+    finally:
+        for p in (coord, *agents):
+            p.kill()
+            p.communicate()
+    assert coord.returncode == 3, err
+    assert "cannot run this profile's Python flows" in err and "jflows:go differs from agent" in err
+    assert "Traceback" not in err
+    assert target.stats()["requests"] == 0
+    assert all(a.returncode != 0 for a in agents)
