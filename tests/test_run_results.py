@@ -203,6 +203,8 @@ def test_an_action_stops_the_run_by_raising_stoprun_or_by_failing_with_on_error_
     actions = [Action.make("1s", enough), Action.make("2s", broken, on_error="stop")]
     runner = ActionRunner(actions, post=rec.post, stop=rec.stop, clock=clock)
     runner.start(100.0)
+    clock.now = 101.0  # one at a time: each action has its own thread, so two due at once end in any order
+    rec.wait_for(2)
     clock.now = 102.0
     rec.wait_for(4)
     assert rec.stops == ["seen enough", "action 'broken' failed: ValueError: bad"]

@@ -23,6 +23,7 @@ EXAMPLES = {
     "late_intervals": {"count": 2},
     "agents_lost": {"agents": ["a1", "a2"], "unreported": 40, "lost_in_flight": 3},
     "unsent": {"count": 57},
+    "no_data": {"count": 9},
     "incomplete": {"reason": "no agent was left to carry the load"},
     "nothing_sent": {},
     "no_success": {"completed": 500, "top_errors": [["connect", 400], ["timeout", 100]]},
