@@ -103,7 +103,7 @@ def point_of(closed: ClosedInterval) -> Point:
     s = closed.summary
     part = sparse(closed.latency)
     values = None if part is None else quantile_values(part[1], _highest_values()[part[0]])
-    ms = (None, None, None) if values is None else tuple(values[i] * 1000.0 for i in _AT)
+    ms = (None, None, None) if values is None else tuple(round(values[i] * 1000.0, 3) for i in _AT)
     target = s.get("target_rate")
     return Point(
         closed.index,
@@ -277,7 +277,7 @@ def feed(
         "failed": sum(r["failed"] for r in requests),
         "dropped": v.dropped,
         "in_flight": v.in_flight,
-        "errors": sorted(errors.items(), key=lambda kv: (-kv[1], kv[0])),
+        "errors": [[k, n] for k, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))],
         "agents": {state: v.agents.get(state, 0) for state in ("connected", "lost", "refused")},
         "saturated": frame.saturated,
         "thresholds": [{"expr": expr, "passing": passing} for expr, passing in v.thresholds.items()],
@@ -294,4 +294,4 @@ def feed(
 def _shown(frame: Frame, name: str) -> dict[str, float | None]:
     """p50, p90 and p99 in ms over the last closed seconds (None before any response)."""
     values = dict(frame.quantiles.get(("response", name), ()))
-    return {f"p{round(q * 100)}": (None if q not in values else values[q] * 1000.0) for q in SHOWN}
+    return {f"p{round(q * 100)}": (None if q not in values else round(values[q] * 1000.0, 3)) for q in SHOWN}

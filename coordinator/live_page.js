@@ -162,7 +162,7 @@ function rows(id, data) {
     }
     body.appendChild(tr);
   }
-  $(id).hidden = data.length === 0;
+  $(id).hidden = $("h-" + id).hidden = data.length === 0;
 }
 
 function draw(doc) {
@@ -180,8 +180,10 @@ function draw(doc) {
   put("clock", clock(done) + " / " + clock(total) + " (" + Math.round(100 * fraction) + "%)" + st + " · " + doc.closed_seconds + " s merged from every agent");
   put("v-target", rate(doc.target_rate));
   put("v-achieved", rate(doc.achieved_rate));
-  for (const p of ["p50", "p90", "p99"]) put("v-" + p, ms(doc[p]));
-  put("window", "last " + doc.window_s + " s");
+  for (const p of ["p50", "p90", "p99"]) {
+    put("v-" + p, ms(doc[p]));
+    put("l-" + p, p + ", last " + doc.window_s + " s");
+  }
   put("v-ok", count(doc.ok));
   put("v-failed", count(doc.failed));
   put("v-dropped", count(doc.dropped));

@@ -41,9 +41,9 @@ _BODY = """<h1><span id="name">loadgen</span>
 <div class="cards">
 <div class="card"><span>target</span><b id="v-target">-</b></div>
 <div class="card"><span>achieved</span><b id="v-achieved">-</b></div>
-<div class="card"><span>p50 <i class="window" id="window"></i></span><b id="v-p50">-</b></div>
-<div class="card"><span>p90</span><b id="v-p90">-</b></div>
-<div class="card"><span>p99</span><b id="v-p99">-</b></div>
+<div class="card"><span id="l-p50">p50</span><b id="v-p50">-</b></div>
+<div class="card"><span id="l-p90">p90</span><b id="v-p90">-</b></div>
+<div class="card"><span id="l-p99">p99</span><b id="v-p99">-</b></div>
 <div class="card"><span>ok</span><b id="v-ok">-</b></div>
 <div class="card"><span>failed</span><b id="v-failed">-</b></div>
 <div class="card"><span>dropped</span><b id="v-dropped">-</b></div>
@@ -56,10 +56,13 @@ _BODY = """<h1><span id="name">loadgen</span>
 @FIGURES
 <div class="events" id="events" hidden><b>Events</b> (numbered on the charts above)
 <ol id="event-list"></ol></div>
+<h2 id="h-requests" hidden>Requests</h2>
 <table id="requests" hidden><thead><tr><th>request</th><th class="r">ok</th><th class="r">failed</th>
 <th class="r">p50</th><th class="r">p90</th><th class="r">p99</th></tr></thead><tbody></tbody></table>
+<h2 id="h-errors" hidden>Errors</h2>
 <table id="errors" hidden><thead><tr><th>error</th><th class="r">count</th></tr></thead>
 <tbody></tbody></table>
+<h2 id="h-thresholds" hidden>Thresholds</h2>
 <table id="thresholds" hidden><thead><tr><th>threshold</th><th class="c">so far</th></tr></thead>
 <tbody></tbody></table>
 """

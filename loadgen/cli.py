@@ -164,8 +164,8 @@ METRICS_OPTION = click.option(
     "--metrics-bind",
     metavar="HOST:PORT",
     callback=_metrics_bind,
-    help="Serve Prometheus metrics at http://HOST:PORT/metrics and a live page at http://HOST:PORT/ (:PORT or "
-    "PORT: on 127.0.0.1; port 0: a free one, printed). See docs/observability.md.",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics and a live page at http://HOST:PORT/ "
+    "(:PORT or PORT: on 127.0.0.1; port 0: a free one, printed). See docs/observability.md.",
 )
 
 
