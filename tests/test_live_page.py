@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from coordinator.live_page import PAGE_POLICY
+from coordinator.live_page import PAGE, PAGE_POLICY
 from tests.conftest import Target, Watched, read_results, write_profile
 from tests.test_report_html import page_problems, run_chromium
 
@@ -95,6 +95,7 @@ def test_the_live_page_updates_in_a_browser_stays_on_its_origin_then_shows_the_r
         page = proc.wait_for("live page at ").split("live page at ", 1)[1].strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", page)
         headers, html = get(page)
+        assert html == PAGE.encode()
         assert headers["Content-Security-Policy"] == PAGE_POLICY
         assert headers["Content-Type"] == "text/html; charset=utf-8"
         feed_when(page, lambda d: d["closed_seconds"] >= 2)
