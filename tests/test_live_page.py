@@ -135,3 +135,47 @@ def test_the_live_page_updates_in_a_browser_stays_on_its_origin_then_shows_the_r
     assert left_after < 4.0, "the server waited out its linger although the page had read the end"
     doc = read_results(out)
     assert doc["totals"]["ok"] > 0 and doc["requests"]["broken"]["errors"]["http_503"] > 0
+
+
+def test_the_origin_check_sees_a_request_to_another_origin_and_the_policy_refuses_it(tmp_path: Path) -> None:
+    """The checks above are only worth something if they would catch a page that calls out: served without
+    the policy, a page's load from another origin shows in the net log; with the page's policy, the browser
+    refuses it and says so on the console."""
+    import http.server
+    import threading
+
+    elsewhere = (
+        "http://127.0.0.1:9/pixel.png"  # another origin (nothing listens there; the attempt is enough)
+    )
+    markup = f'<!DOCTYPE html><html><body><img src="{elsewhere}"></body></html>'.encode()
+    policy: dict[str, str] = {}
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            for k, v in policy.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(markup)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        page = f"http://127.0.0.1:{server.server_address[1]}/"
+        net_log = tmp_path / "open.netlog.json"
+        done = run_chromium(tmp_path / "open", f"--log-net-log={net_log}", "--dump-dom", page)
+        assert elsewhere in page_requests(net_log, page.rstrip("/"))
+        policy["Content-Security-Policy"] = PAGE_POLICY
+        net_log = tmp_path / "closed.netlog.json"
+        done = run_chromium(tmp_path / "closed", f"--log-net-log={net_log}", "--dump-dom", page)
+        assert elsewhere not in page_requests(net_log, page.rstrip("/"))
+        assert any("Content Security Policy" in line for line in page_problems(done.stderr))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

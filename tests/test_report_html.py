@@ -317,11 +317,13 @@ def run_chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def page_problems(stderr: str) -> list[str]:
-    """Console messages (our page has no script, so any at all is a problem) and failed loads."""
+    """Console messages (a script's errors, a load the page's policy refused; our pages log nothing, so any
+    at all is a problem) and failed loads. Chromium writes them ``:CONSOLE(line)]`` or, newer,
+    ``:CONSOLE:line]``."""
     return [
         line
         for line in stderr.splitlines()
-        if "Uncaught" in line or ":CONSOLE(" in line or "Failed to load resource" in line
+        if "Uncaught" in line or ":CONSOLE" in line or "Failed to load resource" in line
     ]
 
 
