@@ -289,7 +289,7 @@ def test_write_reports_uses_the_interval_log(tmp_path: Path) -> None:
 # -- a real browser ----------------------------------------------------------------------------------------
 
 
-def _chromium() -> str:
+def chromium_path() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
         if path is not None:
@@ -299,7 +299,7 @@ def _chromium() -> str:
 
 def run_chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
-        _chromium(),
+        chromium_path(),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
