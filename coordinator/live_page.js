@@ -51,9 +51,14 @@ function yAxis(values, log) {
   for (let i = 0; i * step <= max + 1e-9; i++) ticks.push(i * step);
   return {f: (v) => lo + (hi - lo) * Math.min(1, Math.max(0, v / max)), ticks: ticks, log: false};
 }
-function frame(svg, hi, y, unit) {
+function frame(svg, hi, y, unit, drainFrom) {
   svg.replaceChildren();
   const x = (t) => L + (W - L - R) * Math.min(1, Math.max(0, t / hi));
+  if (drainFrom < hi) {  // after the profile's end: partial seconds, shaded and left out of the lines
+    const drain = el("g", {class: "drain"}, svg);
+    el("rect", {x: x(drainFrom), y: T, width: x(hi) - x(drainFrom), height: H - T - B, fill: "#000", "fill-opacity": 0.06}, drain);
+    label(drain, (x(drainFrom) + x(hi)) / 2, H - B - 6, "drain", "tick", "middle");
+  }
   for (const v of y.ticks) {
     const py = y.f(v).toFixed(1);
     el("line", {class: "grid", x1: L, x2: W - R, y1: py, y2: py}, svg);
@@ -97,13 +102,13 @@ function marks(svg, x) {
   });
   return groups;
 }
-function lineChart(id, series, hi, log, unit) {
+function lineChart(id, series, hi, drainFrom, log, unit) {
   const svg = document.querySelector("#" + id + " svg");
   const values = series.flatMap((s) => s.points.map((p) => p[1]).filter((v) => v != null && isFinite(v)));
   const pos = values.filter((v) => v > 0);
   if (log === null) log = pos.length > 0 && Math.max(...pos) / Math.min(...pos) > 30;
   const y = yAxis(values, log && pos.length > 0);
-  const x = frame(svg, hi, y, unit);
+  const x = frame(svg, hi, y, unit, drainFrom);
   if (!values.length) label(svg, (L + W - R) / 2, (T + H - B) / 2, "no figures yet", "empty", "middle");
   for (const s of series) {
     const runs = [[]];
@@ -126,14 +131,14 @@ function lineChart(id, series, hi, log, unit) {
   legend(svg, series);
   return marks(svg, x);
 }
-function errorChart(hi) {
+function errorChart(hi, drainFrom) {
   const svg = document.querySelector("#chart-errors svg");
   const totals = {};
   for (const p of points) for (const [k, n] of Object.entries(p.errors)) totals[k] = (totals[k] || 0) + n;
   const kinds = Object.keys(totals).filter((k) => totals[k] > 0).sort((a, b) => totals[b] - totals[a] || (a < b ? -1 : 1));
   const tops = points.map((p) => kinds.reduce((sum, k) => sum + (p.errors[k] || 0) / p.seconds, 0));
   const y = yAxis(tops, false);
-  const x = frame(svg, hi, y, "errors/s");
+  const x = frame(svg, hi, y, "errors/s", drainFrom);
   if (!kinds.length) label(svg, (L + W - R) / 2, (T + H - B) / 2, "no errors", "empty", "middle");
   const lows = points.map(() => 0);
   const series = kinds.map((k, i) => ({label: k, color: ERRORS[i % ERRORS.length]}));
@@ -201,16 +206,17 @@ function draw(doc) {
 
   const hi = Math.max(total, doc.elapsed_s, ...points.map((p) => p.t + p.seconds), 1);
   const at = (p) => p.t + p.seconds / 2;
+  const inside = (p, v) => [at(p), p.t + p.seconds <= total + 1e-9 ? v : null];
   const note = span > 1 ? " (every point covers " + span + " s)" : "";
   put("cap-rate", "Request rate, req/s" + note);
   put("cap-latency", "Latency, ms: per-second p50, p90 and p99" + (span > 1 ? " (max of each span)" : ""));
   put("cap-errors", "Errors per second, by category" + note);
   const groups = lineChart("chart-rate", [
-    {label: "target", color: "#777", dashed: true, points: points.map((p) => [at(p), p.target])},
-    {label: "achieved (ok + failed)", color: PALETTE[0], width: 2, points: points.map((p) => [at(p), p.achieved])},
-  ], hi, false, "req/s");
-  lineChart("chart-latency", ["p50", "p90", "p99"].map((k, i) => ({label: k, color: PALETTE[i], points: points.map((p) => [at(p), p[k]])})), hi, null, "ms");
-  errorChart(hi);
+    {label: "target", color: "#777", dashed: true, points: points.map((p) => inside(p, p.target))},
+    {label: "achieved (ok + failed)", color: PALETTE[0], width: 2, points: points.map((p) => inside(p, p.achieved))},
+  ], hi, total, false, "req/s");
+  lineChart("chart-latency", ["p50", "p90", "p99"].map((k, i) => ({label: k, color: PALETTE[i], points: points.map((p) => inside(p, p[k]))})), hi, total, null, "ms");
+  errorChart(hi, total);
   const list = $("event-list");
   list.replaceChildren();
   groups.forEach((g, i) => {

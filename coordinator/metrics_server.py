@@ -420,7 +420,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _serve(self, *, body: bool) -> None:
-        response = self.server.app(self.path)
+        try:
+            response = self.server.app(self.path)
+        except Exception:  # a bug here must not cost the run, nor leave the reader without an answer
+            log.exception("%s could not be answered", self.path)
+            response = Response(500, "text/plain; charset=utf-8", b"the figures could not be made\n")
         self.send_response(response.status)
         self.send_header("Content-Type", response.kind)
         self.send_header("Content-Length", str(len(response.body)))
