@@ -196,34 +196,44 @@ class Query:
         return cls(number("since"), number("span") or 0, number("events") or 0)
 
 
+Events = tuple[int, tuple[dict[str, Any], ...], dict[str, Any] | None]
+"""What :class:`EventLog` publishes: how many events so far, the latest ones, the saturation warnings."""
+
+
 class EventLog:
-    """The run's latest events as the page shows them, numbered from 0 in the order they happened."""
+    """The run's latest events as the page shows them, numbered from 0 in the order they happened, and the
+    generator's saturation warnings (how many, the last one), which outlive the kept events."""
 
     def __init__(self, keep: int = MAX_EVENTS) -> None:
         self._kept: deque[dict[str, Any]] = deque(maxlen=keep)
         self.total = 0
-        self.published: tuple[int, tuple[dict[str, Any], ...]] = (0, ())
+        self._saturation: dict[str, Any] | None = None
+        self.published: Events = (0, (), None)
 
     def extend(self, events: Iterable[Mapping[str, Any]]) -> None:
         for e in events:
             t = e.get("t")
-            self._kept.append(
-                {
-                    "n": self.total,
-                    "t": float(t) if isinstance(t, int | float) else None,
-                    "type": str(e.get("type", "event")),
-                    "text": event_text(e),
-                }
-            )
+            kind = str(e.get("type", "event"))
+            why = str(e.get("why") or "")
+            shown = {
+                "n": self.total,
+                "t": float(t) if isinstance(t, int | float) else None,
+                "type": kind,
+                "text": event_text(e) + (f": {why}" if why else ""),
+            }
+            self._kept.append(shown)
             self.total += 1
-        self.published = (self.total, tuple(self._kept))
+            if kind == "generator_saturated":
+                count = 1 + (self._saturation["warnings"] if self._saturation else 0)
+                self._saturation = {"warnings": count, "t": shown["t"], "second": e.get("second"), "why": why}
+        self.published = (self.total, tuple(self._kept), self._saturation)
 
 
 def feed(
     plan: Plan,
     frame: Frame,
     curve: tuple[int, tuple[Point, ...]],
-    events: tuple[int, tuple[dict[str, Any], ...]],
+    events: Events,
     *,
     elapsed: float,
     query: Query,
@@ -235,7 +245,7 @@ def feed(
     span, points = curve
     reset = query.since is None or query.span != span
     sent = points if reset else tuple(p for p in points if p.t >= (query.since or 0))
-    total, kept = events
+    total, kept, saturation = events
     first = max(query.events, total - len(kept))
     v = frame.view
     stage = stage_now(plan.start_rate, plan.stages, elapsed) if not v.finished else None
@@ -280,6 +290,7 @@ def feed(
         "errors": [[k, n] for k, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))],
         "agents": {state: v.agents.get(state, 0) for state in ("connected", "lost", "refused")},
         "saturated": frame.saturated,
+        "saturation": saturation,
         "thresholds": [{"expr": expr, "passing": passing} for expr, passing in v.thresholds.items()],
         "cost": v.cost,
         "budget": v.budget,

@@ -200,6 +200,11 @@ function draw(doc) {
   if (doc.agents.lost) alerts.push(doc.agents.lost + " agent(s) lost");
   const failing = doc.thresholds.filter((t) => !t.passing).map((t) => t.expr);
   if (failing.length) alerts.push("threshold failing: " + failing.join("; "));
+  const sat = doc.saturation;
+  put("saturation", sat ? "Generator saturated: " + sat.warnings + " warning" + (sat.warnings > 1 ? "s" : "") +
+    ", the last at t=" + sat.second + " s" + (sat.why ? ": " + sat.why : "") +
+    ". Figures from those seconds include the generator's own delays (add agents or cores)." : "");
+  $("saturation").hidden = !sat;
   const banner = $("banner");
   banner.replaceChildren(...alerts.map((a) => { const p = document.createElement("p"); p.textContent = a; return p; }));
   banner.hidden = alerts.length === 0;

@@ -38,6 +38,7 @@ _BODY = """<h1><span id="name">loadgen</span>
 <div class="progress"><div id="bar"></div></div>
 <p class="meta" id="clock"></p>
 <div class="banner" id="banner" role="alert" hidden></div>
+<p class="warn" id="saturation" hidden></p>
 <div class="cards">
 <div class="card"><span>target</span><b id="v-target">-</b></div>
 <div class="card"><span>achieved</span><b id="v-achieved">-</b></div>

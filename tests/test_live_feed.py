@@ -184,6 +184,20 @@ def test_events_are_bounded_and_sent_from_what_the_page_holds() -> None:
     }
     assert [e["n"] for e in fed(h, Query(events=MAX_EVENTS + 99), log=log)["events"]] == [599, 600]
     assert fed(h, Query(events=MAX_EVENTS + 101), log=log)["events"] == []
+    assert doc["saturation"] is None
+
+
+def test_saturation_warnings_outlive_the_kept_events() -> None:
+    log = EventLog(keep=3)
+    log.extend([{"t": 2.5, "type": "generator_saturated", "second": 2, "why": "send lag p99 9 ms over 5 ms"}])
+    log.extend([{"t": 9.0, "type": "generator_saturated", "second": 8, "why": "dropped 4"}])
+    log.extend({"t": 10.0 + i, "type": "reshare"} for i in range(5))
+    doc = fed(History(), log=log)
+    assert [e["type"] for e in doc["events"]] == ["reshare"] * 3
+    assert doc["saturation"] == {"warnings": 2, "t": 9.0, "second": 8, "why": "dropped 4"}
+    log = EventLog()
+    log.extend([{"t": 2.5, "type": "generator_saturated", "second": 2, "why": "dropped 4"}])
+    assert fed(History(), log=log)["events"][0]["text"] == "generator_saturated: dropped 4"
 
 
 # -- the figures -------------------------------------------------------------------------------------------
