@@ -227,6 +227,7 @@ class RunMetrics:
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="loadgen-metrics", daemon=True
         )
         self._thread.start()
+        self._start_at = self._coord.start_at  # a resumed run's, already known
         self.board.view(fleet_view(self._coord, {}))
         self._coord.watch(self)
         return self.url
