@@ -11,10 +11,10 @@ const put = (id, value) => { $(id).textContent = value; };
 const count = (v) => v == null ? "-" : Math.round(v).toLocaleString("en");
 const rate = (v) => v == null ? "-" : (Math.round(v * 10) / 10).toLocaleString("en") + "/s";
 const ms = (v) => v == null ? "-" : (v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : count(v)) + " ms";
-function clock(s) {
+function clock(s, hours) {
   s = Math.max(0, Math.round(s));
   const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, x = String(s % 60).padStart(2, "0");
-  return h ? h + ":" + String(m).padStart(2, "0") + ":" + x : m + ":" + x;
+  return h || hours ? h + ":" + String(m).padStart(2, "0") + ":" + x : m + ":" + x;
 }
 
 function el(name, attrs, parent) {
@@ -71,9 +71,9 @@ function frame(svg, hi, y, unit, drainFrom) {
   for (let t = 0; t <= hi + 1e-9; t += step) {
     const px = x(t).toFixed(1);
     el("line", {class: "grid", x1: px, x2: px, y1: T, y2: H - B}, svg);
-    label(svg, px, H - B + 16, hi <= 120 ? String(t) : clock(t), "tick", "middle");
+    label(svg, px, H - B + 16, hi <= 120 ? String(t) : clock(t, hi >= 3600), "tick", "middle");
   }
-  label(svg, W - R, H - 6, "time since start (" + (hi <= 120 ? "s" : "m:ss") + ")", "tick", "end");
+  label(svg, W - R, H - 6, "time since start (" + (hi <= 120 ? "s" : hi < 3600 ? "m:ss" : "h:mm:ss") + ")", "tick", "end");
   return x;
 }
 function legend(svg, series) {
@@ -182,7 +182,7 @@ function draw(doc) {
   const fraction = total > 0 ? Math.min(1, done / total) : 1;
   $("bar").style.width = (100 * fraction).toFixed(1) + "%";
   const st = doc.stage ? " · stage " + doc.stage.index + "/" + doc.stage.count + " " + rate(doc.stage.from) + " → " + rate(doc.stage.to) : "";
-  put("clock", clock(done) + " / " + clock(total) + " (" + Math.round(100 * fraction) + "%)" + st + " · " + doc.closed_seconds + " s merged from every agent");
+  put("clock", clock(done, total >= 3600) + " / " + clock(total, total >= 3600) + " (" + Math.round(100 * fraction) + "%)" + st + " · " + doc.closed_seconds + " s merged from every agent");
   put("v-target", rate(doc.target_rate));
   put("v-achieved", rate(doc.achieved_rate));
   for (const p of ["p50", "p90", "p99"]) {

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from coordinator.live_feed import EventLog, History, Plan, Point, Query, feed
+from coordinator.live_metrics import Board, Identity
 from coordinator.live_page import PAGE, PAGE_POLICY
 from tests.conftest import Target, Watched, read_results, write_profile
 from tests.test_report_html import chromium_path
@@ -288,3 +290,62 @@ def test_the_browser_checks_see_a_request_to_another_origin_and_the_policy_refus
     assert elsewhere in open_requests and elsewhere in closed_requests  # attempted either way: it is seen
     assert any(p.get("blockedReason") == "csp" for p in closed_problems)  # and under the policy, refused
     assert any("Content Security Policy" in json.dumps(p) for p in closed_problems)
+
+
+def test_an_eight_hour_runs_page_draws_quickly(tmp_path: Path) -> None:
+    """The page of an eight-hour soak (the whole curve at once, as on loading it late in the run: 1,800
+    points of 16 s, errors, 500 events) draws its charts well within a second of the answer."""
+    history = History()
+    for t in range(28_800):
+        errors = {"timeout": 2} if t % 5 == 0 else {}
+        history.add(
+            Point(t, 1, 200.0, 199.0 + t % 3, (2.0 + t % 7, 9.0, 40.0 + t % 11), errors, t % 997 == 0)
+        )
+    log = EventLog()
+    log.extend({"t": 30.0 * i, "type": "reshare"} for i in range(600))
+    board = Board(Identity("soak", "soak.toml", "abc", 28_800.0), ["home"])
+    plan = Plan("soak", "soak.toml", "abc", 28_800.0, 200.0, ())
+    doc = feed(
+        plan, board.frame, history.published, log.published, elapsed=28_000.0, query=Query(), report=False
+    )
+    body = json.dumps({**doc, "closed_seconds": 28_799}).encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data, kind = (
+                (body, "application/json")
+                if self.path.startswith("/live.json")
+                else (PAGE.encode(), "text/html")
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Security-Policy", PAGE_POLICY)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    browser = Browser(tmp_path / "browser")
+    try:
+        browser.open(f"http://127.0.0.1:{server.server_address[1]}/")
+        dom = browser.dom_when(lambda d: 'data-closed-seconds="28799"' in d)
+        drawn = browser.call(
+            "Runtime.evaluate",
+            expression="(() => { const t0 = performance.now(); draw(last); return performance.now() - t0; })()",
+            returnByValue=True,
+        )["result"]["result"]["value"]
+        problems = browser.problems()
+    finally:
+        browser.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    print(f"8 h live page: {len(body):,} bytes of feed, one redraw {drawn:.0f} ms")
+    assert problems == []
+    assert dom.count('<path class="series"') == 5 and dom.count("<polygon") == 1
+    assert "every point covers 16 s" in dom and "8:00:00" in dom
+    assert drawn < 1000
