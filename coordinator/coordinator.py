@@ -202,6 +202,12 @@ class Coordinator:
         """Have ``observer`` watch the run too (before :meth:`run`), after those given to the constructor."""
         self._observers.add(observer)
 
+    @property
+    def start_at(self) -> float | None:
+        """The run's aligned start on the coordinator's clock; None until it is set (a resumed run has one
+        from the start, and its observers are not told ``started`` again)."""
+        return self._start_at or None
+
     def results_so_far(self) -> ResultsDoc:
         """The results document of the run so far (not final: no verdicts). On the coordinator's thread only
         (an observer's methods are), and not cheap: a few milliseconds per request name."""

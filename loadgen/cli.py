@@ -164,8 +164,8 @@ METRICS_OPTION = click.option(
     "--metrics-bind",
     metavar="HOST:PORT",
     callback=_metrics_bind,
-    help="Serve Prometheus metrics at http://HOST:PORT/metrics (:PORT or PORT: on 127.0.0.1; port 0: a free "
-    "one, printed). See docs/observability.md.",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics and a live page at http://HOST:PORT/ "
+    "(:PORT or PORT: on 127.0.0.1; port 0: a free one, printed). See docs/observability.md.",
 )
 
 
@@ -415,6 +415,7 @@ def _start_metrics(coord: Any, bind: tuple[str, int]) -> Any:
         coord.close()
         _fail(EXIT_USAGE, f"--metrics-bind: {exc}")
     _progress(f"metrics at {url}")
+    _progress(f"live page at {metrics.page_url}")
     warning = exposure_warning(bind[0])
     if warning:
         _progress(warning)

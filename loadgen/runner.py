@@ -210,6 +210,7 @@ class Run:
         metrics = RunMetrics(self._coord, host, port)
         self.metrics_url = metrics.start()
         self._say(f"metrics at {self.metrics_url}")
+        self._say(f"live page at {metrics.page_url}")
         warning = exposure_warning(host)
         if warning:
             self._say(warning)

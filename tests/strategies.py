@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
+from coordinator.live_feed import Point
 from loadgen.curve import RateCurve
 from loadgen.profile import ARRIVAL_KINDS, LoadSpec, Profile, RequestSpec, Stage
 
@@ -197,3 +198,33 @@ def outbox_ops(max_size: int = 60) -> st.SearchStrategy[list[OutboxOp]]:
     ack = st.tuples(st.just("ack"), st.integers(-1, 80), st.booleans())
     finish = st.tuples(st.just("finish"), st.just(0), st.just(False))
     return st.lists(st.one_of(add, add, ack, finish), max_size=max_size)
+
+
+# --- the live page's curve (coordinator.live_feed) -----------------------------------------------------------
+
+
+@st.composite
+def live_seconds(draw: st.DrawFn, max_size: int = 300) -> list[Point]:
+    """Closed seconds as the live page's History gets them: rising indexes, now and then a gap (a resumed
+    run), figures that may be missing (no response, no target yet)."""
+    gaps = draw(st.lists(st.sampled_from([1, 1, 1, 1, 2, 7]), max_size=max_size))
+    ms = st.one_of(st.none(), st.floats(0.001, 60_000, allow_nan=False))
+    out, t = [], -1
+    for gap in gaps:
+        t += gap
+        p50, p90, p99 = sorted(draw(st.tuples(ms, ms, ms)), key=lambda v: (v is not None, v or 0.0))
+        errors = draw(
+            st.dictionaries(st.sampled_from(["timeout", "status 503", "connect"]), st.integers(1, 50))
+        )
+        out.append(
+            Point(
+                t,
+                1,
+                draw(st.one_of(st.none(), st.floats(0, 10_000, allow_nan=False))),
+                float(draw(st.integers(0, 10_000))),
+                (p50, p90, p99),
+                errors,
+                draw(st.booleans()),
+            )
+        )
+    return out

@@ -98,7 +98,9 @@ def test_a_library_run_serves_exact_fleet_percentiles_while_it_runs(tmp_path: Pa
         assert status_of(url, "POST") == 405
         assert status_of(url, "DELETE") == 405
         assert status_of(url, "HEAD") == 200
-        assert status_of(url.replace("/metrics", "/"), "GET") == 404
+        assert status_of(url.replace("/metrics", "/"), "GET") == 200  # the live page
+        assert status_of(url.replace("/metrics", "/live.json"), "POST") == 405
+        assert status_of(url.replace("/metrics", "/elsewhere"), "GET") == 404
     results = run.wait()
 
     assert value(during, "loadgen_run_finished") == 0

@@ -289,7 +289,7 @@ def test_write_reports_uses_the_interval_log(tmp_path: Path) -> None:
 # -- a real browser ----------------------------------------------------------------------------------------
 
 
-def _chromium() -> str:
+def chromium_path() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
         if path is not None:
@@ -299,7 +299,7 @@ def _chromium() -> str:
 
 def run_chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
-        _chromium(),
+        chromium_path(),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -317,11 +317,13 @@ def run_chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def page_problems(stderr: str) -> list[str]:
-    """Console messages (our page has no script, so any at all is a problem) and failed loads."""
+    """Console messages (a script's errors, a load the page's policy refused; our pages log nothing, so any
+    at all is a problem) and failed loads. Chromium writes them ``:CONSOLE(line)]`` or, newer,
+    ``:CONSOLE:line]``."""
     return [
         line
         for line in stderr.splitlines()
-        if "Uncaught" in line or ":CONSOLE(" in line or "Failed to load resource" in line
+        if "Uncaught" in line or ":CONSOLE" in line or "Failed to load resource" in line
     ]
 
 

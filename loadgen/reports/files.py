@@ -37,20 +37,26 @@ def write_reports(out: Path, results: Mapping[str, Any]) -> list[Path]:
     verdicts = verdicts_from(results)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    hlog, problem = read_hlog_if_any(out / HLOG_NAME)
+    for name, text in (
+        ("summary.md", render_summary_md(results, verdicts)),
+        ("stats.csv", render_stats_csv(results)),
+        ("report.html", report_html(out, results)),
+    ):
+        write_text(out / name, text)
+        written.append(out / name)
+    return written
+
+
+def report_html(out: Path | None, results: Mapping[str, Any]) -> str:
+    """``report.html`` of ``results``, its percentile chart drawn from the interval log in ``out`` when there
+    is one (the live page serves this text at the end of a run, whether or not it was written)."""
+    hlog, problem = read_hlog_if_any(out / HLOG_NAME) if out is not None else (None, None)
     html_results = (
         results
         if problem is None
         else {**results, "warnings": [*warning_lines(results), problem], "warning_codes": None}
     )
-    for name, text in (
-        ("summary.md", render_summary_md(results, verdicts)),
-        ("stats.csv", render_stats_csv(results)),
-        ("report.html", render_html(html_results, hlog)),
-    ):
-        write_text(out / name, text)
-        written.append(out / name)
-    return written
+    return render_html(html_results, hlog)
 
 
 def read_hlog_if_any(path: Path) -> tuple[HlogContents | None, str | None]:

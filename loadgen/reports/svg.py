@@ -282,7 +282,12 @@ class EventMark:
 
     @property
     def detail(self) -> str:
-        return "; ".join(f"t={float(e['t']):.3f}s {_kind(e)}" + _about(e) for e in self.events)
+        return "; ".join(f"t={float(e['t']):.3f}s {event_text(e)}" for e in self.events)
+
+
+def event_text(e: Mapping[str, Any]) -> str:
+    """One event in words, as the report's event marks name it: its type, then whom or what it was about."""
+    return _kind(e) + _about(e)
 
 
 def _kind(e: Mapping[str, Any]) -> str:
