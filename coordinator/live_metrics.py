@@ -81,6 +81,7 @@ class FleetView:
     thresholds: Mapping[str, bool] = field(default_factory=dict)  # expression -> passing so far
     events: Mapping[str, int] = field(default_factory=dict)  # event type -> how many so far
     finished: bool = False
+    flows: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # user journeys, as ``requests``
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,17 @@ def families(frame: Frame, buckets_s: Sequence[float] = BUCKETS_S) -> Iterator[A
         for outcome, count in outcomes.items():
             requests.add_metric([name, outcome], count)
     yield requests
+    if v.flows:
+        flows = CounterMetricFamily(
+            "loadgen_flows",
+            "Completed user journeys (flow instances) by flow and outcome (ok, or the failed step's category); "
+            "their steps are requests named <flow>.<step>.",
+            labels=["flow", "outcome"],
+        )
+        for name, outcomes in v.flows.items():
+            for outcome, count in outcomes.items():
+                flows.add_metric([name, outcome], count)
+        yield flows
     yield CounterMetricFamily("loadgen_scheduled", "Arrivals the agents scheduled.", value=v.scheduled)
     yield CounterMetricFamily(
         "loadgen_dropped",

@@ -103,9 +103,10 @@ def end_seen(watched: frozenset[str], read_end: frozenset[str]) -> bool:
 def fleet_view(coord: Coordinator, thresholds: Mapping[str, bool], *, finished: bool = False) -> FleetView:
     """What ``coord`` knows of its run now (on its own thread)."""
     requests: dict[str, dict[str, int]] = {}
+    flows: dict[str, dict[str, int]] = {}
     for name, by_name in coord.agg.names.items():
         c = by_name.counts
-        requests[name] = {"ok": c.ok, **c.errors}
+        (flows if name in coord.agg.flows else requests)[name] = {"ok": c.ok, **c.errors}
     states: collections.Counter[str] = collections.Counter()
     in_flight = 0
     for agent, info in coord.agents.items():
@@ -127,6 +128,7 @@ def fleet_view(coord: Coordinator, thresholds: Mapping[str, bool], *, finished: 
         thresholds=thresholds,
         events=dict(collections.Counter(e["type"] for e in coord.events)),
         finished=finished,
+        flows=flows,
     )
 
 

@@ -289,3 +289,18 @@ def test_observers_are_each_told_in_order() -> None:
         "a finishing",
         "b finishing",
     ]
+
+
+def test_flows_are_counted_apart_from_requests() -> None:
+    from coordinator.live_metrics import FleetView, Frame, Identity, families
+
+    view = FleetView(
+        {"shop.login": {"ok": 3, "check:login": 1}},
+        flows={"shop": {"ok": 3, "check:login": 1}},
+    )
+    frame = Frame(Identity("n", "p.toml", "r1", 60.0), view)
+    by_name = {f.name: f for f in families(frame)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in by_name["loadgen_flows"].samples}
+    assert samples[("loadgen_flows_total", (("flow", "shop"), ("outcome", "check:login")))] == 1
+    requests = {s.labels["request"] for s in by_name["loadgen_requests"].samples}
+    assert requests == {"shop.login"}
