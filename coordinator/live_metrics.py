@@ -283,8 +283,8 @@ def families(frame: Frame, buckets_s: Sequence[float] = BUCKETS_S) -> Iterator[A
     if v.flows:
         flows = CounterMetricFamily(
             "loadgen_flows",
-            "Completed user journeys (flow instances) by flow and outcome (ok, or the failed step's category); "
-            "their steps are requests named <flow>.<step>.",
+            "Completed user journeys (flow instances) by flow and outcome (ok, or the failed step's "
+            "category); their steps are requests named <flow>.<step>.",
             labels=["flow", "outcome"],
         )
         for name, outcomes in v.flows.items():
