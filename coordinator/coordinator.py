@@ -40,7 +40,7 @@ from coordinator.progress import RecentSeconds, RunStatus, progress_line, run_st
 from coordinator.results import build_results, judge
 from coordinator.saturation import LiveWarnings, generator_behind, live_reasons
 from coordinator.spool import IntervalSpool
-from coordinator.state import aggregate_state, restore_aggregate
+from coordinator.state import aggregate_state, restore_aggregate, write_data
 from coordinator.zmq_transport import SocketGuard, SocketSetup, ZmqServerTransport
 from loadgen.curve import RateCurve
 from loadgen.errors import JoinTimeout, RunError, VersionMismatch, WireError
@@ -195,6 +195,7 @@ class Coordinator:
         self._pending_code: dict[str, Hello] = {}  # hellos waiting for the agents' code hashes
         self._code_reference: tuple[str, dict[str, str]] | None = None  # the first admitted agent's
         self._leases = DataLeases(profile.data)
+        self._data_written = False  # the test data rows are beside the checkpoint (coordinator.state)
         self._stop_when_no_data: str | None = None  # a unique source that stops the run ran out of rows
         self._planned_stop = False  # the run was stopped as the profile asked (its test data ran out)
 
@@ -801,8 +802,14 @@ class Coordinator:
         return None
 
     def _state(self) -> dict[str, Any]:
+        profile = self.profile.to_wire()
+        data, profile["data"] = profile["data"], []
+        if data and not self._data_written and self.durable.out is not None:
+            write_data(self.durable.out, data)  # once: the rows never change during the run
+            self._data_written = True
         return {
-            "profile": self.profile.to_wire(),
+            "profile": profile,
+            "data_file": bool(data),
             "source": self.profile.source,
             "config": self.config.state(self.endpoint),
             "run_id": self.run_id,

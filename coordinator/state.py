@@ -22,6 +22,9 @@ from loadgen.curve import RateCurve
 from loadgen.errors import LoadgenError
 
 STATE_FILE = "state.msgpack"
+DATA_FILE = "data.msgpack"
+"""The profile's test data rows, written once beside the checkpoint (which names the file instead of
+holding up to 8 MiB of rows rewritten every 2 s)."""
 STATE_VERSION = 2  # 2: the closed seconds are in the spool, the checkpoint holds its mark (1: a list of them)
 READABLE_VERSIONS = (1, 2)
 
@@ -135,6 +138,12 @@ def write_state(out: Path, state: dict[str, Any]) -> None:
     write_bytes(out / STATE_FILE, pack_state(state), durable=True)
 
 
+def write_data(out: Path, data: list[Any]) -> None:
+    """The profile's ``[[data]]`` rows (its wire form), once, durably, for :func:`read_state`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes(out / DATA_FILE, msgpack.packb(data, use_bin_type=True), durable=True)
+
+
 def read_state(out: Path) -> dict[str, Any]:
     path = out / STATE_FILE
     try:
@@ -145,4 +154,10 @@ def read_state(out: Path) -> dict[str, Any]:
         raise LoadgenError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from exc
     if d.get("state_version") not in READABLE_VERSIONS:
         raise LoadgenError(f"{path}: checkpoint version {d.get('state_version')!r} is not supported")
+    if d.get("data_file"):  # the test data rows, kept apart (write_data)
+        data_path = out / DATA_FILE
+        try:
+            d["profile"]["data"] = msgpack.unpackb(data_path.read_bytes(), raw=False)
+        except (OSError, ValueError) as exc:
+            raise LoadgenError(f"{data_path}: the run's test data cannot be read ({exc})") from exc
     return d

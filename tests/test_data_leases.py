@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.flow_runner import _Data
 from coordinator.data_leases import RESERVE, DataLeases
+from loadgen.errors import LoadgenError
 from loadgen.flows import DataSource
 
 
@@ -106,3 +109,17 @@ def test_an_agent_uses_its_blocks_and_asks_again_before_they_run_out() -> None:
     assert data.exhausted
     assert data.draw(lambda s, n: asked.append((s, n))) is None
     assert len(asked) == 2  # never again once the coordinator said there are none
+
+
+def test_the_checkpoint_keeps_the_rows_apart_and_gives_them_back(tmp_path: Path) -> None:
+    from coordinator.state import DATA_FILE, read_state, write_data, write_state
+    from loadgen.flows import data_to_wire
+
+    rows = data_to_wire((source(3),))
+    write_data(tmp_path, rows)
+    write_state(tmp_path, {"profile": {"data": []}, "data_file": True})
+    assert (tmp_path / DATA_FILE).exists()
+    assert read_state(tmp_path)["profile"]["data"] == rows
+    (tmp_path / DATA_FILE).unlink()
+    with pytest.raises(LoadgenError, match="test data cannot be read"):
+        read_state(tmp_path)
