@@ -48,7 +48,8 @@ from typing import Any
 import zmq
 
 from agents.arrivals import ArrivalLoop, RequestPicker
-from agents.engines import EngineFactory, default_engine_factory
+from agents.engines import EngineFactory, Route, default_engine_factory
+from agents.http_request import split_target, with_auth
 from agents.join import Joining
 from agents.outbox import Outbox
 from agents.policy import coordinator_lost, refusal
@@ -59,6 +60,7 @@ from agents.steal import StealMeter
 from agents.zmq_transport import ZmqClientTransport
 from loadgen import __version__
 from loadgen.curve import RateCurve
+from loadgen.endpoint import connect_address
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.limits import connection_limit
 from loadgen.profile import Profile
@@ -270,8 +272,11 @@ class Agent:
                 connections,
             )
         try:
+            _, host, port, _ = split_target(profile.target)
+            route = Route(profile.tls, connect_address(profile.resolve, host, port))
+            requests = with_auth(profile.requests, None if profile.auth is None else profile.auth.header)
             engine = self._engine_factory(
-                start.engine, profile.target, profile.requests, recorder, load.timeout, connections
+                start.engine, profile.target, requests, recorder, load.timeout, connections, route
             )
         except ValueError as exc:
             await self._send(Refused(f"cannot drive {profile.target}: {exc}"))

@@ -138,6 +138,8 @@ class Recorder:
         first: int = 0,
         connections: int = 0,
         stolen: float = 0.0,
+        opened: int = 0,
+        open_failed: dict[str, int] | None = None,
     ) -> PendingInterval:
         """Take this interval's completions and the arrivals sealed so far, and start afresh. Cheap: the
         histograms are built by :class:`PendingInterval`, which can yield to the event loop meanwhile."""
@@ -161,6 +163,8 @@ class Recorder:
             cpu,
             connections,
             stolen,
+            opened,
+            open_failed or {},
         )
         self.total_scheduled += self._sealed_scheduled
         self.total_dropped += self._sealed_dropped
@@ -194,6 +198,8 @@ class PendingInterval:
         cpu: float,
         connections: int = 0,
         stolen: float = 0.0,
+        opened: int = 0,
+        open_failed: dict[str, int] | None = None,
     ) -> None:
         self.index = index
         self.first = first
@@ -205,6 +211,8 @@ class PendingInterval:
         self.cpu = cpu
         self.connections = connections
         self.stolen = stolen
+        self.opened = opened
+        self.open_failed = open_failed or {}
 
     def _message(self, hists: dict[str, tuple[bytes, bytes]], lag: bytes) -> Interval:
         return Interval(
@@ -221,6 +229,8 @@ class PendingInterval:
             cpu=self.cpu,
             connections=self.connections,
             stolen=self.stolen,
+            opened=self.opened,
+            open_failed=dict(self.open_failed),
         )
 
     def build(self) -> Interval:

@@ -17,6 +17,7 @@ from loadgen.durations import parse_duration
 
 if TYPE_CHECKING:
     from loadgen.actions import Action, OnError
+    from loadgen.endpoint import Auth, Tls
 
 ARRIVAL_KINDS = ("poisson", "constant")
 
@@ -224,6 +225,9 @@ class Profile:
     abort_grace: float = 0.0  # seconds into the run before thresholds may abort it
     budget: float | None = None  # stop the run when the cost of completed requests exceeds this
     actions: tuple[Action, ...] = field(default=(), compare=False)
+    tls: Tls | None = None  # the [tls] table (None: the defaults); see loadgen.endpoint
+    resolve: tuple[tuple[str, str], ...] = ()  # host:port -> host:port, as curl's --resolve
+    auth: Auth | None = None  # an Authorization header for every request
 
     def __init__(
         self,
@@ -238,6 +242,9 @@ class Profile:
         budget: float | None = None,
         source: str = CODE,
         actions: Iterable[Action] = (),
+        tls: Tls | None = None,
+        resolve: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        auth: Auth | None = None,
     ) -> None:
         from loadgen.profile_file import parse_profile  # it imports this module
 
@@ -252,6 +259,9 @@ class Profile:
             doc["budget"] = budget
         doc["load"] = load.to_doc() if isinstance(load, Load) else load
         doc["requests"] = _request_docs(requests)
+        doc |= {k: v for k, v in (("tls", tls), ("auth", auth)) if v is not None}
+        if resolve:  # a mapping, or its pairs (as dataclasses.replace passes them)
+            doc["resolve"] = resolve if isinstance(resolve, Mapping) else dict(resolve)
         valid = parse_profile(doc, _label(name, source))
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, getattr(valid, f.name))
@@ -271,6 +281,9 @@ class Profile:
         abort_grace: float = 0.0,
         budget: float | None = None,
         actions: tuple[Action, ...] = (),
+        tls: Tls | None = None,
+        resolve: tuple[tuple[str, str], ...] = (),
+        auth: Auth | None = None,
     ) -> Profile:
         """A profile from fields already validated (by the loader) or checked (by the wire): no checks."""
         self = object.__new__(cls)
@@ -285,6 +298,9 @@ class Profile:
         put(self, "abort_grace", abort_grace)
         put(self, "budget", budget)
         put(self, "actions", actions)
+        put(self, "tls", tls)
+        put(self, "resolve", resolve)
+        put(self, "auth", auth)
         return self
 
     def _with(self, **changes: Any) -> Profile:
@@ -333,6 +349,18 @@ class Profile:
             doc["budget"] = self.budget
         doc["load"] = self.load.to_doc()
         doc["requests"] = [r.to_doc() for r in self.requests]
+        doc |= self._endpoint_doc()
+        return doc
+
+    def _endpoint_doc(self) -> dict[str, Any]:
+        """``tls``, ``resolve`` and ``auth`` as written (``auth`` with its references, not their values)."""
+        doc: dict[str, Any] = {}
+        if self.resolve:
+            doc["resolve"] = dict(self.resolve)
+        if self.auth is not None:
+            doc["auth"] = self.auth.to_doc()
+        if self.tls is not None and (tls := self.tls.to_doc()):
+            doc["tls"] = tls
         return doc
 
     def to_toml(self) -> str:
@@ -344,7 +372,9 @@ class Profile:
 
         return write_toml(self.to_doc())
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, secrets: bool = True) -> dict[str, Any]:
+        """The wire form. Without ``secrets`` (a checkpoint on disk), the resolved ``auth`` header and the
+        client key are left out; :meth:`with_secrets` puts them back."""
         return {
             "name": self.name,
             "target": self.target,
@@ -372,6 +402,9 @@ class Profile:
             "abort_on_fail": self.abort_on_fail,
             "abort_grace": self.abort_grace,
             "budget": self.budget,
+            "tls": None if self.tls is None else self.tls.to_wire(secrets),
+            "resolve": [list(pair) for pair in self.resolve],
+            "auth": None if self.auth is None else self.auth.to_wire(secrets),
         }
 
     @classmethod
@@ -406,6 +439,11 @@ class Profile:
         )
         if not requests:
             raise ValueError("no requests")
+        from loadgen.endpoint import Auth, Tls, split_address  # it imports loadgen.shapes, which imports this
+
+        resolve = tuple((str(k), str(v)) for k, v in d.get("resolve", ()))
+        for address in (a for pair in resolve for a in pair):
+            split_address(address)  # OptionError is a ValueError
         return cls._valid(
             name=str(d["name"]),
             target=str(d["target"]),
@@ -416,7 +454,21 @@ class Profile:
             abort_on_fail=bool(d.get("abort_on_fail", False)),
             abort_grace=float(d.get("abort_grace", 0.0)),
             budget=None if d.get("budget") is None else float(d["budget"]),
+            tls=None if d.get("tls") is None else Tls.from_wire(d["tls"]),
+            resolve=resolve,
+            auth=None if d.get("auth") is None else Auth.from_wire(d["auth"]),
         )
+
+    def with_secrets(self, environ: Mapping[str, str]) -> Profile:
+        """This profile with what :meth:`to_wire` leaves out without secrets read again: ``auth`` from
+        ``environ``, the client key from its file. Raises ProfileError."""
+        from loadgen.profile_file import parse_profile  # it imports this module
+
+        doc = self._endpoint_doc()
+        if not doc.keys() & {"auth", "tls"}:
+            return self
+        fresh = parse_profile(self.to_doc(), _label(self.name, self.source), environ=environ)
+        return self._with(tls=fresh.tls, auth=fresh.auth)
 
 
 def _label(name: object, source: str) -> str:

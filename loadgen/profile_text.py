@@ -24,7 +24,7 @@ _DURATIONS = ("abort_grace", "timeout", "duration")
 
 def write_toml(doc: Mapping[str, Any]) -> str:
     """The TOML text of a profile document. Raises ValueError for what TOML cannot hold."""
-    lines = [f"{key} = {_value(doc[key], key)}" for key in _TOP if key in doc]
+    lines = [f"{key} = {_value(doc[key], key)}" for key in (*_TOP, "resolve", "auth") if key in doc]
     load = doc["load"]
     lines += ["", "[load]"]
     lines += [f"{key} = {_value(value, key)}" for key, value in load.items() if key != "stages"]
@@ -42,6 +42,8 @@ def write_toml(doc: Mapping[str, Any]) -> str:
             if (key, value) in (("headers", {}), ("body", ""), ("cost", 0)):
                 continue
             lines.append(f"{_key(key)} = {_value(value, key)}")
+    if "tls" in doc:
+        lines += ["", "[tls]", *(f"{key} = {_value(value, key)}" for key, value in doc["tls"].items())]
     return "\n".join(lines) + "\n"
 
 
