@@ -718,7 +718,7 @@ class Coordinator:
 
     def _state(self) -> dict[str, Any]:
         return {
-            "profile": self.profile.to_wire(),
+            "profile": self.profile.to_wire(secrets=False),  # no auth value or client key on disk
             "source": self.profile.source,
             "config": self.config.state(self.endpoint),
             "run_id": self.run_id,
@@ -746,6 +746,8 @@ class Coordinator:
         """A coordinator that continues the run checkpointed in ``out`` (call :meth:`run_resumed`)."""
         durable, st = Durability.reopen(out)
         try:
+            # Built again, so auth's {{ env.NAME }} and the [tls] files are read again (the checkpoint
+            # holds neither the value nor the client key); a ProfileError if they are gone.
             profile = dataclasses.replace(Profile.from_wire(st["profile"]), source=st["source"])
             config = CoordinatorConfig.restore(st["config"], seed=st["seed"], out=out, bind=bind)
             self = cls(

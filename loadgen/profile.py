@@ -374,7 +374,7 @@ class Profile:
 
     def to_wire(self, secrets: bool = True) -> dict[str, Any]:
         """The wire form. Without ``secrets`` (a checkpoint on disk), the resolved ``auth`` header and the
-        client key are left out; :meth:`with_secrets` puts them back."""
+        client key are left out: building the profile again (``dataclasses.replace``) reads them again."""
         return {
             "name": self.name,
             "target": self.target,
@@ -458,17 +458,6 @@ class Profile:
             resolve=resolve,
             auth=None if d.get("auth") is None else Auth.from_wire(d["auth"]),
         )
-
-    def with_secrets(self, environ: Mapping[str, str]) -> Profile:
-        """This profile with what :meth:`to_wire` leaves out without secrets read again: ``auth`` from
-        ``environ``, the client key from its file. Raises ProfileError."""
-        from loadgen.profile_file import parse_profile  # it imports this module
-
-        doc = self._endpoint_doc()
-        if not doc.keys() & {"auth", "tls"}:
-            return self
-        fresh = parse_profile(self.to_doc(), _label(self.name, self.source), environ=environ)
-        return self._with(tls=fresh.tls, auth=fresh.auth)
 
 
 def _label(name: object, source: str) -> str:
