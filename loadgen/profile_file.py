@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 
 from loadgen.curve import RateCurve
 from loadgen.durations import parse_duration
-from loadgen.endpoint import OptionError, parse_auth, parse_resolve, parse_tls
+from loadgen.endpoint import DEFAULT_TLS, OptionError, parse_auth, parse_resolve, parse_tls
 from loadgen.errors import ProfileError
 from loadgen.profile import ARRIVAL_KINDS, Load, Profile, Request, Stage
 from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
@@ -145,7 +145,7 @@ def parse_profile(
 def _endpoint(profile: Profile, doc: Mapping[str, object], environ: Mapping[str, str]) -> Profile:
     """``profile`` with the document's ``[tls]``, ``resolve`` and ``auth`` (see :mod:`loadgen.endpoint`)."""
     return profile._with(
-        tls=parse_tls(doc["tls"]) if "tls" in doc else None,
+        tls=None if "tls" not in doc or (tls := parse_tls(doc["tls"])) == DEFAULT_TLS else tls,
         resolve=parse_resolve(doc["resolve"]) if "resolve" in doc else (),
         auth=parse_auth(doc["auth"], environ) if "auth" in doc else None,
     )
