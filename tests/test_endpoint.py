@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from agents.engine import ERROR_CATEGORIES, connect_category
 from agents.http_request import request_head, with_auth
+from agents.policy import refusal
 from agents.pool import Pool
 from agents.recorder import Recorder
 from agents.tls import ResumingContext, client_context
@@ -329,3 +330,15 @@ def test_the_summary_says_how_many_connections_were_opened() -> None:
 def test_an_empty_tls_table_is_the_defaults() -> None:
     assert parsed(tls={}).tls is None
     assert parsed(tls={"verify": True, "session_resumption": True}) == parsed()
+
+
+def test_an_agent_limited_to_some_targets_checks_where_resolve_sends_it() -> None:
+    p = parsed(target="https://api.example.com", resolve={"api.example.com:443": "10.1.2.3:8443"})
+    assert refusal(p, 1.0, ["api.example.com", "127.0.0.1"], 0) == (
+        "target https://api.example.com is resolved to 10.1.2.3:8443 (resolve), which is not allowed on this "
+        "agent (--allow-target api.example.com 127.0.0.1)"
+    )
+    assert refusal(p, 1.0, ["api.example.com", "10.1.2.3:8443"], 0) is None
+    assert refusal(p, 1.0, [], 0) is None
+    v6 = parsed(target="https://api.example.com", resolve={"api.example.com:443": "[::1]:8443"})
+    assert refusal(v6, 1.0, ["api.example.com", "[::1]:8443"], 0) is None
