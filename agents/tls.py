@@ -43,9 +43,15 @@ class ResumingContext(ssl.SSLContext):
     ) -> ssl.SSLObject:
         if session is None and not server_side:
             session = self._resumable()
+        try:
+            obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        except ValueError:  # a session the ssl module will not offer here: a full handshake instead
+            if session is None:
+                raise
+            self._session = session = None
+            obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname)
         if session is not None:
             self.resumed_offers += 1
-        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
         self._last = obj
         return obj
 

@@ -8,10 +8,12 @@ loop is bounded in count and in time (:func:`tests.loopback.run`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ import pytest
 
 from agents.fast_engine import FastEngine
 from agents.httpx_engine import HttpxEngine
+from agents.tls import ResumingContext, client_context
 from loadgen.endpoint import Tls, connect_address, parse_resolve, parse_tls
 from loadgen.profile import RequestSpec
 from tests.conftest import read_results
@@ -453,3 +456,45 @@ def test_a_missing_environment_variable_is_refused_before_any_traffic(nginx: Ngi
     assert result.returncode == 2
     assert "auth.basic[1]: environment variable LOADGEN_NO_SUCH_VAR is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the resuming context, in memory (no server process: a handshake between two SSLObjects)
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> ssl.SSLObject:
+    """A client connection of ``client`` to ``server``, through memory buffers, its handshake done."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    ends = [
+        client.wrap_bio(c_in, c_out, server_hostname="localhost"),
+        server.wrap_bio(s_in, s_out, server_side=True),
+    ]
+    done = [False, False]
+    for _ in range(20):
+        for i, end in enumerate(ends):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+                done[i] = True
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done):
+            return ends[0]
+    raise AssertionError("no handshake after 20 rounds")
+
+
+def test_the_context_offers_its_last_session_and_drops_one_it_cannot(nginx: Nginx) -> None:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(*nginx.certs.server)
+    server.maximum_version = ssl.TLSVersion.TLSv1_2  # the session is known when the handshake ends
+    options = tls(ca_file=str(nginx.certs.ca))
+    one, other = client_context(options), client_context(options)
+    assert isinstance(one, ResumingContext) and isinstance(other, ResumingContext)
+    first = _handshake(one, server)
+    assert not first.session_reused and one.resumed_offers == 0
+    second = _handshake(one, server)
+    assert second.session_reused and one.resumed_offers == 1
+    other._session = first.session  # another context's session: the ssl module refuses to offer it
+    third = _handshake(other, server)
+    assert not third.session_reused and other.resumed_offers == 0
+    assert (
+        client_context(tls(ca_file=str(nginx.certs.ca), session_resumption=False)).options & ssl.OP_NO_TICKET
+    )
