@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 from loadgen.env_refs import EnvRefError, env_names, expand_env
 from loadgen.shapes import describe, suggestion
 
+ENDPOINT_KEYS = ("tls", "resolve", "auth")
+"""The profile's top-level keys this module reads."""
 TLS_KEYS = ("verify", "ca_file", "cert", "key", "server_name", "min_version", "session_resumption")
 AUTH_KEYS = ("bearer", "basic")
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}

@@ -51,19 +51,13 @@ from urllib.parse import urlsplit
 
 from loadgen.curve import RateCurve
 from loadgen.durations import parse_duration
-from loadgen.endpoint import DEFAULT_TLS, OptionError, parse_auth, parse_resolve, parse_tls
+from loadgen.endpoint import DEFAULT_TLS, ENDPOINT_KEYS, OptionError, parse_auth, parse_resolve, parse_tls
 from loadgen.errors import ProfileError
 from loadgen.profile import ARRIVAL_KINDS, Load, Profile, Request, Stage
 from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
 from loadgen.thresholds import parse_threshold, scope_problem
 
-TOP_KEYS: tuple[str, ...] = ("name", "target", "thresholds", "abort_on_fail", "abort_grace", "budget", "load")
-TOP_KEYS += (
-    "requests",
-    "tls",
-    "resolve",
-    "auth",
-)  # tls, resolve, auth: how to reach the target (endpoint.py)
+TOP_KEYS = ("name", "target", "thresholds", "abort_on_fail", "abort_grace", "budget", "load", "requests")
 LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "max_connections", "stages", "shape")
 STAGE_KEYS = ("duration", "rate")
 REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body", "cost")
@@ -168,7 +162,7 @@ def check_target(value: object, file: str) -> str:
 
 
 def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Profile:
-    _check_keys(doc, TOP_KEYS, "")
+    _check_keys(doc, (*TOP_KEYS, *ENDPOINT_KEYS), "")
     name = Path(file).stem
     if "name" in doc:
         name = _one_line(doc["name"], "name")
