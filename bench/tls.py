@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from bench.lib import BENCH, GEN_CORE, NICE, PY, TARGET_CORE, free_port, log, ru
 
 SECONDS = 10
 CONNECTIONS = 50
+LOG_FLUSH = 1  # seconds nginx may hold the resumption log's lines in its buffer
 
 CONF = """\
 worker_processes 1;
@@ -51,7 +53,7 @@ http {{
   server {{
     listen 127.0.0.1:{close} ssl;
     keepalive_timeout 0;
-    access_log {dir}/reuse.log reuse buffer=64k flush=1s;
+    access_log {dir}/reuse.log reuse buffer=64k flush={flush}s;
     location / {{ return 200 "ok"; }}
   }}
   server {{ listen 127.0.0.1:{plain}; location / {{ return 200 "ok"; }} }}
@@ -75,7 +77,7 @@ def tls_nginx() -> Iterator[tuple[Path, dict[str, int]]]:
             timeout=30,
         )
         ports = {"keep": free_port(), "close": free_port(), "plain": free_port()}
-        (folder / "nginx.conf").write_text(CONF.format(dir=folder, **ports))
+        (folder / "nginx.conf").write_text(CONF.format(dir=folder, flush=LOG_FLUSH, **ports))
         proc = subprocess.Popen(
             [
                 *NICE,
@@ -168,17 +170,24 @@ def main() -> None:
         for name, trial in trials:
             log(f"tls bench: {name}")
             result = trial()
+            time.sleep(LOG_FLUSH + 0.5)  # nginx's buffered log lines of this trial, all of them
             share, lines = resumed_share(folder, lines)
             row = {"trial": name, **result, "resumed": share}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| trial | requests/s | generator CPU | target core busy | handshakes resumed |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "\n| trial | requests/s | generator CPU | CPU µs per request | target core busy | handshakes resumed |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        cpu = r.get("cpu")
+        cpu = r.get("cpu", 0.0)
+        # ours: the process's own CPU over its requests; wrk: its share of a core over the rate
+        per_request = r.get("cpu_us_per_request") or (1e6 * cpu / r["rps"] if r["rps"] else 0.0)
         resumed = "" if r["resumed"] is None else f"{r['resumed']:.0%}"
-        cpu_text = "" if cpu is None else f"{cpu:.0%}"
-        print(f"| {r['trial']} | {r['rps']:,.0f} | {cpu_text} | {r.get('target_busy', 0):.0%} | {resumed} |")
+        print(
+            f"| {r['trial']} | {r['rps']:,.0f} | {cpu:.0%} | {per_request:,.1f} | {r.get('target_busy', 0):.0%} "
+            f"| {resumed} |"
+        )
 
 
 if __name__ == "__main__":
