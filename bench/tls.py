@@ -175,19 +175,15 @@ def main() -> None:
             row = {"trial": name, **result, "resumed": share}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(
-        "\n| trial | requests/s | generator CPU | CPU µs per request | target core busy | handshakes resumed |"
-    )
+    print("\n| trial | requests/s | generator CPU | CPU µs per request | target core busy | resumed |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         cpu = r.get("cpu", 0.0)
         # ours: the process's own CPU over its requests; wrk: its share of a core over the rate
         per_request = r.get("cpu_us_per_request") or (1e6 * cpu / r["rps"] if r["rps"] else 0.0)
         resumed = "" if r["resumed"] is None else f"{r['resumed']:.0%}"
-        print(
-            f"| {r['trial']} | {r['rps']:,.0f} | {cpu:.0%} | {per_request:,.1f} | {r.get('target_busy', 0):.0%} "
-            f"| {resumed} |"
-        )
+        busy = r.get("target_busy", 0.0)
+        print(f"| {r['trial']} | {r['rps']:,.0f} | {cpu:.0%} | {per_request:,.1f} | {busy:.0%} | {resumed} |")
 
 
 if __name__ == "__main__":

@@ -178,6 +178,10 @@ def parse_tls(value: object) -> Tls:
             "tls.server_name", f"expected a host name like 'api.example.com', got {describe(server_name)}"
         )
     paths = {name: _path(value.get(name), f"tls.{name}") for name in ("ca_file", "cert", "key")}
+    if not verify and paths["ca_file"] is not None:
+        raise OptionError(
+            "tls.ca_file", "has no effect with verify = false (nothing is verified): remove one"
+        )
     if (paths["cert"] is None) != (paths["key"] is None):
         given, missing = ("cert", "key") if paths["key"] is None else ("key", "cert")
         raise OptionError(

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.engine import ERROR_CATEGORIES, connect_category
-from agents.http_request import request_head, with_auth
+from agents.http_request import build_request, host_header, request_head, split_target, with_auth
 from agents.policy import refusal
 from agents.pool import Pool
 from agents.recorder import Recorder
@@ -194,6 +194,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "cannot read '/no/such/ca.pem'",
     ),
     ("ca_file empty", {"tls": {"ca_file": ""}}, "tls.ca_file", "expected the path of a PEM file"),
+    ("ca_file unverified", {"tls": {"verify": False, "ca_file": "ca.pem"}}, "tls.ca_file", "has no effect"),
     ("cert without key", {"tls": {"cert": "c.pem"}}, "tls.key", "missing; tls.cert needs tls.key"),
     ("key without cert", {"tls": {"key": "k.pem"}}, "tls.cert", "missing; tls.key needs tls.cert"),
     (
@@ -342,3 +343,14 @@ def test_an_agent_limited_to_some_targets_checks_where_resolve_sends_it() -> Non
     assert refusal(p, 1.0, [], 0) is None
     v6 = parsed(target="https://api.example.com", resolve={"api.example.com:443": "[::1]:8443"})
     assert refusal(v6, 1.0, ["api.example.com", "[::1]:8443"], 0) is None
+
+
+def test_an_ipv6_target_keeps_its_brackets_in_the_host_header() -> None:
+    p = parsed(target="http://[::1]:8080/api")
+    assert p.target == "http://[::1]:8080/api"
+    scheme, host, port, prefix = split_target(p.target)
+    assert (host, port, prefix) == ("::1", 8080, "/api")
+    assert host_header(scheme, host, port) == "[::1]:8080"
+    assert build_request(Request("/x"), host_header(scheme, host, port), prefix).startswith(
+        b"GET /api/x HTTP/1.1\r\nHost: [::1]:8080\r\n"
+    )
