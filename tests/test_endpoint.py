@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import socket
 import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from click.testing import CliRunner
 from hypothesis import given
@@ -115,8 +117,6 @@ def test_the_wire_carries_the_value_and_a_checkpoint_does_not() -> None:
 
 def decode_profile(wire: dict[str, Any]) -> dict[str, Any]:
     """The profile as an agent receives it (through msgpack)."""
-    import msgpack
-
     out: dict[str, Any] = msgpack.unpackb(msgpack.packb(wire, use_bin_type=True), raw=False)
     return out
 
@@ -354,3 +354,15 @@ def test_an_ipv6_target_keeps_its_brackets_in_the_host_header() -> None:
     assert build_request(Request("/x"), host_header(scheme, host, port), prefix).startswith(
         b"GET /api/x HTTP/1.1\r\nHost: [::1]:8080\r\n"
     )
+
+
+def test_a_profile_rebuilt_from_a_checkpoint_reads_its_secret_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the coordinator does on --resume: the checkpoint holds the reference, not the value."""
+    p = parsed(auth={"bearer": "{{ env.TOKEN }}"})
+    checkpoint = decode_profile(p.to_wire(secrets=False))
+    monkeypatch.setenv("TOKEN", "fresh")
+    again = dataclasses.replace(Profile.from_wire(checkpoint), source="p.toml")
+    assert again.auth is not None and again.auth.header == "Bearer fresh"
+    monkeypatch.delenv("TOKEN")
+    with pytest.raises(ProfileError, match=r"p.toml: auth.bearer: environment variable TOKEN is not set"):
+        dataclasses.replace(Profile.from_wire(checkpoint), source="p.toml")
