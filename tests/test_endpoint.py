@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import msgpack
 import pytest
 from click.testing import CliRunner
@@ -24,6 +25,7 @@ from agents.engine import ERROR_CATEGORIES, connect_category
 from agents.http_request import build_request, host_header, request_head, split_target, with_auth
 from agents.policy import refusal
 from agents.pool import Pool
+from agents.proxy import category
 from agents.recorder import Recorder
 from agents.tls import ResumingContext, client_context
 from coordinator.aggregate import RunAggregate
@@ -366,3 +368,15 @@ def test_a_profile_rebuilt_from_a_checkpoint_reads_its_secret_again(monkeypatch:
     monkeypatch.delenv("TOKEN")
     with pytest.raises(ProfileError, match=r"p.toml: auth.bearer: environment variable TOKEN is not set"):
         dataclasses.replace(Profile.from_wire(checkpoint), source="p.toml")
+
+
+def test_through_a_proxy_a_tls_failure_has_its_category_too() -> None:
+    def raised(exc: Exception, cause: BaseException) -> Exception:
+        exc.__cause__ = cause
+        return exc
+
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert category(raised(httpcore.ConnectError("x"), verify), False) == "tls_verify"
+    assert category(raised(httpcore.ConnectError("x"), ssl.SSLError(1, "alert")), False) == "tls_handshake"
+    assert category(ssl.SSLError(1, "alert"), False) == "tls_handshake"
+    assert category(raised(httpcore.ConnectError("x"), ConnectionRefusedError()), False) == "connect"
