@@ -340,6 +340,33 @@ def _expanded(template: str, environ: Mapping[str, str], field: str, *, spaces: 
     return value
 
 
+def reach_lines(
+    target: str, tls: Tls | None, resolve: Sequence[tuple[str, str]], auth: Auth | None
+) -> list[str]:
+    """How ``target`` is reached, one line per setting that is not the default (for ``loadgen plan``); an
+    ``auth`` value is named by its references, never shown."""
+    parts = urlsplit(target)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    lines = []
+    to = connect_address(resolve, host, port)
+    if to is not None:
+        lines.append(f"connects to {to[0]}:{to[1]} (resolve), Host and SNI {host}")
+    if tls is not None and parts.scheme == "https":
+        said = [] if tls.verify else ["certificates NOT verified"]
+        said += [f"CAs from {tls.ca_file}"] if tls.ca_file else []
+        said += [f"client certificate {tls.cert}"] if tls.cert else []
+        said += [f"server name {tls.server_name}"] if tls.server_name else []
+        said += [f"TLS {tls.min_version} or later"] if tls.min_version else []
+        said += [] if tls.session_resumption else ["no session resumption"]
+        lines.append("tls: " + "; ".join(said))
+    if auth is not None:
+        text = auth.bearer if auth.bearer is not None else " ".join(auth.basic or ())
+        names = env_names(text)
+        source = f"from the environment ({', '.join(names)})" if names else "written in the profile"
+        lines.append(f"auth: {'bearer' if auth.bearer is not None else 'basic'}, {source}")
+    return lines
+
+
 # --- what the agents do with them
 
 

@@ -36,6 +36,7 @@ from loadgen.curve import RateCurve
 from loadgen.endpoint import Auth, Tls, connect_address, split_address
 from loadgen.env_refs import EnvRefError, env_names, expand_env, has_env_refs
 from loadgen.errors import ProfileError
+from loadgen.plan import render_plan
 from loadgen.profile import Load, Profile, Request, Stage
 from loadgen.profile_file import parse_profile
 from loadgen.reports.markdown import render_summary_text
@@ -380,3 +381,20 @@ def test_through_a_proxy_a_tls_failure_has_its_category_too() -> None:
     assert category(raised(httpcore.ConnectError("x"), ssl.SSLError(1, "alert")), False) == "tls_handshake"
     assert category(ssl.SSLError(1, "alert"), False) == "tls_handshake"
     assert category(raised(httpcore.ConnectError("x"), ConnectionRefusedError()), False) == "connect"
+
+
+def test_the_plan_says_how_the_target_is_reached_without_the_secret() -> None:
+    p = parsed(
+        target="https://api.example.com",
+        resolve={"api.example.com:443": "127.0.0.1:8443"},
+        auth={"basic": ["alice", "{{ env.PASS }}"]},
+        tls={"verify": False, "min_version": "1.3", "session_resumption": False},
+    )
+    head = render_plan(p).split("\n\n")[0].splitlines()
+    assert head[1:] == [
+        "connects to 127.0.0.1:8443 (resolve), Host and SNI api.example.com",
+        "tls: certificates NOT verified; TLS 1.3 or later; no session resumption",
+        "auth: basic, from the environment (PASS)",
+    ]
+    assert "pa ss" not in render_plan(p)
+    assert render_plan(parsed()).split("\n\n")[0] == "t → http://127.0.0.1:8080"
