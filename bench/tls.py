@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.tls            # about 2 minutes; prints one JSON line per trial and a table
 
+``make bench`` runs it too (section 10 of docs/benchmarks.md).
+
 nginx (one worker, pinned to core 1) serves ``return 200 "ok"`` over TLS 1.3 with a self-signed P-256
 certificate made here: on one port with keep-alive, on another closing every connection after its response
 (``keepalive_timeout 0``: every request is a new connection and a new handshake), and plain HTTP on a third
@@ -119,15 +121,15 @@ def wrk(url: str, connections: int, seconds: int, *extra: str) -> dict[str, Any]
     }
 
 
-def ours(engine: str, url: str, connections: int, ca: Path, *extra: str) -> dict[str, Any]:
+def ours(engine: str, url: str, connections: int, ca: Path, seconds: int, *extra: str) -> dict[str, Any]:
     """``bench/closed_loop.py`` (its TLS options as given) pinned beside the target."""
     args = [
-        *("--engine", engine, "--connections", str(connections), "--duration", str(SECONDS), "--url", url),
+        *("--engine", engine, "--connections", str(connections), "--duration", str(seconds), "--url", url),
         *(("--ca-file", str(ca)) if url.startswith("https") else ()),
         *extra,
     ]
     done, cpu = run_beside_target(
-        ["taskset", "-c", GEN_CORE, PY, str(BENCH / "closed_loop.py"), *args], timeout=SECONDS + 60
+        ["taskset", "-c", GEN_CORE, PY, str(BENCH / "closed_loop.py"), *args], timeout=seconds + 60
     )
     try:
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -145,7 +147,8 @@ def resumed_share(folder: Path, before: int) -> tuple[float | None, int]:
     return (new.count("r") / len(new) if new else None), len(lines)
 
 
-def main() -> None:
+def measure(seconds: int = SECONDS) -> list[dict[str, Any]]:
+    """Every trial of the module docstring, ``seconds`` long; one row each (also printed as JSON)."""
     rows: list[dict[str, Any]] = []
     with tls_nginx() as (folder, ports):
         ca = folder / "cert.pem"
@@ -154,16 +157,16 @@ def main() -> None:
             for s, k in (("https", "keep"), ("https", "close"), ("http", "plain"))
         )
         trials: list[tuple[str, Any]] = [
-            ("wrk, HTTP, keep-alive", lambda: wrk(plain, CONNECTIONS, SECONDS)),
-            ("fast, HTTP, keep-alive", lambda: ours("fast", plain, CONNECTIONS, ca)),
-            ("wrk, HTTPS, keep-alive", lambda: wrk(keep, CONNECTIONS, SECONDS)),
-            ("fast, HTTPS, keep-alive", lambda: ours("fast", keep, CONNECTIONS, ca)),
-            ("httpx, HTTPS, keep-alive", lambda: ours("httpx", keep, CONNECTIONS, ca)),
-            ("wrk, HTTPS, a connection per request", lambda: wrk(close, 10, SECONDS)),
-            ("fast, HTTPS, a connection per request", lambda: ours("fast", close, 10, ca)),
+            ("wrk, HTTP, keep-alive", lambda: wrk(plain, CONNECTIONS, seconds)),
+            ("fast, HTTP, keep-alive", lambda: ours("fast", plain, CONNECTIONS, ca, seconds)),
+            ("wrk, HTTPS, keep-alive", lambda: wrk(keep, CONNECTIONS, seconds)),
+            ("fast, HTTPS, keep-alive", lambda: ours("fast", keep, CONNECTIONS, ca, seconds)),
+            ("httpx, HTTPS, keep-alive", lambda: ours("httpx", keep, CONNECTIONS, ca, seconds)),
+            ("wrk, HTTPS, a connection per request", lambda: wrk(close, 10, seconds)),
+            ("fast, HTTPS, a connection per request", lambda: ours("fast", close, 10, ca, seconds)),
             (
                 "fast, HTTPS, a connection per request, no resumption",
-                lambda: ours("fast", close, 10, ca, "--no-resumption"),
+                lambda: ours("fast", close, 10, ca, seconds, "--no-resumption"),
             ),
         ]
         _, lines = resumed_share(folder, 0)
@@ -175,15 +178,32 @@ def main() -> None:
             row = {"trial": name, **result, "resumed": share}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| trial | requests/s | generator CPU | CPU µs per request | target core busy | resumed |")
-    print("|---|---:|---:|---:|---:|---:|")
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows as a Markdown table: the rate, the generator's CPU (a share of its core, and per request:
+    ours its process's own CPU over its requests, wrk its share of a core over its rate), how busy the
+    target's core was, and the share of handshakes that resumed a session (the closing port only)."""
+    out = [
+        "| trial | requests/s | generator CPU | CPU µs per request | target core busy | resumed | command |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         cpu = r.get("cpu", 0.0)
-        # ours: the process's own CPU over its requests; wrk: its share of a core over the rate
-        per_request = r.get("cpu_us_per_request") or (1e6 * cpu / r["rps"] if r["rps"] else 0.0)
-        resumed = "" if r["resumed"] is None else f"{r['resumed']:.0%}"
+        per_request = r.get("cpu_us_per_request") or (1e6 * cpu / r["rps"] if r.get("rps") else 0.0)
+        resumed = "" if r.get("resumed") is None else f"{r['resumed']:.0%}"
         busy = r.get("target_busy", 0.0)
-        print(f"| {r['trial']} | {r['rps']:,.0f} | {cpu:.0%} | {per_request:,.1f} | {busy:.0%} | {resumed} |")
+        out.append(
+            f"| {r['trial']} | {r.get('rps', 0.0):,.0f} | {cpu:.0%} | {per_request:,.1f} | {busy:.0%} "
+            f"| {resumed} | `{r.get('cmd', '')}` |"
+        )
+    return out
+
+
+def main() -> None:
+    rows = measure()
+    print("\n" + "\n".join(table(rows)))
 
 
 if __name__ == "__main__":
