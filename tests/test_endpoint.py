@@ -40,8 +40,10 @@ from loadgen.plan import render_plan
 from loadgen.profile import Load, Profile, Request, Stage
 from loadgen.profile_file import parse_profile
 from loadgen.reports.markdown import render_summary_text
+from loadgen.run_results import Results
 from loadgen.wire import Interval, decode, encode
 from tests.loopback import RecordingSink
+from tests.results_fixtures import make_results
 from tests.test_profile_file import doc
 
 ENV = {"TOKEN": "abc.DEF-123", "USER": "alice", "PASS": "pa ss:w0rd"}
@@ -398,3 +400,10 @@ def test_the_plan_says_how_the_target_is_reached_without_the_secret() -> None:
     ]
     assert "pa ss" not in render_plan(p)
     assert render_plan(parsed()).split("\n\n")[0] == "t → http://127.0.0.1:8080"
+
+
+def test_the_library_results_read_the_connection_counts() -> None:
+    doc = make_results()
+    assert Results(doc).connections_opened is None and Results(doc).connections_failed == {}  # written before
+    doc["connections"] = {"opened": 40, "failed": {"tls_verify": 3}}
+    assert (Results(doc).connections_opened, Results(doc).connections_failed) == (40, {"tls_verify": 3})
