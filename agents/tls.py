@@ -96,4 +96,5 @@ def client_context(tls: Tls | None, trust: Callable[[ssl.SSLContext], Any] = sys
         ctx.minimum_version = MIN_VERSIONS[tls.min_version]
     if tls.cert is not None:
         load_client_cert(ctx, tls.cert_data, tls.key_data)
+    ctx.set_alpn_protocols(["http/1.1"])  # what both engines speak (httpcore offers the same)
     return ctx

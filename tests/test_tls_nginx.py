@@ -488,8 +488,10 @@ def test_the_context_offers_its_last_session_and_drops_one_it_cannot(nginx: Ngin
     options = tls(ca_file=str(nginx.certs.ca))
     one, other = client_context(options), client_context(options)
     assert isinstance(one, ResumingContext) and isinstance(other, ResumingContext)
+    server.set_alpn_protocols(["h2", "http/1.1"])
     first = _handshake(one, server)
     assert not first.session_reused and one.resumed_offers == 0
+    assert first.selected_alpn_protocol() == "http/1.1"
     second = _handshake(one, server)
     assert second.session_reused and one.resumed_offers == 1
     other._session = first.session  # another context's session: the ssl module refuses to offer it
