@@ -49,8 +49,9 @@ import zmq
 
 from agents.arrivals import ArrivalLoop, RequestPicker, arrival_weights
 from agents.engine import Engine
-from agents.engines import EngineFactory, default_engine_factory
+from agents.engines import EngineFactory, Route, default_engine_factory
 from agents.flow_runner import FlowRunner, direct_flows
+from agents.http_request import split_target, with_auth
 from agents.join import Joining
 from agents.outbox import Outbox
 from agents.policy import coordinator_lost, refusal
@@ -61,6 +62,7 @@ from agents.steal import StealMeter
 from agents.zmq_transport import ZmqClientTransport
 from loadgen import __version__
 from loadgen.curve import RateCurve
+from loadgen.endpoint import connect_address
 from loadgen.errors import RunError, VersionMismatch, WireError
 from loadgen.limits import connection_limit
 from loadgen.profile import Profile
@@ -293,11 +295,15 @@ class Agent:
             runner = FlowRunner(profile, recorder, clock=self._clock, rng=random.Random(start.seed + 2))
             runner.ask = self._ask_for_rows
         try:
+            _, host, port, _ = split_target(profile.target)
+            route = Route(profile.tls, connect_address(profile.resolve, host, port))
+            auth = None if profile.auth is None else profile.auth.header
+            requests = with_auth(profile.requests, auth)
             engine: Engine = self._engine_factory(
-                start.engine, profile.target, profile.requests, runner or recorder, load.timeout, connections
+                start.engine, profile.target, requests, runner or recorder, load.timeout, connections, route
             )
             if runner is not None:
-                runner.bind(engine)
+                runner.bind(engine, requests, auth)  # steps go with the profile's auth too
                 engine = runner
         except ValueError as exc:
             await self._send(Refused(f"cannot drive {profile.target}: {exc}"))

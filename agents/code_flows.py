@@ -77,6 +77,8 @@ class CodeSession:
         if self._jar is not None and (cookie := self._jar.header()) is not None:
             given["Cookie"] = cookie
         runner = self._runner
+        if runner.auth is not None and not any(k.lower() == "authorization" for k in given):
+            given["Authorization"] = runner.auth  # the profile's auth, as for every request
         intended = self.next_intended
         recorder = runner.recorder
         recorder.step_scheduled(rec)

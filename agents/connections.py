@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from agents.engine import Unreachable, connect_first
+from agents.engine import Unreachable, connect_category, connect_first, resolve
 from agents.pool import Pool, Pooled
 
 
@@ -70,7 +70,8 @@ P = TypeVar("P", bound=Carrier)
 
 class ProtocolConnections(Generic[P]):
     """Opens connections made by ``make`` (given this object, so a connection can call back) to one
-    resolved ``address``, and closes, breaks and flushes them for the pool."""
+    resolved ``address`` of ``host``, and closes, breaks and flushes them for the pool. Over TLS,
+    ``server_name`` is the SNI and the name the certificate is checked against (default ``host``)."""
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class ProtocolConnections(Generic[P]):
         port: int,
         timeout: float,
         ssl_context: ssl.SSLContext | None,
+        server_name: str | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
@@ -91,6 +93,7 @@ class ProtocolConnections(Generic[P]):
         self._port = port
         self._timeout = timeout
         self._ssl_context = ssl_context
+        self._server_name = server_name or host
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
@@ -99,8 +102,9 @@ class ProtocolConnections(Generic[P]):
         """Resolve the target once and open a first connection: the resolved addresses are tried in order,
         and the first that accepts is used for every later connection.
 
-        Raises ``ConnectionError`` if the name does not resolve, :class:`agents.engine.Unreachable` if no
-        address accepts (later connections then go to the first address resolved)."""
+        Raises :class:`agents.engine.Unreachable` if the name does not resolve (each later connection
+        resolves it again until it does) or no address accepts (later connections then go to the first
+        address resolved)."""
         try:
             self.address, connection = await connect_first(target, self._host, self._port, self.create)
         except Unreachable as exc:
@@ -117,22 +121,24 @@ class ProtocolConnections(Generic[P]):
                 address,
                 self._port,
                 ssl=self._ssl_context,
-                server_hostname=self._host if self._ssl_context is not None else None,
+                server_hostname=self._server_name if self._ssl_context is not None else None,
             )
         return cast(P, connection)
 
     def open(self) -> None:
         """The pool's opener: one connection, opened by a task."""
-        assert self.address is not None
-        task = self._loop.create_task(self._opening(self.address))
+        task = self._loop.create_task(self._opening())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _opening(self, address: str) -> None:
+    async def _opening(self) -> None:
         try:
-            connection = await self.create(address)
-        except OSError:
-            self.pool.open_failed()
+            if self.address is None:  # the name did not resolve at the start: try again
+                infos = await resolve(self._host, self._port)
+                self.address = str(infos[0][4][0])
+            connection = await self.create(self.address)
+        except OSError as exc:
+            self.pool.open_failed(connect_category(exc))
             return
         if not self.pool.opened(connection):
             connection.closed = True

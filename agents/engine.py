@@ -15,10 +15,17 @@ turns them into latencies: response time from ``intended``, service time from ``
 
 Error categories reported to :meth:`Sink.error`:
 
-- ``timeout``  no complete response within the request timeout (counted from submit)
-- ``connect``  the connection could not be opened (refused, unreachable, TLS handshake failed)
-- ``reset``    the connection broke while the request was outstanding
-- ``protocol`` the response could not be parsed
+- ``timeout``       no complete response within the request timeout (counted from submit)
+- ``connect``       the connection could not be opened (refused, unreachable, timed out)
+- ``dns``           the target's name did not resolve (see :func:`connect_first`)
+- ``tls_verify``    the server's certificate failed verification (untrusted, expired, wrong name)
+- ``tls_handshake`` any other TLS handshake failure (no common version or cipher, a refused client
+  certificate, an alert)
+- ``reset``         the connection broke while the request was outstanding
+- ``protocol``      the response could not be parsed
+
+A connection that fails to open fails the oldest request waiting for it (see
+:meth:`agents.pool.Pool.open_failed`), with the category of :func:`connect_category`.
 """
 
 from __future__ import annotations
@@ -26,14 +33,15 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from agents.http_request import RequestHead
     from loadgen.profile import RequestSpec
 
-ERROR_CATEGORIES = ("timeout", "connect", "reset", "protocol")
+ERROR_CATEGORIES = ("timeout", "connect", "dns", "tls_verify", "tls_handshake", "reset", "protocol")
 
 MAX_OPENING = 16
 """Connections an engine opens at the same time, at most: a backlog after a stall is served by the
@@ -95,6 +103,14 @@ class Engine(Protocol):
     def connections(self) -> int:
         """Connections open now (not counting those being opened)."""
 
+    @property
+    def opened(self) -> int:
+        """Connections opened since the start (a TLS connection: its handshake done)."""
+
+    @property
+    def open_failures(self) -> Mapping[str, int]:
+        """Attempts to open a connection that failed since the start, by error category."""
+
     async def drain(self, deadline: float) -> None:
         """Wait until nothing is in flight or the clock reaches ``deadline``."""
 
@@ -147,33 +163,58 @@ class Slots(Protocol):
 T = TypeVar("T")
 
 
-class Unreachable(ConnectionError):
-    """No address of the target accepted a connection. ``address`` is the first one resolved: the engine
-    keeps it, so that later arrivals fail as connect errors (or succeed once the target comes up)."""
+def connect_category(exc: BaseException) -> str:
+    """The error category of a connection that could not be opened (see the module docstring)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls_verify"
+    if isinstance(exc, ssl.SSLError):
+        return "tls_handshake"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    return "connect"
 
-    def __init__(self, message: str, address: str) -> None:
+
+class Unreachable(ConnectionError):
+    """No address of the target accepted a connection. ``address`` is the first one resolved (None: the name
+    did not resolve): the engine keeps it, so that later arrivals fail as ``category`` errors (or succeed
+    once the target comes up; a name that did not resolve is resolved again for each new connection until
+    it does)."""
+
+    def __init__(self, message: str, address: str | None, category: str = "connect") -> None:
         super().__init__(message)
         self.address = address
+        self.category = category
 
 
 async def connect_first(
     target: str, host: str, port: int, connect: Callable[[str], Awaitable[T]]
 ) -> tuple[str, T]:
     """Resolve ``host`` once and try its addresses in order with ``connect(address)``; return the first
-    address that accepts, with what ``connect`` returned. Every later connection goes to that address.
+    address that accepts, with what ``connect`` returned. Every later connection goes to that address: DNS
+    is resolved once per engine, at the start, not per connection.
 
-    Raises ``ConnectionError`` if the name does not resolve, :class:`Unreachable` if no address accepts.
+    Raises :class:`Unreachable` if the name does not resolve (``address`` None, category ``dns``) or no
+    address accepts (the category of the last failure).
     """
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await resolve(host, port)
     except OSError as exc:
-        raise ConnectionError(f"cannot resolve {target}: {exc}") from exc
+        raise Unreachable(f"cannot resolve {target}: {exc}", None, "dns") from exc
     failure: OSError | None = None
     for address in dict.fromkeys(str(info[4][0]) for info in infos):
         try:
             return address, await connect(address)
         except OSError as exc:  # TimeoutError included
             failure = exc
+    assert failure is not None
     reason = str(failure) or type(failure).__name__
-    raise Unreachable(f"cannot connect to {target}: {reason}", str(infos[0][4][0])) from failure
+    category = connect_category(failure)
+    raise Unreachable(f"cannot connect to {target}: {reason}", str(infos[0][4][0]), category) from failure
+
+
+async def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+    """The addresses of ``host`` (getaddrinfo's). Raises OSError (``socket.gaierror``)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise socket.gaierror(f"{host} has no address")
+    return infos

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from agents.engine import Engine, Sink
+from loadgen.endpoint import Tls
 from loadgen.errors import RunError
 from loadgen.profile import RequestSpec
 
-EngineFactory = Callable[[str, str, Sequence[RequestSpec], Sink, float, int], Engine]
+
+class Route(NamedTuple):
+    """How an engine reaches the target besides its URL: the profile's ``[tls]`` (None: the defaults) and
+    where connections go instead of the URL's host and port (its ``resolve``; None: there)."""
+
+    tls: Tls | None = None
+    connect_to: tuple[str, int] | None = None
+
+
+DIRECT = Route()
+"""The URL's host and port, the default TLS options."""
+
+EngineFactory = Callable[[str, str, Sequence[RequestSpec], Sink, float, int, Route], Engine]
 ENGINES = ("fast", "httpx")
 
 
@@ -20,22 +34,38 @@ def default_engine_factory(
     sink: Sink,
     timeout: float,
     max_connections: int,
+    route: Route = DIRECT,
 ) -> Engine:
     """``fast``: uvloop protocol client with httptools (the default). ``httpx``: the full-featured client.
     Either's pool is given the process's CPU clock, so it opens no connection while the agent is short of
     CPU (see "Growth" in :mod:`agents.pool`)."""
     cpu_clock = time.process_time
+    tls, connect_to = route
     if engine == "fast":
         from agents.fast_engine import FastEngine
 
         return FastEngine(
-            target, requests, sink, timeout=timeout, max_connections=max_connections, cpu_clock=cpu_clock
+            target,
+            requests,
+            sink,
+            timeout=timeout,
+            max_connections=max_connections,
+            cpu_clock=cpu_clock,
+            tls=tls,
+            connect_to=connect_to,
         )
     if engine == "httpx":
         from agents.httpx_engine import HttpxEngine
 
         eng: Engine = HttpxEngine(
-            target, requests, sink, timeout=timeout, max_connections=max_connections, cpu_clock=cpu_clock
+            target,
+            requests,
+            sink,
+            timeout=timeout,
+            max_connections=max_connections,
+            cpu_clock=cpu_clock,
+            tls=tls,
+            connect_to=connect_to,
         )
         return eng
     raise RunError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -204,13 +204,19 @@ class FlowRunner:
         self._logged: set[tuple[str, str]] = set()  # (flow, category) of user code errors logged once
         self.due = Due()
         self.live = 0
+        self.auth: str | None = None  # the profile's Authorization header, for flows written in Python
         self.ask: Callable[[int, int], None] = _no_coordinator
         """How the runner asks the coordinator for ``count`` rows of unique source number ``source``; the
         answer comes back through :meth:`granted`. Set by the agent before :meth:`bind`."""
 
-    def bind(self, engine: Engine) -> None:
+    def bind(
+        self, engine: Engine, requests: Sequence[Request] | None = None, auth: str | None = None
+    ) -> None:
         """Compile the flows for ``engine`` (which must offer :class:`agents.engine.Slots`) and reserve its
-        request numbers. Raises ValueError if a step cannot be sent by it."""
+        request numbers; ``requests`` are the profile's as the engine was given them (the profile's ``auth``
+        added), and ``auth`` that header's value for the steps of flows written in Python. Raises ValueError
+        if a step cannot be sent by it."""
+        self.auth = auth
         if not all(hasattr(engine, a) for a in ("reserve", "prepare", "put", "reply")):
             raise ValueError("this engine cannot run user journeys ([[flows]])")
         slots: Slots = engine  # type: ignore[assignment]
@@ -219,10 +225,11 @@ class FlowRunner:
         self._reply = slots.reply
         profile = self._profile
         index = {name: i for i, name in enumerate(profile.result_names)}
-        requests = {r.name: (i, r) for i, r in enumerate(profile.requests)}
+        given = profile.requests if requests is None else requests
+        by_name = {r.name: (i, r) for i, r in enumerate(given)}
         data = self._data = [_Data(d, i, self._rng) for i, d in enumerate(profile.data)]
         units: list[_Flow | None] = []
-        for i, r in enumerate(profile.requests):
+        for i, r in enumerate(given):
             if r.name in profile.step_names:
                 units.append(None)  # a step: never an arrival of its own
                 continue
@@ -234,7 +241,7 @@ class FlowRunner:
             if flow.function is not None:
                 units.append(self._code_flow(flow, index, data))
                 continue
-            units.append(self._flow(flow, index, requests, data, slots))
+            units.append(self._flow(flow, index, by_name, data, slots))
         self._units = units
         for source in data:
             if source.mode == "unique":
@@ -305,6 +312,15 @@ class FlowRunner:
     @property
     def connections(self) -> int:
         return int(self._engine.connections)
+
+    @property
+    def opened(self) -> int:
+        return int(self._engine.opened)
+
+    @property
+    def open_failures(self) -> Mapping[str, int]:
+        failures: Mapping[str, int] = self._engine.open_failures
+        return failures
 
     def submit(self, req: int, intended: float) -> None:
         flow = self._units[req]

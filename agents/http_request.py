@@ -7,6 +7,7 @@ the fast engine's wire bytes, and the httpx engine makes its h11 and httpcore re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
@@ -92,3 +93,28 @@ def encode_head(head: RequestHead) -> bytes:
     """``head`` as HTTP/1.1 bytes: request line, headers, then the body."""
     lines = [f"{head.method} {head.target} HTTP/1.1", *(f"{name}: {value}" for name, value in head.headers)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + head.body
+
+
+def with_auth(requests: Sequence[RequestSpec], header: str | None) -> tuple[RequestSpec, ...]:
+    """``requests`` with ``Authorization: header`` (the profile's ``auth``; None: none). A request that sets
+    its own ``Authorization`` keeps it. Run once per engine, before the requests are built."""
+    if header is None:
+        return tuple(requests)
+    out = []
+    for r in requests:
+        if any(name.lower() == "authorization" for name, _ in r.headers):
+            out.append(r)
+            continue
+        headers = (*r.headers, ("Authorization", header))
+        out.append(
+            RequestSpec(
+                r.path,
+                name=r.name,
+                method=r.method,
+                headers=headers,
+                body=r.body,
+                weight=r.weight,
+                cost=r.cost,
+            )
+        )
+    return tuple(out)

@@ -40,14 +40,15 @@ Redirects are never followed: a 3xx is a response like any other.
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 
+import certifi
 import h11
 import httpcore
-import httpx
 
 from agents.connections import ProtocolConnections
 from agents.engine import Sink
@@ -56,6 +57,8 @@ from agents.http_request import RequestHead, host_header, request_head
 from agents.pool import IDLE_EXPIRY
 from agents.pooled_engine import Connections, PooledEngine
 from agents.proxy import ProxyWorkers, category, environment_proxy
+from agents.tls import client_context
+from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
 
 __all__ = ["HttpxEngine", "build_request", "category", "direct_request", "environment_proxy"]
@@ -115,6 +118,8 @@ class HttpxEngine(PooledEngine[Any]):  # pooled: H11Connection on the direct pat
         trust_env: bool = True,
         idle_expiry: float = IDLE_EXPIRY,
         cpu_clock: Callable[[], float] | None = None,
+        tls: Tls | None = None,
+        connect_to: tuple[str, int] | None = None,
     ) -> None:
         self._proxy = proxy if proxy is not None else environment_proxy(target) if trust_env else None
         self._trust_env = trust_env
@@ -128,6 +133,8 @@ class HttpxEngine(PooledEngine[Any]):  # pooled: H11Connection on the direct pat
             ssl_context=ssl_context,
             idle_expiry=idle_expiry,
             cpu_clock=cpu_clock,
+            tls=tls,
+            connect_to=connect_to,
         )
 
     def _prepare(self, requests: Sequence[RequestSpec]) -> None:
@@ -168,7 +175,17 @@ class HttpxEngine(PooledEngine[Any]):  # pooled: H11Connection on the direct pat
         self._flags[req] = flags
 
     def _default_ssl_context(self) -> ssl.SSLContext:
-        return httpx.create_ssl_context(trust_env=self._trust_env)
+        """The profile's ``[tls]`` over httpx's CAs: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` from the
+        environment (unless ``trust_env=False``), else certifi's."""
+        return client_context(self._tls_options, self._trust)
+
+    def _trust(self, ctx: ssl.SSLContext) -> None:
+        if self._trust_env and os.environ.get("SSL_CERT_FILE"):
+            ctx.load_verify_locations(cafile=os.environ["SSL_CERT_FILE"])
+        elif self._trust_env and os.environ.get("SSL_CERT_DIR"):
+            ctx.load_verify_locations(capath=os.environ["SSL_CERT_DIR"])
+        else:
+            ctx.load_verify_locations(cafile=certifi.where())
 
     def _connections(self) -> Connections[Any]:
         """Through the proxy if there is one (nothing is opened before the first request), else straight

@@ -7,7 +7,9 @@ import fnmatch
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from agents.http_request import split_target
 from loadgen.curve import RateCurve
+from loadgen.endpoint import connect_address
 from loadgen.profile import Profile
 
 WAITING_LINE_EVERY = 10.0
@@ -39,9 +41,18 @@ def target_allowed(target: str, patterns: Sequence[str]) -> bool:
 def refusal(profile: Profile, share: float, allow_targets: Sequence[str], max_rate: float) -> str | None:
     """Why an agent limited to ``allow_targets`` and ``max_rate`` (0: no limit) must refuse ``share`` of
     ``profile``; None when it may run it."""
+    allowed = " ".join(allow_targets)
     if not target_allowed(profile.target, allow_targets):
-        allowed = " ".join(allow_targets)
         return f"target {profile.target} is not allowed on this agent (--allow-target {allowed})"
+    scheme, host, port, _ = split_target(profile.target)
+    to = connect_address(profile.resolve, host, port)
+    if to is not None:  # the connections go there: it must be allowed too
+        address = f"[{to[0]}]:{to[1]}" if ":" in to[0] else f"{to[0]}:{to[1]}"
+        if not target_allowed(f"{scheme}://{address}", allow_targets):
+            return (
+                f"target {profile.target} is resolved to {address} (resolve), which is not allowed on this "
+                f"agent (--allow-target {allowed})"
+            )
     peak = share * RateCurve(profile.load.start_rate, profile.load.stages).peak_rate
     if max_rate > 0 and peak > max_rate * (1 + 1e-9):
         return f"share of the peak rate {peak:g}/s exceeds this agent's --max-rate {max_rate:g}"

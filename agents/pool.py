@@ -144,6 +144,7 @@ class Pool(Generic[C]):
         "closed",
         "connecting",
         "connections",
+        "connections_opened",
         "cpu_clock",
         "due",
         "idle",
@@ -154,6 +155,7 @@ class Pool(Generic[C]):
         "max_opening",
         "next_sweep",
         "on_error",
+        "open_failures",
         "opener",
         "pending",
         "ready",
@@ -207,6 +209,8 @@ class Pool(Generic[C]):
         self.service = math.inf
         self.load = 0.0  # requests on connections, on average over the same window (service time per second)
         self._window = _ServiceWindow()
+        self.connections_opened = 0  # connections that joined the pool since it was made (``add``)
+        self.open_failures: dict[str, int] = {}  # attempts to open one that failed, by error category
 
     def start(self, opener: Callable[[], None]) -> None:
         """From now on, ``opener()`` is called to start opening one connection. It must not block; the
@@ -304,6 +308,7 @@ class Pool(Generic[C]):
 
     def add(self, connection: C) -> None:
         """An open connection joins the pool (the engine opened it itself, e.g. the first one)."""
+        self.connections_opened += 1
         self.connections.add(connection)
         self.release(connection)
         self.top_up()
@@ -320,16 +325,21 @@ class Pool(Generic[C]):
             self.add(connection)
         return True
 
-    def open_failed(self) -> None:
-        """An attempt started by the opener failed: the oldest pending request fails with ``connect`` (so a
-        dead target fails requests one by one instead of keeping them until they time out); the rest try
-        again."""
+    def open_failed(self, category: str = "connect") -> None:
+        """An attempt started by the opener failed (``category``: see :func:`agents.engine.connect_category`):
+        the oldest pending request fails with it (so a dead target fails requests one by one instead of
+        keeping them until they time out); the rest try again."""
         self.connecting -= 1
+        self.failed_to_open(category)
         if self.pending and not self.closed:
             req, intended, _ = self.pending.popleft()
             self.in_flight -= 1
-            self.on_error(req, intended, 0.0, self.clock(), "connect")
+            self.on_error(req, intended, 0.0, self.clock(), category)
         self.top_up()
+
+    def failed_to_open(self, category: str) -> None:
+        """Count an attempt to open a connection that failed (the engine's first, or the opener's)."""
+        self.open_failures[category] = self.open_failures.get(category, 0) + 1
 
     def discard(self, connection: C) -> None:
         """Forget a connection (closed, lost or broken); if it is on the idle stack, it is skipped there.

@@ -15,13 +15,15 @@ import asyncio
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, Protocol, TypeVar, cast
 
 from agents.connections import Carrier, ProtocolConnections
 from agents.engine import Due, Reply, Sink, Unreachable
 from agents.http_request import split_target
 from agents.pool import IDLE_EXPIRY, Pool, Pooled
+from agents.tls import client_context
+from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
 
 C = TypeVar("C", bound=Pooled)
@@ -74,6 +76,8 @@ class PooledEngine(ABC, Generic[C]):
         ssl_context: ssl.SSLContext | None = None,
         idle_expiry: float = IDLE_EXPIRY,
         cpu_clock: Callable[[], float] | None = None,
+        tls: Tls | None = None,
+        connect_to: tuple[str, int] | None = None,
     ) -> None:
         self._pool: Pool[C] = Pool(
             sink,
@@ -89,6 +93,9 @@ class PooledEngine(ABC, Generic[C]):
         self._target = target
         self._tls = self._scheme == "https"
         self._ssl_context = ssl_context
+        self._tls_options = tls  # the profile's [tls]: the context is built from it once, in start()
+        # Where connections go (the profile's ``resolve``); Host and SNI stay the target's.
+        self._connect_host, self._connect_port = connect_to or (self._host, self._port)
         self._on_response: Callable[[int, float, float, float, int], None] = sink.response
         self.reply = Reply()
         self._timeout = timeout
@@ -109,8 +116,9 @@ class PooledEngine(ABC, Generic[C]):
         """The I/O under the pool, made on the running loop once the TLS context is known."""
 
     def _default_ssl_context(self) -> ssl.SSLContext:
-        """The TLS context of an https target when the constructor was given none."""
-        return ssl.create_default_context()
+        """The TLS context of an https target when the constructor was given none: the profile's ``[tls]``
+        over the system's CAs."""
+        return client_context(self._tls_options)
 
     def _direct(self, make: Callable[[ProtocolConnections[P]], P]) -> ProtocolConnections[P]:
         """Connections made by ``make`` straight to the target (for :meth:`_connections`)."""
@@ -118,10 +126,11 @@ class PooledEngine(ABC, Generic[C]):
             cast("Pool[P]", self._pool),  # on a direct path, C is P
             make,
             self._clock,
-            host=self._host,
-            port=self._port,
+            host=self._connect_host,
+            port=self._connect_port,
             timeout=self._timeout,
             ssl_context=self._ssl_context if self._tls else None,
+            server_name=self._server_name,
         )
 
     @property
@@ -129,20 +138,28 @@ class PooledEngine(ABC, Generic[C]):
         """The target's path prefix, put before every request's path."""
         return self._prefix
 
+    @property
+    def _server_name(self) -> str:
+        """The TLS server name (SNI) and the name the certificate must carry: ``[tls] server_name`` or the
+        target's host, whatever ``resolve`` says."""
+        options = self._tls_options
+        return options.server_name if options is not None and options.server_name else self._host
+
     # --- Engine interface
 
     async def start(self) -> None:
         """Open a first connection (see :meth:`Connections.first`), then start the opener and the timeout
         sweep. Raises ``ConnectionError`` if the name does not resolve or no address accepts a connection;
-        after :class:`agents.engine.Unreachable` the engine is usable (every arrival may fail as a connect
-        error, or succeed once the target comes up)."""
+        after :class:`agents.engine.Unreachable` the engine is usable (every arrival may fail as a
+        ``connect``, ``dns`` or ``tls_*`` error, or succeed once the target comes up)."""
         self._loop = asyncio.get_running_loop()
         if self._tls and self._ssl_context is None:
             self._ssl_context = self._default_ssl_context()
         io = self._io = self._connections()
         try:
             connection = await io.first(self._target)
-        except Unreachable:
+        except Unreachable as exc:
+            self._pool.failed_to_open(exc.category)
             self._begin(io)
             raise
         self._begin(io)
@@ -161,6 +178,14 @@ class PooledEngine(ABC, Generic[C]):
     @property
     def connections(self) -> int:
         return len(self._pool.connections)
+
+    @property
+    def opened(self) -> int:
+        return self._pool.connections_opened
+
+    @property
+    def open_failures(self) -> Mapping[str, int]:
+        return self._pool.open_failures
 
     async def drain(self, deadline: float) -> None:
         await self._pool.drain(deadline)

@@ -25,6 +25,7 @@ import h11
 import httpcore
 
 from agents.connections import Exchange
+from agents.engine import connect_category
 from agents.http_request import split_target
 from agents.pool import Pool
 
@@ -46,7 +47,10 @@ def category(exc: BaseException, lost: bool) -> str:
     """The error category of a failed exchange; ``lost`` says the connection was closed under it."""
     if isinstance(exc, httpcore.TimeoutException | TimeoutError):
         return "timeout"
-    if isinstance(exc, httpcore.ConnectError | httpcore.ProxyError | ConnectionRefusedError | ssl.SSLError):
+    cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(exc, httpcore.ConnectError | ssl.SSLError) and isinstance(cause, ssl.SSLError):
+        return connect_category(cause)  # tls_verify, tls_handshake
+    if isinstance(exc, httpcore.ConnectError | httpcore.ProxyError | ConnectionRefusedError):
         return "connect"
     if isinstance(exc, httpcore.ProtocolError | h11.ProtocolError):
         # h11 calls an early close a protocol error; it is the connection breaking, as in the fast engine.

@@ -196,6 +196,8 @@ class Recorder:
         first: int = 0,
         connections: int = 0,
         stolen: float = 0.0,
+        opened: int = 0,
+        open_failed: dict[str, int] | None = None,
     ) -> PendingInterval:
         """Take this interval's completions and the arrivals sealed so far, and start afresh. Cheap: the
         histograms are built by :class:`PendingInterval`, which can yield to the event loop meanwhile."""
@@ -225,6 +227,8 @@ class Recorder:
             cpu,
             connections,
             stolen,
+            opened,
+            open_failed or {},
             self._sealed_no_data,
         )
         self._sealed_no_data = 0
@@ -260,6 +264,8 @@ class PendingInterval:
         cpu: float,
         connections: int = 0,
         stolen: float = 0.0,
+        opened: int = 0,
+        open_failed: dict[str, int] | None = None,
         no_data: int = 0,
     ) -> None:
         self.index = index
@@ -272,6 +278,8 @@ class PendingInterval:
         self.cpu = cpu
         self.connections = connections
         self.stolen = stolen
+        self.opened = opened
+        self.open_failed = open_failed or {}
         self.no_data = no_data
 
     def _message(self, hists: dict[str, tuple[bytes, bytes]], lag: bytes) -> Interval:
@@ -289,6 +297,8 @@ class PendingInterval:
             cpu=self.cpu,
             connections=self.connections,
             stolen=self.stolen,
+            opened=self.opened,
+            open_failed=dict(self.open_failed),
             no_data=self.no_data,
         )
 

@@ -44,9 +44,21 @@ class Reporter:
 
     async def send_interval(self, run: Run, index: int, cpu: float) -> None:
         stolen = self._steal.share()
+        engine = run.engine
+        opened, failures = engine.opened, dict(engine.open_failures)
+        before = run.open_failed_reported
+        failed = {k: n - before.get(k, 0) for k, n in failures.items() if n > before.get(k, 0)}
         pending = run.recorder.cut(
-            index, run.engine.in_flight, cpu, run.first, run.engine.connections, stolen
+            index,
+            engine.in_flight,
+            cpu,
+            run.first,
+            engine.connections,
+            stolen,
+            opened - run.opened_reported,
+            failed,
         )
+        run.opened_reported, run.open_failed_reported = opened, failures
         data = encode(await pending.build_async())
         for lost in self._outbox.add(index, data):
             log.warning(

@@ -40,6 +40,8 @@ class Run:
     timeout: float  # the dead-man's switch: the coordinator counts as lost after this many silent seconds
     first: int = 0  # the index of this agent's first interval
     next_index: int = 0  # the interval the reporter cuts next
+    opened_reported: int = 0  # the engine's connections opened, as of the last interval cut
+    open_failed_reported: dict[str, int] = field(default_factory=dict)  # ... and its failed attempts
     stop_reporting: asyncio.Event = field(default_factory=asyncio.Event)
     final_ack: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -7,7 +7,9 @@ steadier than ``rps`` on a shared machine, where the process also waits for a co
 
 Engines: ``fast`` and ``httpx`` (ours, driven through the Engine interface with a sink that resubmits), and
 ``httpx-client`` (stock ``httpx.AsyncClient.get`` from N coroutines, the baseline the issue quotes).
-``--body-bytes N`` POSTs N bytes instead of a GET (ours only). Bounded: ``--duration`` at most 60 s, then a
+``--body-bytes N`` POSTs N bytes instead of a GET (ours only). An https URL is verified against ``--ca-file``
+(ours only; the system's CAs without it); ``--no-resumption`` turns TLS session resumption off.
+Bounded: ``--duration`` at most 60 s, then a
 drain of at most 5 s. Loopback targets only.
 """
 
@@ -24,6 +26,7 @@ import uvloop
 
 from agents.fast_engine import FastEngine
 from agents.httpx_engine import HttpxEngine
+from loadgen.endpoint import Tls, parse_tls
 from loadgen.profile import RequestSpec
 
 
@@ -48,12 +51,12 @@ class _Resubmit:
 
 
 async def ours(
-    kind: str, url: str, connections: int, duration: float, body: bytes
+    kind: str, url: str, connections: int, duration: float, body: bytes, tls: Tls | None = None
 ) -> tuple[int, dict[str, int], float]:
     sink = _Resubmit()
     cls = FastEngine if kind == "fast" else HttpxEngine
     spec = RequestSpec(name="home", method="POST" if body else "GET", path="/", body=body)
-    engine = cls(url, [spec], sink, timeout=5.0, max_connections=connections)
+    engine = cls(url, [spec], sink, timeout=5.0, max_connections=connections, tls=tls)
     sink.engine = engine
     await engine.start()
     began = time.monotonic()
@@ -100,14 +103,20 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--url", required=True)
     parser.add_argument("--body-bytes", type=int, default=0, help="POST this many bytes (ours only)")
+    parser.add_argument("--ca-file", help="verify an https target against this CA (ours only)")
+    parser.add_argument("--no-resumption", action="store_true", help="no TLS session resumption (ours only)")
     args = parser.parse_args()
+    table: dict[str, object] = {"session_resumption": not args.no_resumption}
+    if args.ca_file:
+        table["ca_file"] = args.ca_file
+    tls = parse_tls(table)
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         parser.error("loopback targets only")
     duration = min(args.duration, 60.0)
     if args.engine == "httpx-client":
         run = stock_httpx(args.url.rstrip("/"), args.connections, duration)
     else:
-        run = ours(args.engine, args.url, args.connections, duration, b"x" * max(0, args.body_bytes))
+        run = ours(args.engine, args.url, args.connections, duration, b"x" * max(0, args.body_bytes), tls)
     cpu = time.process_time()
     ok, errors, elapsed = uvloop.run(run)
     cpu = time.process_time() - cpu

@@ -118,6 +118,8 @@ async def structure_costs() -> dict[str, float]:
 class _NullEngine:
     in_flight = 0
     connections = 0
+    opened = 0
+    open_failures: dict[str, int] = {}  # noqa: RUF012  (read only)
 
     def __init__(self) -> None:
         from agents.engine import Due

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import lib
 from bench.lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, growth_verdict
+from bench.tls import table as tls_table
 
 if TYPE_CHECKING:
     from bench.run import Figures
@@ -128,6 +129,7 @@ def write_report(f: Figures, path: Path) -> None:
     _sampled(f, add)
     _profile(f, add)
     _concurrency(f, add)
+    _tls(f, add)
     add("## Next steps")
     add("")
     micro = defaultdict(lambda: "-", {k: _n(v, 2) for k, v in f.micro.items()})
@@ -135,6 +137,25 @@ def write_report(f: Figures, path: Path) -> None:
     micro.update({k: _n(v) for k, v in f.micro.items() if k.startswith("distinct")})
     add(NEXT_STEPS.format_map(micro))
     path.write_text("\n".join(lines) + "\n")
+
+
+def _tls(f: Figures, add: Any) -> None:
+    rows = getattr(f, "tls", [])  # figures saved before it was measured have none
+    if not rows:
+        return
+    add("## 10. HTTPS: TLS against nginx, ours vs wrk, and new connections per second")
+    add("")
+    add(
+        "`bench/tls.py`: nginx (one worker, core 1) serves TLS 1.3 with a P-256 certificate made for the "
+        "run, with keep-alive on one port and closing every connection after its response on another (each "
+        "request a new connection and handshake; nginx logs whether each session was resumed), plain HTTP "
+        "on a third. Closed loop on core 0: wrk `-t1`, ours through `bench/closed_loop.py --ca-file`. The "
+        "target's core is often the limit here, so compare the generators' CPU per request."
+    )
+    add("")
+    for line in tls_table(rows):
+        add(line)
+    add("")
 
 
 def _header(f: Figures, add: Any) -> None:

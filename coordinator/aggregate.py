@@ -92,6 +92,8 @@ class AgentTotals:
     connections_max: int = 0  # the most connections its engine had open at the end of a second
     stolen_sum: float = 0.0  # shares of its host's CPU time stolen by the hypervisor, summed over seconds
     stolen_max: float = 0.0
+    opened: int = 0  # connections its engine opened (over TLS: handshakes done)
+    open_failed: dict[str, int] = field(default_factory=dict)  # its failed attempts to open one, by category
     first: int = 0
     contiguous: int = -1  # every interval from `first` through this index is merged
     ahead: set[int] = field(default_factory=set)  # merged indices beyond `contiguous`
@@ -179,12 +181,17 @@ class RunAggregate:
         if (
             iv.index < iv.first
             or iv.first < 0
-            or min(iv.scheduled, iv.dropped, iv.in_flight, iv.connections, iv.no_data) < 0
+            or min(iv.scheduled, iv.dropped, iv.in_flight, iv.connections, iv.opened, iv.no_data) < 0
             or iv.no_data > iv.dropped
             or not 0.0 <= iv.cpu < 1e3
             or not 0.0 <= iv.stolen <= 1.0
         ):
             raise WireError("interval: negative index or counter, or a share out of range", agent_id)
+        if not all(
+            isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+            for k, n in iv.open_failed.items()
+        ):
+            raise WireError("interval: bad open_failed", agent_id)
         entries = [_check_name_entry(n, e, agent_id) for n, e in iv.names.items()]
         unknown = [e[0] for e in entries if e[0] not in self.names]
         if unknown:
@@ -215,6 +222,9 @@ class RunAggregate:
         at.connections_max = max(at.connections_max, iv.connections)
         at.stolen_sum += iv.stolen
         at.stolen_max = max(at.stolen_max, iv.stolen)
+        at.opened += iv.opened
+        for k, n in iv.open_failed.items():
+            at.open_failed[k] = at.open_failed.get(k, 0) + n
         if iv.cpu >= CPU_SATURATED:
             at.cpu_saturated_s += 1
         if lag >= 0:

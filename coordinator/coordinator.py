@@ -802,13 +802,13 @@ class Coordinator:
         return None
 
     def _state(self) -> dict[str, Any]:
-        profile = self.profile.to_wire()
+        profile = self.profile.to_wire(secrets=False)
         data, profile["data"] = profile["data"], []
         if data and not self._data_written and self.durable.out is not None:
             write_data(self.durable.out, data)  # once: the rows never change during the run
             self._data_written = True
         return {
-            "profile": profile,
+            "profile": profile,  # no auth value, client key or env.NAME value on disk
             "data_file": bool(data),
             "source": self.profile.source,
             "config": self.config.state(self.endpoint),
@@ -838,6 +838,8 @@ class Coordinator:
         """A coordinator that continues the run checkpointed in ``out`` (call :meth:`run_resumed`)."""
         durable, st = Durability.reopen(out)
         try:
+            # Built again, so auth's {{ env.NAME }} and the [tls] files are read again (the checkpoint
+            # holds neither the value nor the client key); a ProfileError if they are gone.
             profile = dataclasses.replace(Profile.from_wire(st["profile"]), source=st["source"])
             config = CoordinatorConfig.restore(st["config"], seed=st["seed"], out=out, bind=bind)
             self = cls(

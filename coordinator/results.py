@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from coordinator.aggregate import SATURATION_LAG_P99_MS, RunAggregate
+from coordinator.aggregate import SATURATION_LAG_P99_MS, AgentTotals, RunAggregate
 from coordinator.costs import cost_summary
 from coordinator.membership import AGENT_STATES, AgentInfo
 from coordinator.saturation import STOLEN_NOTABLE, connections_notable, generator_behind, saturation_cause
@@ -18,7 +18,7 @@ from loadgen.atomic import replacing
 from loadgen.percentiles import summary_ms
 from loadgen.profile import Profile
 from loadgen.reports.warnings import render as render_warning
-from loadgen.results_model import ResultsDoc, ThresholdVerdict
+from loadgen.results_model import ConnectionFigures, ResultsDoc, ThresholdVerdict
 from loadgen.thresholds import Verdict, evaluate_all, verdicts_to_json
 
 __all__ = [
@@ -130,6 +130,8 @@ def build_results(
     connections_max = max((agg.agent(a.id).connections_max for a in agents), default=0)
     if connections_notable(behind, connections_max, profile.load.max_connections is not None):
         warnings.append({"code": "many_connections", "connections_max": connections_max})
+    if profile.tls is not None and not profile.tls.verify and profile.target.startswith("https:"):
+        warnings.append({"code": "tls_unverified"})
     if agg.late_intervals:
         warnings.append({"code": "late_intervals", "count": agg.late_intervals})
     lost = [a for a in agents if a.lost]
@@ -239,6 +241,7 @@ def build_results(
         "incomplete": incomplete,
         "start_skew_ms": round(max(lates) - min(lates) + 2 * offset_error, 3) if lates else None,
         "errors": dict(sorted(t.errors.items())),
+        "connections": connection_totals(agg.agent(a.id) for a in agents),
         # an aborted run's rate is over the time it ran
         "rps": round(completed / aborted_at, 3)
         if aborted is not None and aborted_at > 0
@@ -270,6 +273,7 @@ def build_results(
                 "cpu_mean": round(agg.agent(a.id).cpu_sum / max(1, agg.agent(a.id).intervals), 3),
                 "cpu_max": round(agg.agent(a.id).cpu_max, 3),
                 "connections_max": agg.agent(a.id).connections_max,
+                "connections_opened": agg.agent(a.id).opened,
                 "stolen_mean": round(agg.agent(a.id).stolen_sum / max(1, agg.agent(a.id).intervals), 3),
                 "stolen_max": round(agg.agent(a.id).stolen_max, 3),
             }
@@ -290,6 +294,17 @@ def build_results(
         doc["flows"] = flows
     doc["cost"] = cost_summary(profile, doc)
     return doc
+
+
+def connection_totals(agents: Iterable[AgentTotals]) -> ConnectionFigures:
+    """Connections the agents opened and their failed attempts by category, over the run."""
+    opened = 0
+    failed: dict[str, int] = {}
+    for at in agents:
+        opened += at.opened
+        for k, n in at.open_failed.items():
+            failed[k] = failed.get(k, 0) + n
+    return {"opened": opened, "failed": dict(sorted(failed.items()))}
 
 
 def judge(doc: ResultsDoc, thresholds: Sequence[str]) -> list[Verdict]:

@@ -67,6 +67,8 @@ def aggregate_state(agg: RunAggregate) -> dict[str, Any]:
                 t.connections_max,
                 t.stolen_sum,
                 t.stolen_max,
+                t.opened,
+                t.open_failed,
             ]
             for a, t in agg.agents.items()
         },
@@ -112,6 +114,8 @@ def restore_aggregate(
             connections_max=v[10] if len(v) > 10 else 0,  # checkpoints before it was kept: unknown
             stolen_sum=v[11] if len(v) > 11 else 0.0,
             stolen_max=v[12] if len(v) > 12 else 0.0,
+            opened=v[13] if len(v) > 13 else 0,
+            open_failed={str(k): int(n) for k, n in v[14].items()} if len(v) > 14 else {},
         )
     for i, (counts, lat, by_name, svc_by_name) in d["slots"].items():
         agg.restore_slot(

@@ -30,6 +30,8 @@ _EXPORTS = {
     "Load": "loadgen.profile",
     "Stage": "loadgen.profile",
     "Duration": "loadgen.profile",
+    "Tls": "loadgen.endpoint",
+    "Auth": "loadgen.endpoint",
     "load_profile": "loadgen.profile_file",
     "ramp": "loadgen.loads",
     "soak": "loadgen.loads",
@@ -66,6 +68,7 @@ _EXPORTS = {
 
 __all__ = [
     "Action",
+    "Auth",
     "BindError",
     "Duration",
     "Event",
@@ -87,6 +90,7 @@ __all__ = [
     "StepFailed",
     "StopRun",
     "ThresholdResult",
+    "Tls",
     "Totals",
     "Window",
     "__version__",
@@ -117,6 +121,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from loadgen.actions import Action, StopRun
+    from loadgen.endpoint import Auth, Tls
     from loadgen.errors import BindError, JoinTimeout, LoadgenError, ProfileError, RunError
     from loadgen.loads import ramp, soak, spike, stages, step
     from loadgen.profile import Duration, Load, Profile, Request, Stage

@@ -19,6 +19,7 @@ from bisect import bisect_left, bisect_right
 
 from loadgen.curve import RateCurve
 from loadgen.durations import format_duration
+from loadgen.endpoint import reach_lines
 from loadgen.profile import Profile
 from loadgen.reports.tables import render_table
 
@@ -41,8 +42,9 @@ def render_plan(profile: Profile, width: int = 72, height: int = 12) -> str:
     if width < 24 or height < 2:
         raise ValueError(f"the chart needs width >= 24 and height >= 2, got {width}x{height}")
     curve = RateCurve(profile.load.start_rate, profile.load.stages)
+    reach = reach_lines(profile.target, profile.tls, profile.resolve, profile.auth)
     sections = [
-        f"{profile.name} → {profile.target}",
+        "\n".join([f"{profile.name} → {profile.target}", *reach]),
         _chart(curve, width, height),
         _stage_table(profile, curve),
         _summary(profile, curve),

@@ -18,6 +18,7 @@ from loadgen.flows import DataSource, Flow, data_from_wire, data_to_wire, flows_
 
 if TYPE_CHECKING:
     from loadgen.actions import Action, OnError
+    from loadgen.endpoint import Auth, Tls
 
 ARRIVAL_KINDS = ("poisson", "constant")
 
@@ -230,6 +231,9 @@ class Profile:
     env: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
     """The ``env.NAME`` variables the templates read, with the values the coordinator's environment gave
     them when the profile was loaded; they travel to agents, never into results or reports."""
+    tls: Tls | None = None  # the [tls] table (None: the defaults); see loadgen.endpoint
+    resolve: tuple[tuple[str, str], ...] = ()  # host:port -> host:port, as curl's --resolve
+    auth: Auth | None = None  # an Authorization header for every request
 
     def __init__(
         self,
@@ -247,6 +251,9 @@ class Profile:
         flows: Iterable[Mapping[str, Any] | Flow] = (),
         data: Iterable[Mapping[str, Any] | DataSource] = (),
         env: Iterable[tuple[str, str]] = (),
+        tls: Tls | None = None,
+        resolve: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        auth: Auth | None = None,
     ) -> None:
         from loadgen.profile_file import parse_profile  # it imports this module
 
@@ -275,6 +282,9 @@ class Profile:
             doc["flows"] = flow_items
         if data_items:
             doc["data"] = data_items
+        doc |= {k: v for k, v in (("tls", tls), ("auth", auth)) if v is not None}
+        if resolve:  # a mapping, or its pairs (as dataclasses.replace passes them)
+            doc["resolve"] = resolve if isinstance(resolve, Mapping) else dict(resolve)
         valid = parse_profile(doc, _label(name, source))
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, getattr(valid, f.name))
@@ -297,6 +307,9 @@ class Profile:
         flows: tuple[Flow, ...] = (),
         data: tuple[DataSource, ...] = (),
         env: tuple[tuple[str, str], ...] = (),
+        tls: Tls | None = None,
+        resolve: tuple[tuple[str, str], ...] = (),
+        auth: Auth | None = None,
     ) -> Profile:
         """A profile from fields already validated (by the loader) or checked (by the wire): no checks."""
         self = object.__new__(cls)
@@ -314,6 +327,9 @@ class Profile:
         put(self, "flows", flows)
         put(self, "data", data)
         put(self, "env", env)
+        put(self, "tls", tls)
+        put(self, "resolve", resolve)
+        put(self, "auth", auth)
         return self
 
     def _with(self, **changes: Any) -> Profile:
@@ -370,6 +386,18 @@ class Profile:
             doc["flows"] = [f.to_doc(by_name) for f in self.flows]
         if self.data:
             doc["data"] = [d.to_doc() for d in self.data]
+        doc |= self._endpoint_doc()
+        return doc
+
+    def _endpoint_doc(self) -> dict[str, Any]:
+        """``tls``, ``resolve`` and ``auth`` as written (``auth`` with its references, not their values)."""
+        doc: dict[str, Any] = {}
+        if self.resolve:
+            doc["resolve"] = dict(self.resolve)
+        if self.auth is not None:
+            doc["auth"] = self.auth.to_doc()
+        if self.tls is not None and (tls := self.tls.to_doc()):
+            doc["tls"] = tls
         return doc
 
     @property
@@ -403,7 +431,9 @@ class Profile:
 
         return write_toml(self.to_doc())
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, secrets: bool = True) -> dict[str, Any]:
+        """The wire form. Without ``secrets`` (a checkpoint on disk), the resolved ``auth`` header and the
+        client key are left out: building the profile again (``dataclasses.replace``) reads them again."""
         return {
             "name": self.name,
             "target": self.target,
@@ -433,7 +463,10 @@ class Profile:
             "budget": self.budget,
             "flows": flows_to_wire(self.flows),
             "data": data_to_wire(self.data),
-            "env": [list(e) for e in self.env],
+            "env": [[k, v if secrets else ""] for k, v in self.env],
+            "tls": None if self.tls is None else self.tls.to_wire(secrets),
+            "resolve": [list(pair) for pair in self.resolve],
+            "auth": None if self.auth is None else self.auth.to_wire(secrets),
         }
 
     @classmethod
@@ -469,6 +502,11 @@ class Profile:
         flows = flows_from_wire(d.get("flows", []))
         if not requests and not flows:
             raise ValueError("no requests")
+        from loadgen.endpoint import Auth, Tls, split_address  # it imports loadgen.shapes, which imports this
+
+        resolve = tuple((str(k), str(v)) for k, v in d.get("resolve", ()))
+        for address in (a for pair in resolve for a in pair):
+            split_address(address)  # OptionError is a ValueError
         return cls._valid(
             name=str(d["name"]),
             target=str(d["target"]),
@@ -482,6 +520,9 @@ class Profile:
             flows=flows,
             data=data_from_wire(d.get("data", [])),
             env=tuple((str(k), str(v)) for k, v in d.get("env", [])),
+            tls=None if d.get("tls") is None else Tls.from_wire(d["tls"]),
+            resolve=resolve,
+            auth=None if d.get("auth") is None else Auth.from_wire(d["auth"]),
         )
 
 

@@ -28,6 +28,8 @@ The format::
     body = "..."                         # sent as UTF-8
     cost = 0.002                         # price of one request, >= 0 (default 0)
 
+``[tls]``, ``resolve`` and ``auth`` (how the target is reached) are :mod:`loadgen.endpoint`'s.
+
 A target ending in ``/`` is stored without it, so that request paths can be appended.
 
 Whatever an agent's engines would refuse when they build the requests (a header value outside Latin-1, a
@@ -40,6 +42,7 @@ the same document, so that both give the same fields and reasons.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -48,6 +51,7 @@ from urllib.parse import urlsplit
 
 from loadgen.curve import RateCurve
 from loadgen.durations import parse_duration
+from loadgen.endpoint import DEFAULT_TLS, ENDPOINT_KEYS, OptionError, parse_auth, parse_resolve, parse_tls
 from loadgen.errors import ProfileError
 from loadgen.flows import DataSource, Flow
 from loadgen.profile import ARRIVAL_KINDS, Load, Profile, Request, Stage
@@ -125,16 +129,32 @@ def _syntax_error(file: str, text: str, exc: tomllib.TOMLDecodeError) -> Profile
     return ProfileError(file, "", f"invalid TOML: {message[:1].lower()}{message[1:]}", line=line)
 
 
-def parse_profile(doc: Mapping[str, object], file: str, target: str | None = None) -> Profile:
-    """Validate a parsed TOML document. ``file`` names it in errors and gives the default name.
+def parse_profile(
+    doc: Mapping[str, object],
+    file: str,
+    target: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Profile:
+    """Validate a parsed TOML document. ``file`` names it in errors and gives the default name; ``environ``
+    (default: this process's) fills ``{{ env.NAME }}`` in ``auth``.
 
     :class:`~loadgen.profile.Profile` validates a profile built in code here too, from its :meth:`to_doc`
     (where a body may also be bytes, and headers ``(name, value)`` pairs).
     """
     try:
-        return _profile(doc, file, target)
-    except _Invalid as exc:
+        profile = _profile(doc, file, target)
+        return _endpoint(profile, doc, os.environ if environ is None else environ)
+    except (_Invalid, OptionError) as exc:
         raise ProfileError(file, exc.field, exc.reason) from None
+
+
+def _endpoint(profile: Profile, doc: Mapping[str, object], environ: Mapping[str, str]) -> Profile:
+    """``profile`` with the document's ``[tls]``, ``resolve`` and ``auth`` (see :mod:`loadgen.endpoint`)."""
+    return profile._with(
+        tls=None if "tls" not in doc or (tls := parse_tls(doc["tls"])) == DEFAULT_TLS else tls,
+        resolve=parse_resolve(doc["resolve"]) if "resolve" in doc else (),
+        auth=parse_auth(doc["auth"], environ) if "auth" in doc else None,
+    )
 
 
 def parse_load(table: Mapping[str, object], file: str) -> Load:
@@ -154,7 +174,7 @@ def check_target(value: object, file: str) -> str:
 
 
 def _profile(doc: Mapping[str, object], file: str, override: str | None) -> Profile:
-    _check_keys(doc, TOP_KEYS, "")
+    _check_keys(doc, (*TOP_KEYS, *ENDPOINT_KEYS), "")
     name = Path(file).stem
     if "name" in doc:
         name = _one_line(doc["name"], "name")

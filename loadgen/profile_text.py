@@ -24,7 +24,7 @@ _DURATIONS = ("abort_grace", "timeout", "duration")
 
 def write_toml(doc: Mapping[str, Any]) -> str:
     """The TOML text of a profile document. Raises ValueError for what TOML cannot hold."""
-    lines = [f"{key} = {_value(doc[key], key)}" for key in _TOP if key in doc]
+    lines = [f"{key} = {_value(doc[key], key)}" for key in (*_TOP, "resolve", "auth") if key in doc]
     load = doc["load"]
     lines += ["", "[load]"]
     lines += [f"{key} = {_value(value, key)}" for key, value in load.items() if key != "stages"]
@@ -44,6 +44,8 @@ def write_toml(doc: Mapping[str, Any]) -> str:
         ]
         for j, step in enumerate([] if code else flow["steps"]):
             lines += ["", "[[flows.steps]]", *_request_lines(step, f"flows[{i}].steps[{j}]")]
+    if "tls" in doc:
+        lines += ["", "[tls]", *(f"{key} = {_value(value, key)}" for key, value in doc["tls"].items())]
     return "\n".join(lines) + "\n"
 
 

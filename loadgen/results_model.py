@@ -77,8 +77,14 @@ class AgentFigures(TypedDict):
     cpu_mean: float
     cpu_max: float
     connections_max: int
+    connections_opened: NotRequired[int]
     stolen_mean: float
     stolen_max: float
+
+
+class ConnectionFigures(TypedDict):
+    opened: int  # connections the agents opened (over TLS: handshakes that completed)
+    failed: dict[str, int]  # attempts to open one that failed, by error category (tls_verify, dns, ...)
 
 
 class ThresholdVerdict(TypedDict):
@@ -102,6 +108,7 @@ class ResultsDoc(TypedDict):
     incomplete: str | None
     start_skew_ms: float | None
     errors: dict[str, int]
+    connections: NotRequired[ConnectionFigures]  # results written before it was kept have none
     rps: float
     error_rate: float
     latency_ms: Summary

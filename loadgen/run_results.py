@@ -316,6 +316,19 @@ class Results:
         return dict(self.doc["errors"])
 
     @property
+    def connections_opened(self) -> int | None:
+        """Connections the agents opened (over TLS: handshakes that completed); None in results written
+        before it was counted."""
+        conns = self.doc.get("connections")
+        return None if conns is None else int(conns["opened"])
+
+    @property
+    def connections_failed(self) -> dict[str, int]:
+        """Attempts to open a connection that failed, by category (``tls_verify``, ``dns``, ...)."""
+        conns = self.doc.get("connections")
+        return {} if conns is None else dict(conns["failed"])
+
+    @property
     def generator_saturated(self) -> bool:
         """The generator could not keep to its schedule somewhere: see :attr:`saturation_cause`."""
         return self.doc["generator_saturated"]

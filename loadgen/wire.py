@@ -21,14 +21,16 @@ agents' timeout loses no completed request.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgpack
 
 from loadgen.errors import VersionMismatch, WireError
 
-PROTOCOL_VERSION = 5  # 3: Interval.stolen; 4: binary histograms; 5: data leases, Interval.no_data, code check
+PROTOCOL_VERSION = 5  # 3: Interval.stolen; 4: histograms in binary forms (histogram.encode_wire);
+# 5: Interval.opened, open_failed and no_data, the profile's tls, resolve, auth, flows and data; data leases;
+# the code check of flows written in Python
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -153,6 +155,8 @@ class Interval(Message):
     cpu: float  # share of one core the agent process used in this second (1.0 = a full core)
     connections: int = 0  # connections the agent's engine had open when the second was cut
     stolen: float = 0.0  # share of the agent host's CPU time its hypervisor gave to others (agents.steal)
+    opened: int = 0  # connections the agent's engine opened in this second (over TLS: handshakes done)
+    open_failed: dict[str, Any] = field(default_factory=dict)  # attempts to open one that failed, by category
     no_data: int = 0  # of the dropped arrivals, those that found no row of a unique [[data]] source
 
 

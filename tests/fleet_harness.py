@@ -284,7 +284,7 @@ class VirtualFleet:
         from tests.test_agent_core import FakeEngine
 
         def engine(
-            name: str, target: str, requests: Any, sink: Any, timeout: float, conns: int
+            name: str, target: str, requests: Any, sink: Any, timeout: float, conns: int, route: Any = None
         ) -> FakeEngine:
             return FakeEngine(sink, self.loop.clock)
 

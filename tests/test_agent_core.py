@@ -76,6 +76,14 @@ class FakeEngine:
     def connections(self) -> int:
         return 1
 
+    @property
+    def opened(self) -> int:
+        return 1
+
+    @property
+    def open_failures(self) -> dict[str, int]:
+        return {}
+
     def submit(self, req: int, intended: float) -> None:
         sent = self._clock()
         self.submitted.append(sent)
@@ -134,6 +142,7 @@ class Rig:
         sink: Sink,
         timeout: float,
         conns: int,
+        route: object = None,
     ) -> FakeEngine:
         made = self.engine_class(sink, self.loop.clock)
         self.engines.append(made)

@@ -227,3 +227,24 @@ def test_a_memory_rise_within_the_allocators_steps_is_too_short_to_tell() -> Non
 def test_this_machine_reports_its_stolen_jiffies() -> None:
     stolen, total = lib.jiffies_stolen()  # /proc/stat
     assert 0 <= stolen <= total
+
+
+def test_the_https_section_shows_cpu_per_request_and_resumed_handshakes(tmp_path: Path) -> None:
+    f = run.Figures(quick=True)
+    f.tls = [
+        {"trial": "wrk, HTTPS, keep-alive", "rps": 50_000.0, "cpu": 0.35, "target_busy": 0.9, "resumed": None,
+         "cmd": "taskset -c 0 wrk -t1 -c50 -d10s URL/"},
+        {"trial": "fast, HTTPS, a connection per request", "rps": 800.0, "cpu": 0.6, "cpu_us_per_request": 760.4,
+         "target_busy": 0.6, "resumed": 0.995, "cmd": "c"},
+    ]  # fmt: skip
+    path = tmp_path / "benchmarks.md"
+    report.write_report(f, path)
+    text = path.read_text()
+    assert "## 10. HTTPS: TLS against nginx" in text
+    assert (
+        "| wrk, HTTPS, keep-alive | 50,000 | 35% | 7.0 | 90% |  | `taskset -c 0 wrk -t1 -c50 -d10s URL/` |"
+        in text
+    )
+    assert "| fast, HTTPS, a connection per request | 800 | 60% | 760.4 | 60% | 100% | `c` |" in text
+    report.write_report(run.Figures(quick=True), path)
+    assert "## 10." not in path.read_text()  # nothing measured, no section

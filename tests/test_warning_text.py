@@ -20,6 +20,7 @@ EXAMPLES = {
     "saturated_seconds": {"seconds": 3, "of": 60, "first": 12},
     "stolen": {"agent": "a1", "stolen_max": 0.26, "stolen_mean": 0.04},
     "many_connections": {"connections_max": 2000},
+    "tls_unverified": {},
     "late_intervals": {"count": 2},
     "agents_lost": {"agents": ["a1", "a2"], "unreported": 40, "lost_in_flight": 3},
     "unsent": {"count": 57},

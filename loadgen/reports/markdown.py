@@ -348,10 +348,22 @@ def _request_row(
     )
 
 
+def _connections_note(results: Mapping[str, Any]) -> tuple[str, ...]:
+    """``Connections opened: N; failed to open: tls_verify 3`` (nothing for results written before)."""
+    conns = results.get("connections")
+    if not conns:
+        return ()
+    failed = ", ".join(f"{k} {format_count(n)}" for k, n in (conns.get("failed") or {}).items())
+    return (
+        f"Connections opened: {format_count(conns['opened'])}"
+        + (f"; failed to open: {failed}" if failed else ""),
+    )
+
+
 def _errors(results: Mapping[str, Any]) -> Section:
     errors: Mapping[str, int] = results.get("errors") or {}
     if not errors:
-        return Section("Errors", lines=("No errors.",))
+        return Section("Errors", lines=("No errors.", *_connections_note(results)))
     t = results.get("totals") or {}
     completed = int(t.get("ok", 0)) + int(t.get("failed", 0))
     by_request: dict[str, list[str]] = {}
@@ -367,7 +379,8 @@ def _errors(results: Mapping[str, Any]) -> Section:
         )
         for category, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))
     )
-    return Section("Errors", table=Table(("Category", "Count", "% of completed", "Requests"), rows, "lrrl"))
+    table = Table(("Category", "Count", "% of completed", "Requests"), rows, "lrrl")
+    return Section("Errors", table=table, notes=_connections_note(results))
 
 
 def _per_hour(results: Mapping[str, Any]) -> Section:

@@ -95,6 +95,10 @@ _TEXTS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "saturated_seconds": _saturated_seconds,
     "stolen": lambda w: stolen_warning(w["agent"], w["stolen_max"], w["stolen_mean"]),
     "many_connections": lambda w: connections_advice(w["connections_max"]),
+    "tls_unverified": lambda w: (
+        "TLS CERTIFICATES NOT VERIFIED (tls.verify = false): the target's identity was not checked; "
+        "measure this way only a target you know"
+    ),
     "late_intervals": lambda w: f"{w['count']} agent intervals arrived after their second was closed",
     "agents_lost": _agents_lost,
     "unsent": lambda w: (
