@@ -468,3 +468,24 @@ def test_a_function_that_cannot_be_used_is_refused_when_the_runner_binds() -> No
     for function in ("not_async", "nowhere"):
         with pytest.raises(ValueError, match=r"async function|has no"):
             code_setup(function, '["a"]')
+
+
+def test_the_profiles_auth_goes_with_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.http_request import with_auth
+
+    monkeypatch.setenv("SHOP_TOKEN", "s3cret")
+    text = PROFILE.replace("[load]", 'auth = { bearer = "{{ env.SHOP_TOKEN }}" }\n\n[load]')
+    profile = parse_profile(tomllib.loads(text), "p.toml")
+    assert profile.auth is not None
+    recorder = Recorder(profile.result_names, profile.step_names)
+    clock = Clock()
+    runner = FlowRunner(profile, recorder, clock=clock, rng=random.Random(1), call_later=clock.call_later)
+    requests = with_auth(profile.requests, profile.auth.header)
+    engine = FakeEngine(list(requests))
+    runner.bind(engine, requests, profile.auth.header)  # type: ignore[arg-type]
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.125, body=LOGIN_BODY)
+    clock.advance(2.125)
+    login, pay = (s[2] for s in engine.sent)
+    assert b"Authorization: Bearer s3cret\r\n" in login
+    assert b"authorization: Bearer tk\r\n" in pay and b"s3cret" not in pay  # the step's own header wins
