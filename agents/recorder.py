@@ -132,8 +132,9 @@ class Recorder:
 
     def step_scheduled(self, req: int) -> None:
         """A flow's step ``req`` (a name's index) went to the engine: counted for that name only, since the
-        arrival was the flow's."""
-        self._by_name[req] += 1
+        arrival was the flow's, and with the next interval (a step is not an arrival of the schedule, whose
+        seconds the arrival loop seals: steps go on after its last one)."""
+        self._sealed_by_name[req] += 1
 
     def step_done(
         self, req: int, intended: float, sent: float, done: float, category: str | None, answered: bool

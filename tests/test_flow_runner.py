@@ -489,3 +489,18 @@ def test_the_profiles_auth_goes_with_every_step(monkeypatch: pytest.MonkeyPatch)
     login, pay = (s[2] for s in engine.sent)
     assert b"Authorization: Bearer s3cret\r\n" in login
     assert b"authorization: Bearer tk\r\n" in pay and b"s3cret" not in pay  # the step's own header wins
+
+
+def test_steps_sent_after_the_last_arrival_are_still_counted_as_sent() -> None:
+    """The arrival loop seals its last second when its schedule ends; flows in flight go on sending steps."""
+    profile, runner, engine, recorder, clock = setup()
+    runner.submit(3, 0.0)
+    recorder.scheduled(3, 0.0)
+    recorder.seal_arrivals()  # the schedule's end: no arrival after this
+    answer(runner, engine, clock, 0.125, body=LOGIN_BODY)
+    clock.advance(2.125)
+    answer(runner, engine, clock, 2.5, status=201, body=b'{"order": 1}')
+    pending = recorder.cut(0, 0)
+    assert pending.names["buy.pay"][:3] == (1, 1, 0)
+    assert pending.names["buy.login"][:3] == (1, 1, 0)
+    assert pending.names["buy"][:3] == (1, 1, 0)

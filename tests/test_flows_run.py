@@ -96,6 +96,7 @@ def test_a_journey_runs_on_two_agents_and_every_flow_and_step_is_counted(
     for step in flow["steps"]:
         assert requests[step]["flow"] == "shop"
         assert requests[step]["ok"] == flow["ok"]  # every step of every flow, once
+        assert requests[step]["scheduled"] == requests[step]["ok"]  # sent, and counted as sent
     # The captured length (7, 9 or 11 bytes) was the next step's delay, so the flow took at least the
     # delay plus the pause, and its active time at least the delay (less the target's timer rounding, up
     # to a millisecond early).
