@@ -493,7 +493,7 @@ def test_the_profiles_auth_goes_with_every_step(monkeypatch: pytest.MonkeyPatch)
 
 def test_steps_sent_after_the_last_arrival_are_still_counted_as_sent() -> None:
     """The arrival loop seals its last second when its schedule ends; flows in flight go on sending steps."""
-    profile, runner, engine, recorder, clock = setup()
+    _, runner, engine, recorder, clock = setup()
     runner.submit(3, 0.0)
     recorder.scheduled(3, 0.0)
     recorder.seal_arrivals()  # the schedule's end: no arrival after this
