@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import signal
 import time
 from collections import deque
@@ -40,10 +41,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from http import HTTPStatus
-from typing import cast
+from typing import NamedTuple, cast
 
 import httptools
 import uvloop
+
+from target import journeys
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_DELAY_MS = 600_000
@@ -57,6 +60,8 @@ _OK: Reply = (200, b"ok", 0.0)
 _NOT_FOUND: Reply = (404, b"not found", 0.0)
 _FAILED: Reply = (500, b"failed", 0.0)
 _LARGE_BODY = 64 * 1024  # bodies at least this big are written separately instead of copied behind the head
+_HOLD = 64 * 1024  # bytes a connection that reads no heads holds for a re-read (see _Connection._reread)
+_MAX_HEADERS = 100  # headers read per request; more are ignored
 
 
 @dataclass
@@ -75,6 +80,11 @@ class _Counters:
     by_path: dict[bytes, int] = field(default_factory=dict)
     connections: int = 0
     connections_total: int = 0
+    orders: int = 0
+
+    def next_order(self) -> int:
+        self.orders += 1
+        return self.orders
 
     def snapshot(self) -> TargetStats:
         by_path = {path.decode("latin-1"): n for path, n in self.by_path.items()}
@@ -84,6 +94,7 @@ class _Counters:
         self.requests = 0
         self.by_path.clear()
         self.connections_total = 0
+        self.orders = 0
 
 
 # --- routes: pure functions of the query string (and the counters, for admin)
@@ -185,15 +196,16 @@ _ROUTES: dict[bytes, Callable[[bytes, _Counters], Reply]] = {
     b"/__freeze": _freeze,
 }
 _ADMIN_PREFIX = b"/__"
+_UNUSUAL = (_ADMIN_PREFIX, *journeys.PREFIXES)  # paths that on_headers_complete hands to _unusual
 
 
 @lru_cache(maxsize=1024)
-def _head(status: int, length: int, close: bool) -> bytes:
+def _head(status: int, length: int, close: bool, content_type: str = "text/plain") -> bytes:
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}", "Content-Type: text/plain"]
+    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {content_type}"]
     if status != 204:
         lines.append(f"Content-Length: {length}")
     lines.append("Connection: close" if close else "Connection: keep-alive")
@@ -208,7 +220,25 @@ def _render(status: int, body: Body, close: bool, head_only: bool) -> tuple[Body
     return (_head(status, len(body), close) + body,)
 
 
+def _render_json(answer: journeys.Answer, close: bool, head_only: bool) -> tuple[Body, ...]:
+    status, body, extra = answer
+    head = _head(status, len(body), close, "application/json")
+    if extra:
+        head = head[:-2] + extra + b"\r\n"
+    return (head,) if head_only else (head + body,)
+
+
 # --- the protocol
+
+
+class _Callbacks(NamedTuple):
+    """The parser callbacks of a connection that reads heads: httptools looks them up once, by name."""
+
+    on_url: Callable[[bytes], None]
+    on_header: Callable[[bytes, bytes], None]
+    on_headers_complete: Callable[[], None]
+    on_body: Callable[[bytes], None]
+    on_message_complete: Callable[[], None]
 
 
 class _Slot:
@@ -222,17 +252,41 @@ class _Slot:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: feeds bytes to httptools, answers each complete request in order."""
+class _Reread(Exception):
+    """Raised inside the parser by a connection that does not read heads, at the first request that needs
+    one; carries that request's method (see :meth:`_Connection._reread`)."""
 
-    def __init__(self, counters: _Counters, connections: set[_Connection]) -> None:
+    def __init__(self, method: bytes) -> None:
+        super().__init__()
+        self.method = method
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: feeds bytes to httptools, answers each complete request in order.
+
+    Reading headers costs every request: once the parser's protocol has ``on_header``, httptools makes a
+    bytes object for every header name and value and calls back for each, which for ``GET /`` is about a
+    sixth of the target's own work per request. So a connection starts with a parser that reads no headers
+    and no bodies, and keeps it until its first request to a journey route that needs them
+    (:func:`journeys.reads_head`). That request is then re-read, with a parser that reads heads, from the
+    bytes held since the old parser was last between requests (:meth:`_reread`), and the connection reads
+    heads from then on.
+    """
+
+    def __init__(self, counters: _Counters, connections: set[_Connection], key: bytes) -> None:
         self._counters = counters
         self._connections = connections
-        self._parser = httptools.HttpRequestParser(self)
+        self._key = key
+        self._parser = httptools.HttpRequestParser(self)  # no on_header, no on_body: reads neither
         self._transport: asyncio.Transport | None = None
-        self._url = b""
+        self._url = b""  # from the request's first URL piece until it is complete
         self._path = b""
         self._query = b""
+        self._held: bytes | None = b""  # the bytes read since the parser was between requests; None: too many
+        self._heads = False  # the parser reads headers and bodies (into the two fields below)
+        self._skipping = False  # re-reading requests that were answered already
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: bytearray | None = None
         self._queue: deque[_Slot] = deque()  # responses waiting behind a delayed one
         self._closing = False  # a request asked to close: answer what came before it, ignore what follows
 
@@ -256,13 +310,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if not self._url:  # between requests (or inside a method name): hold from here
+            self._held = data
+        elif self._held is not None:  # inside a request: hold on, within a bound (a body can be large)
+            self._held = self._held + data if len(self._held) + len(data) <= _HOLD else None
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._closing = True  # the request before the upgrade is answered; no protocol switch here
-        except httptools.HttpParserError:
-            self._closing = True
-            self._send(_render(400, b"bad request", True, False), True)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc)
 
     def pause_writing(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -276,16 +331,16 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    # httptools callbacks (no on_body: bodies are discarded by the parser)
+    # httptools callbacks (on_header and on_body only once the connection reads heads: see _reread)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_headers_complete(self) -> None:
         path, _, self._query = self._url.partition(b"?")
-        self._url = b""
         self._path = path
-        if self._closing or path.startswith(_ADMIN_PREFIX):
+        if self._closing or path.startswith(_UNUSUAL):
+            self._unusual(path)
             return
         counters = self._counters
         counters.requests += 1
@@ -294,6 +349,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._closing:
             return
+        self._url = b""
         parser = self._parser
         close = not parser.should_keep_alive()
         self._closing = close
@@ -303,6 +359,9 @@ class _Connection(asyncio.Protocol):
             status, body, delay = route(self._query, self._counters)
         elif path.startswith(b"/status/"):
             status, body, delay = _status(path[8:])
+        elif (journey := journeys.route(path)) is not None:
+            self._send(self._answer(journey, parser.get_method()), close)
+            return
         else:
             status, body, delay = _NOT_FOUND
         data = _render(status, body, close, parser.get_method() == b"HEAD")
@@ -314,6 +373,88 @@ class _Connection(asyncio.Protocol):
             )
         else:
             self._send(data, close)
+
+    def _unusual(self, path: bytes) -> None:
+        """Counting for the paths that are not counted by path as they are: admin (not at all) and journeys
+        (``/items/<id>`` as ``/items/*``); or the first request that needs a head."""
+        if self._closing or path.startswith(_ADMIN_PREFIX):
+            return
+        if not self._heads and journeys.reads_head(path):
+            raise _Reread(self._parser.get_method())  # counted when re-read
+        key = journeys.count_key(path)
+        counters = self._counters
+        counters.requests += 1
+        counters.by_path[key] = counters.by_path.get(key, 0) + 1
+
+    def _answer(self, route: journeys.Route, method: bytes) -> tuple[Body, ...]:
+        body = bytes(self._body) if self._body is not None else b""
+        request = journeys.Request(method, self._path, self._query, tuple(self._headers), body)
+        return _render_json(route(request, self._key, self._counters), self._closing, method == b"HEAD")
+
+    # ... and the callbacks of a connection that reads heads
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) < _MAX_HEADERS:
+            self._headers.append((name, value))
+
+    def _on_headers_complete_reading(self) -> None:
+        if self._skipping:  # answered already, unless it is the request that needs a head
+            if not journeys.reads_head(self._url.partition(b"?")[0]):
+                return
+            self._skipping = False
+        self.on_headers_complete()
+        self._body = bytearray() if journeys.reads_body(self._path) else None
+
+    def _on_body(self, chunk: bytes) -> None:
+        if self._body is not None and len(self._body) <= journeys.MAX_BODY:
+            self._body += chunk
+
+    def _on_message_complete_reading(self) -> None:
+        if self._skipping:
+            self._url = b""
+        else:
+            self.on_message_complete()
+        self._headers = []
+        self._body = None
+
+    def _reread(self, method: bytes) -> None:
+        """Switch to a parser that reads heads, and give it again what this connection holds, from the
+        last point the old parser was between requests: the requests before the one that needs a head were
+        answered already and are skipped; that one and any after it are answered.
+
+        The held bytes begin at a request, or inside its method name or just after it when a read ended
+        there; the method of the request that needs a head is put in place of whatever came before the
+        first space (the method of a skipped request only has to parse). If they are lost (a request before
+        it in the same read was larger than the bound), it is answered 500 and the connection closed."""
+        held = self._held
+        self._heads = True
+        self._skipping = True
+        self._url = b""
+        callbacks = _Callbacks(
+            on_url=self.on_url,
+            on_header=self._on_header,
+            on_headers_complete=self._on_headers_complete_reading,
+            on_body=self._on_body,
+            on_message_complete=self._on_message_complete_reading,
+        )
+        self._parser = httptools.HttpRequestParser(callbacks)
+        if held is None:
+            self._closing = True
+            self._send(_render(500, b"request lost: resend it on a new connection", True, False), True)
+            return
+        rest = held if held.startswith(b"/") else held.partition(b" ")[2]  # "/": the method came earlier
+        try:
+            self._parser.feed_data(method + b" " + rest)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc)
+
+    def _parse_failed(self, exc: Exception) -> None:
+        if isinstance(exc.__context__, _Reread):
+            self._reread(exc.__context__.method)
+            return
+        self._closing = True
+        if not isinstance(exc, httptools.HttpParserUpgrade):  # the request before it is answered; no switch
+            self._send(_render(400, b"bad request", True, False), True)
 
     # writing in order
 
@@ -362,6 +503,7 @@ class TargetServer:
         self._host = host
         self._port = port
         self._counters = _Counters()
+        self._key = secrets.token_bytes(32)  # signs the journey routes' tokens and session cookies
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
 
@@ -369,7 +511,10 @@ class TargetServer:
         """Bind and listen. Port 0 picks a free port; read it from ``port`` afterwards."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self._counters, self._connections), self._host, self._port, backlog=1024
+            lambda: _Connection(self._counters, self._connections, self._key),
+            self._host,
+            self._port,
+            backlog=1024,
         )
         self._port = self._server.sockets[0].getsockname()[1]
 
