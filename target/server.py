@@ -448,7 +448,8 @@ class _Connection(asyncio.Protocol):
         The held bytes begin at a request, or inside its method name or just after it when a read ended
         there; the method of the request that needs a head is put in place of whatever came before the
         first space (the method of a skipped request only has to parse). If they are lost (a request before
-        it in the same read was larger than the bound), it is answered 500 and the connection closed."""
+        it in the same read was larger than the bound), it is answered 500 and the connection closed; so is a
+        re-read that does not reach it, which should not happen."""
         held = self._held
         self._heads = True
         self._skipping = True
@@ -462,14 +463,19 @@ class _Connection(asyncio.Protocol):
         )
         self._parser = httptools.HttpRequestParser(callbacks)
         if held is None:
-            self._closing = True
-            self._send(_render(500, b"request lost: resend it on a new connection", True, False), True)
+            self._lost()
             return
         rest = held if held.startswith(b"/") else held.partition(b" ")[2]  # "/": the method came earlier
         try:
             self._parser.feed_data(method + b" " + rest)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
             self._parse_failed(exc)
+        if self._skipping and not self._closing:  # never reached it: later requests must not wait behind it
+            self._lost()
+
+    def _lost(self) -> None:
+        self._closing = True
+        self._send(_render(500, b"request lost: resend it on a new connection", True, False), True)
 
     def _parse_failed(self, exc: Exception) -> None:
         if isinstance(exc.__context__, _Reread):

@@ -559,9 +559,9 @@ def test_one_connection_carries_a_whole_journey(client: httpx.Client, port: int)
 def test_journey_request_pipelined_behind_plain_ones(client: httpx.Client, port: int) -> None:
     _, session = login(client)
     cookie = f"Cookie: session={session}\r\n"
-    burst = get("/") + post("/status/202", "hello") + get("/cart", cookie) + get("/cart") + get("/bytes?n=3")
+    burst = get("/delay?ms=100") + post("/status/202", "hello") + get("/cart", cookie) + get("/cart")
     with connect(port) as sock:
-        sock.sendall(burst)
+        sock.sendall(burst + get("/bytes?n=3"))
         reader = Reader(sock)
         assert [reader.response()[0] for _ in range(5)] == [200, 202, 200, 401, 200]
     assert client.get("/__stats").json()["requests"] == 6
