@@ -81,7 +81,8 @@ _OK: Reply = (200, b"ok", 0.0)
 _NOT_FOUND: Reply = (404, b"not found", 0.0)
 _FAILED: Reply = (500, b"failed", 0.0)
 _LARGE_BODY = 64 * 1024  # bodies at least this big are written separately instead of copied behind the head
-_HOLD = 64 * 1024  # bytes a connection that reads no heads holds for a re-read (see _Connection._reread)
+_HOLD = 16 * 1024  # bytes a connection that reads no heads holds for a re-read (see _Connection._reread)
+_IN_BODY = b"body"  # _Connection._url from a request's head to its end (tested by identity)
 _MAX_HEADERS = 100  # headers read per request; more are ignored
 
 
@@ -302,7 +303,7 @@ class _Connection(asyncio.Protocol):
         self._key = key
         self._parser = httptools.HttpRequestParser(self)  # no on_header, no on_body: reads neither
         self._transport: asyncio.Transport | None = None
-        self._url = b""  # from the request's first URL piece until it is complete
+        self._url = b""  # from the request's first URL piece until its head is complete; then _IN_BODY
         self._path = b""
         self._query = b""
         self._held: bytes | None = b""  # the bytes read since the parser was between requests; None: too many
@@ -333,10 +334,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        if not self._url:  # between requests (or inside a method name): hold from here
+        url = self._url
+        if not url:  # between requests (or inside a method name): hold from here
             self._held = data
-        elif self._held is not None:  # inside a request: hold on, within a bound (a body can be large)
-            self._held = self._held + data if len(self._held) + len(data) <= _HOLD else None
+        elif url is _IN_BODY:  # what came before this read cannot be read again
+            self._held = None
+        elif self._held is not None:  # inside a request's head: hold on, within a bound
+            held = self._held
+            self._held = held + data if len(held) + len(data) <= _HOLD else None
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
@@ -361,6 +366,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         path, _, self._query = self._url.partition(b"?")
+        self._url = _IN_BODY
         self._path = path
         if self._closing or path[1:3] in _UNUSUAL:
             self._unusual(path)
@@ -447,9 +453,11 @@ class _Connection(asyncio.Protocol):
 
         The held bytes begin at a request, or inside its method name or just after it when a read ended
         there; the method of the request that needs a head is put in place of whatever came before the
-        first space (the method of a skipped request only has to parse). If they are lost (a request before
-        it in the same read was larger than the bound), it is answered 500 and the connection closed; so is a
-        re-read that does not reach it, which should not happen."""
+        first space (the method of a skipped request only has to parse). They are lost when the request was
+        pipelined behind one whose body began in an earlier read, or when the heads since the last read
+        that began between requests are more than the bound; then it is answered 500 and the connection
+        closed, and so is a re-read that does not reach it, which should not happen. Our engines do not
+        pipeline, and other clients that do rarely send bodies."""
         held = self._held
         self._heads = True
         self._skipping = True
