@@ -81,8 +81,9 @@ _OK: Reply = (200, b"ok", 0.0)
 _NOT_FOUND: Reply = (404, b"not found", 0.0)
 _FAILED: Reply = (500, b"failed", 0.0)
 _LARGE_BODY = 64 * 1024  # bodies at least this big are written separately instead of copied behind the head
-_HOLD = 16 * 1024  # bytes a connection that reads no heads holds for a re-read (see _Connection._reread)
+_HOLD = 16 * 1024  # bytes a connection that reads no heads keeps of earlier reads for a re-read (see _reread)
 _IN_BODY = b"body"  # _Connection._url from a request's head to its end (tested by identity)
+_LOST = b"lost"  # _Connection._earlier when a re-read could not begin between requests (tested by identity)
 _MAX_HEADERS = 100  # headers read per request; more are ignored
 
 
@@ -306,7 +307,7 @@ class _Connection(asyncio.Protocol):
         self._url = b""  # from the request's first URL piece until its head is complete; then _IN_BODY
         self._path = b""
         self._query = b""
-        self._held: bytes | None = b""  # the bytes read since the parser was between requests; None: too many
+        self._earlier = b""  # the reads since the last that began between requests, unless this one did
         self._heads = False  # the parser reads headers and bodies (into the two fields below)
         self._skipping = False  # re-reading requests that were answered already
         self._headers: list[tuple[bytes, bytes]] = []
@@ -334,18 +335,20 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        url = self._url
-        if not url:  # between requests (or inside a method name): hold from here
-            self._held = data
-        elif url is _IN_BODY:  # what came before this read cannot be read again
-            self._held = None
-        elif self._held is not None:  # inside a request's head: hold on, within a bound
-            held = self._held
-            self._held = held + data if len(held) + len(data) <= _HOLD else None
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
-            self._parse_failed(exc)
+            self._parse_failed(exc, data)
+            return
+        url = self._url
+        if not url:  # the read ended between requests (or inside a method name)
+            if self._earlier:
+                self._earlier = b""
+        elif url is _IN_BODY:  # inside a body: what follows it in the next read cannot be read again
+            self._earlier = _LOST
+        elif self._earlier is not _LOST:  # inside a request's head: keep the read, within a bound
+            earlier = self._earlier + data
+            self._earlier = earlier if len(earlier) <= _HOLD else _LOST
 
     def pause_writing(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -446,7 +449,7 @@ class _Connection(asyncio.Protocol):
         self._headers = []
         self._body = None
 
-    def _reread(self, method: bytes) -> None:
+    def _reread(self, method: bytes, data: bytes) -> None:
         """Switch to a parser that reads heads, and give it again what this connection holds, from the
         last point the old parser was between requests: the requests before the one that needs a head were
         answered already and are skipped; that one and any after it are answered.
@@ -458,7 +461,7 @@ class _Connection(asyncio.Protocol):
         that began between requests are more than the bound; then it is answered 500 and the connection
         closed, and so is a re-read that does not reach it, which should not happen. Our engines do not
         pipeline, and other clients that do rarely send bodies."""
-        held = self._held
+        earlier = self._earlier
         self._heads = True
         self._skipping = True
         self._url = b""
@@ -470,14 +473,15 @@ class _Connection(asyncio.Protocol):
             on_message_complete=self._on_message_complete_reading,
         )
         self._parser = httptools.HttpRequestParser(callbacks)
-        if held is None:
+        if earlier is _LOST:
             self._lost()
             return
+        held = earlier + data
         rest = held if held.startswith(b"/") else held.partition(b" ")[2]  # "/": the method came earlier
         try:
             self._parser.feed_data(method + b" " + rest)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
-            self._parse_failed(exc)
+            self._parse_failed(exc, b"")
         if self._skipping and not self._closing:  # never reached it: later requests must not wait behind it
             self._lost()
 
@@ -485,9 +489,9 @@ class _Connection(asyncio.Protocol):
         self._closing = True
         self._send(_render(500, b"request lost: resend it on a new connection", True, False), True)
 
-    def _parse_failed(self, exc: Exception) -> None:
+    def _parse_failed(self, exc: Exception, data: bytes) -> None:
         if isinstance(exc.__context__, _Reread):
-            self._reread(exc.__context__.method)
+            self._reread(exc.__context__.method, data)
             return
         self._closing = True
         if not isinstance(exc, httptools.HttpParserUpgrade):  # the request before it is answered; no switch
