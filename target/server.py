@@ -82,7 +82,6 @@ _NOT_FOUND: Reply = (404, b"not found", 0.0)
 _FAILED: Reply = (500, b"failed", 0.0)
 _LARGE_BODY = 64 * 1024  # bodies at least this big are written separately instead of copied behind the head
 _HOLD = 16 * 1024  # bytes a connection that reads no heads keeps of earlier reads for a re-read (see _reread)
-_IN_BODY = b"body"  # _Connection._url from a request's head to its end (tested by identity)
 _LOST = b"lost"  # _Connection._earlier when a re-read could not begin between requests (tested by identity)
 _MAX_HEADERS = 100  # headers read per request; more are ignored
 
@@ -294,8 +293,8 @@ class _Connection(asyncio.Protocol):
     not (for ``GET /`` with two headers, about 15% more Python work per request). So a connection starts
     with a parser that reads no headers and no bodies, and keeps it until its first request to a journey
     route that needs them (:func:`journeys.reads_head`). That request is then re-read, with a parser that
-    reads heads, from the bytes held since the old parser was last between requests (:meth:`_reread`), and
-    the connection reads heads from then on.
+    reads heads, from its read (and the earlier ones if its head spanned reads: :meth:`_reread`), and the
+    connection reads heads from then on.
     """
 
     def __init__(self, counters: _Counters, connections: set[_Connection], key: bytes) -> None:
@@ -304,7 +303,7 @@ class _Connection(asyncio.Protocol):
         self._key = key
         self._parser = httptools.HttpRequestParser(self)  # no on_header, no on_body: reads neither
         self._transport: asyncio.Transport | None = None
-        self._url = b""  # from the request's first URL piece until its head is complete; then _IN_BODY
+        self._url = b""  # from the request's first URL piece until its head is complete
         self._path = b""
         self._query = b""
         self._earlier = b""  # the reads since the last that began between requests, unless this one did
@@ -340,15 +339,12 @@ class _Connection(asyncio.Protocol):
         except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
             self._parse_failed(exc, data)
             return
-        url = self._url
-        if not url:  # the read ended between requests (or inside a method name)
-            if self._earlier:
-                self._earlier = b""
-        elif url is _IN_BODY:  # inside a body: what follows it in the next read cannot be read again
-            self._earlier = _LOST
-        elif self._earlier is not _LOST:  # inside a request's head: keep the read, within a bound
-            earlier = self._earlier + data
-            self._earlier = earlier if len(earlier) <= _HOLD else _LOST
+        if self._url:  # the read ended inside a request's head: keep it for a re-read, within a bound
+            if self._earlier is not _LOST:
+                earlier = self._earlier + data
+                self._earlier = earlier if len(earlier) <= _HOLD else _LOST
+        elif self._earlier:  # it ended between requests, inside a method name or inside a body
+            self._earlier = b""
 
     def pause_writing(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -369,7 +365,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         path, _, self._query = self._url.partition(b"?")
-        self._url = _IN_BODY
+        self._url = b""
         self._path = path
         if self._closing or path[1:3] in _UNUSUAL:
             self._unusual(path)
@@ -381,7 +377,6 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._closing:
             return
-        self._url = b""
         parser = self._parser
         close = not parser.should_keep_alive()
         self._closing = close
@@ -431,9 +426,11 @@ class _Connection(asyncio.Protocol):
 
     def _on_headers_complete_reading(self) -> None:
         if self._skipping:  # answered already, unless it is the request that needs a head
-            if not journeys.reads_head(self._url.partition(b"?")[0]):
+            url, self._url = self._url, b""
+            if not journeys.reads_head(url.partition(b"?")[0]):
                 return
             self._skipping = False
+            self._url = url
         self.on_headers_complete()
         self._body = bytearray() if journeys.reads_body(self._path) else None
 
@@ -442,25 +439,24 @@ class _Connection(asyncio.Protocol):
             self._body += chunk
 
     def _on_message_complete_reading(self) -> None:
-        if self._skipping:
-            self._url = b""
-        else:
+        if not self._skipping:
             self.on_message_complete()
         self._headers = []
         self._body = None
 
     def _reread(self, method: bytes, data: bytes) -> None:
-        """Switch to a parser that reads heads, and give it again what this connection holds, from the
-        last point the old parser was between requests: the requests before the one that needs a head were
-        answered already and are skipped; that one and any after it are answered.
+        """Switch to a parser that reads heads and give it again the bytes from the last read that began
+        between requests to the end of this one (``data``): the requests before the one that needs a head
+        were answered already and are skipped; that one and any after it are answered.
 
-        The held bytes begin at a request, or inside its method name or just after it when a read ended
-        there; the method of the request that needs a head is put in place of whatever came before the
-        first space (the method of a skipped request only has to parse). They are lost when the request was
-        pipelined behind one whose body began in an earlier read, or when the heads since the last read
-        that began between requests are more than the bound; then it is answered 500 and the connection
-        closed, and so is a re-read that does not reach it, which should not happen. Our engines do not
-        pipeline, and other clients that do rarely send bodies."""
+        Those bytes begin at a request, or inside its method name or just after it when a read ended there;
+        the method of the request that needs a head is put in place of whatever came before the first space
+        (the method of a skipped request only has to parse). Two cases are not re-read as sent: a head that
+        spanned reads with more than 16 KiB in those before its last (answered 500, the connection closed),
+        and a request pipelined behind one whose body began in an earlier read. The bytes then begin inside
+        that body (keeping track of bodies would cost every read): the request is found when the body's end
+        holds no space, else the re-read fails to parse (400) or does not reach it (500), and the connection
+        is closed. Our engines do not pipeline, and clients that do rarely send bodies."""
         earlier = self._earlier
         self._heads = True
         self._skipping = True

@@ -594,13 +594,18 @@ def test_journey_request_byte_by_byte(port: int) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("body", "answered"), [("x" * 1000, True), ("x y " * 250, False)], ids=["no-space", "spaces"]
+)
 def test_journey_request_pipelined_behind_a_body_from_an_earlier_read(
-    client: httpx.Client, port: int
+    client: httpx.Client, port: int, body: str, answered: bool
 ) -> None:
-    """What a connection cannot re-read: its first request that needs a head, pipelined behind a request
-    whose body began in an earlier read. It says so (500) and closes; the next connection is fine."""
+    """What a connection may not re-read: its first request that needs a head, pipelined behind a request
+    whose body began in an earlier read. The re-read begins inside that body: it finds the request when
+    the body's end has no space in it, else the request is refused and the connection closed; the next
+    connection is fine."""
     _, session = login(client)
-    large = post("/status/201", "x" * 1000)
+    large = post("/status/201", body)
     with connect(port) as sock:
         sock.sendall(large[:500])
         time.sleep(0.05)
@@ -608,9 +613,31 @@ def test_journey_request_pipelined_behind_a_body_from_an_earlier_read(
         reader = Reader(sock)
         assert reader.response()[0] == 201
         status, headers, _ = reader.response()
+        if answered:
+            assert (status, headers["connection"]) == (200, "keep-alive")
+        else:
+            assert (status in (400, 500), headers["connection"]) == (True, "close")
+            assert reader.at_eof()
+    assert client.get("/cart", headers={"Cookie": f"session={session}"}).status_code == 200
+
+
+@pytest.mark.integration
+def test_journey_head_spanning_reads_beyond_the_bound(client: httpx.Client, port: int) -> None:
+    """The other: a head spanning reads, on a connection that reads no heads yet, with more than 16 KiB in
+    the reads before its last."""
+    _, session = login(client)
+    request = get("/cart", f"Cookie: session={session}\r\nX-Pad: {'p' * 30_000}\r\n")
+    with connect(port) as sock:
+        for start in range(0, len(request), 10_000):
+            sock.sendall(request[start : start + 10_000])
+            time.sleep(0.05)
+        reader = Reader(sock)
+        status, headers, _ = reader.response()
         assert (status, headers["connection"]) == (500, "close")
         assert reader.at_eof()
-    assert client.get("/cart", headers={"Cookie": f"session={session}"}).status_code == 200
+    with connect(port) as sock:  # in one read it is fine
+        sock.sendall(request)
+        assert Reader(sock).response()[0] == 200
 
 
 # --- process and API
