@@ -290,7 +290,7 @@ class _Connection(asyncio.Protocol):
 
     Reading headers costs every request: once the parser's protocol has ``on_header``, httptools makes a
     bytes object for every header name and value and calls back for each, whether the route wants them or
-    not (for ``GET /`` with two headers, about 15% more Python work per request). So a connection starts
+    not (for ``GET /`` with two headers, about 13% more interpreter work per request). So a connection starts
     with a parser that reads no headers and no bodies, and keeps it until its first request to a journey
     route that needs them (:func:`journeys.reads_head`). That request is then re-read, with a parser that
     reads heads, from its read (and the earlier ones if its head spanned reads: :meth:`_reread`), and the
