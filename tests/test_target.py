@@ -361,7 +361,6 @@ def test_login_signs_the_user_statelessly() -> None:
         ("", 400),
         ("user=ann&password=x", 400),
         ('["ann", "x"]', 400),
-        ("\xff", 400),
     ],
 )
 def test_login_refused(body: str, status: int) -> None:
