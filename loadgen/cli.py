@@ -202,7 +202,8 @@ def plan(profile: str, target: str | None) -> None:
     "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port."
 )
 def target(host: str, port: int) -> None:
-    """Serve the built-in test target (/, /delay?ms=N, /status/CODE, /flaky?p=P, /bytes?n=N)."""
+    """Serve the built-in test target (/, /delay?ms=N, /status/CODE, /flaky?p=P, /bytes?n=N; for user
+    journeys /login, /items, /cart, /buy/ID)."""
     from target.server import run_target
 
     run_target(host, port)

@@ -12,20 +12,41 @@ Endpoints (any method; HEAD gets the headers without the body):
     /bytes?n=N         200 with a body of N bytes (0..10 MiB; larger is 400)
     anything else      404
 
+Journey endpoints, for multi-step flow tests (:mod:`target.journeys`); they answer JSON
+(``Content-Type: application/json``, errors as ``{"error": "..."}``) and check the method (405 with
+``Allow``; HEAD wherever GET is allowed):
+
+    POST /login        body ``{"user": U, "password": P}``: 200 ``{"token": T, "user": U, "items": [...]}``
+                       (the first five items) and ``Set-Cookie: session=S; Path=/; HttpOnly``; 401 for an
+                       empty or missing user or password or the password ``wrong``; 400 for a body that is
+                       not a JSON object. T and S are signed, not stored: any number of users, no memory
+    GET /items?n=N     200 ``{"items": [{"id": 1, "name": "item-1", "price": 10}, ...]}``, N items (0..100,
+                       default 5)
+    GET /items/ID      200 ``{"id": ID, "name": "item-ID", "price": 10*ID}``; 404 unless ID is 1..999999999
+    GET /cart          200 ``{"user": U, "ok": true}`` with ``Authorization: Bearer T`` or a ``session=S``
+                       cookie (among others or alone), else 401
+    POST /cart         the same; an optional body ``{"item": ID}`` adds ``"item": ID`` to the answer (any
+                       other body is 400)
+    POST /buy/ID       200 ``{"order": n, "item": ID, "user": U}`` with the token or the cookie, else 401; n
+                       counts orders from 1 (``/__reset`` starts it again); 404 for an ID as for /items/ID
+
 Admin endpoints, which are not counted in the stats:
 
     /__stats           JSON ``{"requests": n, "by_path": {"/delay": n, ...}, "connections": open,
-                       "connections_total": n}``; ``by_path`` keys are paths without the query string
+                       "connections_total": n}``; ``by_path`` keys are paths without the query string,
+                       except ``/items/ID`` and ``/buy/ID``, counted as ``/items/*`` and ``/buy/*``
     /__reset           zero the counters (``connections``, the number open now, is a gauge and stays)
     /__freeze?ms=N     stall the whole event loop with ``time.sleep`` for N ms (0..60000), then 200; a total
                        server stall on purpose, for coordinated-omission tests
 
 Connections are kept alive (HTTP/1.1 default) unless the request says ``Connection: close`` or is HTTP/1.0
-without keep-alive. Request bodies, sized or chunked, are read and discarded. Pipelined requests are
-answered in order, even when an earlier one is delayed. Every response carries Content-Length (except 204,
+without keep-alive. Request bodies, sized or chunked, are read and discarded, but for ``/login`` and
+``/cart``, which read up to 64 KiB of JSON (more is 413). Pipelined requests are answered in order, even
+when an earlier one is delayed. Every response carries Content-Length (except 204,
 which must not). A request is counted as soon as its headers are complete, before any delay, so a test can
 compare what the server saw with what a client sent. Expect: 100-continue is not answered; clients send the
-body after their own short wait.
+body after their own short wait. A connection reads request headers only from its first request to
+``/login``, ``/cart`` or ``/buy/ID`` on (see :class:`_Connection`), so the other routes pay nothing for them.
 """
 
 from __future__ import annotations
@@ -33,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import signal
 import time
 from collections import deque
@@ -40,10 +62,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from http import HTTPStatus
-from typing import cast
+from typing import NamedTuple, cast
 
 import httptools
 import uvloop
+
+from target import journeys
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_DELAY_MS = 600_000
@@ -57,6 +81,9 @@ _OK: Reply = (200, b"ok", 0.0)
 _NOT_FOUND: Reply = (404, b"not found", 0.0)
 _FAILED: Reply = (500, b"failed", 0.0)
 _LARGE_BODY = 64 * 1024  # bodies at least this big are written separately instead of copied behind the head
+_HOLD = 16 * 1024  # bytes a connection that reads no heads keeps of earlier reads for a re-read (see _reread)
+_LOST = b"lost"  # _Connection._earlier when a re-read could not begin between requests (tested by identity)
+_MAX_HEADERS = 100  # headers read per request; more are ignored
 
 
 @dataclass
@@ -75,6 +102,11 @@ class _Counters:
     by_path: dict[bytes, int] = field(default_factory=dict)
     connections: int = 0
     connections_total: int = 0
+    orders: int = 0
+
+    def next_order(self) -> int:
+        self.orders += 1
+        return self.orders
 
     def snapshot(self) -> TargetStats:
         by_path = {path.decode("latin-1"): n for path, n in self.by_path.items()}
@@ -84,6 +116,7 @@ class _Counters:
         self.requests = 0
         self.by_path.clear()
         self.connections_total = 0
+        self.orders = 0
 
 
 # --- routes: pure functions of the query string (and the counters, for admin)
@@ -185,15 +218,18 @@ _ROUTES: dict[bytes, Callable[[bytes, _Counters], Reply]] = {
     b"/__freeze": _freeze,
 }
 _ADMIN_PREFIX = b"/__"
+# on_headers_complete hands admin and journey paths to _unusual, picked out by the two bytes after the slash:
+# a set lookup costs plain routes no more than the one prefix test did
+_UNUSUAL = frozenset(prefix[1:3] for prefix in (_ADMIN_PREFIX, *journeys.PREFIXES))
 
 
 @lru_cache(maxsize=1024)
-def _head(status: int, length: int, close: bool) -> bytes:
+def _head(status: int, length: int, close: bool, content_type: str = "text/plain") -> bytes:
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}", "Content-Type: text/plain"]
+    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {content_type}"]
     if status != 204:
         lines.append(f"Content-Length: {length}")
     lines.append("Connection: close" if close else "Connection: keep-alive")
@@ -208,7 +244,25 @@ def _render(status: int, body: Body, close: bool, head_only: bool) -> tuple[Body
     return (_head(status, len(body), close) + body,)
 
 
+def _render_json(answer: journeys.Answer, close: bool, head_only: bool) -> tuple[Body, ...]:
+    status, body, extra = answer
+    head = _head(status, len(body), close, "application/json")
+    if extra:
+        head = head[:-2] + extra + b"\r\n"
+    return (head,) if head_only else (head + body,)
+
+
 # --- the protocol
+
+
+class _Callbacks(NamedTuple):
+    """The parser callbacks of a connection that reads heads: httptools looks them up once, by name."""
+
+    on_url: Callable[[bytes], None]
+    on_header: Callable[[bytes, bytes], None]
+    on_headers_complete: Callable[[], None]
+    on_body: Callable[[bytes], None]
+    on_message_complete: Callable[[], None]
 
 
 class _Slot:
@@ -222,17 +276,41 @@ class _Slot:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: feeds bytes to httptools, answers each complete request in order."""
+class _Reread(Exception):
+    """Raised inside the parser by a connection that does not read heads, at the first request that needs
+    one; carries that request's method (see :meth:`_Connection._reread`)."""
 
-    def __init__(self, counters: _Counters, connections: set[_Connection]) -> None:
+    def __init__(self, method: bytes) -> None:
+        super().__init__()
+        self.method = method
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: feeds bytes to httptools, answers each complete request in order.
+
+    Reading headers costs every request: once the parser's protocol has ``on_header``, httptools makes a
+    bytes object for every header name and value and calls back for each, whether the route wants them or
+    not (for ``GET /`` with two headers, about 13% more interpreter work per request). So a connection starts
+    with a parser that reads no headers and no bodies, and keeps it until its first request to a journey
+    route that needs them (:func:`journeys.reads_head`). That request is then re-read, with a parser that
+    reads heads, from its read (and the earlier ones if its head spanned reads: :meth:`_reread`), and the
+    connection reads heads from then on.
+    """
+
+    def __init__(self, counters: _Counters, connections: set[_Connection], key: bytes) -> None:
         self._counters = counters
         self._connections = connections
-        self._parser = httptools.HttpRequestParser(self)
+        self._key = key
+        self._parser = httptools.HttpRequestParser(self)  # no on_header, no on_body: reads neither
         self._transport: asyncio.Transport | None = None
-        self._url = b""
+        self._url = b""  # from the request's first URL piece until its head is complete
         self._path = b""
         self._query = b""
+        self._earlier = b""  # the reads since the last that began between requests, unless this one did
+        self._heads = False  # the parser reads headers and bodies (into the two fields below)
+        self._skipping = False  # re-reading requests that were answered already
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: bytearray | None = None
         self._queue: deque[_Slot] = deque()  # responses waiting behind a delayed one
         self._closing = False  # a request asked to close: answer what came before it, ignore what follows
 
@@ -258,11 +336,15 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._closing = True  # the request before the upgrade is answered; no protocol switch here
-        except httptools.HttpParserError:
-            self._closing = True
-            self._send(_render(400, b"bad request", True, False), True)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc, data)
+            return
+        if self._url:  # the read ended inside a request's head: keep it for a re-read, within a bound
+            if self._earlier is not _LOST:
+                earlier = self._earlier + data
+                self._earlier = earlier if len(earlier) <= _HOLD else _LOST
+        elif self._earlier:  # it ended between requests, inside a method name or inside a body
+            self._earlier = b""
 
     def pause_writing(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -276,7 +358,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    # httptools callbacks (no on_body: bodies are discarded by the parser)
+    # httptools callbacks (on_header and on_body only once the connection reads heads: see _reread)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -285,7 +367,8 @@ class _Connection(asyncio.Protocol):
         path, _, self._query = self._url.partition(b"?")
         self._url = b""
         self._path = path
-        if self._closing or path.startswith(_ADMIN_PREFIX):
+        if self._closing or path[1:3] in _UNUSUAL:
+            self._unusual(path)
             return
         counters = self._counters
         counters.requests += 1
@@ -303,6 +386,9 @@ class _Connection(asyncio.Protocol):
             status, body, delay = route(self._query, self._counters)
         elif path.startswith(b"/status/"):
             status, body, delay = _status(path[8:])
+        elif (journey := journeys.route(path)) is not None:
+            self._send(self._answer(journey, parser.get_method()), close)
+            return
         else:
             status, body, delay = _NOT_FOUND
         data = _render(status, body, close, parser.get_method() == b"HEAD")
@@ -314,6 +400,98 @@ class _Connection(asyncio.Protocol):
             )
         else:
             self._send(data, close)
+
+    def _unusual(self, path: bytes) -> None:
+        """Counting for the paths that are not counted by path as they are: admin (not at all) and journeys
+        (``/items/<id>`` as ``/items/*``); or the first request that needs a head."""
+        if self._closing or path.startswith(_ADMIN_PREFIX):
+            return
+        if not self._heads and journeys.reads_head(path):
+            raise _Reread(self._parser.get_method())  # counted when re-read
+        key = journeys.count_key(path)
+        counters = self._counters
+        counters.requests += 1
+        counters.by_path[key] = counters.by_path.get(key, 0) + 1
+
+    def _answer(self, route: journeys.Route, method: bytes) -> tuple[Body, ...]:
+        body = bytes(self._body) if self._body is not None else b""
+        request = journeys.Request(method, self._path, self._query, tuple(self._headers), body)
+        return _render_json(route(request, self._key, self._counters), self._closing, method == b"HEAD")
+
+    # ... and the callbacks of a connection that reads heads
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) < _MAX_HEADERS:
+            self._headers.append((name, value))
+
+    def _on_headers_complete_reading(self) -> None:
+        if self._skipping:  # answered already, unless it is the request that needs a head
+            url, self._url = self._url, b""
+            if not journeys.reads_head(url.partition(b"?")[0]):
+                return
+            self._skipping = False
+            self._url = url
+        self.on_headers_complete()
+        self._body = bytearray() if journeys.reads_body(self._path) else None
+
+    def _on_body(self, chunk: bytes) -> None:
+        if self._body is not None and len(self._body) <= journeys.MAX_BODY:
+            self._body += chunk
+
+    def _on_message_complete_reading(self) -> None:
+        if not self._skipping:
+            self.on_message_complete()
+        self._headers = []
+        self._body = None
+
+    def _reread(self, method: bytes, data: bytes) -> None:
+        """Switch to a parser that reads heads and give it again the bytes from the last read that began
+        between requests to the end of this one (``data``): the requests before the one that needs a head
+        were answered already and are skipped; that one and any after it are answered.
+
+        Those bytes begin at a request, or inside its method name or just after it when a read ended there;
+        the method of the request that needs a head is put in place of whatever came before the first space
+        (the method of a skipped request only has to parse). Two cases are not re-read as sent: a head that
+        spanned reads with more than 16 KiB in those before its last (answered 500, the connection closed),
+        and a request pipelined behind one whose body began in an earlier read. The bytes then begin inside
+        that body (keeping track of bodies would cost every read): the request is found when the body's end
+        holds no space, else the re-read fails to parse (400) or does not reach it (500), and the connection
+        is closed. Our engines do not pipeline, and clients that do rarely send bodies."""
+        earlier = self._earlier
+        self._heads = True
+        self._skipping = True
+        self._url = b""
+        callbacks = _Callbacks(
+            on_url=self.on_url,
+            on_header=self._on_header,
+            on_headers_complete=self._on_headers_complete_reading,
+            on_body=self._on_body,
+            on_message_complete=self._on_message_complete_reading,
+        )
+        self._parser = httptools.HttpRequestParser(callbacks)
+        if earlier is _LOST:
+            self._lost()
+            return
+        held = earlier + data
+        rest = held if held.startswith(b"/") else held.partition(b" ")[2]  # "/": the method came earlier
+        try:
+            self._parser.feed_data(method + b" " + rest)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            self._parse_failed(exc, b"")
+        if self._skipping and not self._closing:  # never reached it: later requests must not wait behind it
+            self._lost()
+
+    def _lost(self) -> None:
+        self._closing = True
+        self._send(_render(500, b"request lost: resend it on a new connection", True, False), True)
+
+    def _parse_failed(self, exc: Exception, data: bytes) -> None:
+        if isinstance(exc.__context__, _Reread):
+            self._reread(exc.__context__.method, data)
+            return
+        self._closing = True
+        if not isinstance(exc, httptools.HttpParserUpgrade):  # the request before it is answered; no switch
+            self._send(_render(400, b"bad request", True, False), True)
 
     # writing in order
 
@@ -362,6 +540,7 @@ class TargetServer:
         self._host = host
         self._port = port
         self._counters = _Counters()
+        self._key = secrets.token_bytes(32)  # signs the journey routes' tokens and session cookies
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
 
@@ -369,7 +548,10 @@ class TargetServer:
         """Bind and listen. Port 0 picks a free port; read it from ``port`` afterwards."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self._counters, self._connections), self._host, self._port, backlog=1024
+            lambda: _Connection(self._counters, self._connections, self._key),
+            self._host,
+            self._port,
+            backlog=1024,
         )
         self._port = self._server.sockets[0].getsockname()[1]
 
