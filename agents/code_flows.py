@@ -138,4 +138,5 @@ class CodeSession:
 
     async def pause(self, seconds: float) -> None:
         self.next_intended = max(self.next_intended, self._clock()) + max(0.0, seconds)
-        await asyncio.sleep(max(0.0, self.next_intended - self._clock()))
+        while (left := self.next_intended - self._clock()) > 0:  # a sleep may end up to a tick early
+            await asyncio.sleep(left)

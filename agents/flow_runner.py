@@ -499,6 +499,11 @@ class FlowRunner:
         )
 
     def _resume(self, slot: int, inst: _Instance, intended: float) -> None:
+        early = intended - self._clock()
+        if early > 0:  # a timer may fire up to a tick early: a step never leaves before its time
+            assert self._call_later is not None
+            inst.timer = self._call_later(early, self._resume, slot, inst, intended)
+            return
         inst.timer = None
         flow = inst.flow
         assert flow is not None

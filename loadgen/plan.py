@@ -189,7 +189,9 @@ def _summary(profile: Profile, curve: RateCurve) -> str:
     load = profile.load
     lines = [
         ("duration", format_duration(curve.duration)),
-        ("requests", f"{format_count(curve.total)} expected"),
+        ("arrivals", f"{format_count(curve.total)} expected (each starts a request or a flow)")
+        if profile.flows
+        else ("requests", f"{format_count(curve.total)} expected"),
         ("peak rate", f"{format_rate(curve.peak_rate)}/s"),
         ("arrival", f"{load.arrival}, timeout {format_duration(load.timeout)}"),
         ("in flight", f"at most {load.max_in_flight:,}"),
@@ -206,9 +208,21 @@ def _summary(profile: Profile, curve: RateCurve) -> str:
 
 
 def _mix_table(profile: Profile) -> str:
-    total = sum(r.weight for r in profile.requests)
-    rows = [
-        [r.name, r.method, r.path, f"{r.weight:g}", f"{100 * r.weight / total:.1f}%"]
-        for r in profile.requests
-    ]
-    return render_table(["request", "method", "path", "weight", "share"], rows, "lllrr")
+    """The arrivals' mix: each plain request and each flow with its share, a flow's steps under it."""
+    steps = profile.step_names
+    plain = [r for r in profile.requests if r.name not in steps]
+    total = sum(r.weight for r in plain) + sum(f.weight for f in profile.flows)
+    by_name = {r.name: r for r in profile.requests}
+    rows = [[r.name, r.method, r.path, f"{r.weight:g}", f"{100 * r.weight / total:.1f}%"] for r in plain]
+    for flow in profile.flows:
+        kind = f"flow: {flow.function}" if flow.function else "flow"
+        rows.append([flow.name, "", kind, f"{flow.weight:g}", f"{100 * flow.weight / total:.1f}%"])
+        for s in flow.steps:
+            if s.request is not None:
+                r = by_name[s.request]
+                rows.append([f"  {s.name}", r.method, r.path, "", ""])
+            elif s.pause is not None:
+                rows.append([f"  {s.name}", "", f"pause {s.pause.to_doc()}", "", ""])
+            else:
+                rows.append([f"  {s.name}", "", "(in Python)", "", ""])
+    return render_table(["arrival", "method", "path", "weight", "share"], rows, "lllrr")

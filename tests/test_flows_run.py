@@ -317,3 +317,32 @@ def test_agents_with_different_code_are_refused_before_the_start(target: Target,
     assert "Traceback" not in err
     assert target.stats()["requests"] == 0
     assert all(a.returncode != 0 for a in agents)
+
+
+def test_the_example_journey_logs_in_carries_its_token_and_cookie_and_buys(
+    target: Target, tmp_path: Path
+) -> None:
+    """profiles/journey.toml, shortened: every purchase logs in, the cart is reached with the session
+    cookie alone and the purchase with the bearer token alone (the target answers 401 without them)."""
+    import dataclasses
+    import shutil
+
+    from loadgen.loads import soak
+    from loadgen.profile_file import load_profile
+
+    root = Path(__file__).parent.parent / "profiles"
+    shutil.copy(root / "users.csv", tmp_path / "users.csv")
+    profile = load_profile(root / "journey.toml", target=target.url)
+    short = dataclasses.replace(profile, load=soak(rate=30, duration="3s", arrival="constant"))
+    (tmp_path / "journey.toml").write_text(short.to_toml())
+    target.reset()
+    out = tmp_path / "out"
+    done = loadgen("run", str(tmp_path / "journey.toml"), "--agents", "2", "--out", str(out), "--no-panel")
+    assert done.returncode == 0, done.stdout + done.stderr
+    res = json.loads((out / "results.json").read_text())
+    purchase, browse = res["flows"]["purchase"], res["flows"]["browse"]
+    assert purchase["failed"] == browse["failed"] == 0
+    assert purchase["ok"] > 20 and browse["ok"] > 0
+    by_path = target.stats()["by_path"]
+    assert by_path["/login"] == by_path["/cart"] == by_path["/buy/*"] == purchase["ok"]
+    assert res["errors"] == {}

@@ -41,7 +41,8 @@ def test_renders_every_example_profile(path: Path) -> None:
     table = plan.split("\n\n")[2].splitlines()
     assert table[0].split() == ["#", "from/s", "to/s", "duration", "starts", "at", "requests"]
     assert len(table) == 2 + len(prof.load.stages)
-    assert f"requests    {format_count(curve.total)} expected" in plan
+    label = "arrivals" if prof.flows else "requests"  # a flow is one arrival, whatever its steps
+    assert f"{label:<12}{format_count(curve.total)} expected" in plan
     assert f"peak rate   {format_rate(curve.peak_rate)}/s" in plan
     assert all(len(line) <= 72 for line in chart_lines(plan))
     for request in prof.requests:
