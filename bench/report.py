@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import lib
+from bench import flows, lib
 from bench.lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, growth_verdict
 
 if TYPE_CHECKING:
@@ -128,6 +128,9 @@ def write_report(f: Figures, path: Path) -> None:
     _sampled(f, add)
     _profile(f, add)
     _concurrency(f, add)
+    journeys = getattr(f, "journeys", {})
+    if journeys:
+        lines.extend(flows.section(journeys, "10."))
     add("## Next steps")
     add("")
     micro = defaultdict(lambda: "-", {k: _n(v, 2) for k, v in f.micro.items()})
@@ -232,6 +235,7 @@ def _summary(f: Figures, add: Any) -> None:
             envelope_text(soak.get("coord_envelope"), soak.get("coord_slope_h")),
             growth_verdict(soak.get("coord_envelope"), FLAT),
         ),
+        *_journey_goals(f),
     ]
     add("## Summary against the goals")
     add("")
@@ -252,6 +256,30 @@ def _in_flight_goal(f: Figures) -> tuple[str, str, bool | None]:
     held = [r for r in runs if r.trial.sustained]
     spread = "/".join(_n(r.in_flight) for r in runs)
     return goal, f"holds at {len(held)} of {len(runs)} (in flight {spread})", len(held) == len(runs)
+
+
+def _journey_goals(f: Figures) -> list[tuple[str, str, bool | None]]:
+    """Section 10's goal (a one-step flow's CPU per request within 10% of a plain request's) and its journey
+    figure (steps per second against Locust), when the suite measured them."""
+    journeys = getattr(f, "journeys", {})
+    if not journeys:
+        return []
+    ba = flows.verdicts(journeys).get("B/A")
+    ours, theirs, _ = flows.journey_ratio(journeys)
+    return [
+        (
+            "a one-step flow within 10% of a plain request: agent CPU per request at the same rate, B/A "
+            "(section 10)",
+            "-" if ba is None else f"{ba['median']:.3f}x (rounds {ba['min']:.3f}-{ba['max']:.3f})",
+            None if ba is None else ba["median"] <= 1.10,
+        ),
+        (
+            "(measured, not a goal) five-step journey, steps per second on one core, against Locust "
+            "SequentialTaskSet (section 10)",
+            f"{_n(ours)} vs {_n(theirs)}: {_ratio(ours, theirs)}",
+            None,
+        ),
+    ]
 
 
 def _concurrency(f: Figures, add: Any) -> None:

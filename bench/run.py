@@ -18,7 +18,9 @@ In one run on one machine, with the generator pinned to core 0 and nginx to core
 6. a soak at half the fast engine's maximum, its target stalled for 0.4 s every minute: memory of agent and
    coordinator, and output file growth;
 7. where the agent's time goes: py-spy samples at 90% of its maximum (bench/sampling.py), a cProfile of its
-   hot path, and micro-benchmarks of its parts (bench/micro.py).
+   hot path, and micro-benchmarks of its parts (bench/micro.py);
+8. user journeys (bench/flows.py): a one-step flow's CPU per request against a plain request's, side by
+   side, and a five-step journey's steps per second against Locust's SequentialTaskSet.
 
 Traffic goes only to 127.0.0.1. Every process has a deadline.
 """
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import lib
+from bench import flows, lib
 from bench.lib import BENCH, GEN_CORE, PY, ROOT, Trial, log
 from bench.report import write_report
 from bench.sampling import sample_hot_path
@@ -164,6 +166,7 @@ class Figures:
     load_before: str = ""
     load_after: str = ""
     stolen: float | None = None  # the share of the machine's time the hypervisor took over the whole suite
+    journeys: dict[str, Any] = field(default_factory=dict)  # bench/flows.py's figures
 
 
 def _round_rate(rate: float) -> float:
@@ -556,6 +559,10 @@ def main() -> int:
         figures.profile = profile_hot_path(
             url, _round_rate(0.3 * (figures.maxima.get("fast") or 20_000.0)), plan, work
         )
+    log("user journeys")
+    figures.journeys = flows.measure(
+        flows.QUICK if QUICK else flows.FULL, work / "flows", locust="locust" not in figures.missing
+    )
     figures.seconds = time.monotonic() - began
     figures.load_after = Path("/proc/loadavg").read_text().strip()
     figures.stolen = lib.stolen_share(stolen_before, lib.jiffies_stolen())
