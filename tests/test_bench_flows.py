@@ -96,7 +96,12 @@ def _figures() -> dict[str, Any]:
     return {
         "started": "2026-12-05 09:00 UTC",
         "quick": True,
-        "one_step": {"rate": 20000.0, "seconds": 6, "direct": {"A": True, "B": True, "C": False}, "trials": one},
+        "one_step": {
+            "rate": 20000.0,
+            "seconds": 6,
+            "direct": {"A": True, "B": True, "C": False},
+            "trials": one,
+        },
         "journey": {"steps": 5, "max_flows": 2500, "best": search[1], "trials": search},
         "locust": locust,
     }
