@@ -89,10 +89,15 @@ def _figures() -> dict[str, Any]:
         }
         for r, ok in ((2000, True), (2500, True), (3100, False))
     ]
-    locust = [
-        {"users": 50, "when": w, "steps_per_s": s, "cpu": 0.9, "failures": 0, "cmd": "locust"}
-        for w, s in (("before", 6000.0), ("after", 5000.0))
+    paired = [
+        {"who": "locust", "round": 0, "users": 50, "steps_per_s": 6000.0, "cpu": 1.0, "per_cpu_s": 6000.0},
+        {"who": "ours", "round": 0, **search[0], "per_cpu_s": 20000.0},
+        {"who": "ours", "round": 1, **search[0], "per_cpu_s": 22000.0},
+        {"who": "locust", "round": 1, "users": 50, "steps_per_s": 5000.0, "cpu": 1.0, "per_cpu_s": 5000.0},
     ]
+    for r in paired:
+        r.setdefault("failures", 0)
+        r.setdefault("cmd", "locust")
     return {
         "started": "2026-12-05 09:00 UTC",
         "quick": True,
@@ -103,7 +108,8 @@ def _figures() -> dict[str, Any]:
             "trials": one,
         },
         "journey": {"steps": 5, "max_flows": 2500, "best": search[1], "trials": search},
-        "locust": locust,
+        "paired": paired,
+        "fixed_flows": 1500.0,
     }
 
 
@@ -111,10 +117,13 @@ def test_the_section_renders_the_ratios_and_the_journey() -> None:
     text = "\n".join(flows.section(_figures()))
     assert "## 10. User journeys" in text
     assert "B/A = 1.0" in text and "met" in text
-    assert "| loadgen, fast engine (highest sustained rate) | 2,500 | 12,500 |" in text
-    assert "12,500 ours, 6,000 Locust's best: 2.1x" in text
+    assert "| loadgen, fast engine, highest sustained rate | 2,500 | 12,500 |" in text
+    assert "12,500 ours, 5,500 Locust's: 2.3x" in text
     ours, theirs, ratio = flows.journey_ratio(_figures())
-    assert (ours, theirs) == (12500, 6000.0) and ratio is not None
+    assert (ours, theirs) == (12500, 5500.0) and ratio is not None
+    eff = flows.efficiency(_figures())["ratio"]
+    assert eff is not None and eff["min"] == 20000 / 6000 and eff["max"] == 22000 / 5000
+    assert "ours / Locust by round: 3.87x (3.33-4.40)" in text
 
 
 def test_the_report_has_the_journeys_and_their_goal(tmp_path: Path) -> None:
