@@ -443,7 +443,7 @@ def _machine(f: Figures, add: Any) -> None:
     add("## How to reproduce")
     add("")
     add("```sh")
-    add("make bench                    # full suite, ~25 min: writes this file")
+    add("make bench                    # full suite, ~30 min: writes this file")
     add("BENCH_QUICK=1 make bench      # shorter trials, ~5 min")
     add("```")
     add("")

@@ -1,6 +1,6 @@
 """The benchmark suite behind ``make bench``: measures, then writes docs/benchmarks.md.
 
-    .venv/bin/python -m bench.run              # the full suite, about 25 minutes
+    .venv/bin/python -m bench.run              # the full suite, about 30 minutes
     BENCH_QUICK=1 .venv/bin/python -m bench.run  # shorter trials, about 5 minutes
     BENCH_SOAK_S=1200 .venv/bin/python -m bench.run  # the full suite with a 20-minute soak
     BENCH_SIM_S=120 .venv/bin/python -m bench.run  # a 2-minute coordinator simulation (10 by default)
