@@ -406,13 +406,15 @@ def journey_trial(url: str, rate: float, seconds: int, work: Path, **extra: Any)
     return row
 
 
-def side_by_side_journey(url: str, plan: Plan, work: Path) -> list[dict[str, Any]]:
-    """Part 2, interleaved: Locust (closed loop, its core full) and ours at ``plan.fixed_flows`` flows/s in
-    rounds (L O, O L, ...), for steps per CPU-second of each, paired by round."""
+def side_by_side_journey(url: str, plan: Plan, work: Path, locust: bool = True) -> list[dict[str, Any]]:
+    """Part 2, interleaved, in rounds (L O P, P O L, ...): Locust (closed loop), ours at ``plan.fixed_flows``
+    flows/s, and plain requests (GET /, profile A) at as many requests/s as those flows have steps; steps
+    (requests) per CPU-second of each, paired by round."""
     runs: list[dict[str, Any]] = []
+    steps_rate = plan.fixed_flows * STEPS
     for n in range(plan.journey_rounds):
-        for who in "LO" if n % 2 == 0 else "OL":
-            if who == "L":
+        for who in "LOP" if n % 2 == 0 else "POL":
+            if who == "L" and locust:
                 row = {
                     "who": "locust",
                     "round": n,
@@ -423,13 +425,25 @@ def side_by_side_journey(url: str, plan: Plan, work: Path) -> list[dict[str, Any
                     f"{lib_pct(row['cpu'])}, {_f(row['per_cpu_s'], 0)} steps per CPU-second, "
                     f"failures {row['failures']}"
                 )
-            else:
+            elif who == "O":
                 row = {"who": "ours", **journey_trial(url, plan.fixed_flows, plan.trial_s, work, round=n)}
                 log(
                     f"journey @ {plan.fixed_flows:,.0f} flows/s: {row['steps_per_s']:,.0f} steps/s, CPU "
                     f"{lib_pct(row['agent_cpu'])}, {_f(row['per_cpu_s'], 0)} steps per CPU-second, "
                     f"failed {row['failed']}"
                 )
+            elif who == "P":
+                tables = ONE_STEP["A"][0]
+                trial = lib.open_trial("fast", url, steps_rate, plan.trial_s, work / "plain", requests=tables)
+                row = {"who": "plain", **_summary(trial, round=n)}
+                row["steps_per_s"] = row["achieved"]
+                row["per_cpu_s"] = row["achieved"] / row["agent_cpu"] if row["agent_cpu"] else None
+                log(
+                    f"plain GET / @ {steps_rate:,.0f}/s: CPU {lib_pct(row['agent_cpu'])}, "
+                    f"{_f(row['per_cpu_s'], 0)} requests per CPU-second"
+                )
+            else:
+                continue
             runs.append(row)
     return runs
 
@@ -445,7 +459,7 @@ def measure(plan: Plan, work: Path, locust: bool = True) -> dict[str, Any]:
     with lib.nginx(JOURNEY_LOCATIONS) as url:
         log(f"five-step journey, nginx at {url}")
         write_users(work)
-        paired = side_by_side_journey(url, plan, work) if locust else []
+        paired = side_by_side_journey(url, plan, work, locust)
         ours = journey_search(url, plan, work)
     return {
         "started": began,
@@ -518,7 +532,11 @@ def efficiency(fig: dict[str, Any]) -> dict[str, dict[str, float] | None]:
     return {
         "ours": spread([r["per_cpu_s"] for r in rows if r["who"] == "ours"]),
         "locust": spread([r["per_cpu_s"] for r in rows if r["who"] == "locust"]),
+        "plain": spread([r["per_cpu_s"] for r in rows if r["who"] == "plain"]),
         "ratio": spread(paired_ratios(rows, "ours", "locust", "per_cpu_s")),
+        "step_vs_plain": spread(
+            paired_ratios(rows, "plain", "ours", "per_cpu_s")
+        ),  # CPU per step / per request
     }
 
 
@@ -652,11 +670,14 @@ def _journey_part(fig: dict[str, Any], add: Any) -> None:
     max_flows = journey.get("max_flows")
     best = journey.get("best") or {}
     add(
-        "**Steps per CPU-second, interleaved.** Locust and ours at "
-        f"{_f(fig.get('fixed_flows'), 0)} flows/s ({_f((fig.get('fixed_flows') or 0) * STEPS, 0)} steps/s) "
-        "in rounds (Locust then ours, ours then Locust, ...): the CPU each spends per step, compared within "
+        "**Steps per CPU-second, interleaved.** Locust, ours at "
+        f"{_f(fig.get('fixed_flows'), 0)} flows/s ({_f((fig.get('fixed_flows') or 0) * STEPS, 0)} steps/s), "
+        "and plain requests (profile A, GET /) at as many requests per second as those steps, in rounds "
+        "(Locust, ours, plain; then plain, ours, Locust; ...): the CPU each spends per step, compared within "
         "each round. Ours runs below a full core here, so its fixed costs (timers, the once-a-second "
-        "report) weigh a little more per step than at its maximum."
+        "report) weigh a little more per step than at its maximum; the plain requests at the same rate "
+        "show how much of a step's cost is the journey's own (its templates, captures, checks, cookie jar "
+        "and reading whole bodies)."
     )
     add("")
     add(
@@ -669,17 +690,23 @@ def _journey_part(fig: dict[str, Any], add: Any) -> None:
         steps = r["steps_per_s"]
         cpu = r["cpu"] if locust else r["agent_cpu"]
         per = r.get("per_cpu_s")
-        who = f"Locust, {r['users']} users" if locust else "loadgen, fast engine"
+        who = {
+            "locust": f"Locust SequentialTaskSet, {r.get('users')} users",
+            "ours": "loadgen, fast engine, the journey",
+            "plain": "loadgen, fast engine, plain GET / (one request a step)",
+        }[r["who"]]
         failed = r["failures"] if locust else r["failed"]
+        flows_s = "-" if r["who"] == "plain" else _f(steps / STEPS, 0)
         add(
-            f"| {i} | {r['round'] + 1} | {who} | {_f(steps / STEPS, 0)} | {_f(steps, 0)} | {lib_pct(cpu)} "
+            f"| {i} | {r['round'] + 1} | {who} | {flows_s} | {_f(steps, 0)} | {lib_pct(cpu)} "
             f"| {_f(1e6 / per if per else None)} | {_f(per, 0)} | {failed} | {lib_pct(r.get('others'))} "
             f"| {lib_pct(r.get('stolen'))} |"
         )
     add("")
     add(
-        f"Steps per CPU-second: ours {_sp(eff['ours'], 0)}, Locust {_sp(eff['locust'], 0)}; "
-        f"**ours / Locust by round: {_sp(eff['ratio'], 2, 'x')}**."
+        f"Steps per CPU-second: ours {_sp(eff['ours'], 0)}, Locust {_sp(eff['locust'], 0)}, plain requests "
+        f"{_sp(eff['plain'], 0)}; **ours / Locust by round: {_sp(eff['ratio'], 2, 'x')}**; a journey step "
+        f"costs {_sp(eff['step_vs_plain'], 2, 'x')} the CPU of a plain request at the same request rate."
     )
     add("")
     add(

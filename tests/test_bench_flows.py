@@ -94,6 +94,8 @@ def _figures() -> dict[str, Any]:
         {"who": "ours", "round": 0, **search[0], "per_cpu_s": 20000.0},
         {"who": "ours", "round": 1, **search[0], "per_cpu_s": 22000.0},
         {"who": "locust", "round": 1, "users": 50, "steps_per_s": 5000.0, "cpu": 1.0, "per_cpu_s": 5000.0},
+        {"who": "plain", "round": 0, **search[0], "steps_per_s": 7500.0, "per_cpu_s": 60000.0},
+        {"who": "plain", "round": 1, **search[0], "steps_per_s": 7500.0, "per_cpu_s": 66000.0},
     ]
     for r in paired:
         r.setdefault("failures", 0)
@@ -125,6 +127,8 @@ def test_the_section_renders_the_ratios_and_the_journey() -> None:
     eff = flows.efficiency(_figures())["ratio"]
     assert eff is not None and eff["min"] == 20000 / 6000 and eff["max"] == 22000 / 5000
     assert "ours / Locust by round: 3.87x (3.33-4.40)" in text
+    assert "a journey step costs 3.00x (3.00-3.00) the CPU of a plain request" in text
+    assert "| loadgen, fast engine, plain GET / (one request a step) | - | 7,500 |" in text
 
 
 def test_the_report_has_the_journeys_and_their_goal(tmp_path: Path) -> None:
