@@ -223,6 +223,18 @@ def others_on_core(samples: list[lib.Sample], pid: int, core: int) -> float | No
     return max(0.0, (b1 - b0) / (n1 - n0) - (c1 - c0) / (last.t - first.t))
 
 
+def step_gap(results: dict[str, Any]) -> int:
+    """Steps whose outcome results.json counts but whose sending it does not: the sum over the steps of the
+    journey of ok + failed + dropped + in flight at the end - scheduled (0 when every step is conserved)."""
+    gap = 0
+    for entry in results.get("requests", {}).values():
+        if entry.get("flow") != "journey":
+            continue
+        done = entry["ok"] + entry["failed"] + entry.get("dropped", 0) + entry.get("in_flight_at_end", 0)
+        gap += done - entry["scheduled"]
+    return gap
+
+
 # --- trials
 
 
@@ -403,6 +415,7 @@ def journey_trial(url: str, rate: float, seconds: int, work: Path, **extra: Any)
     row["per_cpu_s"] = row["steps_per_s"] / row["agent_cpu"] if row["agent_cpu"] else None
     flow = trial.results.get("flows", {}).get("journey", {})
     row["flows_ok"], row["flows_failed"] = flow.get("ok"), flow.get("failed")
+    row["step_gap"] = step_gap(trial.results)
     return row
 
 
@@ -553,6 +566,14 @@ def section(fig: dict[str, Any], number: str = "10.") -> list[str]:
         f"{' (`--quick`)' if fig.get('quick') else ''}. "
         f"One agent (fast engine) on core {GEN_CORE}, nginx (one worker) and the coordinator on core "
         f"{TARGET_CORE}; everything on loopback."
+    )
+    load = fig.get("load") or ["-", "-"]
+    add("")
+    add(
+        f"Load average before and after: `{load[0]}` / `{load[-1]}`. Two cores, so anything else running "
+        "on the machine shares the agent's: each trial's `core 0, others` says how much of core 0 went to "
+        "other work while it ran. CPU per request is what the agent itself spent, and the comparisons are "
+        "between trials run next to each other; single figures still move by 10-20% from trial to trial."
     )
     add("")
     add("### One-step flows against plain requests, side by side")
@@ -738,18 +759,27 @@ def _journey_part(fig: dict[str, Any], add: Any) -> None:
     add("")
     add(
         "| flows/s | steps/s achieved | agent CPU | agent µs/step | lag p99 ms | dropped | failed | errors "
-        "| core 0, others | stolen | verdict |"
+        "| steps not counted as scheduled | core 0, others | stolen | verdict |"
     )
-    add("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
+    add("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
     for t in journey.get("trials", []):
         errors = ", ".join(f"{k} {n}" for k, n in (t.get("errors") or {}).items()) or "-"
         add(
             f"| {_f(t['rate'], 0)} | {_f(t['steps_per_s'], 0)} | {lib_pct(t['agent_cpu'])} "
             f"| {_f(t['us_step'])} | {_f(t['lag_p99'], 3)} | {t['dropped']} | {t['failed']} | {errors} "
-            f"| {lib_pct(t.get('others'))} | {lib_pct(t.get('stolen'))} "
+            f"| {t.get('step_gap', '-')} | {lib_pct(t.get('others'))} | {lib_pct(t.get('stolen'))} "
             f"| {'holds' if t['ok'] else 'does not hold'} |"
         )
     add("")
+    gaps = [t.get("step_gap") or 0 for t in journey.get("trials", [])]
+    if any(gaps):
+        add(
+            "`steps not counted as scheduled`: over the journey's steps, ok + failed + dropped + in flight at "
+            "the end less scheduled, from results.json; it should be 0 (every step conserved). In "
+            f"{sum(1 for g in gaps if g)} of {len(gaps)} trials it was not (up to {max(gaps):,} steps): steps "
+            "counted done that no step's `scheduled` counts."
+        )
+        add("")
     ours_cmd = [t["cmd"] for t in journey.get("trials", [])[:1]]
     locust_cmd = [r["cmd"] for r in fig.get("paired", []) if r["who"] == "locust"][:1]
     if ours_cmd or locust_cmd:

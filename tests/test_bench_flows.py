@@ -38,6 +38,17 @@ def test_ratios_are_paired_within_rounds() -> None:
     assert flows.spread([]) is None
 
 
+def test_steps_sent_but_not_counted_as_scheduled_are_summed() -> None:
+    results = {
+        "requests": {
+            "home": {"scheduled": 5, "ok": 9, "failed": 0},  # not a step of the journey
+            "journey.login": {"flow": "journey", "scheduled": 10, "ok": 9, "failed": 1},
+            "journey.items": {"flow": "journey", "scheduled": 8, "ok": 9, "failed": 0, "in_flight_at_end": 1},
+        }
+    }
+    assert flows.step_gap(results) == 2
+
+
 def test_the_journey_search_grows_then_bisects() -> None:
     assert flows.next_rate(2000, 2000, None) == 2500
     assert flows.next_rate(3100, 2500, 3100) == 2800
