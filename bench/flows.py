@@ -774,10 +774,10 @@ def _journey_part(fig: dict[str, Any], add: Any) -> None:
     gaps = [t.get("step_gap") or 0 for t in journey.get("trials", [])]
     if any(gaps):
         add(
-            "`steps not counted as scheduled`: over the journey's steps, ok + failed + dropped + in flight at "
-            "the end less scheduled, from results.json; it should be 0 (every step conserved). In "
-            f"{sum(1 for g in gaps if g)} of {len(gaps)} trials it was not (up to {max(gaps):,} steps): steps "
-            "counted done that no step's `scheduled` counts."
+            "`steps not counted as scheduled`: over the journey's steps, ok + failed + dropped + in flight "
+            "at the end less scheduled, from results.json; it should be 0 (every step conserved). In "
+            f"{sum(1 for g in gaps if g)} of {len(gaps)} trials it was not (up to {max(gaps):,} steps): "
+            "steps counted done that no step's `scheduled` counts."
         )
         add("")
     ours_cmd = [t["cmd"] for t in journey.get("trials", [])[:1]]
