@@ -749,10 +749,10 @@ def _journey_part(fig: dict[str, Any], add: Any) -> None:
     add("")
     per = eff["ratio"]
     add(
-        f"**Journey steps per second per core: {_f(_med(eff['ours']), 0)} ours, {_f(_med(eff['locust']), 0)} "
-        f"Locust's, per CPU-second ({_f(_med(per), 1)}x); at the highest "
-        f"sustained rate {_f(ours, 0)} steps/s ours (using {lib_pct(best.get('agent_cpu'))} of its core), "
-        f"{_f(theirs, 0)} Locust's ({'-' if ratio is None else f'{ratio:.1f}x'}).**"
+        f"**Journey steps per CPU-second (a core's worth): {_f(_med(eff['ours']), 0)} ours, "
+        f"{_f(_med(eff['locust']), 0)} Locust's: {_f(_med(per), 1)}x (median of the rounds).** At our "
+        f"highest sustained rate: {_f(ours, 0)} steps/s ours (using {lib_pct(best.get('agent_cpu'))} of its "
+        f"core), {_f(theirs, 0)} Locust's ({'-' if ratio is None else f'{ratio:.1f}x'})."
     )
     add("")
     add("Our search, in the order run:")

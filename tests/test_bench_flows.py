@@ -132,7 +132,7 @@ def test_the_section_renders_the_ratios_and_the_journey() -> None:
     assert "B/A = 1.0" in text and "met" in text
     assert "| loadgen, fast engine, highest sustained rate | 2,500 | 12,500 |" in text
     assert "12,500 steps/s ours (using 50% of its core), 5,500 Locust's (2.3x)" in text
-    assert "per core: 21,000 ours, 5,500 Locust's, per CPU-second (3.9x)" in text
+    assert "(a core's worth): 21,000 ours, 5,500 Locust's: 3.9x (median of the rounds)" in text
     ours, theirs, ratio = flows.journey_ratio(_figures())
     assert (ours, theirs) == (12500, 5500.0) and ratio is not None
     eff = flows.efficiency(_figures())["ratio"]
