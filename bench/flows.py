@@ -679,10 +679,10 @@ def _journey_part(fig: dict[str, Any], add: Any) -> None:
     add(
         "Locust: `SequentialTaskSet` of the same five steps under `FastHttpUser` (`bench/locust_journey.py`: "
         "`json.loads` of the raw body, the response header, the cookie from the user's cookie jar, cleared at"
-        " each login), no wait, closed loop, 50 users (its core full); its steps/s is its requests/s. Ours: "
-        "one agent, open model, a constant rate of flows after a 2 s ramp; steps/s = flows completed per "
-        "second over the hold x 5. Each side's CPU is read from /proc (the busiest window as long as the run "
-        "less a second, so start-up and shutdown do not count)."
+        " each login), no wait, closed loop, 50 users (more than its core can serve); its steps/s is its "
+        "requests/s. Ours: one agent, open model, a constant rate of flows after a 2 s ramp; steps/s = flows "
+        "completed per second over the hold x 5. Each side's CPU is read from /proc (the busiest window as "
+        "long as the run less a second, so start-up and shutdown do not count)."
     )
     add("")
     eff = efficiency(fig)
