@@ -476,6 +476,7 @@ def measure(plan: Plan, work: Path, locust: bool = True) -> dict[str, Any]:
         ours = journey_search(url, plan, work)
     return {
         "started": began,
+        "machine": lib.machine(),
         "quick": plan == QUICK,
         "load": [load_before, Path("/proc/loadavg").read_text().strip()],
         "one_step": one,
@@ -568,6 +569,15 @@ def section(fig: dict[str, Any], number: str = "10.") -> list[str]:
         f"{TARGET_CORE}; everything on loopback."
     )
     load = fig.get("load") or ["-", "-"]
+    m = fig.get("machine") or {}
+    if m:
+        add("")
+        add(
+            f"Machine: {m.get('cpu', '-')}, {m.get('cores', '-')} cores, {m.get('kernel', '-')}, Python "
+            f"{m.get('python', '-')}, virtualized: {m.get('virtualization', '-')}; uvloop "
+            f"{m.get('uvloop', '-')}, httptools {m.get('httptools', '-')}, {m.get('nginx', '-')}, "
+            f"{m.get('locust', '-')}."
+        )
     add("")
     add(
         f"Load average before and after: `{load[0]}` / `{load[-1]}`. Two cores, so anything else running "
