@@ -563,7 +563,8 @@ def section(fig: dict[str, Any], number: str = "10.") -> list[str]:
     add(f"## {number} User journeys".replace("  ", " "))
     add("")
     add(
-        f"Measured by `bench/flows.py` on {fig.get('started', '-')}"
+        f"Measured by `bench/flows.py` (`python -m bench.flows`, also run by `make bench`) on "
+        f"{fig.get('started', '-')}"
         f"{' (`--quick`)' if fig.get('quick') else ''}. "
         f"One agent (fast engine) on core {GEN_CORE}, nginx (one worker) and the coordinator on core "
         f"{TARGET_CORE}; everything on loopback."
