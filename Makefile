@@ -36,7 +36,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## bench: benchmark suite (~25 min; BENCH_QUICK=1 for ~5 min): nginx, wrk, Locust vs our engines; writes docs/benchmarks.md
+## bench: benchmark suite (~30 min; BENCH_QUICK=1 for ~5 min): nginx, wrk, Locust vs our engines; writes docs/benchmarks.md
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 

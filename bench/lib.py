@@ -166,18 +166,20 @@ http {{
     listen 127.0.0.1:{port};
     location / {{ return 200 "ok"; }}
     location = /__status {{ stub_status; }}
+{locations}
   }}
 }}
 """
 
 
 @contextlib.contextmanager
-def nginx() -> Iterator[str]:
-    """nginx with one worker on the target core, ``return 200 "ok"``; yields its base URL."""
+def nginx(locations: str = "") -> Iterator[str]:
+    """nginx with one worker on the target core, ``return 200 "ok"`` (and ``locations``, more ``location``
+    blocks of its server, if given); yields its base URL."""
     with tempfile.TemporaryDirectory(prefix="loadgen-bench-nginx-") as folder:
         port = free_port()
         conf = Path(folder) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=folder, port=port))
+        conf.write_text(NGINX_CONF.format(dir=folder, port=port, locations=locations))
         proc = subprocess.Popen(
             [*NICE, "taskset", "-c", TARGET_CORE, "nginx", "-c", str(conf), "-p", folder],
             stdout=subprocess.DEVNULL,
@@ -613,11 +615,13 @@ def write_profile(
     max_in_flight: int = 10_000,
     ramp: int = 0,
     path_: str = "/",
+    requests: str | None = None,
 ) -> Path:
-    """A constant-arrival profile: ``rate`` for ``seconds``, after a linear ramp from 0 over ``ramp`` s."""
-    if names == 1:
+    """A constant-arrival profile: ``rate`` for ``seconds``, after a linear ramp from 0 over ``ramp`` s;
+    ``requests`` replaces its ``[[requests]]`` (any tables after ``[load]``: flows, data)."""
+    if requests is None and names == 1:
         requests = f'[[requests]]\nname = "home"\npath = "{path_}"\n'
-    else:
+    elif requests is None:
         requests = "\n".join(f'[[requests]]\nname = "r{i}"\npath = "/r{i}"\n' for i in range(names))
     r = round(rate, 1)
     hold = f'{{ duration = "{seconds}s", rate = {r} }}'
@@ -742,6 +746,7 @@ def open_trial(
     watch_files: Sequence[str] = (),
     ramp: int = 2,
     path: str = "/",
+    requests: str | None = None,
 ) -> Trial:
     """One open-model run: ``loadgen coordinator`` (on the target's core) and one ``loadgen agent`` on the
     generator core, a linear ramp over ``ramp`` seconds then a constant arrival rate for ``seconds``; returns
@@ -749,7 +754,9 @@ def open_trial(
     tag = f"{engine}-{int(rate)}-{seconds}s-{int(time.time() * 1000) % 100000}"
     out = work / tag
     out.mkdir(parents=True, exist_ok=True)
-    profile = write_profile(work / f"{tag}.toml", url, rate, seconds, ramp=ramp, path_=path)
+    profile = write_profile(
+        work / f"{tag}.toml", url, rate, seconds, ramp=ramp, path_=path, requests=requests
+    )
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     coord_cmd = [
         *("taskset", "-c", TARGET_CORE, *LOADGEN),

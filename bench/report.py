@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import lib
+from bench import flows, lib
 from bench.lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, growth_verdict
 from bench.tls import table as tls_table
 
@@ -130,6 +130,9 @@ def write_report(f: Figures, path: Path) -> None:
     _profile(f, add)
     _concurrency(f, add)
     _tls(f, add)
+    journeys = getattr(f, "journeys", {})
+    if journeys:
+        lines.extend(flows.section(journeys, "11."))
     add("## Next steps")
     add("")
     micro = defaultdict(lambda: "-", {k: _n(v, 2) for k, v in f.micro.items()})
@@ -253,6 +256,7 @@ def _summary(f: Figures, add: Any) -> None:
             envelope_text(soak.get("coord_envelope"), soak.get("coord_slope_h")),
             growth_verdict(soak.get("coord_envelope"), FLAT),
         ),
+        *_journey_goals(f),
     ]
     add("## Summary against the goals")
     add("")
@@ -273,6 +277,38 @@ def _in_flight_goal(f: Figures) -> tuple[str, str, bool | None]:
     held = [r for r in runs if r.trial.sustained]
     spread = "/".join(_n(r.in_flight) for r in runs)
     return goal, f"holds at {len(held)} of {len(runs)} (in flight {spread})", len(held) == len(runs)
+
+
+def _journey_goals(f: Figures) -> list[tuple[str, str, bool | None]]:
+    """Section 10's goal (a one-step flow's CPU per request within 10% of a plain request's) and its journey
+    figure (steps per second against Locust), when the suite measured them."""
+    journeys = getattr(f, "journeys", {})
+    if not journeys:
+        return []
+    ba = flows.verdicts(journeys).get("B/A")
+    ours, theirs, _ = flows.journey_ratio(journeys)
+    eff = flows.efficiency(journeys)
+    return [
+        (
+            "a one-step flow within 10% of a plain request: agent CPU per request at the same rate, B/A "
+            "(section 10)",
+            "-" if ba is None else f"{ba['median']:.3f}x (rounds {ba['min']:.3f}-{ba['max']:.3f})",
+            None if ba is None else ba["median"] <= 1.10,
+        ),
+        (
+            "(measured, not a goal) five-step journey (captures, templates, cookie jar), steps per second "
+            "per core against Locust SequentialTaskSet: per CPU-second (paired by round), and at our highest "
+            "sustained rate (section 10)",
+            f"per CPU-second {_n(_mid(eff['ours']))} vs {_n(_mid(eff['locust']))}: "
+            f"{_n(_mid(eff['ratio']), 2)}x; highest sustained {_n(ours)} steps/s vs {_n(theirs)}: "
+            f"{_ratio(ours, theirs)}",
+            None,
+        ),
+    ]
+
+
+def _mid(spread: dict[str, float] | None) -> float | None:
+    return None if spread is None else spread["median"]
 
 
 def _concurrency(f: Figures, add: Any) -> None:
@@ -436,7 +472,7 @@ def _machine(f: Figures, add: Any) -> None:
     add("## How to reproduce")
     add("")
     add("```sh")
-    add("make bench                    # full suite, ~25 min: writes this file")
+    add("make bench                    # full suite, ~30 min: writes this file")
     add("BENCH_QUICK=1 make bench      # shorter trials, ~5 min")
     add("```")
     add("")

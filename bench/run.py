@@ -1,6 +1,6 @@
 """The benchmark suite behind ``make bench``: measures, then writes docs/benchmarks.md.
 
-    .venv/bin/python -m bench.run              # the full suite, about 25 minutes
+    .venv/bin/python -m bench.run              # the full suite, about 30 minutes
     BENCH_QUICK=1 .venv/bin/python -m bench.run  # shorter trials, about 5 minutes
     BENCH_SOAK_S=1200 .venv/bin/python -m bench.run  # the full suite with a 20-minute soak
     BENCH_SIM_S=120 .venv/bin/python -m bench.run  # a 2-minute coordinator simulation (10 by default)
@@ -20,6 +20,8 @@ In one run on one machine, with the generator pinned to core 0 and nginx to core
 7. where the agent's time goes: py-spy samples at 90% of its maximum (bench/sampling.py), a cProfile of its
    hot path, and micro-benchmarks of its parts (bench/micro.py);
 8. HTTPS against nginx, ours vs wrk, and new TLS connections per second (bench/tls.py).
+9. user journeys (bench/flows.py): a one-step flow's CPU per request against a plain request's, side by
+   side, and a five-step journey's steps per second against Locust's SequentialTaskSet.
 
 Traffic goes only to 127.0.0.1. Every process has a deadline.
 """
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import lib
+from bench import flows, lib
 from bench import tls as tls_bench
 from bench.lib import BENCH, GEN_CORE, PY, ROOT, Trial, log
 from bench.report import write_report
@@ -167,6 +169,7 @@ class Figures:
     load_after: str = ""
     stolen: float | None = None  # the share of the machine's time the hypervisor took over the whole suite
     tls: list[dict[str, Any]] = field(default_factory=list)  # bench/tls.py's rows
+    journeys: dict[str, Any] = field(default_factory=dict)  # bench/flows.py's figures
 
 
 def _round_rate(rate: float) -> float:
@@ -561,6 +564,10 @@ def main() -> int:
         )
     log("HTTPS against nginx (bench/tls.py)")
     figures.tls = tls_bench.measure(5 if QUICK else 10)
+    log("user journeys")
+    figures.journeys = flows.measure(
+        flows.QUICK if QUICK else flows.FULL, work / "flows", locust="locust" not in figures.missing
+    )
     figures.seconds = time.monotonic() - began
     figures.load_after = Path("/proc/loadavg").read_text().strip()
     figures.stolen = lib.stolen_share(stolen_before, lib.jiffies_stolen())
