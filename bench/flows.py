@@ -554,7 +554,7 @@ def efficiency(fig: dict[str, Any]) -> dict[str, dict[str, float] | None]:
     }
 
 
-def section(fig: dict[str, Any], number: str = "10.") -> list[str]:
+def section(fig: dict[str, Any], number: str = "11.") -> list[str]:
     """docs/benchmarks.md's "User journeys" section from :func:`measure`'s figures."""
     lines: list[str] = []
     add = lines.append

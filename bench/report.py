@@ -291,14 +291,14 @@ def _journey_goals(f: Figures) -> list[tuple[str, str, bool | None]]:
     return [
         (
             "a one-step flow within 10% of a plain request: agent CPU per request at the same rate, B/A "
-            "(section 10)",
+            "(section 11)",
             "-" if ba is None else f"{ba['median']:.3f}x (rounds {ba['min']:.3f}-{ba['max']:.3f})",
             None if ba is None else ba["median"] <= 1.10,
         ),
         (
             "(measured, not a goal) five-step journey (captures, templates, cookie jar), steps per second "
             "per core against Locust SequentialTaskSet: per CPU-second (paired by round), and at our highest "
-            "sustained rate (section 10)",
+            "sustained rate (section 11)",
             f"per CPU-second {_n(_mid(eff['ours']))} vs {_n(_mid(eff['locust']))}: "
             f"{_n(_mid(eff['ratio']), 2)}x; highest sustained {_n(ours)} steps/s vs {_n(theirs)}: "
             f"{_ratio(ours, theirs)}",

@@ -128,7 +128,7 @@ def _figures() -> dict[str, Any]:
 
 def test_the_section_renders_the_ratios_and_the_journey() -> None:
     text = "\n".join(flows.section(_figures()))
-    assert "## 10. User journeys" in text
+    assert "## 11. User journeys" in text
     assert "B/A = 1.0" in text and "met" in text
     assert "| loadgen, fast engine, highest sustained rate | 2,500 | 12,500 |" in text
     assert "12,500 steps/s ours (using 50% of its core), 5,500 Locust's (2.3x)" in text
@@ -149,6 +149,6 @@ def test_the_report_has_the_journeys_and_their_goal(tmp_path: Path) -> None:
     report.write_report(f, path)
     text = path.read_text()
     assert "a one-step flow within 10% of a plain request" in text
-    assert "## 10. User journeys" in text
+    assert "## 11. User journeys" in text
     report.write_report(run.Figures(quick=True), path)  # none measured: no section
     assert "User journeys" not in path.read_text()
