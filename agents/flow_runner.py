@@ -342,7 +342,8 @@ class FlowRunner:
                     return
                 values.update(zip(source.columns, row, strict=True))
             inst.values = values
-            inst.jar = CookieJar() if flow.cookies else None
+            # A jar only where a later step could send its cookies back (a flow in Python: any call).
+            inst.jar = CookieJar() if flow.cookies and (len(flow.steps) > 1 or flow.code) else None
         if flow.code is not None:
             self._start_code(slot, inst, flow, intended)
             return
