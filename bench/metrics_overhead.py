@@ -6,7 +6,8 @@ For each agent count, runs the real coordinator process with simulated agents (:
 processes, 10 request names, 1,000 requests/s per agent) once without metrics and once with them, in
 alternating order round by round (so a drift of the machine falls on both), and reads the coordinator's CPU
 share over the run's seconds (after the first). With metrics on, a scraper reads ``/metrics`` every second as
-Prometheus would. Prints one JSON line per run and a table. Sends nothing but loopback control traffic.
+Prometheus would, and the live page's feed (``/live.json``) as an open page does. Prints one JSON line per
+run and a table. Sends nothing but loopback control traffic.
 """
 
 from __future__ import annotations
@@ -49,14 +50,23 @@ def one_run(agents: int, seconds: int, metrics: bool, work: Path) -> dict[str, A
     done = threading.Event()
 
     def scraper() -> None:
+        """Prometheus every second, and a live page polling its feed as the page does (what it holds of the
+        curve: the last point and the span)."""
         url = f"http://127.0.0.1:{port}/metrics"
+        held: tuple[int, int] | None = None  # (since, span) of the page's curve
         while not done.wait(1.0):
             t0 = time.monotonic()
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
                     resp.read()
                 scrapes.append(time.monotonic() - t0)
-            except OSError:
+                query = "" if held is None else f"?since={held[0]}&span={held[1]}"
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/live.json{query}", timeout=5) as resp:
+                    feed = json.loads(resp.read())
+                points = feed.get("points") or []
+                if points:
+                    held = (int(points[-1]["t"]), int(feed.get("span", 1)))
+            except (OSError, ValueError):
                 pass
 
     with open(out / "coordinator.log", "w") as log:
