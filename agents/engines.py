@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from agents.engine import Engine, Sink
 from loadgen.endpoint import Tls
@@ -41,31 +41,25 @@ def default_engine_factory(
     CPU (see "Growth" in :mod:`agents.pool`)."""
     cpu_clock = time.process_time
     tls, connect_to = route
+    cls: type[Any]
     if engine == "fast":
         from agents.fast_engine import FastEngine
 
-        return FastEngine(
-            target,
-            requests,
-            sink,
-            timeout=timeout,
-            max_connections=max_connections,
-            cpu_clock=cpu_clock,
-            tls=tls,
-            connect_to=connect_to,
-        )
-    if engine == "httpx":
+        cls = FastEngine
+    elif engine == "httpx":
         from agents.httpx_engine import HttpxEngine
 
-        eng: Engine = HttpxEngine(
-            target,
-            requests,
-            sink,
-            timeout=timeout,
-            max_connections=max_connections,
-            cpu_clock=cpu_clock,
-            tls=tls,
-            connect_to=connect_to,
-        )
-        return eng
-    raise RunError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+        cls = HttpxEngine
+    else:
+        raise RunError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    made: Engine = cls(
+        target,
+        requests,
+        sink,
+        timeout=timeout,
+        max_connections=max_connections,
+        cpu_clock=cpu_clock,
+        tls=tls,
+        connect_to=connect_to,
+    )
+    return made

@@ -172,34 +172,26 @@ def build_results(
     lates = [a.start_late_ms for a in agents if a.start_late_ms is not None and a.joined_t == 0.0]
     offset_error = max([a.clock_error_ms for a in agents] or [0.0])
     requests: dict[str, Any] = {}
+
+    def figures(name: str, method: str, path: str) -> dict[str, Any]:
+        nt = agg.names[name]
+        c = nt.counts
+        return {
+            "method": method,
+            "path": path,
+            "scheduled": c.scheduled,
+            "count": c.ok + c.failed,
+            "ok": c.ok,
+            "failed": c.failed,
+            "errors": dict(sorted(c.errors.items())),
+            "latency_ms": summary_ms(nt.latency),
+            "service_ms": summary_ms(nt.service),
+        }
+
     for spec in profile.requests:
-        nt = agg.names[spec.name]
-        c = nt.counts
-        requests[spec.name] = {
-            "method": spec.method,
-            "path": spec.path,
-            "scheduled": c.scheduled,
-            "count": c.ok + c.failed,
-            "ok": c.ok,
-            "failed": c.failed,
-            "errors": dict(sorted(c.errors.items())),
-            "latency_ms": summary_ms(nt.latency),
-            "service_ms": summary_ms(nt.service),
-        }
+        requests[spec.name] = figures(spec.name, spec.method, spec.path)
     for step in profile.code_steps:  # the steps of flows written in Python: no request of the profile
-        nt = agg.names[step]
-        c = nt.counts
-        requests[step] = {
-            "method": "",
-            "path": "",
-            "scheduled": c.scheduled,
-            "count": c.ok + c.failed,
-            "ok": c.ok,
-            "failed": c.failed,
-            "errors": dict(sorted(c.errors.items())),
-            "latency_ms": summary_ms(nt.latency),
-            "service_ms": summary_ms(nt.service),
-        }
+        requests[step] = figures(step, "", "")
     flows: dict[str, Any] = {}
     for flow in profile.flows:
         nt = agg.names[flow.name]
