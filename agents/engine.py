@@ -125,9 +125,15 @@ READ = 2
 captures, checks or keeps cookies)."""
 
 
+READ_LIMIT = 1024 * 1024
+"""Bytes of a body kept for a :data:`READ` request (captures and checks see these; the rest is read and
+dropped): a thousand flow instances in flight must not hold a gigabyte of bodies."""
+
+
 class Reply:
-    """The headers and body of the last response read in full (a request flagged :data:`READ`): set just
-    before the sink hears of that response, valid until the sink's callback returns."""
+    """The headers and body of the last response read in full (a request flagged :data:`READ`; the body's
+    first :data:`READ_LIMIT` bytes): set just before the sink hears of that response, valid until the
+    sink's callback returns."""
 
     __slots__ = ("body", "headers")
 

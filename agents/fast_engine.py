@@ -30,7 +30,7 @@ from typing import cast
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agents.connections import ProtocolConnection, ProtocolConnections
-from agents.engine import HEAD
+from agents.engine import HEAD, READ_LIMIT
 from agents.http_request import RequestHead, build_request, encode_head, host_header, request_head
 from agents.pooled_engine import PooledEngine
 from loadgen.profile import RequestSpec
@@ -155,20 +155,24 @@ class _FullResponse:
     """The parser callbacks for a response whose headers and body are handed over (in the engine's
     :class:`~agents.engine.Reply`, just before the sink hears of it)."""
 
-    __slots__ = ("body", "connection", "done", "head", "headers")
+    __slots__ = ("body", "connection", "done", "head", "headers", "room")
 
     def __init__(self, connection: _Connection, head: bool) -> None:
         self.connection = connection
         self.head = head
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.room = READ_LIMIT
         self.done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if self.room > 0:
+            kept = body[: self.room]
+            self.body.append(kept)
+            self.room -= len(kept)
 
     def on_headers_complete(self) -> None:
         if self.head:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import h11
 
 from agents.connections import ProtocolConnection, ProtocolConnections
-from agents.engine import READ, Reply
+from agents.engine import READ, READ_LIMIT, Reply
 
 __all__ = ["H11Connection"]
 
@@ -35,7 +35,18 @@ class H11Connection(ProtocolConnection):
     """A keep-alive connection read by h11; ``req`` is -1 when it carries none. Pooled by
     :class:`agents.pool.Pool`."""
 
-    __slots__ = ("body", "flags", "h11", "headers", "on_response", "reading", "reply", "requests", "status")
+    __slots__ = (
+        "body",
+        "flags",
+        "h11",
+        "headers",
+        "kept",
+        "on_response",
+        "reading",
+        "reply",
+        "requests",
+        "status",
+    )
 
     def __init__(
         self,
@@ -57,6 +68,7 @@ class H11Connection(ProtocolConnection):
         self.reading = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.kept = 0  # bytes of the body kept so far (at most READ_LIMIT)
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
         self.req = req
@@ -67,6 +79,7 @@ class H11Connection(ProtocolConnection):
         if self.flags is not None:
             self.reading = self.flags[req] & READ != 0
             self.body = []
+            self.kept = 0
         request, body = self.requests[req]
         h = self.h11
         data = h.send(request)
@@ -103,8 +116,10 @@ class H11Connection(ProtocolConnection):
                     self.status = event.status_code  # type: ignore[union-attr]
                     if self.reading:
                         self.headers = list(event.headers)  # type: ignore[union-attr]
-                elif kind is h11.Data and self.reading:
-                    self.body.append(bytes(event.data))  # type: ignore[union-attr]
+                elif kind is h11.Data and self.reading and (room := READ_LIMIT - self.kept) > 0:
+                    kept = bytes(event.data[:room])  # type: ignore[union-attr]
+                    self.body.append(kept)
+                    self.kept += len(kept)
                 elif kind is h11.EndOfMessage or event is h11.PAUSED:
                     # PAUSED: the server switched protocols (101); the connection is not reused
                     self._complete()

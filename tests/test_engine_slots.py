@@ -90,3 +90,32 @@ def test_a_request_the_engine_cannot_send_is_refused_when_prepared(make: EngineC
     engine, _ = engine_for(make, 9, [RequestSpec("/")])
     with pytest.raises(ValueError):
         engine.prepare(RequestHead("GET", "/", (("X-Bad", "caf\u00e9\u2603"),), b""))
+
+
+def test_a_read_body_is_kept_up_to_the_limit_and_the_rest_is_read_and_dropped(make: EngineClass) -> None:
+    from agents.engine import READ_LIMIT
+
+    big = b"x" * (READ_LIMIT + 300_000)
+
+    def script(transport: asyncio.Transport, received: Received) -> None:
+        transport.write(reply(200, big))
+
+    async def test() -> None:
+        sink = ReadingSink()
+        async with ScriptedServer(script) as server:
+            engine, _ = engine_for(make, server.port, [get("/")], sink=sink)
+            sink.engine = engine
+            base = engine.reserve(1)
+
+            async def body(engine: AnyEngine) -> None:
+                engine.put(base, engine.prepare(RequestHead("GET", "/big", (("Host", "h"),), b"")), READ)
+                for _ in range(2):  # the connection is still good for the next one
+                    engine.submit(base, time.monotonic())
+                    await engine.drain(time.monotonic() + 5)
+
+            await with_engine(engine, body)
+        assert sink.statuses == [200, 200]
+        assert [len(r[2]) for r in sink.replies] == [READ_LIMIT, READ_LIMIT]
+        assert server.connections == 1
+
+    run(test)
