@@ -23,6 +23,7 @@ engine; a request body larger than the server's flow-control window waits for WI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections import deque
@@ -217,7 +218,7 @@ def h2_headers(spec: RequestSpec, scheme: str, authority: str, prefix: str) -> t
     """The HTTP/2 header block and body of ``spec`` (see :func:`agents.http_request.request_head`): the
     pseudo-headers first, names in lower case, without the headers HTTP/2 does not carry."""
     head = request_head(spec, authority, prefix)
-    given = dict((name.lower(), value) for name, value in head.headers)
+    given = {name.lower(): value for name, value in head.headers}
     headers: Headers = [
         (b":method", head.method.encode("ascii")),
         (b":scheme", scheme.encode("ascii")),
@@ -447,7 +448,7 @@ class H2Engine:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Send waiting requests on free streams; open connections for the rest (see :mod:`agents.h2_pool`)."""
+        """Send waiting requests on free streams; open connections for the rest (:mod:`agents.h2_pool`)."""
         if self._closed or self._dispatching:
             return
         self._dispatching = True
@@ -521,10 +522,8 @@ class H2Engine:
                 continue
             for sid in late:
                 stream = connection.streams.pop(sid)
-                try:
+                with contextlib.suppress(H2Error):  # a stream h2 already closed
                     connection.h2.reset_stream(sid, ErrorCodes.CANCEL)
-                except H2Error:
-                    pass
                 self._failed(stream, "timeout", now)
             if not connection.closed:
                 connection.transport.write(connection.h2.data_to_send())

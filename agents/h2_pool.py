@@ -49,7 +49,12 @@ def take(connections: Sequence[S]) -> S | None:
 
 
 def to_open(
-    waiting: int, connections: Sequence[Streams], opening: int, max_connections: int, max_opening: int, per: int
+    waiting: int,
+    connections: Sequence[Streams],
+    opening: int,
+    max_connections: int,
+    max_opening: int,
+    per: int,
 ) -> int:
     """How many connections to start opening now for ``waiting`` requests that found no free stream, with
     ``opening`` connections on their way (each expected to carry ``per`` streams): enough for the rest, at

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.h2_engine import H2Engine, NotHttp2
 from agents.engine import Unreachable
+from agents.h2_engine import H2Engine
 from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
 from tests.loopback import RecordingSink, free_port, get, reported, run, wait_for, with_engine
