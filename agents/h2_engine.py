@@ -369,16 +369,14 @@ class H2Engine:
             options = self._tls_options
             server_name = options.server_name if options is not None and options.server_name else self._host
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(
+            async with asyncio.timeout(self._timeout):
+                _, connection = await loop.create_connection(
                     lambda: _Connection(self),
                     address,
                     self._connect_port,
                     ssl=ctx,
                     server_hostname=server_name,
-                ),
-                self._timeout,
-            )
+                )
         except ssl.SSLError as exc:
             if "no application protocol" not in f"{exc.reason} {exc}".lower().replace("_", " "):
                 raise

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from agents.h2_engine import H2Engine
 from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
 from tests.loopback import RecordingSink, free_port, get, reported, run, wait_for, with_engine
+from tests.conftest import read_results
 from tests.tls_certs import Certs, make_certs
 
 pytestmark = pytest.mark.integration
@@ -370,3 +372,70 @@ def test_streams_beyond_every_connection_wait_and_time_out() -> None:
 
     run(body)
     assert sink.categories == ["timeout"] * 50
+
+
+# --- whole runs through the CLI
+
+
+def _run(folder: Path, profile: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    folder.mkdir(exist_ok=True)
+    path = folder / "p.toml"
+    path.write_text(profile)
+    out = folder / "out"
+    args = ("run", str(path), "--agents", "1", "--out", str(out), "--no-panel")
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    return result, out
+
+
+def _profile(target: str, load: str, tls: str = "") -> str:
+    """Two seconds of 50 requests/s to / and /missing; ``load`` added to ``[load]``."""
+    return (
+        f'name = "h2"\ntarget = "{target}"\n\n[load]\narrival = "constant"\ntimeout = "5s"\n{load}\n'
+        'stages = [{ duration = "0s", rate = 50 }, { duration = "2s", rate = 50 }]\n\n'
+        '[[requests]]\npath = "/"\n\n[[requests]]\npath = "/missing"\n' + (f"\n[tls]\n{tls}\n" if tls else "")
+    )
+
+
+def test_a_run_with_http_version_2_speaks_h2_to_nginx(nginx: Nginx, tmp_path: Path) -> None:
+    before = len(nginx.log())
+    load = 'http_version = "2"\nmax_connections = 2'
+    result, out = _run(tmp_path, _profile(nginx.url("tls"), load, tls=f'ca_file = "{nginx.certs.ca}"'))
+    assert result.returncode in (0, 1), result.stderr  # 1: no thresholds failed; /missing is a 404
+    res = read_results(out)
+    assert res["totals"]["ok"] + res["totals"]["failed"] == 100, res["totals"]
+    assert set(res["errors"]) == {"http_404"}  # /missing; no transport error
+    assert 1 <= res["connections"]["opened"] <= 2
+    lines = nginx.log()[before:]
+    assert len(lines) == 100
+    assert {line[2] for line in lines} == {"HTTP/2.0"}
+    assert {line[3] for line in lines} == {"/", "/missing"}
+
+
+def test_a_run_with_http_version_2_on_a_server_without_h2_counts_protocol(
+    nginx: Nginx, tmp_path: Path
+) -> None:
+    result, out = _run(
+        tmp_path, _profile(nginx.url("http11"), 'http_version = "2"', f'ca_file = "{nginx.certs.ca}"')
+    )
+    assert "Traceback" not in result.stderr
+    assert "did not agree to HTTP/2" in result.stdout + result.stderr
+    if (out / "results.json").exists():
+        res = read_results(out)
+        assert set(res["errors"]) == {"protocol"} and res["connections"]["opened"] == 0
+
+
+def test_http_version_3_is_refused_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(_profile("http://127.0.0.1:9", 'http_version = "3"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", "plan", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "load.http_version" in result.stderr + result.stdout
