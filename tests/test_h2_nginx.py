@@ -27,8 +27,8 @@ from agents.engine import Unreachable
 from agents.h2_engine import H2Engine
 from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
-from tests.loopback import RecordingSink, free_port, get, reported, run, wait_for, with_engine
 from tests.conftest import read_results
+from tests.loopback import RecordingSink, free_port, get, reported, run, wait_for, with_engine
 from tests.tls_certs import Certs, make_certs
 
 pytestmark = pytest.mark.integration
@@ -431,11 +431,23 @@ def test_a_run_with_http_version_2_on_a_server_without_h2_counts_protocol(
         assert set(res["errors"]) == {"protocol"} and res["connections"]["opened"] == 0
 
 
-def test_http_version_3_is_refused_naming_the_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("load", "field"),
+    [
+        ('http_version = "3"', "load.http_version"),
+        ("max_streams_per_connection = 10", "load.max_streams_per_connection"),  # on HTTP/1.1
+        ('http_version = "2"\nmax_streams_per_connection = 0', "load.max_streams_per_connection"),
+    ],
+)
+def test_what_http2_does_not_take_is_refused_naming_the_field(tmp_path: Path, load: str, field: str) -> None:
     path = tmp_path / "p.toml"
-    path.write_text(_profile("http://127.0.0.1:9", 'http_version = "3"'))
+    path.write_text(_profile("http://127.0.0.1:9", load))
     result = subprocess.run(
-        [sys.executable, "-m", "loadgen", "plan", str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "loadgen", "plan", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
-    assert "load.http_version" in result.stderr + result.stdout
+    assert field in result.stderr + result.stdout
