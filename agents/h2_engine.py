@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionInputs, ConnectionState, H2Connection, H2ConnectionStateMachine
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -62,6 +62,15 @@ DROPPED = frozenset({"host", "connection", "keep-alive", "proxy-connection", "tr
 Headers = list[tuple[bytes, bytes]]
 
 
+_KEEP_OPEN_AFTER_GOAWAY = {
+    **H2ConnectionStateMachine._transitions,
+    (ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY): (None, ConnectionState.CLIENT_OPEN),
+}
+"""h2's connection states, but for one change: a GOAWAY received leaves the connection open for the
+frames that follow it (h2 would close it and refuse those, the answers to the streams the GOAWAY kept); the
+engine opens no new stream on it and closes it once they are answered."""
+
+
 class NotHttp2(ConnectionError):
     """The server did not agree to HTTP/2 by ALPN."""
 
@@ -86,6 +95,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, engine: H2Engine) -> None:
         self.engine = engine
         self.h2 = H2Connection(engine._config)
+        self.h2.state_machine._transitions = _KEEP_OPEN_AFTER_GOAWAY  # type: ignore[attr-defined]
         self.streams: dict[int, _Stream] = {}
         self.peer_max: int | None = None
         self.limit = stream_limit(engine._max_streams, None)
@@ -127,8 +137,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
-        except H2Error:
-            self.engine._broken(self, "protocol")
+        except H2Error as exc:
+            # h2 takes no frame after a GOAWAY (its connection is closed then), not even the answers to the
+            # streams the GOAWAY kept: those streams, and any answer in the same read, fail as reset.
+            after_goaway = self.going_away or "ConnectionState.CLOSED" in str(exc)
+            self.engine._broken(self, "reset" if after_goaway else "protocol")
             return
         engine = self.engine
         done = engine._clock()
@@ -475,7 +488,7 @@ class H2Engine:
             self._retiring.discard(connection)
             if not connection.closed:
                 connection.closed = True
-                connection.transport.close()
+                connection.transport.abort()  # nothing outstanding; the server said GOAWAY
         else:
             self._retiring.add(connection)
 

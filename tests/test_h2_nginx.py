@@ -67,6 +67,11 @@ http {{
     location /created {{ return 201 "made"; }}
   }}
   server {{
+    listen 127.0.0.1:{goaway} http2;
+    keepalive_requests 50;
+    location / {{ return 200 "ok"; }}
+  }}
+  server {{
     listen 127.0.0.1:{http11} ssl;
     location / {{ return 200 "ok"; }}
   }}
@@ -81,7 +86,7 @@ class Nginx:
     ports: dict[str, int]
 
     def url(self, name: str) -> str:
-        return f"{'http' if name == 'h2c' else 'https'}://127.0.0.1:{self.ports[name]}"
+        return f"{'http' if name in ('h2c', 'goaway') else 'https'}://127.0.0.1:{self.ports[name]}"
 
     def log(self) -> list[list[str]]:
         """The access log so far: connection serial, its request count, protocol, URI per request."""
@@ -101,7 +106,7 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     folder = tmp_path_factory.mktemp("nginx-h2")
     certs = make_certs(folder)
     (folder / "big.bin").write_bytes(b"x" * 300_000)  # beyond the default 64 KiB window
-    ports = {name: free_port() for name in ("tls", "h2c", "http11")}
+    ports = {name: free_port() for name in ("tls", "h2c", "goaway", "http11")}
     conf = folder / "nginx.conf"
     user = "user root;\n" if os.geteuid() == 0 else ""  # the workers read the test's files
     conf.write_text(
@@ -136,7 +141,7 @@ def trusting(nginx: Nginx) -> Tls:
 def engine(
     nginx: Nginx, name: str, requests: list[RequestSpec], sink: RecordingSink, **kwargs: object
 ) -> H2Engine:
-    tls = trusting(nginx) if name != "h2c" else None
+    tls = trusting(nginx) if name in ("tls", "http11") else None
     options: dict[str, object] = {"timeout": 2.0, "max_connections": 4, "tls": tls, **kwargs}
     return H2Engine(nginx.url(name), requests, sink, **options)  # type: ignore[arg-type]
 
@@ -213,6 +218,31 @@ def test_a_body_beyond_the_default_window_is_read(nginx: Nginx) -> None:
 
     run(lambda: with_engine(engine(nginx, "tls", [get("/big")], sink), body))
     assert sink.statuses == [200] * 5
+
+
+def test_a_goaway_moves_the_next_streams_to_a_new_connection(nginx: Nginx) -> None:
+    """nginx ends a connection after 50 requests with GOAWAY: the streams it took are answered (also those
+    answered after the GOAWAY frame), those it left out are ``reset``, each reported once, and later requests
+    go on new connections."""
+    sink = RecordingSink()
+    before = len(nginx.log())
+
+    async def body(eng: H2Engine) -> None:
+        t0 = eng._clock()
+        for i in range(200):
+            eng.submit(0, t0)
+            if i % 20 == 19:
+                await wait_for(reported(sink, i + 1), within=2.0)
+        assert eng.in_flight == 0
+        assert eng.opened >= 4
+
+    run(lambda: with_engine(engine(nginx, "goaway", [get("/")], sink, max_connections=2), body))
+    assert len(sink.outcomes) == 200
+    assert set(sink.statuses) <= {200, 0}
+    assert set(sink.categories) <= {"", "reset"}
+    answered = sink.statuses.count(200)
+    assert answered == len(nginx.log()[before:])  # the streams nginx took, and only those, were answered
+    assert answered >= 150  # batches of 20 on connections of 50: at most 10 left out of each GOAWAY
 
 
 def test_a_server_without_h2_is_refused_by_alpn(nginx: Nginx) -> None:
