@@ -95,7 +95,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, engine: H2Engine) -> None:
         self.engine = engine
         self.h2 = H2Connection(engine._config)
-        self.h2.state_machine._transitions = _KEEP_OPEN_AFTER_GOAWAY  # type: ignore[attr-defined]
+        self.h2.state_machine._transitions = _KEEP_OPEN_AFTER_GOAWAY
         self.streams: dict[int, _Stream] = {}
         self.peer_max: int | None = None
         self.limit = stream_limit(engine._max_streams, None)
