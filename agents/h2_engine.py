@@ -16,8 +16,12 @@ prior knowledge (the connection preface at once, no upgrade).
 Error categories as :mod:`agents.engine` lists them; a stream the server resets (RST_STREAM) or leaves out of
 a GOAWAY, or a connection that breaks under a stream, is ``reset``; frames ``h2`` refuses are ``protocol``.
 
-Not supported yet: the slots of user journeys (:class:`agents.engine.Slots`): the flow runner refuses this
-engine; a request body larger than the server's flow-control window waits for WINDOW_UPDATE frames.
+A request body larger than the server's flow-control window is sent as WINDOW_UPDATE frames open it. After
+a GOAWAY the connection takes no new stream and reads the answers to the streams the GOAWAY kept.
+
+Not supported yet: the slots of user journeys (:class:`agents.engine.Slots`; the flow runner refuses this
+engine), idle connections are not closed by the engine (the server's GOAWAY ends them), and connections are
+opened whatever the agent's CPU (the HTTP/1.1 pool's "Growth" check is not applied).
 """
 
 from __future__ import annotations
