@@ -296,7 +296,12 @@ class Agent:
             runner.ask = self._ask_for_rows
         try:
             _, host, port, _ = split_target(profile.target)
-            route = Route(profile.tls, connect_address(profile.resolve, host, port))
+            route = Route(
+                profile.tls,
+                connect_address(profile.resolve, host, port),
+                load.http_version,
+                load.max_streams_per_connection,
+            )
             auth = None if profile.auth is None else profile.auth.header
             requests = with_auth(profile.requests, auth)
             engine: Engine = self._engine_factory(

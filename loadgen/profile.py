@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from loadgen.endpoint import Auth, Tls
 
 ARRIVAL_KINDS = ("poisson", "constant")
+HTTP_VERSIONS = ("1.1", "2", "auto")
+"""``[load] http_version``: HTTP/1.1, HTTP/2 (by ALPN over https, h2c with prior knowledge over http), or
+what the server picks by ALPN (over http: 1.1)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class Load:
     max_in_flight: int
     stages: tuple[Stage, ...]
     max_connections: int | None  # per agent; None: as many as the requests in flight need
+    http_version: str  # "1.1", "2" or "auto" (see HTTP_VERSIONS)
+    max_streams_per_connection: int | None  # HTTP/2; None: what the server's SETTINGS allow
 
     def __init__(
         self,
@@ -127,6 +132,8 @@ class Load:
         max_in_flight: int = 10_000,
         stages: Iterable[Stage | tuple[Duration, float]] = (),
         max_connections: int | None = None,
+        http_version: str = "1.1",
+        max_streams_per_connection: int | None = None,
     ) -> None:
         put = object.__setattr__
         put(self, "arrival", arrival)
@@ -135,6 +142,8 @@ class Load:
         put(self, "max_in_flight", max_in_flight)
         put(self, "stages", tuple(_stage(s) for s in stages))
         put(self, "max_connections", max_connections)
+        put(self, "http_version", http_version)
+        put(self, "max_streams_per_connection", max_streams_per_connection)
 
     @property
     def duration(self) -> float:
@@ -155,6 +164,10 @@ class Load:
         }
         if self.max_connections is not None:
             doc["max_connections"] = self.max_connections
+        if self.http_version != "1.1":
+            doc["http_version"] = self.http_version
+        if self.max_streams_per_connection is not None:
+            doc["max_streams_per_connection"] = self.max_streams_per_connection
         doc["stages"] = [
             {"duration": s.duration, "rate": s.rate} if isinstance(s, Stage) else s for s in self.stages
         ]
@@ -444,6 +457,8 @@ class Profile:
                 "timeout": self.load.timeout,
                 "max_in_flight": self.load.max_in_flight,
                 "max_connections": self.load.max_connections,
+                "http_version": self.load.http_version,
+                "max_streams_per_connection": self.load.max_streams_per_connection,
                 "stages": [[s.duration, s.rate] for s in self.load.stages],
             },
             "requests": [
@@ -484,7 +499,15 @@ class Profile:
             max_in_flight=int(load["max_in_flight"]),
             stages=stages,
             max_connections=None if load.get("max_connections") is None else int(load["max_connections"]),
+            http_version=str(load["http_version"]),
+            max_streams_per_connection=None
+            if load["max_streams_per_connection"] is None
+            else int(load["max_streams_per_connection"]),
         )
+        if spec.http_version not in HTTP_VERSIONS:
+            raise ValueError(f"unknown http_version {spec.http_version!r}")
+        if spec.max_streams_per_connection is not None and spec.max_streams_per_connection < 1:
+            raise ValueError(f"max_streams_per_connection {spec.max_streams_per_connection} below 1")
         if spec.max_connections is not None and not 1 <= spec.max_connections <= spec.max_in_flight:
             raise ValueError(f"max_connections {spec.max_connections} outside 1..max_in_flight")
         requests = tuple(

@@ -17,6 +17,8 @@ The format::
     timeout = "10s"                      # per request, > 0
     max_in_flight = 10000                # integer >= 1
     max_connections = 200                # integer 1..max_in_flight (default: as many as in flight)
+    http_version = "1.1"                 # or "2" (h2 by ALPN; h2c on http://) or "auto" (the server picks)
+    max_streams_per_connection = 100     # HTTP/2, integer >= 1 (default: what the server allows)
     stages = [{ duration = "30s", rate = 200 }]   # or a [load.shape] table, see loadgen.shapes
 
     [[requests]]
@@ -54,7 +56,7 @@ from loadgen.durations import parse_duration
 from loadgen.endpoint import DEFAULT_TLS, ENDPOINT_KEYS, OptionError, parse_auth, parse_resolve, parse_tls
 from loadgen.errors import ProfileError
 from loadgen.flows import DataSource, Flow
-from loadgen.profile import ARRIVAL_KINDS, Load, Profile, Request, Stage
+from loadgen.profile import ARRIVAL_KINDS, HTTP_VERSIONS, Load, Profile, Request, Stage
 from loadgen.shapes import SHAPE_KINDS, ShapeError, describe, expand_shape, parse_rate, suggestion
 from loadgen.thresholds import parse_threshold, scope_problem
 
@@ -70,7 +72,17 @@ TOP_KEYS = (
     "flows",
     "data",
 )
-LOAD_KEYS = ("arrival", "start_rate", "timeout", "max_in_flight", "max_connections", "stages", "shape")
+LOAD_KEYS = (
+    "arrival",
+    "start_rate",
+    "timeout",
+    "max_in_flight",
+    "max_connections",
+    "http_version",
+    "max_streams_per_connection",
+    "stages",
+    "shape",
+)
 STAGE_KEYS = ("duration", "rate")
 REQUEST_KEYS = ("name", "method", "path", "weight", "headers", "body", "cost")
 
@@ -362,6 +374,24 @@ def _load(table: Mapping[str, object]) -> Load:
                 f"{max_connections} is more than load.max_in_flight ({max_in_flight}): a connection carries "
                 "one request at a time, so the extra ones would never be used",
             )
+    http_version = table.get("http_version", "1.1")
+    if http_version not in HTTP_VERSIONS:
+        shown = repr(http_version) if isinstance(http_version, str) else describe(http_version)
+        raise _Invalid(
+            "load.http_version", f"expected one of {', '.join(map(repr, HTTP_VERSIONS))}, got {shown}"
+        )
+    max_streams = table.get("max_streams_per_connection")
+    if max_streams is not None:
+        if isinstance(max_streams, bool) or not isinstance(max_streams, int) or max_streams < 1:
+            raise _Invalid(
+                "load.max_streams_per_connection",
+                f"expected a whole number >= 1, got {describe(max_streams)}",
+            )
+        if http_version == "1.1":
+            raise _Invalid(
+                "load.max_streams_per_connection",
+                'applies to HTTP/2 only: set http_version = "2" or "auto"',
+            )
     if "stages" in table and "shape" in table:
         raise _Invalid("load.shape", "give either stages or a shape, not both")
     if "shape" in table:
@@ -386,6 +416,8 @@ def _load(table: Mapping[str, object]) -> Load:
         max_in_flight=max_in_flight,
         stages=stages,
         max_connections=max_connections,
+        http_version=str(http_version),
+        max_streams_per_connection=max_streams,
     )
 
 

@@ -28,9 +28,9 @@ import msgpack
 
 from loadgen.errors import VersionMismatch, WireError
 
-PROTOCOL_VERSION = 5  # 3: Interval.stolen; 4: histograms in binary forms (histogram.encode_wire);
+PROTOCOL_VERSION = 6  # 3: Interval.stolen; 4: histograms in binary forms (histogram.encode_wire);
 # 5: Interval.opened, open_failed and no_data, the profile's tls, resolve, auth, flows and data; data leases;
-# the code check of flows written in Python
+# the code check of flows written in Python; 6: the profile's http_version and max_streams_per_connection
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 

@@ -6,6 +6,7 @@ Everything drawn here is valid as :func:`loadgen.profile_file.parse_profile` see
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import assume
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from coordinator.live_feed import Point
 from loadgen.curve import RateCurve
-from loadgen.profile import ARRIVAL_KINDS, LoadSpec, Profile, RequestSpec, Stage
+from loadgen.profile import ARRIVAL_KINDS, HTTP_VERSIONS, LoadSpec, Profile, RequestSpec, Stage
 
 MAX_RATE = 100_000.0
 MAX_SECONDS = 48 * 3600.0
@@ -65,6 +66,16 @@ def load_specs() -> st.SearchStrategy[LoadSpec]:
                 max_in_flight=st.just(max_in_flight),
                 stages=stage_lists(),
                 max_connections=st.none() | st.integers(1, max_in_flight),
+                http_version=st.sampled_from(HTTP_VERSIONS),
+            )
+        )
+        .flatmap(
+            lambda load: st.builds(
+                dataclasses.replace,
+                st.just(load),
+                max_streams_per_connection=st.none()
+                if load.http_version == "1.1"
+                else st.none() | st.integers(1, 1000),
             )
         )
         .filter(lambda load: RateCurve(load.start_rate, load.stages).total > 0)
@@ -130,6 +141,12 @@ def profile_doc(profile: Profile) -> dict[str, Any]:
             "timeout": load.timeout,
             "max_in_flight": load.max_in_flight,
             **({} if load.max_connections is None else {"max_connections": load.max_connections}),
+            **({} if load.http_version == "1.1" else {"http_version": load.http_version}),
+            **(
+                {}
+                if load.max_streams_per_connection is None
+                else {"max_streams_per_connection": load.max_streams_per_connection}
+            ),
             "stages": [{"duration": s.duration, "rate": s.rate} for s in load.stages],
         },
         "requests": [

@@ -398,6 +398,8 @@ def test_code_built_from_the_fields_equals_toml_built(profile: Profile) -> None:
             max_in_flight=profile.load.max_in_flight,
             stages=[(s.duration, s.rate) for s in profile.load.stages],
             max_connections=profile.load.max_connections,
+            http_version=profile.load.http_version,
+            max_streams_per_connection=profile.load.max_streams_per_connection,
         ),
         requests=[
             Request(
