@@ -112,6 +112,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.engine._made.add(self)
         h2 = self.h2
         h2.initiate_connection()
         h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: WINDOW, SettingCodes.ENABLE_PUSH: 0})
@@ -207,6 +208,7 @@ class _Connection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.engine._made.discard(self)
         self.engine._broken(self, "reset")
 
 
@@ -299,6 +301,9 @@ class H2Engine:
         self._open: list[_Connection] = []
         self._retiring: set[_Connection] = set()  # after a GOAWAY, until their streams are answered
         self._opening: set[asyncio.Task[None]] = set()
+        self._made: set[_Connection] = set()
+        """Every connection with a transport, until it is lost: also one whose opener was cancelled after the
+        handshake (create_connection then closes the socket, not the TLS transport), so aclose cuts them all."""
         self._waiting: deque[tuple[int, float, float]] = deque()
         self._address: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -365,9 +370,10 @@ class H2Engine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for connection in [*self._open, *self._retiring]:
+        for connection in [*self._open, *self._retiring, *self._made]:
             connection.closed = True
             connection.transport.abort()
+        self._made.clear()
         self._open.clear()
         self._retiring.clear()
         await asyncio.sleep(0)
