@@ -49,7 +49,7 @@ import zmq
 
 from agents.arrivals import ArrivalLoop, RequestPicker, arrival_weights
 from agents.engine import Engine
-from agents.engines import EngineFactory, Route, default_engine_factory
+from agents.engines import EngineFactory, Route, default_engine_factory, negotiate
 from agents.flow_runner import FlowRunner, direct_flows
 from agents.http_request import split_target, with_auth
 from agents.join import Joining
@@ -90,6 +90,7 @@ log = logging.getLogger("loadgen.agent")
 
 HEARTBEAT_EVERY = 1.0
 CONTROL_POLL = 0.25  # seconds the control loop waits for a message before it looks at the clock again
+NEGOTIATE_WITHIN = 1.0  # seconds to agree an HTTP version by ALPN (http_version = "auto" over https)
 
 
 def new_agent_id() -> str:
@@ -302,6 +303,9 @@ class Agent:
                 load.http_version,
                 load.max_streams_per_connection,
             )
+            if route.http_version == "auto":
+                version = await negotiate(profile.target, route, min(load.timeout, NEGOTIATE_WITHIN))
+                route = route._replace(http_version=version)
             auth = None if profile.auth is None else profile.auth.header
             requests = with_auth(profile.requests, auth)
             engine: Engine = self._engine_factory(
@@ -324,7 +328,8 @@ class Agent:
             clock=self._clock,
         )
         timeout = min(self._coordinator_timeout, start.coordinator_timeout)
-        return Run(start, profile, curve, recorder, engine, arrivals, timeout)
+        protocol = "h2" if route.http_version == "2" else "http/1.1"
+        return Run(start, profile, curve, recorder, engine, arrivals, timeout, protocol=protocol)
 
     async def _start_engine(self, run: Run) -> None:
         try:

@@ -111,6 +111,10 @@ class Engine(Protocol):
     def open_failures(self) -> Mapping[str, int]:
         """Attempts to open a connection that failed since the start, by error category."""
 
+    @property
+    def peak_streams(self) -> int:
+        """HTTP/2: the most streams open at once on one connection since the start (0: HTTP/1.1)."""
+
     async def drain(self, deadline: float) -> None:
         """Wait until nothing is in flight or the clock reaches ``deadline``."""
 

@@ -322,6 +322,10 @@ class FlowRunner:
         failures: Mapping[str, int] = self._engine.open_failures
         return failures
 
+    @property
+    def peak_streams(self) -> int:
+        return int(self._engine.peak_streams)
+
     def submit(self, req: int, intended: float) -> None:
         flow = self._units[req]
         assert flow is not None

@@ -125,7 +125,9 @@ class _Connection(asyncio.Protocol):
         headers, body = self.engine._wire[req]
         h2.send_headers(sid, headers, end_stream=not body)
         stream = _Stream(req, intended, submitted, now, body)
-        self.streams[sid] = stream
+        streams = self.streams
+        streams[sid] = stream
+        self.engine.peak_streams = max(self.engine.peak_streams, len(streams))
         if body:
             self._send_body(sid, stream)
         self.transport.write(h2.data_to_send())
@@ -297,13 +299,14 @@ class H2Engine:
         self.due = Due()
         self.in_flight = 0
         self.opened = 0
+        self.peak_streams = 0
         self._failures: dict[str, int] = {}
         self._open: list[_Connection] = []
         self._retiring: set[_Connection] = set()  # after a GOAWAY, until their streams are answered
         self._opening: set[asyncio.Task[None]] = set()
         self._made: set[_Connection] = set()
-        """Every connection with a transport, until it is lost: also one whose opener was cancelled after the
-        handshake (create_connection then closes the socket, not the TLS transport), so aclose cuts them all."""
+        """Every connection with a transport, until it is lost: also one whose opener was cancelled after
+        the handshake (create_connection then closes the socket, not the TLS transport); aclose cuts them."""
         self._waiting: deque[tuple[int, float, float]] = deque()
         self._address: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

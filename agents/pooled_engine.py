@@ -187,6 +187,10 @@ class PooledEngine(ABC, Generic[C]):
     def open_failures(self) -> Mapping[str, int]:
         return self._pool.open_failures
 
+    @property
+    def peak_streams(self) -> int:
+        return 0  # HTTP/1.1: no streams
+
     async def drain(self, deadline: float) -> None:
         await self._pool.drain(deadline)
 

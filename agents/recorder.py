@@ -199,6 +199,9 @@ class Recorder:
         stolen: float = 0.0,
         opened: int = 0,
         open_failed: dict[str, int] | None = None,
+        *,
+        protocol: str = "",
+        peak_streams: int = 0,
     ) -> PendingInterval:
         """Take this interval's completions and the arrivals sealed so far, and start afresh. Cheap: the
         histograms are built by :class:`PendingInterval`, which can yield to the event loop meanwhile."""
@@ -231,6 +234,8 @@ class Recorder:
             opened,
             open_failed or {},
             self._sealed_no_data,
+            protocol=protocol,
+            peak_streams=peak_streams,
         )
         self._sealed_no_data = 0
         self.total_scheduled += self._sealed_scheduled
@@ -268,6 +273,9 @@ class PendingInterval:
         opened: int = 0,
         open_failed: dict[str, int] | None = None,
         no_data: int = 0,
+        *,
+        protocol: str = "",
+        peak_streams: int = 0,
     ) -> None:
         self.index = index
         self.first = first
@@ -282,6 +290,8 @@ class PendingInterval:
         self.opened = opened
         self.open_failed = open_failed or {}
         self.no_data = no_data
+        self.protocol = protocol
+        self.peak_streams = peak_streams
 
     def _message(self, hists: dict[str, tuple[bytes, bytes]], lag: bytes) -> Interval:
         return Interval(
@@ -301,6 +311,8 @@ class PendingInterval:
             opened=self.opened,
             open_failed=dict(self.open_failed),
             no_data=self.no_data,
+            protocol=self.protocol,
+            peak_streams=self.peak_streams,
         )
 
     def build(self) -> Interval:

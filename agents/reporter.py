@@ -57,6 +57,8 @@ class Reporter:
             stolen,
             opened - run.opened_reported,
             failed,
+            protocol=run.protocol,
+            peak_streams=engine.peak_streams,
         )
         run.opened_reported, run.open_failed_reported = opened, failures
         data = encode(await pending.build_async())

@@ -38,6 +38,7 @@ class Run:
     engine: Engine
     arrivals: ArrivalLoop
     timeout: float  # the dead-man's switch: the coordinator counts as lost after this many silent seconds
+    protocol: str = "http/1.1"  # what the engine speaks ("h2": HTTP/2), told in every interval
     first: int = 0  # the index of this agent's first interval
     next_index: int = 0  # the interval the reporter cuts next
     opened_reported: int = 0  # the engine's connections opened, as of the last interval cut

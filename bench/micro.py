@@ -119,6 +119,7 @@ class _NullEngine:
     in_flight = 0
     connections = 0
     opened = 0
+    peak_streams = 0
     open_failures: dict[str, int] = {}  # noqa: RUF012  (read only)
 
     def __init__(self) -> None:

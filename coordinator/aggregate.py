@@ -77,6 +77,7 @@ class ClosedInterval:
 
 
 CPU_SATURATED = 0.95  # share of one core at which an agent process cannot be trusted to keep time
+PROTOCOLS = frozenset({"", "http/1.1", "h2"})  # what an interval may say its engine speaks
 SATURATION_LAG_P99_MS = 5.0  # send lag beyond which the generator is behind its own schedule
 
 
@@ -94,6 +95,8 @@ class AgentTotals:
     stolen_max: float = 0.0
     opened: int = 0  # connections its engine opened (over TLS: handshakes done)
     open_failed: dict[str, int] = field(default_factory=dict)  # its failed attempts to open one, by category
+    protocol: str = ""  # what its engine speaks ("http/1.1", "h2"; "" not told)
+    peak_streams: int = 0  # HTTP/2: the most streams open at once on one of its connections
     first: int = 0
     contiguous: int = -1  # every interval from `first` through this index is merged
     ahead: set[int] = field(default_factory=set)  # merged indices beyond `contiguous`
@@ -192,6 +195,8 @@ class RunAggregate:
             for k, n in iv.open_failed.items()
         ):
             raise WireError("interval: bad open_failed", agent_id)
+        if iv.protocol not in PROTOCOLS or iv.peak_streams < 0:
+            raise WireError("interval: unknown protocol or negative peak_streams", agent_id)
         entries = [_check_name_entry(n, e, agent_id) for n, e in iv.names.items()]
         unknown = [e[0] for e in entries if e[0] not in self.names]
         if unknown:
@@ -225,6 +230,8 @@ class RunAggregate:
         at.opened += iv.opened
         for k, n in iv.open_failed.items():
             at.open_failed[k] = at.open_failed.get(k, 0) + n
+        at.protocol = iv.protocol or at.protocol
+        at.peak_streams = max(at.peak_streams, iv.peak_streams)
         if iv.cpu >= CPU_SATURATED:
             at.cpu_saturated_s += 1
         if lag >= 0:

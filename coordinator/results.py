@@ -266,6 +266,7 @@ def build_results(
                 "cpu_max": round(agg.agent(a.id).cpu_max, 3),
                 "connections_max": agg.agent(a.id).connections_max,
                 "connections_opened": agg.agent(a.id).opened,
+                "protocol": agg.agent(a.id).protocol,
                 "stolen_mean": round(agg.agent(a.id).stolen_sum / max(1, agg.agent(a.id).intervals), 3),
                 "stolen_max": round(agg.agent(a.id).stolen_max, 3),
             }
@@ -289,14 +290,24 @@ def build_results(
 
 
 def connection_totals(agents: Iterable[AgentTotals]) -> ConnectionFigures:
-    """Connections the agents opened and their failed attempts by category, over the run."""
-    opened = 0
+    """Connections the agents opened, by protocol, their failed attempts by category, and the most HTTP/2
+    streams one connection carried at once, over the run."""
+    opened = peak = 0
     failed: dict[str, int] = {}
+    protocols: dict[str, int] = {}
     for at in agents:
         opened += at.opened
+        peak = max(peak, at.peak_streams)
         for k, n in at.open_failed.items():
             failed[k] = failed.get(k, 0) + n
-    return {"opened": opened, "failed": dict(sorted(failed.items()))}
+        if at.protocol and at.opened:
+            protocols[at.protocol] = protocols.get(at.protocol, 0) + at.opened
+    return {
+        "opened": opened,
+        "failed": dict(sorted(failed.items())),
+        "protocols": dict(sorted(protocols.items())),
+        "peak_streams": peak,
+    }
 
 
 def judge(doc: ResultsDoc, thresholds: Sequence[str]) -> list[Verdict]:

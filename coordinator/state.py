@@ -69,6 +69,8 @@ def aggregate_state(agg: RunAggregate) -> dict[str, Any]:
                 t.stolen_max,
                 t.opened,
                 t.open_failed,
+                t.protocol,
+                t.peak_streams,
             ]
             for a, t in agg.agents.items()
         },
@@ -116,6 +118,8 @@ def restore_aggregate(
             stolen_max=v[12] if len(v) > 12 else 0.0,
             opened=v[13] if len(v) > 13 else 0,
             open_failed={str(k): int(n) for k, n in v[14].items()} if len(v) > 14 else {},
+            protocol=str(v[15]) if len(v) > 15 else "",
+            peak_streams=int(v[16]) if len(v) > 16 else 0,
         )
     for i, (counts, lat, by_name, svc_by_name) in d["slots"].items():
         agg.restore_slot(

@@ -11,7 +11,7 @@ equals it. Each function checks its values with the rules of the TOML loader and
 Rates are requests/second; durations are :data:`~loadgen.profile.Duration` values (``"30s"``, ``"1m30s"``
 or seconds). Every function also takes the settings of a ``[load]`` table, keyword-only (:class:`Settings`):
 ``arrival`` (``"poisson"`` or ``"constant"``), ``timeout`` (per request), ``max_in_flight`` and
-``max_connections`` (per agent).
+``max_connections`` (per agent), ``http_version`` and ``max_streams_per_connection``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Settings(TypedDict, total=False):
     timeout: Duration  # per request, default "10s"
     max_in_flight: int  # per agent, default 10000
     max_connections: int | None  # per agent, 1..max_in_flight; default None: no cap
+    http_version: Literal["1.1", "2", "auto"]  # default "1.1"
+    max_streams_per_connection: int | None  # HTTP/2; default None: what the server allows
 
 
 _SETTINGS = frozenset(Settings.__annotations__)
@@ -106,7 +108,8 @@ def _settings(function: str, settings: Settings) -> dict[str, object]:
     for key in settings:
         if key not in _SETTINGS:
             raise TypeError(f"{function}() got an unexpected keyword argument {key!r}")
-    return {k: v for k, v in settings.items() if not (k == "max_connections" and v is None)}
+    optional = ("max_connections", "max_streams_per_connection")
+    return {k: v for k, v in settings.items() if not (k in optional and v is None)}
 
 
 def _stage_table(pair: object) -> object:

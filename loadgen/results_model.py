@@ -78,6 +78,7 @@ class AgentFigures(TypedDict):
     cpu_max: float
     connections_max: int
     connections_opened: NotRequired[int]
+    protocol: NotRequired[str]  # what its engine spoke: "http/1.1" or "h2" ("" if it never said)
     stolen_mean: float
     stolen_max: float
 
@@ -85,6 +86,8 @@ class AgentFigures(TypedDict):
 class ConnectionFigures(TypedDict):
     opened: int  # connections the agents opened (over TLS: handshakes that completed)
     failed: dict[str, int]  # attempts to open one that failed, by error category (tls_verify, dns, ...)
+    protocols: NotRequired[dict[str, int]]  # connections opened by protocol ("http/1.1", "h2")
+    peak_streams: NotRequired[int]  # HTTP/2: the most streams open at once on one connection (0: HTTP/1.1)
 
 
 class ThresholdVerdict(TypedDict):

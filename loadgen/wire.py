@@ -30,7 +30,8 @@ from loadgen.errors import VersionMismatch, WireError
 
 PROTOCOL_VERSION = 6  # 3: Interval.stolen; 4: histograms in binary forms (histogram.encode_wire);
 # 5: Interval.opened, open_failed and no_data, the profile's tls, resolve, auth, flows and data; data leases;
-# the code check of flows written in Python; 6: the profile's http_version and max_streams_per_connection
+# the code check of flows written in Python; 6: the profile's http_version and max_streams_per_connection,
+# Interval.protocol and peak_streams
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -158,6 +159,8 @@ class Interval(Message):
     opened: int = 0  # connections the agent's engine opened in this second (over TLS: handshakes done)
     open_failed: dict[str, Any] = field(default_factory=dict)  # attempts to open one that failed, by category
     no_data: int = 0  # of the dropped arrivals, those that found no row of a unique [[data]] source
+    protocol: str = ""  # what the agent's engine speaks: "http/1.1" or "h2" ("": not told)
+    peak_streams: int = 0  # HTTP/2: the most streams open at once on one connection, since the start
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,10 @@ class FakeEngine:
     def open_failures(self) -> dict[str, int]:
         return {}
 
+    @property
+    def peak_streams(self) -> int:
+        return 0
+
     def submit(self, req: int, intended: float) -> None:
         sent = self._clock()
         self.submitted.append(sent)

@@ -35,7 +35,7 @@ from loadgen.cli import cli
 from loadgen.curve import RateCurve
 from loadgen.endpoint import Auth, Tls, connect_address, split_address
 from loadgen.env_refs import EnvRefError, env_names, expand_env, has_env_refs
-from loadgen.errors import ProfileError
+from loadgen.errors import ProfileError, WireError
 from loadgen.plan import render_plan
 from loadgen.profile import Load, Profile, Request, Stage
 from loadgen.profile_file import parse_profile
@@ -308,15 +308,33 @@ def test_a_failed_open_fails_the_oldest_request_with_its_category_and_is_counted
 
 def test_connection_counts_travel_merge_and_survive_a_checkpoint() -> None:
     rec = Recorder(["r"])
-    iv = rec.cut(0, 0, opened=3, open_failed={"tls_handshake": 2}).build()
+    iv = rec.cut(0, 0, opened=3, open_failed={"tls_handshake": 2}, protocol="h2", peak_streams=40).build()
     back = decode(encode(iv))
     assert isinstance(back, Interval) and (back.opened, back.open_failed) == (3, {"tls_handshake": 2})
+    assert (back.protocol, back.peak_streams) == ("h2", 40)
     agg = RunAggregate(["r"], RateCurve(0.0, (Stage(1.0, 1.0),)))
     agg.add("a1", back)
-    agg.add("a2", Interval(0, 0, 0, 0, 0, {}, b"", 0.0, opened=2, open_failed={"dns": 1}))
+    agg.add(
+        "a2", Interval(0, 0, 0, 0, 0, {}, b"", 0.0, opened=2, open_failed={"dns": 1}, protocol="http/1.1")
+    )
+    agg.add("a2", Interval(1, 0, 0, 0, 0, {}, b"", 0.0, opened=1))  # an interval that does not say
     restored = restore_aggregate(aggregate_state(agg), ["r"], agg.curve)
+    assert restored.agents["a2"].protocol == "http/1.1"
     totals = connection_totals(restored.agents.values())
-    assert totals == {"opened": 5, "failed": {"dns": 1, "tls_handshake": 2}}
+    assert totals == {
+        "opened": 6,
+        "failed": {"dns": 1, "tls_handshake": 2},
+        "protocols": {"h2": 3, "http/1.1": 3},
+        "peak_streams": 40,
+    }
+
+
+@pytest.mark.parametrize("bad", [{"protocol": "spdy/3"}, {"protocol": "h2", "peak_streams": -1}])
+def test_an_interval_with_an_unknown_protocol_is_refused(bad: dict[str, Any]) -> None:
+    agg = RunAggregate(["r"], RateCurve(0.0, (Stage(1.0, 1.0),)))
+    with pytest.raises(WireError):
+        agg.add("a1", Interval(0, 0, 0, 0, 0, {}, b"", 0.0, **bad))
+    assert agg.agents == {}
 
 
 def test_the_summary_says_how_many_connections_were_opened() -> None:
@@ -331,6 +349,18 @@ def test_the_summary_says_how_many_connections_were_opened() -> None:
     text = render_summary_text(results, None)
     assert "Connections opened: 0; failed to open: tls_verify 5" in text
     assert "tls_verify" in text and "TLS CERTIFICATES NOT VERIFIED" in text
+
+
+def test_the_summary_says_when_connections_spoke_http2() -> None:
+    results: dict[str, Any] = {
+        "name": "t",
+        "totals": {"ok": 10, "failed": 0},
+        "errors": {},
+        "requests": {},
+        "connections": {"opened": 2, "failed": {}, "protocols": {"h2": 2}, "peak_streams": 100},
+    }
+    text = render_summary_text(results, None)
+    assert "Connections opened: 2 (HTTP/2, at most 100 streams at once on one)" in text
 
 
 def test_an_empty_tls_table_is_the_defaults() -> None:

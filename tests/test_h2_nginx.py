@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from agents.engine import Unreachable
+from agents.engines import Route, negotiate
 from agents.h2_engine import H2Engine
 from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
@@ -184,6 +185,7 @@ def test_streams_are_multiplexed_on_one_connection(nginx: Nginx) -> None:
         assert eng.in_flight == 100
         await wait_for(reported(sink, 100), within=4.0)
         assert eng.connections == 1 and eng.opened == 1
+        assert eng.peak_streams == 100
 
     run(lambda: with_engine(engine(nginx, "h2c", [get("/")], sink, max_connections=1), body))
     assert sink.statuses == [200] * 100
@@ -442,6 +444,9 @@ def test_a_run_with_http_version_2_speaks_h2_to_nginx(nginx: Nginx, tmp_path: Pa
     assert res["totals"]["ok"] + res["totals"]["failed"] == 100, res["totals"]
     assert set(res["errors"]) == {"http_404"}  # /missing; no transport error
     assert 1 <= res["connections"]["opened"] <= 2
+    assert res["connections"]["protocols"] == {"h2": res["connections"]["opened"]}
+    assert res["connections"]["peak_streams"] >= 1
+    assert [a["protocol"] for a in res["agents"]] == ["h2"]
     lines = nginx.log()[before:]
     assert len(lines) == 100
     assert {line[2] for line in lines} == {"HTTP/2.0"}
@@ -459,6 +464,39 @@ def test_a_run_with_http_version_2_on_a_server_without_h2_counts_protocol(
     if (out / "results.json").exists():
         res = read_results(out)
         assert set(res["errors"]) == {"protocol"} and res["connections"]["opened"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "protocol", "logged"), [("tls", "h2", "HTTP/2.0"), ("http11", "http/1.1", "HTTP/1.1")]
+)
+def test_auto_speaks_what_the_server_agrees_by_alpn(
+    nginx: Nginx, tmp_path: Path, name: str, protocol: str, logged: str
+) -> None:
+    before = len(nginx.log())
+    tls = f'ca_file = "{nginx.certs.ca}"'
+    result, out = _run(tmp_path, _profile(nginx.url(name), 'http_version = "auto"', tls))
+    assert result.returncode in (0, 1), result.stderr
+    res = read_results(out)
+    assert res["totals"]["ok"] + res["totals"]["failed"] == 100, res["totals"]
+    assert res["connections"]["protocols"] == {protocol: res["connections"]["opened"]}
+    assert [a["protocol"] for a in res["agents"]] == [protocol]
+    lines = nginx.log()[before:]
+    assert len(lines) == 100 and {line[2] for line in lines} == {logged}
+
+
+def test_negotiate_asks_by_alpn_and_falls_back_to_http_1_1(nginx: Nginx) -> None:
+    route = Route(trusting(nginx))
+
+    async def body() -> None:
+        assert await negotiate(nginx.url("tls"), route, 2.0) == "2"
+        assert await negotiate(nginx.url("http11"), route, 2.0) == "1.1"
+        assert await negotiate(nginx.url("h2c"), route, 2.0) == "1.1"  # h2c only when asked for
+        dead = f"https://127.0.0.1:{free_port()}"
+        assert await negotiate(dead, route, 2.0) == "1.1"  # unreachable: HTTP/1.1, its failures counted
+        untrusted = Route(None)  # the system's trust: the test CA is unknown
+        assert await negotiate(nginx.url("tls"), untrusted, 2.0) == "1.1"
+
+    run(body)
 
 
 @pytest.mark.parametrize(

@@ -349,13 +349,20 @@ def _request_row(
 
 
 def _connections_note(results: Mapping[str, Any]) -> tuple[str, ...]:
-    """``Connections opened: N; failed to open: tls_verify 3`` (nothing for results written before)."""
+    """``Connections opened: N (HTTP/2, at most S streams at once on one); failed to open: tls_verify 3``
+    (nothing for results written before connections were counted)."""
     conns = results.get("connections")
     if not conns:
         return ()
     failed = ", ".join(f"{k} {format_count(n)}" for k, n in (conns.get("failed") or {}).items())
+    protocols = conns.get("protocols") or {}
+    spoken = ""
+    if "h2" in protocols:
+        spoken = " (HTTP/2" if len(protocols) == 1 else f" ({format_count(protocols['h2'])} HTTP/2"
+        peak = int(conns.get("peak_streams") or 0)
+        spoken += f", at most {format_count(peak)} streams at once on one)" if peak else ")"
     return (
-        f"Connections opened: {format_count(conns['opened'])}"
+        f"Connections opened: {format_count(conns['opened'])}{spoken}"
         + (f"; failed to open: {failed}" if failed else ""),
     )
 
