@@ -64,6 +64,7 @@ def default_engine_factory(
             timeout=timeout,
             max_connections=max_connections,
             max_streams=max_streams,
+            cpu_clock=cpu_clock,
             tls=tls,
             connect_to=connect_to,
         )

@@ -19,9 +19,12 @@ a GOAWAY, or a connection that breaks under a stream, is ``reset``; frames ``h2`
 A request body larger than the server's flow-control window is sent as WINDOW_UPDATE frames open it. After
 a GOAWAY the connection takes no new stream and reads the answers to the streams the GOAWAY kept.
 
+As on HTTP/1.1, no connection is opened while the agent is short of CPU, and one idle for
+:data:`agents.pool.IDLE_EXPIRY` is closed with a GOAWAY (:mod:`agents.h2_pool`'s ``busy`` and ``stale``,
+checked by the sweep). ``peak_streams`` counts the most streams one connection carried at once.
+
 Not supported yet: the slots of user journeys (:class:`agents.engine.Slots`; the flow runner refuses this
-engine), idle connections are not closed by the engine (the server's GOAWAY ends them), and connections are
-opened whatever the agent's CPU (the HTTP/1.1 pool's "Growth" check is not applied).
+engine).
 """
 
 from __future__ import annotations
@@ -50,8 +53,9 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 
 from agents.engine import MAX_OPENING, Due, Sink, Unreachable, connect_category, connect_first
-from agents.h2_pool import stream_limit, take, to_open
+from agents.h2_pool import busy, stale, stream_limit, take, to_open
 from agents.http_request import request_head, split_target
+from agents.pool import IDLE_EXPIRY
 from agents.tls import client_context
 from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
@@ -105,6 +109,12 @@ class _Connection(asyncio.Protocol):
         self.limit = stream_limit(engine._max_streams, None)
         self.closed = False
         self.going_away = False
+        self.seen_stream = 0  # for agents.h2_pool.stale
+        self.idle_since = engine._clock()
+
+    @property
+    def last_stream(self) -> int:
+        return int(self.h2.highest_outbound_stream_id or 0)
 
     @property
     def active(self) -> int:
@@ -269,6 +279,8 @@ class H2Engine:
         max_connections: int,
         max_streams: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] | None = None,
+        idle_expiry: float = IDLE_EXPIRY,
         ssl_context: ssl.SSLContext | None = None,
         tls: Tls | None = None,
         connect_to: tuple[str, int] | None = None,
@@ -296,6 +308,11 @@ class H2Engine:
         self._max_connections = max_connections
         self._max_streams = max_streams
         self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._cpu = (0.0, 0.0)  # (clock, CPU seconds) at the last sweep
+        self._idle_expiry = idle_expiry
+        self._busy = False
+        self._next_sweep = 0.0
         self.due = Due()
         self.in_flight = 0
         self.opened = 0
@@ -485,6 +502,8 @@ class H2Engine:
                     break
                 req, intended, submitted = waiting.popleft()
                 connection.send(req, intended, submitted, now)
+            if self._busy and (self._open or self._opening):
+                return  # short of CPU: the waiting wait (agents.h2_pool.busy)
             per = stream_limit(self._max_streams, None)
             for _ in range(
                 to_open(len(waiting), self._open, len(self._opening), self._max_connections, MAX_OPENING, per)
@@ -522,6 +541,29 @@ class H2Engine:
             self._failed(stream, category, now)
         self._dispatch()
 
+    def _check_busy(self, now: float) -> None:
+        """Whether the agent is short of CPU since the last sweep (agents.h2_pool.busy); when it no longer
+        is, the waiting get the connections they were refused."""
+        was = self._busy
+        late = now - self._next_sweep if self._next_sweep else 0.0
+        used = wall = 0.0
+        if self._cpu_clock is not None:
+            cpu, (then, cpu_then) = self._cpu_clock(), self._cpu
+            self._cpu = (now, cpu)
+            if then > 0.0:
+                used, wall = cpu - cpu_then, now - then
+        self._busy = busy(late, used, wall)
+        if was and not self._busy:
+            self._dispatch()
+
+    def _close_idle(self, connection: _Connection) -> None:
+        """Close ``connection``, idle for the idle expiry: GOAWAY (no error), then the socket."""
+        connection.closed = True
+        with contextlib.suppress(H2Error):
+            connection.h2.close_connection()
+            connection.transport.write(connection.h2.data_to_send())
+        connection.transport.close()
+
     def _failed(self, stream: _Stream, category: str, now: float) -> None:
         self.in_flight -= 1
         self._on_error(stream.req, stream.intended, stream.sent, now, category)
@@ -534,6 +576,11 @@ class H2Engine:
         assert self._loop is not None
         self._sweeper = self._loop.call_later(self._sweep_interval, self._sweep)
         now = self._clock()
+        self._check_busy(now)
+        self._next_sweep = now + self._sweep_interval
+        for connection in stale(self._open, now, self._idle_expiry):
+            self._open.remove(connection)
+            self._close_idle(connection)
         cutoff = now - self._timeout
         waiting = self._waiting
         while waiting and waiting[0][2] <= cutoff:

@@ -209,6 +209,41 @@ def test_streams_per_connection_are_capped(nginx: Nginx) -> None:
     assert sink.statuses == [200] * 40
 
 
+def test_an_idle_connection_is_closed_after_the_expiry_and_replaced_when_needed(nginx: Nginx) -> None:
+    sink = RecordingSink()
+
+    async def body(eng: H2Engine) -> None:
+        eng.submit(0, eng._clock())
+        await wait_for(reported(sink, 1), within=4.0)
+        assert eng.connections == 1
+        await wait_for(lambda: eng.connections == 0, within=2.0)  # idle 0.2 s: closed
+        eng.submit(0, eng._clock())
+        await wait_for(reported(sink, 2), within=4.0)
+        assert eng.opened == 2
+
+    run(lambda: with_engine(engine(nginx, "h2c", [get("/")], sink, idle_expiry=0.2), body))
+    assert sink.statuses == [200, 200]
+
+
+@pytest.mark.parametrize("short_of_cpu", [False, True])
+def test_no_connection_is_opened_while_the_agent_is_short_of_cpu(nginx: Nginx, short_of_cpu: bool) -> None:
+    sink = RecordingSink()
+    cpu = (lambda: 2 * time.monotonic()) if short_of_cpu else (lambda: 0.0)  # two cores' worth, or none
+
+    async def body(eng: H2Engine) -> None:
+        await asyncio.sleep(0.2)  # sweeps measure the CPU
+        t0 = eng._clock()
+        for _ in range(8):
+            eng.submit(0, t0)  # one stream per connection: 7 wait
+        await wait_for(reported(sink, 8), within=4.0)
+        await asyncio.sleep(0.1)  # any connection on its way arrives
+        assert (eng.opened == 1) is short_of_cpu, eng.opened
+
+    options = {"max_connections": 8, "max_streams": 1, "cpu_clock": cpu}
+    run(lambda: with_engine(engine(nginx, "h2c", [get("/")], sink, **options), body))
+    assert sink.statuses == [200] * 8
+
+
 def test_a_body_beyond_the_default_window_is_read(nginx: Nginx) -> None:
     sink = RecordingSink()
 

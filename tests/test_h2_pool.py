@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.h2_pool import ASSUMED_STREAMS, stream_limit, take, to_open
+from agents.h2_pool import ASSUMED_STREAMS, busy, stale, stream_limit, take, to_open
+from agents.pool import BEHIND, BUSY
 
 
 @dataclass
@@ -68,3 +69,33 @@ def test_opening_never_exceeds_the_caps_and_covers_the_wait(
         assert n == min(-(-(waiting - free - opening * per) // per), max(room, 0))
     else:
         assert n == 0
+
+
+def test_busy_is_a_late_sweep_or_most_of_a_core() -> None:
+    assert not busy(0.0, 0.0, 0.0)  # nothing measured yet
+    assert not busy(BEHIND / 2, 0.5, 1.0)
+    assert busy(BEHIND * 2, 0.0, 1.0)
+    assert busy(0.0, BUSY + 0.01, 1.0)
+    assert not busy(0.0, BUSY - 0.01, 1.0)
+
+
+@dataclass
+class IdleConn:
+    active: int
+    limit: int = 100
+    last_stream: int = 0
+    seen_stream: int = 0
+    idle_since: float = 0.0
+
+
+def test_a_connection_is_stale_after_the_expiry_without_a_stream() -> None:
+    quiet, busy_one = IdleConn(0), IdleConn(3, last_stream=5)
+    assert stale([quiet, busy_one], 10.0, 30.0) == []
+    assert (busy_one.seen_stream, busy_one.idle_since) == (5, 10.0)  # seen busy: idle from now at most
+    assert stale([quiet, busy_one], 30.0, 30.0) == [quiet]  # idle since 0; the other still busy at 30
+    busy_one.active = 0
+    assert stale([busy_one], 59.9, 30.0) == []
+    assert stale([busy_one], 60.0, 30.0) == [busy_one]
+    busy_one.last_stream = 7  # a stream opened and answered between two sweeps: it was used
+    assert stale([busy_one], 65.0, 30.0) == []
+    assert busy_one.idle_since == 65.0
