@@ -30,29 +30,54 @@ engine).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
-from h2.config import H2Configuration
-from h2.connection import ConnectionInputs, ConnectionState, H2Connection, H2ConnectionStateMachine
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error
-from h2.settings import SettingCodes
+from hpack.exceptions import HPACKError
 
 from agents.engine import MAX_OPENING, Due, Sink, Unreachable, connect_category, connect_first
+from agents.h2_frames import (
+    ACK,
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_WINDOW,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_STREAM_ID,
+    MAX_WINDOW,
+    NO_ERROR,
+    PING,
+    PREFACE,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    BlockDecoder,
+    FrameError,
+    FrameReader,
+    encode_block,
+    frame,
+    goaway,
+    parse_settings,
+    rst_stream,
+    settings,
+    strip_padding,
+    u32,
+    window_update,
+)
 from agents.h2_pool import busy, stale, stream_limit, take, to_open
 from agents.http_request import request_head, split_target
 from agents.pool import IDLE_EXPIRY
@@ -63,20 +88,16 @@ from loadgen.profile import RequestSpec
 SWEEP_INTERVAL = 0.05
 WINDOW = 1 << 24
 """Our receive window, per stream and for the connection: large, so that bodies do not wait on our
-WINDOW_UPDATEs (``h2`` sends them as the data is acknowledged)."""
+WINDOW_UPDATEs, which go out once half of it was read (:data:`REFILL`)."""
+REFILL = WINDOW // 2
+SETTINGS_ACK = frame(SETTINGS, ACK, 0)
 DROPPED = frozenset({"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 """Headers HTTP/2 does not carry (``Host`` becomes ``:authority``)."""
 
 Headers = list[tuple[bytes, bytes]]
 
 
-_KEEP_OPEN_AFTER_GOAWAY = {
-    **H2ConnectionStateMachine._transitions,
-    (ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY): (None, ConnectionState.CLIENT_OPEN),
-}
-"""h2's connection states, but for one change: a GOAWAY received leaves the connection open for the
-frames that follow it (h2 would close it and refuse those, the answers to the streams the GOAWAY kept); the
-engine opens no new stream on it and closes it once they are answered."""
+log = logging.getLogger(__name__)
 
 
 class NotHttp2(ConnectionError):
@@ -84,26 +105,29 @@ class NotHttp2(ConnectionError):
 
 
 class _Stream:
-    __slots__ = ("body", "intended", "req", "sent", "status", "submitted")
+    __slots__ = ("body", "intended", "received", "req", "sent", "status", "submitted", "window")
 
-    def __init__(self, req: int, intended: float, submitted: float, sent: float, body: bytes) -> None:
+    def __init__(
+        self, req: int, intended: float, submitted: float, sent: float, body: bytes, window: int
+    ) -> None:
         self.req = req
         self.intended = intended
         self.submitted = submitted
         self.sent = sent
         self.status = 0
         self.body = body  # what is left to send (flow control)
+        self.window = window  # what the server lets us send on it now
+        self.received = 0  # body bytes read since our last WINDOW_UPDATE for it
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection and its streams."""
+    """One HTTP/2 connection and its streams: frames in and out (:mod:`agents.h2_frames`), the flow-control
+    windows both ways, SETTINGS, PING, RST_STREAM and GOAWAY."""
 
     transport: asyncio.Transport
 
     def __init__(self, engine: H2Engine) -> None:
         self.engine = engine
-        self.h2 = H2Connection(engine._config)
-        self.h2.state_machine._transitions = _KEEP_OPEN_AFTER_GOAWAY
         self.streams: dict[int, _Stream] = {}
         self.peer_max: int | None = None
         self.limit = stream_limit(engine._max_streams, None)
@@ -111,10 +135,19 @@ class _Connection(asyncio.Protocol):
         self.going_away = False
         self.seen_stream = 0  # for agents.h2_pool.stale
         self.idle_since = engine._clock()
+        self.next_stream = 1  # client streams are odd
+        self.reader = FrameReader(DEFAULT_MAX_FRAME)  # we never raise SETTINGS_MAX_FRAME_SIZE
+        self.decoder = BlockDecoder()
+        self.send_window = DEFAULT_WINDOW  # the connection's, for request bodies
+        self.peer_window = DEFAULT_WINDOW  # the server's SETTINGS_INITIAL_WINDOW_SIZE: each new stream's
+        self.peer_frame = DEFAULT_MAX_FRAME
+        self.unacked = 0  # body bytes read since our last WINDOW_UPDATE for the connection
+        self.blocked: set[int] = set()  # streams with body left to send, waiting for a window
+        self.continued: tuple[int, int, list[bytes]] | None = None  # a header block in CONTINUATION frames
 
     @property
     def last_stream(self) -> int:
-        return int(self.h2.highest_outbound_stream_id or 0)
+        return self.next_stream
 
     @property
     def active(self) -> int:
@@ -123,94 +156,190 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.engine._made.add(self)
-        h2 = self.h2
-        h2.initiate_connection()
-        h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: WINDOW, SettingCodes.ENABLE_PUSH: 0})
-        h2.increment_flow_control_window(WINDOW - 65535)
-        self.transport.write(h2.data_to_send())
+        self.transport.write(
+            PREFACE
+            + settings([(ENABLE_PUSH, 0), (INITIAL_WINDOW_SIZE, WINDOW)])
+            + window_update(0, WINDOW - DEFAULT_WINDOW)
+        )
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
-        h2 = self.h2
-        sid = h2.get_next_available_stream_id()
-        headers, body = self.engine._wire[req]
-        h2.send_headers(sid, headers, end_stream=not body)
-        stream = _Stream(req, intended, submitted, now, body)
+        sid = self.next_stream
+        self.next_stream = sid + 2
+        block, body = self.engine._wire[req]
+        stream = _Stream(req, intended, submitted, now, body, self.peer_window)
         streams = self.streams
         streams[sid] = stream
         self.engine.peak_streams = max(self.engine.peak_streams, len(streams))
+        if len(block) <= self.peer_frame:
+            data = frame(HEADERS, END_HEADERS if body else END_HEADERS | END_STREAM, sid, block)
+        else:
+            data = self._split_headers(sid, block, end_stream=not body)
         if body:
-            self._send_body(sid, stream)
-        self.transport.write(h2.data_to_send())
+            data += self._send_body(sid, stream)
+        self.transport.write(data)
+        if self.next_stream > MAX_STREAM_ID:  # no stream number left: the next go to another connection
+            self.going_away = True
+            self.engine._retire(self)
 
-    def _send_body(self, sid: int, stream: _Stream) -> None:
-        h2 = self.h2
+    def _split_headers(self, sid: int, block: bytes, *, end_stream: bool) -> bytes:
+        size = self.peer_frame
+        parts = [block[i : i + size] for i in range(0, len(block), size)]
+        out = [frame(HEADERS, END_STREAM if end_stream else 0, sid, parts[0])]
+        out += [frame(CONTINUATION, 0, sid, part) for part in parts[1:-1]]
+        out.append(frame(CONTINUATION, END_HEADERS, sid, parts[-1]))
+        return b"".join(out)
+
+    def _send_body(self, sid: int, stream: _Stream) -> bytes:
+        """DATA frames for as much of the stream's body as the windows allow."""
+        out = []
         while stream.body:
-            n = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size, len(stream.body))
+            n = min(stream.window, self.send_window, self.peer_frame, len(stream.body))
             if n <= 0:
-                return  # the rest goes when the server opens its window
+                self.blocked.add(sid)  # the rest goes when the server opens its window
+                break
             chunk, stream.body = stream.body[:n], stream.body[n:]
-            h2.send_data(sid, chunk, end_stream=not stream.body)
+            stream.window -= n
+            self.send_window -= n
+            out.append(frame(DATA, 0 if stream.body else END_STREAM, sid, chunk))
+        else:
+            self.blocked.discard(sid)
+        return b"".join(out)
+
+    def _unblock(self) -> list[bytes]:
+        out = []
+        for sid in list(self.blocked):
+            stream = self.streams.get(sid)
+            if stream is None:
+                self.blocked.discard(sid)
+            else:
+                out.append(self._send_body(sid, stream))
+        return out
 
     def data_received(self, data: bytes) -> None:
-        try:
-            events = self.h2.receive_data(data)
-        except H2Error as exc:
-            # h2 takes no frame after a GOAWAY (its connection is closed then), not even the answers to the
-            # streams the GOAWAY kept: those streams, and any answer in the same read, fail as reset.
-            after_goaway = self.going_away or "ConnectionState.CLOSED" in str(exc)
-            self.engine._broken(self, "reset" if after_goaway else "protocol")
-            return
         engine = self.engine
-        done = engine._clock()
-        answered = False
-        for event in events:
-            if isinstance(event, ResponseReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    status = _status(event.headers)
-                    if status >= 200 or status == 0:
-                        stream.status = status
-                if event.stream_ended is not None:
-                    answered |= self._ended(event.stream_id, done)
-            elif isinstance(event, DataReceived):
-                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if event.stream_ended is not None:
-                    answered |= self._ended(event.stream_id, done)
-            elif isinstance(event, StreamEnded):
-                answered |= self._ended(event.stream_id, done)
-            elif isinstance(event, StreamReset):
-                stream = self.streams.pop(event.stream_id, None)
-                if stream is not None:
-                    engine._failed(stream, "reset", done)
-                    answered = True
-            elif isinstance(event, RemoteSettingsChanged):
-                self.peer_max = self.h2.remote_settings.max_concurrent_streams
-                self.limit = stream_limit(engine._max_streams, self.peer_max)
-            elif isinstance(event, WindowUpdated):
-                for sid, stream in list(self.streams.items()):
-                    if stream.body:
-                        self._send_body(sid, stream)
-            elif isinstance(event, ConnectionTerminated):
-                self.going_away = True
-                last = event.last_stream_id if event.last_stream_id is not None else 0
-                for sid in [sid for sid in self.streams if sid > last]:
-                    engine._failed(self.streams.pop(sid), "reset", done)
-                    answered = True
-        out = self.h2.data_to_send()
+        try:
+            answered, out = self._frames(self.reader.frames(data), engine._clock())
+        except (FrameError, HPACKError) as exc:
+            log.debug("HTTP/2 connection to %s broken: %s", engine._target, exc)
+            if not self.closed:
+                self.transport.write(goaway(0, PROTOCOL_ERROR))
+            engine._broken(self, "protocol")
+            return
         if out and not self.closed:
-            self.transport.write(out)
+            self.transport.write(b"".join(out))
         if self.going_away:
             engine._retire(self)
         if answered or self.limit > 0:
             engine._dispatch()
         due = engine.due
-        if answered and done >= due.at:
+        if answered and engine._clock() >= due.at:
             due.release()
+
+    def _frames(self, frames: list[tuple[int, int, int, bytes]], done: float) -> tuple[bool, list[bytes]]:
+        """Act on the frames read; returns whether a stream ended, and the frames to send back."""
+        answered = False
+        out: list[bytes] = []
+        streams = self.streams
+        for kind, flags, sid, payload in frames:
+            if self.continued is not None and kind != CONTINUATION:
+                raise FrameError("a frame inside a header block")
+            if kind == DATA:
+                self.unacked += len(payload)
+                stream = streams.get(sid)
+                if stream is not None:
+                    stream.received += len(payload)
+                    if stream.received >= REFILL:
+                        out.append(window_update(sid, stream.received))
+                        stream.received = 0
+                    if flags & END_STREAM:
+                        answered |= self._ended(sid, done)
+                elif sid == 0:
+                    raise FrameError("DATA on stream 0")
+            elif kind == HEADERS:
+                block = strip_padding(flags, payload, priority=True)
+                if flags & END_HEADERS:
+                    answered |= self._headers(sid, flags, block, done)
+                else:
+                    self.continued = (sid, flags, [block])
+            elif kind == CONTINUATION:
+                if self.continued is None or self.continued[0] != sid:
+                    raise FrameError("CONTINUATION without its HEADERS")
+                self.continued[2].append(payload)
+                if flags & END_HEADERS:
+                    first, first_flags, parts = self.continued
+                    self.continued = None
+                    answered |= self._headers(first, first_flags, b"".join(parts), done)
+            elif kind == SETTINGS:
+                if not flags & ACK:
+                    self._settings(parse_settings(payload))
+                    out.append(SETTINGS_ACK)
+                    out += self._unblock()
+            elif kind == WINDOW_UPDATE:
+                increment = u32(payload) & 0x7FFFFFFF
+                if sid == 0:
+                    self.send_window += increment
+                elif sid in streams:
+                    streams[sid].window += increment
+                if self.blocked:
+                    out += self._unblock()
+            elif kind == RST_STREAM:
+                stream = streams.pop(sid, None)
+                if stream is not None:
+                    self.engine._failed(stream, "reset", done)
+                    answered = True
+            elif kind == PING:
+                if not flags & ACK:
+                    out.append(frame(PING, ACK, 0, payload))
+            elif kind == GOAWAY:
+                # Streams up to its last one are still answered (read on); those after it fail as reset.
+                self.going_away = True
+                last = u32(payload) & 0x7FFFFFFF
+                for gone in [s for s in streams if s > last]:
+                    self.engine._failed(streams.pop(gone), "reset", done)
+                    answered = True
+            elif kind == PUSH_PROMISE:
+                raise FrameError("PUSH_PROMISE although SETTINGS_ENABLE_PUSH is 0")
+            # PRIORITY and frame types this engine does not know are ignored, as RFC 9113 asks
+        if self.unacked >= REFILL:
+            out.append(window_update(0, self.unacked))
+            self.unacked = 0
+        return answered, out
+
+    def _headers(self, sid: int, flags: int, block: bytes, done: float) -> bool:
+        """A whole header block for stream ``sid``: a response's head, an interim (1xx) head or trailers.
+        Decoded (when it must be, see :func:`agents.h2_frames.scan_status`) even for a stream that is gone,
+        so the dynamic table stays in step with the server's."""
+        status = self.decoder.status(block)
+        stream = self.streams.get(sid)
+        if stream is None:
+            return False
+        if status >= 200 and not stream.status:
+            stream.status = status
+        if flags & END_STREAM:
+            return self._ended(sid, done)
+        return False
+
+    def _settings(self, values: list[tuple[int, int]]) -> None:
+        for key, value in values:
+            if key == MAX_CONCURRENT_STREAMS:
+                self.peer_max = value
+                self.limit = stream_limit(self.engine._max_streams, value)
+            elif key == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise FrameError(f"SETTINGS_INITIAL_WINDOW_SIZE {value} over 2^31-1")
+                delta, self.peer_window = value - self.peer_window, value
+                for stream in self.streams.values():
+                    stream.window += delta
+            elif key == MAX_FRAME_SIZE:
+                if not DEFAULT_MAX_FRAME <= value <= 16_777_215:
+                    raise FrameError(f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
+                self.peer_frame = value
 
     def _ended(self, sid: int, done: float) -> bool:
         stream = self.streams.pop(sid, None)
         if stream is None:
             return False
+        self.blocked.discard(sid)
         engine = self.engine
         engine.in_flight -= 1
         if stream.status:
@@ -264,6 +393,12 @@ def h2_headers(spec: RequestSpec, scheme: str, authority: str, prefix: str) -> t
     return headers, head.body
 
 
+def _encoded(request: tuple[Headers, bytes]) -> tuple[bytes, bytes]:
+    """A request's header block, encoded once (:func:`agents.h2_frames.encode_block`), and its body."""
+    headers, body = request
+    return encode_block(headers), body
+
+
 class H2Engine:
     """HTTP/2 engine; see the module docstring. Implements :class:`agents.engine.Engine`."""
 
@@ -294,14 +429,7 @@ class H2Engine:
         authority = self._host if ":" not in self._host else f"[{self._host}]"
         if self._port != {"http": 80, "https": 443}[self._scheme]:
             authority = f"{authority}:{self._port}"
-        self._wire = [h2_headers(spec, self._scheme, authority, prefix) for spec in requests]
-        self._config = H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            validate_inbound_headers=False,
-        )
+        self._wire = [_encoded(h2_headers(spec, self._scheme, authority, prefix)) for spec in requests]
         self._on_response = sink.response
         self._on_error = sink.error
         self._timeout = timeout
@@ -559,9 +687,7 @@ class H2Engine:
     def _close_idle(self, connection: _Connection) -> None:
         """Close ``connection``, idle for the idle expiry: GOAWAY (no error), then the socket."""
         connection.closed = True
-        with contextlib.suppress(H2Error):
-            connection.h2.close_connection()
-            connection.transport.write(connection.h2.data_to_send())
+        connection.transport.write(goaway(0, NO_ERROR))
         connection.transport.close()
 
     def _failed(self, stream: _Stream, category: str, now: float) -> None:
@@ -588,13 +714,18 @@ class H2Engine:
             self.in_flight -= 1
             self._on_error(req, intended, 0.0, now, "timeout")
         for connection in [*self._open, *self._retiring]:
-            late = [sid for sid, s in connection.streams.items() if s.submitted <= cutoff]
+            late = []
+            for sid, stream in connection.streams.items():  # in the order they were submitted
+                if stream.submitted > cutoff:
+                    break
+                late.append(sid)
             if not late:
                 continue
+            reset = []
             for sid in late:
                 stream = connection.streams.pop(sid)
-                with contextlib.suppress(H2Error):  # a stream h2 already closed
-                    connection.h2.reset_stream(sid, ErrorCodes.CANCEL)
+                connection.blocked.discard(sid)
+                reset.append(rst_stream(sid, CANCEL))
                 self._failed(stream, "timeout", now)
             if not connection.closed:
-                connection.transport.write(connection.h2.data_to_send())
+                connection.transport.write(b"".join(reset))
