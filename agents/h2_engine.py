@@ -62,6 +62,7 @@ from agents.h2_frames import (
     PREFACE,
     PROTOCOL_ERROR,
     PUSH_PROMISE,
+    REFUSED_STREAM,
     RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
@@ -285,18 +286,27 @@ class _Connection(asyncio.Protocol):
             elif kind == RST_STREAM:
                 stream = streams.pop(sid, None)
                 if stream is not None:
-                    self.engine._failed(stream, "reset", done)
+                    self.blocked.discard(sid)
+                    if u32(payload) == REFUSED_STREAM:  # not processed: safe to send again (RFC 9113 8.7)
+                        self.engine._retry([stream])
+                    else:
+                        self.engine._failed(stream, "reset", done)
                     answered = True
             elif kind == PING:
                 if not flags & ACK:
                     out.append(frame(PING, ACK, 0, payload))
             elif kind == GOAWAY:
-                # Streams up to its last one are still answered (read on); those after it fail as reset.
+                # Streams up to its last one are still answered (read on). Those after it were not processed
+                # (RFC 9113 6.8): they go again on another connection, first in line, timed from their
+                # intended time as ever (a server that closes after N requests races the ones on their way).
                 self.going_away = True
                 last = u32(payload) & 0x7FFFFFFF
-                for gone in [s for s in streams if s > last]:
-                    self.engine._failed(streams.pop(gone), "reset", done)
+                unprocessed = [streams.pop(s) for s in [s for s in streams if s > last]]
+                self.blocked.intersection_update(streams)
+                if unprocessed:
+                    self.engine._retry(unprocessed)
                     answered = True
+                self.engine._retire(self)  # now: an answer read after it must not send on this connection
             elif kind == PUSH_PROMISE:
                 raise FrameError("PUSH_PROMISE although SETTINGS_ENABLE_PUSH is 0")
             # PRIORITY and frame types this engine does not know are ignored, as RFC 9113 asks
@@ -689,6 +699,11 @@ class H2Engine:
         connection.closed = True
         connection.transport.write(goaway(0, NO_ERROR))
         connection.transport.close()
+
+    def _retry(self, streams: list[_Stream]) -> None:
+        """``streams`` were not processed by the server: they wait again, ahead of the others, in their order
+        (still in flight; the timeout counts from their first submit)."""
+        self._waiting.extendleft((s.req, s.intended, s.submitted) for s in reversed(streams))
 
     def _failed(self, stream: _Stream, category: str, now: float) -> None:
         self.in_flight -= 1
