@@ -789,3 +789,37 @@ def open_trial(
         sampler.busiest_core(int(TARGET_CORE), max(1.0, seconds - 1.0)),
         sampler.stolen,
     )
+
+
+# --- the coordinator with simulated agents
+
+
+def start_sim_agents(
+    endpoint: str, agents: int, seconds: int, rate: int, procs: int = 4
+) -> list[subprocess.Popen[str]]:
+    """``agents`` simulated agents (``bench/coord_sim.py``) joining the coordinator at ``endpoint``, in
+    ``procs`` processes (the last takes the remainder), each at ``rate`` requests/s for ``seconds`` once the
+    run starts; their JSON lines (``"started"``, ``"done"``) come on each process's stdout, as text."""
+    per = agents // procs
+    return [
+        subprocess.Popen(
+            [
+                *(PY, str(BENCH / "coord_sim.py"), "--connect", endpoint),
+                *("--agents", str(per if i < procs - 1 else agents - per * (procs - 1))),
+                *("--first", str(i * per), "--duration", str(seconds), "--rate", str(rate)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(procs)
+    ]
+
+
+def wait_or_stop(procs: Iterable[subprocess.Popen[Any]], within: float = 30.0) -> None:
+    """Give each process ``within`` seconds to end by itself, then :func:`stop` it."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            stop(proc)
