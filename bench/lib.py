@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.steal import parse_stolen, read_proc_stat
+from bench.nginx import running_nginx
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -41,6 +42,8 @@ GEN_CORE = "0"
 TARGET_CORE = "1"
 NICE = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
 """Generator and target run at a higher priority than anything else on the machine, when we may."""
+ON_TARGET_CORE = [*NICE, "taskset", "-c", TARGET_CORE]
+"""What a target process runs under: pinned to the target core, at that priority."""
 TARGET_FULL = 0.95
 """The target's core busier than this (over the busiest window of a trial) counts as full."""
 AGENT_FULL = 0.90
@@ -146,29 +149,16 @@ def ensure_tools() -> list[str]:
 # --- the target
 
 
-NGINX_CONF = """\
-worker_processes 1;
-worker_rlimit_nofile 65536;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 32768; }}
-http {{
+NGINX_HTTP = """\
   access_log off;
   keepalive_requests 100000000;
   keepalive_timeout 300s;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
   server {{
     listen 127.0.0.1:{port};
     location / {{ return 200 "ok"; }}
     location = /__status {{ stub_status; }}
 {locations}
   }}
-}}
 """
 
 
@@ -178,27 +168,21 @@ def nginx(locations: str = "") -> Iterator[str]:
     blocks of its server, if given); yields its base URL."""
     with tempfile.TemporaryDirectory(prefix="loadgen-bench-nginx-") as folder:
         port = free_port()
-        conf = Path(folder) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=folder, port=port, locations=locations))
-        proc = subprocess.Popen(
-            [*NICE, "taskset", "-c", TARGET_CORE, "nginx", "-c", str(conf), "-p", folder],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        http = NGINX_HTTP.format(port=port, locations=locations)
         url = f"http://127.0.0.1:{port}"
-        _NGINX_MASTERS[url] = proc.pid
-        try:
-            wait_for_port(port, 10.0)
-            yield url
-        finally:
-            _NGINX_MASTERS.pop(url, None)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGQUIT)  # nginx's graceful stop; its worker goes with it
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        with running_nginx(
+            Path(folder),
+            http,
+            [port],
+            prefix=ON_TARGET_CORE,
+            worker_connections=32768,
+            main="worker_rlimit_nofile 65536;",
+        ) as pid:
+            _NGINX_MASTERS[url] = pid
+            try:
+                yield url
+            finally:
+                _NGINX_MASTERS.pop(url, None)
 
 
 _NGINX_MASTERS: dict[str, int] = {}
@@ -257,7 +241,7 @@ def builtin_target() -> Iterator[str]:
     """``loadgen target`` on the target core (it answers ``/delay?ms=N`` after N ms); yields its base URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [*NICE, "taskset", "-c", TARGET_CORE, *LOADGEN, "target", "--port", str(port)],
+        [*ON_TARGET_CORE, *LOADGEN, "target", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -805,3 +789,37 @@ def open_trial(
         sampler.busiest_core(int(TARGET_CORE), max(1.0, seconds - 1.0)),
         sampler.stolen,
     )
+
+
+# --- the coordinator with simulated agents
+
+
+def start_sim_agents(
+    endpoint: str, agents: int, seconds: int, rate: int, procs: int = 4
+) -> list[subprocess.Popen[str]]:
+    """``agents`` simulated agents (``bench/coord_sim.py``) joining the coordinator at ``endpoint``, in
+    ``procs`` processes (the last takes the remainder), each at ``rate`` requests/s for ``seconds`` once the
+    run starts; their JSON lines (``"started"``, ``"done"``) come on each process's stdout, as text."""
+    per = agents // procs
+    return [
+        subprocess.Popen(
+            [
+                *(PY, str(BENCH / "coord_sim.py"), "--connect", endpoint),
+                *("--agents", str(per if i < procs - 1 else agents - per * (procs - 1))),
+                *("--first", str(i * per), "--duration", str(seconds), "--rate", str(rate)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(procs)
+    ]
+
+
+def wait_or_stop(procs: Iterable[subprocess.Popen[Any]], within: float = 30.0) -> None:
+    """Give each process ``within`` seconds to end by itself, then :func:`stop` it."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            stop(proc)

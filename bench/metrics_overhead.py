@@ -25,7 +25,6 @@ from typing import Any
 
 from bench import lib
 
-BENCH = Path(__file__).resolve().parent
 PROCS = 4
 RATE_PER_AGENT = 1000
 
@@ -44,7 +43,6 @@ def one_run(agents: int, seconds: int, metrics: bool, work: Path) -> dict[str, A
         *("--out", str(out), "--join-timeout", "120"),
         *(("--metrics-bind", f"127.0.0.1:{port}") if metrics else ()),
     ]
-    per = agents // PROCS
     starts: list[float] = []
     scrapes: list[float] = []
     done = threading.Event()
@@ -71,19 +69,7 @@ def one_run(agents: int, seconds: int, metrics: bool, work: Path) -> dict[str, A
 
     with open(out / "coordinator.log", "w") as log:
         coord = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        sims = [
-            subprocess.Popen(
-                [
-                    *(lib.PY, str(BENCH / "coord_sim.py"), "--connect", endpoint),
-                    *("--agents", str(per if i < PROCS - 1 else agents - per * (PROCS - 1))),
-                    *("--first", str(i * per), "--duration", str(seconds), "--rate", str(RATE_PER_AGENT)),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for i in range(PROCS)
-        ]
+        sims = lib.start_sim_agents(endpoint, agents, seconds, RATE_PER_AGENT, PROCS)
 
         def reader(proc: subprocess.Popen[str]) -> None:
             assert proc.stdout is not None
@@ -102,11 +88,7 @@ def one_run(agents: int, seconds: int, metrics: bool, work: Path) -> dict[str, A
                 coord.wait(timeout=seconds + 240)
         finally:
             done.set()
-            for p in sims:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    lib.stop(p)
+            lib.wait_or_stop(sims)
             lib.stop(coord)
     start_at = min(starts) if starts else began
     results = json.loads((out / "results.json").read_text())

@@ -230,23 +230,10 @@ def coordinator_sim(plan: Plan, work: Path) -> dict[str, Any]:
         *("--out", str(out), "--join-timeout", "120"),
     ]
     procs = 4
-    per = plan.sim_agents // procs
     starts: list[float] = []
     with open(out / "coordinator.log", "w") as clog:
         coord = subprocess.Popen(coord_cmd, stdout=clog, stderr=subprocess.STDOUT)
-        sims = [
-            subprocess.Popen(
-                [
-                    *(PY, str(BENCH / "coord_sim.py"), "--connect", endpoint),
-                    *("--agents", str(per if i < procs - 1 else plan.sim_agents - per * (procs - 1))),
-                    *("--first", str(i * per), "--duration", str(plan.sim_s), "--rate", str(rate_per_agent)),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for i in range(procs)
-        ]
+        sims = lib.start_sim_agents(endpoint, plan.sim_agents, plan.sim_s, rate_per_agent, procs)
         lines: list[str] = []
 
         def reader(proc: subprocess.Popen[str]) -> None:
@@ -267,11 +254,7 @@ def coordinator_sim(plan: Plan, work: Path) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     log("the coordinator did not finish in time; stopping it")
         finally:
-            for p in sims:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    lib.stop(p)
+            lib.wait_or_stop(sims)
             lib.stop(coord)
     start_at = min(starts) if starts else began
     run_from, run_to = start_at + 1.0, start_at + plan.sim_s
@@ -310,7 +293,7 @@ def coordinator_sim(plan: Plan, work: Path) -> dict[str, Any]:
         "sim_lines": lines[-procs:],
         "cmd": (
             f"loadgen coordinator sim.toml --bind {endpoint} --expect-agents {plan.sim_agents} --out DIR & "
-            f"python bench/coord_sim.py --connect {endpoint} --agents {per} --first K "
+            f"python bench/coord_sim.py --connect {endpoint} --agents {plan.sim_agents // procs} --first K "
             f"--duration {plan.sim_s} (x{procs})"
         ),
     }

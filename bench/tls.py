@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,19 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.lib import BENCH, GEN_CORE, NICE, PY, TARGET_CORE, free_port, log, run_beside_target, wait_for_port
+from bench.lib import BENCH, GEN_CORE, ON_TARGET_CORE, PY, free_port, log, run_beside_target
+from bench.nginx import running_nginx
 
 SECONDS = 10
 CONNECTIONS = 50
 LOG_FLUSH = 1  # seconds nginx may hold the resumption log's lines in its buffer
 
-CONF = """\
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
+HTTP = """\
   access_log off;
   keepalive_requests 100000000;
   keepalive_timeout 300s;
@@ -46,11 +40,6 @@ http {{
   ssl_certificate {dir}/cert.pem;
   ssl_certificate_key {dir}/key.pem;
   log_format reuse '$ssl_session_reused';
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
   server {{ listen 127.0.0.1:{keep} ssl; location / {{ return 200 "ok"; }} }}
   server {{
     listen 127.0.0.1:{close} ssl;
@@ -59,7 +48,6 @@ http {{
     location / {{ return 200 "ok"; }}
   }}
   server {{ listen 127.0.0.1:{plain}; location / {{ return 200 "ok"; }} }}
-}}
 """
 
 
@@ -79,33 +67,9 @@ def tls_nginx() -> Iterator[tuple[Path, dict[str, int]]]:
             timeout=30,
         )
         ports = {"keep": free_port(), "close": free_port(), "plain": free_port()}
-        (folder / "nginx.conf").write_text(CONF.format(dir=folder, flush=LOG_FLUSH, **ports))
-        proc = subprocess.Popen(
-            [
-                *NICE,
-                "taskset",
-                "-c",
-                TARGET_CORE,
-                "nginx",
-                "-c",
-                str(folder / "nginx.conf"),
-                "-p",
-                str(folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for port in ports.values():
-                wait_for_port(port, 10.0)
+        http = HTTP.format(dir=folder, flush=LOG_FLUSH, **ports)
+        with running_nginx(folder, http, ports.values(), prefix=ON_TARGET_CORE, worker_connections=4096):
             yield folder, ports
-        finally:
-            proc.send_signal(signal.SIGQUIT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def wrk(url: str, connections: int, seconds: int, *extra: str) -> dict[str, Any]:

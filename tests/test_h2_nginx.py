@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +22,7 @@ import pytest
 from agents.engine import Unreachable
 from agents.engines import Route, negotiate
 from agents.h2_engine import H2Engine
+from bench.nginx import find_nginx, running_nginx
 from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
 from tests.conftest import read_results
@@ -34,20 +31,9 @@ from tests.tls_certs import Certs, make_certs
 
 pytestmark = pytest.mark.integration
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+NGINX = find_nginx()
 
-CONF = """\
-{user}worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
+HTTP = """\
   log_format conn '$connection $connection_requests $server_protocol $request_uri';
   access_log {dir}/access.log conn;
   ssl_protocols TLSv1.2 TLSv1.3;
@@ -76,7 +62,6 @@ http {{
     listen 127.0.0.1:{http11} ssl;
     location / {{ return 200 "ok"; }}
   }}
-}}
 """
 
 
@@ -95,11 +80,6 @@ class Nginx:
         return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     if NGINX is None:
@@ -108,31 +88,9 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     certs = make_certs(folder)
     (folder / "big.bin").write_bytes(b"x" * 300_000)  # beyond the default 64 KiB window
     ports = {name: free_port() for name in ("tls", "h2c", "goaway", "http11")}
-    conf = folder / "nginx.conf"
-    user = "user root;\n" if os.geteuid() == 0 else ""  # the workers read the test's files
-    conf.write_text(
-        CONF.format(user=user, dir=folder, server_cert=certs.server[0], server_key=certs.server[1], **ports)
-    )
-    proc = subprocess.Popen(
-        [NGINX, "-c", str(conf), "-p", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not all(_listening(port) for port in ports.values()):
-            if proc.poll() is not None:
-                pytest.fail(f"nginx did not start: {proc.stderr.read() if proc.stderr else b''!r}")
-            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-            time.sleep(0.05)
+    http = HTTP.format(dir=folder, server_cert=certs.server[0], server_key=certs.server[1], **ports)
+    with running_nginx(folder, http, ports.values()):  # as root, with `user root;`: the worker reads big.bin
         yield Nginx(certs, folder, ports)
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def trusting(nginx: Nginx) -> Tls:

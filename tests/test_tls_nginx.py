@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +24,7 @@ import pytest
 from agents.fast_engine import FastEngine
 from agents.httpx_engine import HttpxEngine
 from agents.tls import ResumingContext, client_context
+from bench.nginx import find_nginx, running_nginx
 from loadgen.endpoint import Tls, connect_address, parse_resolve, parse_tls
 from loadgen.profile import RequestSpec
 from tests.conftest import read_results
@@ -34,7 +33,7 @@ from tests.tls_certs import Certs, make_certs
 
 pytestmark = pytest.mark.integration
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+NGINX = find_nginx()
 TOKEN = "s3cret-token-for-the-test"
 
 AnyEngine = FastEngine | HttpxEngine
@@ -52,19 +51,8 @@ def _has_ipv6_loopback() -> bool:
 
 IPV6 = _has_ipv6_loopback()
 
-CONF = """\
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
+HTTP = """\
   access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
   log_format reuse '$ssl_session_reused';
   ssl_session_cache shared:tls:1m;
   ssl_protocols TLSv1.2 TLSv1.3;
@@ -134,7 +122,6 @@ http {{
     server_name override.loadgen.test;
     location /vhost {{ return 200 "vhost"; }}
   }}
-}}
 """
 
 
@@ -161,45 +148,19 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     certs = make_certs(folder)
     names = ("main", "self_signed", "tls12", "client_cert", "one_shot", "plain")
     ports = {name: free_port() for name in names}
-    conf = folder / "nginx.conf"
-    conf.write_text(
-        CONF.format(
-            dir=folder,
-            token=TOKEN,
-            server_cert=certs.server[0],
-            server_key=certs.server[1],
-            self_cert=certs.self_signed[0],
-            self_key=certs.self_signed[1],
-            ca=certs.ca,
-            listen_v6=f"listen [::1]:{ports['plain']};" if IPV6 else "",
-            **ports,
-        )
+    http = HTTP.format(
+        dir=folder,
+        token=TOKEN,
+        server_cert=certs.server[0],
+        server_key=certs.server[1],
+        self_cert=certs.self_signed[0],
+        self_key=certs.self_signed[1],
+        ca=certs.ca,
+        listen_v6=f"listen [::1]:{ports['plain']};" if IPV6 else "",
+        **ports,
     )
-    proc = subprocess.Popen(
-        [NGINX, "-c", str(conf), "-p", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _listening(ports["plain"]):
-            if proc.poll() is not None:
-                pytest.fail(f"nginx did not start: {proc.stderr.read() if proc.stderr else b''!r}")
-            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-            time.sleep(0.05)
+    with running_nginx(folder, http, ports.values()):
         yield Nginx(certs, folder, ports)
-    finally:
-        proc.send_signal(signal.SIGQUIT)  # nginx's graceful stop
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(params=[FastEngine, HttpxEngine], ids=["fast", "httpx"])
