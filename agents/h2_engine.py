@@ -19,9 +19,15 @@ a GOAWAY, or a connection that breaks under a stream, is ``reset``; frames ``h2`
 A request body larger than the server's flow-control window is sent as WINDOW_UPDATE frames open it. After
 a GOAWAY the connection takes no new stream and reads the answers to the streams the GOAWAY kept.
 
-Not supported yet: the slots of user journeys (:class:`agents.engine.Slots`; the flow runner refuses this
-engine), idle connections are not closed by the engine (the server's GOAWAY ends them), and connections are
-opened whatever the agent's CPU (the HTTP/1.1 pool's "Growth" check is not applied).
+User journeys run on it (:class:`agents.engine.Slots`): request numbers past the profile's own take the
+header block and body :meth:`H2Engine.put` gives them. A stream flagged :data:`agents.engine.READ` keeps its
+response headers (names in lower case, as HTTP/2 sends them; no pseudo-headers) and its body's first
+:data:`agents.engine.READ_LIMIT` bytes, handed over in :attr:`H2Engine.reply` just before the sink hears of
+it; the rest of the body is read and dropped. Other streams keep nothing (no per-stream list). A response to
+HEAD needs nothing special (its HEADERS frame ends the stream).
+
+Not supported yet: idle connections are not closed by the engine (the server's GOAWAY ends them), and
+connections are opened whatever the agent's CPU (the HTTP/1.1 pool's "Growth" check is not applied).
 """
 
 from __future__ import annotations
@@ -49,9 +55,19 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 
-from agents.engine import MAX_OPENING, Due, Sink, Unreachable, connect_category, connect_first
+from agents.engine import (
+    MAX_OPENING,
+    READ,
+    READ_LIMIT,
+    Due,
+    Reply,
+    Sink,
+    Unreachable,
+    connect_category,
+    connect_first,
+)
 from agents.h2_pool import stream_limit, take, to_open
-from agents.http_request import request_head, split_target
+from agents.http_request import RequestHead, host_header, request_head, split_target
 from agents.tls import client_context
 from loadgen.endpoint import Tls
 from loadgen.profile import RequestSpec
@@ -91,6 +107,25 @@ class _Stream:
         self.body = body  # what is left to send (flow control)
 
 
+class _ReadStream(_Stream):
+    """A stream whose response is handed over (a :data:`agents.engine.READ` request): its headers, and its
+    body up to :data:`agents.engine.READ_LIMIT` bytes."""
+
+    __slots__ = ("chunks", "headers", "room")
+
+    def __init__(self, req: int, intended: float, submitted: float, sent: float, body: bytes) -> None:
+        super().__init__(req, intended, submitted, sent, body)
+        self.headers: Headers = []
+        self.chunks: list[bytes] = []
+        self.room = READ_LIMIT
+
+    def keep(self, data: bytes) -> None:
+        if self.room > 0:
+            kept = data[: self.room]
+            self.chunks.append(kept)
+            self.room -= len(kept)
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection and its streams."""
 
@@ -105,6 +140,7 @@ class _Connection(asyncio.Protocol):
         self.limit = stream_limit(engine._max_streams, None)
         self.closed = False
         self.going_away = False
+        self.reads = engine._reads  # some request may be READ: DATA frames are looked at
 
     @property
     def active(self) -> int:
@@ -121,10 +157,14 @@ class _Connection(asyncio.Protocol):
 
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
         h2 = self.h2
+        engine = self.engine
         sid = h2.get_next_available_stream_id()
-        headers, body = self.engine._wire[req]
+        headers, body = engine._wire[req]
         h2.send_headers(sid, headers, end_stream=not body)
-        stream = _Stream(req, intended, submitted, now, body)
+        if self.reads and engine._flags[req] & READ:
+            stream: _Stream = _ReadStream(req, intended, submitted, now, body)
+        else:
+            stream = _Stream(req, intended, submitted, now, body)
         self.streams[sid] = stream
         if body:
             self._send_body(sid, stream)
@@ -158,10 +198,16 @@ class _Connection(asyncio.Protocol):
                     status = _status(event.headers)
                     if status >= 200 or status == 0:
                         stream.status = status
+                        if isinstance(stream, _ReadStream):
+                            stream.headers = [(k, v) for k, v in event.headers if k[:1] != b":"]
                 if event.stream_ended is not None:
                     answered |= self._ended(event.stream_id, done)
             elif isinstance(event, DataReceived):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if self.reads:
+                    stream = self.streams.get(event.stream_id)
+                    if isinstance(stream, _ReadStream) and event.data:
+                        stream.keep(event.data)
                 if event.stream_ended is not None:
                     answered |= self._ended(event.stream_id, done)
             elif isinstance(event, StreamEnded):
@@ -202,6 +248,10 @@ class _Connection(asyncio.Protocol):
         engine = self.engine
         engine.in_flight -= 1
         if stream.status:
+            if isinstance(stream, _ReadStream):
+                reply = engine.reply
+                reply.headers = stream.headers
+                reply.body = b"".join(stream.chunks)
             engine._on_response(stream.req, stream.intended, stream.sent, done, stream.status)
         else:
             engine._on_error(stream.req, stream.intended, stream.sent, done, "protocol")
@@ -233,10 +283,11 @@ def _status(headers: Headers) -> int:
     return 0
 
 
-def h2_headers(spec: RequestSpec, scheme: str, authority: str, prefix: str) -> tuple[Headers, bytes]:
-    """The HTTP/2 header block and body of ``spec`` (see :func:`agents.http_request.request_head`): the
-    pseudo-headers first, names in lower case, without the headers HTTP/2 does not carry."""
-    head = request_head(spec, authority, prefix)
+def h2_headers(head: RequestHead, scheme: str, authority: str) -> tuple[Headers, bytes]:
+    """The HTTP/2 header block and body of ``head`` (see :func:`agents.http_request.request_head`): the
+    pseudo-headers first (``:authority`` from its ``Host`` header, else ``authority``), names in lower
+    case, without the headers HTTP/2 does not carry. Raises ValueError (UnicodeEncodeError) for a value
+    that is not Latin-1."""
     given = {name.lower(): value for name, value in head.headers}
     headers: Headers = [
         (b":method", head.method.encode("ascii")),
@@ -253,7 +304,8 @@ def h2_headers(spec: RequestSpec, scheme: str, authority: str, prefix: str) -> t
 
 
 class H2Engine:
-    """HTTP/2 engine; see the module docstring. Implements :class:`agents.engine.Engine`."""
+    """HTTP/2 engine; see the module docstring. Implements :class:`agents.engine.Engine` and
+    :class:`agents.engine.Slots`."""
 
     due: Due
 
@@ -271,16 +323,17 @@ class H2Engine:
         tls: Tls | None = None,
         connect_to: tuple[str, int] | None = None,
     ) -> None:
-        self._scheme, self._host, self._port, prefix = split_target(target)
+        self._scheme, self._host, self._port, self._prefix = split_target(target)
         self._target = target
         self._tls = self._scheme == "https"
         self._tls_options = tls
         self._ssl_context = ssl_context
         self._connect_host, self._connect_port = connect_to or (self._host, self._port)
-        authority = self._host if ":" not in self._host else f"[{self._host}]"
-        if self._port != {"http": 80, "https": 443}[self._scheme]:
-            authority = f"{authority}:{self._port}"
-        self._wire = [h2_headers(spec, self._scheme, authority, prefix) for spec in requests]
+        self._authority = host_header(self._scheme, self._host, self._port)
+        self._wire = [self.prepare(self.head_of(spec)) for spec in requests]
+        self._flags = bytearray(len(self._wire))  # per request number: agents.engine.READ (and HEAD)
+        self._reads = False  # numbers were reserved: a request may be READ
+        self.reply = Reply()
         self._config = H2Configuration(
             client_side=True,
             header_encoding=None,
@@ -303,7 +356,8 @@ class H2Engine:
         self._opening: set[asyncio.Task[None]] = set()
         self._made: set[_Connection] = set()
         """Every connection with a transport, until it is lost: also one whose opener was cancelled after the
-        handshake (create_connection then closes the socket, not the TLS transport), so aclose cuts them all."""
+        handshake (create_connection then closes the socket, not the TLS transport), so aclose cuts them
+        all."""
         self._waiting: deque[tuple[int, float, float]] = deque()
         self._address: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -352,6 +406,34 @@ class H2Engine:
             return
         self._waiting.append((req, intended, now))
         self._dispatch()
+
+    # --- requests made while the run goes on (flow steps); see agents.engine.Slots
+
+    @property
+    def prefix(self) -> str:
+        """The target's path prefix, put before every request's path."""
+        return self._prefix
+
+    def reserve(self, n: int) -> int:
+        assert self._loop is None, "slots are reserved before the engine starts"
+        base = len(self._wire)
+        self._wire.extend([([], b"")] * n)
+        self._flags.extend(bytes(n))
+        self._reads = True
+        return base
+
+    def head_of(self, spec: RequestSpec) -> RequestHead:
+        return request_head(spec, self._authority, self._prefix)
+
+    def prepare(self, head: RequestHead) -> tuple[Headers, bytes]:
+        return h2_headers(head, self._scheme, self._authority)
+
+    def prepared(self, req: int) -> tuple[Headers, bytes]:
+        return self._wire[req]
+
+    def put(self, req: int, prepared: object, flags: int) -> None:
+        self._wire[req] = cast(tuple[Headers, bytes], prepared)
+        self._flags[req] = flags
 
     async def drain(self, deadline: float) -> None:
         while self.in_flight:
