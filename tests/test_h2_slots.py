@@ -339,3 +339,57 @@ def test_a_journey_runs_over_http2_and_carries_its_captures(nginx: Nginx, tmp_pa
     # The header's value went back as a header, and the cookie the first step set came back too.
     assert {(line[3], line[4]) for line in by_kind["GET", "/item/tok-42"]} == {("abc123", "session=s1")}
     assert {line[4] for line in by_kind["HEAD", "/token"]} == {"session=s1"}
+
+
+CODE_JOURNEY = """\
+name = "h2-code"
+target = "{url}"
+
+[load]
+arrival = "constant"
+timeout = "5s"
+http_version = "2"
+stages = [{{ duration = "0s", rate = 20 }}, {{ duration = "1s", rate = 20 }}]
+
+[[flows]]
+name = "py"
+function = "h2flows:go"
+steps = ["token", "peek", "echo"]
+"""
+
+CODE = """\
+from loadgen.session import Session
+
+
+async def go(s: Session) -> None:
+    r = await s.get("/token", name="token")
+    assert r.header("X-Token") == "abc123", r.headers
+    assert ("x-token", "abc123") in r.headers  # as received: lower case over HTTP/2
+    peek = await s.request("HEAD", "/token", name="peek")
+    assert peek.body == b"" and peek.header("x-token") == "abc123"
+    echo = await s.get("/echo/" + r.json()["token"], name="echo", headers={"X-Token": r.header("x-token")})
+    assert echo.status == 201 and echo.text == "GET /echo/tok-42 session=s1", echo.text
+"""
+
+
+def test_a_flow_written_in_python_runs_over_http2(
+    nginx: Nginx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's responses carry headers and bodies over HTTP/2 too; a failed assertion in the flow
+    would count it failed (python:AssertionError)."""
+    (tmp_path / "h2flows.py").write_text(CODE)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    )
+    before = len(access_log(nginx))
+    result, out = _run(tmp_path / "run", CODE_JOURNEY.format(url=nginx.url("h2c")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    res = json.loads((out / "results.json").read_text())
+    flow = res["flows"]["py"]
+    assert flow["ok"] == flow["scheduled"] == res["totals"]["scheduled"] == 20, (flow, res.get("errors"))
+    for step in flow["steps"]:
+        assert res["requests"][step]["ok"] == 20
+    lines = access_log(nginx)[before:]
+    assert sorted((line[1], line[2], line[3]) for line in lines) == sorted(
+        [("GET", "/token", "-"), ("HEAD", "/token", "-"), ("GET", "/echo/tok-42", "abc123")] * 20
+    )
