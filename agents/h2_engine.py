@@ -140,7 +140,9 @@ class _Connection(asyncio.Protocol):
         self.limit = stream_limit(engine._max_streams, None)
         self.closed = False
         self.going_away = False
-        self.reads = engine._reads  # some request may be READ: DATA frames are looked at
+        self.reads = engine._reads
+        """Some request may be READ (numbers were reserved): its streams are looked at. Without, a stream
+        costs only this flag's checks."""
 
     @property
     def active(self) -> int:
@@ -198,7 +200,7 @@ class _Connection(asyncio.Protocol):
                     status = _status(event.headers)
                     if status >= 200 or status == 0:
                         stream.status = status
-                        if isinstance(stream, _ReadStream):
+                        if self.reads and isinstance(stream, _ReadStream):
                             stream.headers = [(k, v) for k, v in event.headers if k[:1] != b":"]
                 if event.stream_ended is not None:
                     answered |= self._ended(event.stream_id, done)
@@ -248,7 +250,7 @@ class _Connection(asyncio.Protocol):
         engine = self.engine
         engine.in_flight -= 1
         if stream.status:
-            if isinstance(stream, _ReadStream):
+            if self.reads and isinstance(stream, _ReadStream):
                 reply = engine.reply
                 reply.headers = stream.headers
                 reply.body = b"".join(stream.chunks)
