@@ -23,8 +23,12 @@ As on HTTP/1.1, no connection is opened while the agent is short of CPU, and one
 :data:`agents.pool.IDLE_EXPIRY` is closed with a GOAWAY (:mod:`agents.h2_pool`'s ``busy`` and ``stale``,
 checked by the sweep). ``peak_streams`` counts the most streams one connection carried at once.
 
-Not supported yet: the slots of user journeys (:class:`agents.engine.Slots`; the flow runner refuses this
-engine).
+User journeys run on it (:class:`agents.engine.Slots`): request numbers past the profile's own take the
+header block and body :meth:`H2Engine.put` gives them. A stream flagged :data:`agents.engine.READ` keeps its
+response headers (names in lower case, as HTTP/2 sends them; no pseudo-headers) and its body's first
+:data:`agents.engine.READ_LIMIT` bytes, handed over in :attr:`H2Engine.reply` just before the sink hears of
+it; the rest of the body is read and dropped. Other streams keep nothing (no per-stream list). A response to
+HEAD needs nothing special (its HEADERS frame ends the stream).
 """
 
 from __future__ import annotations
@@ -39,7 +43,17 @@ from typing import cast
 
 from hpack.exceptions import HPACKError
 
-from agents.engine import MAX_OPENING, Due, Sink, Unreachable, connect_category, connect_first
+from agents.engine import (
+    MAX_OPENING,
+    READ,
+    READ_LIMIT,
+    Due,
+    Reply,
+    Sink,
+    Unreachable,
+    connect_category,
+    connect_first,
+)
 from agents.h2_frames import (
     ACK,
     CANCEL,
@@ -58,6 +72,7 @@ from agents.h2_frames import (
     MAX_STREAM_ID,
     MAX_WINDOW,
     NO_ERROR,
+    PADDED,
     PING,
     PREFACE,
     PROTOCOL_ERROR,
@@ -75,12 +90,13 @@ from agents.h2_frames import (
     parse_settings,
     rst_stream,
     settings,
+    status_of,
     strip_padding,
     u32,
     window_update,
 )
 from agents.h2_pool import busy, stale, stream_limit, take, to_open
-from agents.http_request import request_head, split_target
+from agents.http_request import RequestHead, host_header, request_head, split_target
 from agents.pool import IDLE_EXPIRY
 from agents.tls import client_context
 from loadgen.endpoint import Tls
@@ -121,6 +137,27 @@ class _Stream:
         self.received = 0  # body bytes read since our last WINDOW_UPDATE for it
 
 
+class _ReadStream(_Stream):
+    """A stream whose response is handed over (a :data:`agents.engine.READ` request): its headers, and its
+    body up to :data:`agents.engine.READ_LIMIT` bytes."""
+
+    __slots__ = ("chunks", "headers", "room")
+
+    def __init__(
+        self, req: int, intended: float, submitted: float, sent: float, body: bytes, window: int
+    ) -> None:
+        super().__init__(req, intended, submitted, sent, body, window)
+        self.headers: Headers = []
+        self.chunks: list[bytes] = []
+        self.room = READ_LIMIT
+
+    def keep(self, data: bytes) -> None:
+        if self.room > 0:
+            kept = data[: self.room]
+            self.chunks.append(kept)
+            self.room -= len(kept)
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection and its streams: frames in and out (:mod:`agents.h2_frames`), the flow-control
     windows both ways, SETTINGS, PING, RST_STREAM and GOAWAY."""
@@ -145,6 +182,9 @@ class _Connection(asyncio.Protocol):
         self.unacked = 0  # body bytes read since our last WINDOW_UPDATE for the connection
         self.blocked: set[int] = set()  # streams with body left to send, waiting for a window
         self.continued: tuple[int, int, list[bytes]] | None = None  # a header block in CONTINUATION frames
+        self.reads = engine._reads
+        """Some request may be READ (numbers were reserved): its streams are looked at. Without, a stream
+        costs only this flag's checks."""
 
     @property
     def last_stream(self) -> int:
@@ -166,11 +206,15 @@ class _Connection(asyncio.Protocol):
     def send(self, req: int, intended: float, submitted: float, now: float) -> None:
         sid = self.next_stream
         self.next_stream = sid + 2
-        block, body = self.engine._wire[req]
-        stream = _Stream(req, intended, submitted, now, body, self.peer_window)
+        engine = self.engine
+        block, body = engine._wire[req]
+        if self.reads and engine._flags[req] & READ:
+            stream: _Stream = _ReadStream(req, intended, submitted, now, body, self.peer_window)
+        else:
+            stream = _Stream(req, intended, submitted, now, body, self.peer_window)
         streams = self.streams
         streams[sid] = stream
-        self.engine.peak_streams = max(self.engine.peak_streams, len(streams))
+        engine.peak_streams = max(engine.peak_streams, len(streams))
         if len(block) <= self.peer_frame:
             data = frame(HEADERS, END_HEADERS if body else END_HEADERS | END_STREAM, sid, block)
         else:
@@ -180,7 +224,7 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         if self.next_stream > MAX_STREAM_ID:  # no stream number left: the next go to another connection
             self.going_away = True
-            self.engine._retire(self)
+            engine._retire(self)
 
     def _split_headers(self, sid: int, block: bytes, *, end_stream: bool) -> bytes:
         size = self.peer_frame
@@ -252,6 +296,8 @@ class _Connection(asyncio.Protocol):
                     if stream.received >= REFILL:
                         out.append(window_update(sid, stream.received))
                         stream.received = 0
+                    if self.reads and isinstance(stream, _ReadStream):
+                        stream.keep(strip_padding(flags, payload) if flags & PADDED else payload)
                     if flags & END_STREAM:
                         answered |= self._ended(sid, done)
                 elif sid == 0:
@@ -319,8 +365,14 @@ class _Connection(asyncio.Protocol):
         """A whole header block for stream ``sid``: a response's head, an interim (1xx) head or trailers.
         Decoded (when it must be, see :func:`agents.h2_frames.scan_status`) even for a stream that is gone,
         so the dynamic table stays in step with the server's."""
-        status = self.decoder.status(block)
         stream = self.streams.get(sid)
+        if self.reads and isinstance(stream, _ReadStream):
+            fields = self.decoder.fields(block)
+            status = status_of(fields)
+            if status >= 200 and not stream.status:
+                stream.headers = [(k, v) for k, v in fields if k[:1] != b":"]
+        else:
+            status = self.decoder.status(block)
         if stream is None:
             return False
         if status >= 200 and not stream.status:
@@ -353,6 +405,10 @@ class _Connection(asyncio.Protocol):
         engine = self.engine
         engine.in_flight -= 1
         if stream.status:
+            if self.reads and isinstance(stream, _ReadStream):
+                reply = engine.reply
+                reply.headers = stream.headers
+                reply.body = b"".join(stream.chunks)
             engine._on_response(stream.req, stream.intended, stream.sent, done, stream.status)
         else:
             engine._on_error(stream.req, stream.intended, stream.sent, done, "protocol")
@@ -384,10 +440,11 @@ def _status(headers: Headers) -> int:
     return 0
 
 
-def h2_headers(spec: RequestSpec, scheme: str, authority: str, prefix: str) -> tuple[Headers, bytes]:
-    """The HTTP/2 header block and body of ``spec`` (see :func:`agents.http_request.request_head`): the
-    pseudo-headers first, names in lower case, without the headers HTTP/2 does not carry."""
-    head = request_head(spec, authority, prefix)
+def h2_headers(head: RequestHead, scheme: str, authority: str) -> tuple[Headers, bytes]:
+    """The HTTP/2 header fields and body of ``head`` (see :func:`agents.http_request.request_head`): the
+    pseudo-headers first (``:authority`` from its ``Host`` header, else ``authority``), names in lower
+    case, without the headers HTTP/2 does not carry. Raises ValueError (UnicodeEncodeError) for a value
+    that is not Latin-1."""
     given = {name.lower(): value for name, value in head.headers}
     headers: Headers = [
         (b":method", head.method.encode("ascii")),
@@ -401,12 +458,6 @@ def h2_headers(spec: RequestSpec, scheme: str, authority: str, prefix: str) -> t
         if name.lower() not in DROPPED
     )
     return headers, head.body
-
-
-def _encoded(request: tuple[Headers, bytes]) -> tuple[bytes, bytes]:
-    """A request's header block, encoded once (:func:`agents.h2_frames.encode_block`), and its body."""
-    headers, body = request
-    return encode_block(headers), body
 
 
 class H2Engine:
@@ -430,16 +481,17 @@ class H2Engine:
         tls: Tls | None = None,
         connect_to: tuple[str, int] | None = None,
     ) -> None:
-        self._scheme, self._host, self._port, prefix = split_target(target)
+        self._scheme, self._host, self._port, self._prefix = split_target(target)
         self._target = target
         self._tls = self._scheme == "https"
         self._tls_options = tls
         self._ssl_context = ssl_context
         self._connect_host, self._connect_port = connect_to or (self._host, self._port)
-        authority = self._host if ":" not in self._host else f"[{self._host}]"
-        if self._port != {"http": 80, "https": 443}[self._scheme]:
-            authority = f"{authority}:{self._port}"
-        self._wire = [_encoded(h2_headers(spec, self._scheme, authority, prefix)) for spec in requests]
+        self._authority = host_header(self._scheme, self._host, self._port)
+        self._wire = [self.prepare(self.head_of(spec)) for spec in requests]
+        self._flags = bytearray(len(self._wire))  # per request number: agents.engine.READ (and HEAD)
+        self._reads = False  # numbers were reserved: a request may be READ
+        self.reply = Reply()
         self._on_response = sink.response
         self._on_error = sink.error
         self._timeout = timeout
@@ -510,6 +562,36 @@ class H2Engine:
             return
         self._waiting.append((req, intended, now))
         self._dispatch()
+
+    # --- requests made while the run goes on (flow steps); see agents.engine.Slots
+
+    @property
+    def prefix(self) -> str:
+        """The target's path prefix, put before every request's path."""
+        return self._prefix
+
+    def reserve(self, n: int) -> int:
+        assert self._loop is None, "slots are reserved before the engine starts"
+        base = len(self._wire)
+        self._wire.extend([(b"", b"")] * n)
+        self._flags.extend(bytes(n))
+        self._reads = True
+        return base
+
+    def head_of(self, spec: RequestSpec) -> RequestHead:
+        return request_head(spec, self._authority, self._prefix)
+
+    def prepare(self, head: RequestHead) -> tuple[bytes, bytes]:
+        """The header block (:func:`agents.h2_frames.encode_block`) and body of ``head``."""
+        headers, body = h2_headers(head, self._scheme, self._authority)
+        return encode_block(headers), body
+
+    def prepared(self, req: int) -> tuple[bytes, bytes]:
+        return self._wire[req]
+
+    def put(self, req: int, prepared: object, flags: int) -> None:
+        self._wire[req] = cast(tuple[bytes, bytes], prepared)
+        self._flags[req] = flags
 
     async def drain(self, deadline: float) -> None:
         while self.in_flight:
