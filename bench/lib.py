@@ -124,13 +124,20 @@ def _first_line(cmd: Sequence[str]) -> str:
     return text.splitlines()[0] if text else "-"
 
 
+SYSTEM_TOOLS = ("nginx", "wrk", "taskset", "h2load")
+PACKAGES = {
+    "taskset": "util-linux",
+    "h2load": "nghttp2-client",
+}  # the Debian package of each, if not its name
+
+
 def ensure_tools() -> list[str]:
-    """Install nginx and wrk (apt-get), and Locust and py-spy (their own virtualenv) if missing; return what
-    is missing."""
-    missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    """Install nginx, wrk and h2load (apt-get), and Locust and py-spy (their own virtualenv) if missing;
+    return what is missing."""
+    missing = [tool for tool in SYSTEM_TOOLS if shutil.which(tool) is None]
     if missing and shutil.which("apt-get"):
         log(f"installing {', '.join(missing)} with apt-get")
-        packages = ["util-linux" if tool == "taskset" else tool for tool in missing]
+        packages = [PACKAGES.get(tool, tool) for tool in missing]
         subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=600)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=False, timeout=900, env=env)
@@ -141,7 +148,7 @@ def ensure_tools() -> list[str]:
             subprocess.run([PY, "-m", "venv", str(LOCUST_VENV)], check=False, timeout=300)
         pip = [str(LOCUST_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
         subprocess.run([*pip, *wanted], check=False, timeout=900)
-    gone = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    gone = [tool for tool in SYSTEM_TOOLS if shutil.which(tool) is None]
     gone += [tool for tool in ("locust", "py-spy") if not (LOCUST_VENV / "bin" / tool).exists()]
     return gone
 

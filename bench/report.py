@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import flows, lib
+from bench.http2 import table as http2_table
 from bench.lib import AGENT_FULL, GEN_CORE, NICE, TARGET_CORE, Trial, growth_verdict
 from bench.tls import table as tls_table
 
@@ -133,6 +134,7 @@ def write_report(f: Figures, path: Path) -> None:
     journeys = getattr(f, "journeys", {})
     if journeys:
         lines.extend(flows.section(journeys, "11."))
+    _http2(f, add)
     add("## Next steps")
     add("")
     micro = defaultdict(lambda: "-", {k: _n(v, 2) for k, v in f.micro.items()})
@@ -157,6 +159,27 @@ def _tls(f: Figures, add: Any) -> None:
     )
     add("")
     for line in tls_table(rows):
+        add(line)
+    add("")
+
+
+def _http2(f: Figures, add: Any) -> None:
+    rows = getattr(f, "http2", [])  # figures saved before it was measured have none
+    if not rows:
+        return
+    add("## 12. HTTP/2 against nginx: ours, h2load and httpx, by streams per connection")
+    add("")
+    add(
+        "`bench/http2.py`: nginx (one worker, core 1, `http2_max_concurrent_streams 128`) answers h2c and "
+        "HTTP/2 over TLS; each generator, pinned to core 0, drives one connection closed loop with 1, 10 and "
+        "100 streams: ours (the HTTP/2 engine, its own framing and HPACK through `hpack`), h2load "
+        "(`-c 1 -m N`, C, nghttp2) and httpx (`http2=True`: the `h2` state machine). Rates are the range over "
+        "rounds; CPU per request the median (ours and httpx: their process's CPU over their requests; "
+        "h2load: its share of a core over its whole run, so a little high). With 1 stream each request waits "
+        "out a round trip, so the rate there is latency, not CPU."
+    )
+    add("")
+    for line in http2_table(rows):
         add(line)
     add("")
 

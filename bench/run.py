@@ -22,6 +22,8 @@ In one run on one machine, with the generator pinned to core 0 and nginx to core
 8. HTTPS against nginx, ours vs wrk, and new TLS connections per second (bench/tls.py).
 9. user journeys (bench/flows.py): a one-step flow's CPU per request against a plain request's, side by
    side, and a five-step journey's steps per second against Locust's SequentialTaskSet.
+10. HTTP/2 against nginx (bench/http2.py): our engine, h2load and httpx on one connection at 1, 10 and 100
+    streams, h2c and over TLS.
 
 Traffic goes only to 127.0.0.1. Every process has a deadline.
 """
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import flows, lib
+from bench import http2 as http2_bench
 from bench import tls as tls_bench
 from bench.lib import BENCH, GEN_CORE, PY, ROOT, Trial, log
 from bench.report import write_report
@@ -170,6 +173,7 @@ class Figures:
     stolen: float | None = None  # the share of the machine's time the hypervisor took over the whole suite
     tls: list[dict[str, Any]] = field(default_factory=list)  # bench/tls.py's rows
     journeys: dict[str, Any] = field(default_factory=dict)  # bench/flows.py's figures
+    http2: list[dict[str, Any]] = field(default_factory=list)  # bench/http2.py's rows
 
 
 def _round_rate(rate: float) -> float:
@@ -551,6 +555,11 @@ def main() -> int:
     figures.journeys = flows.measure(
         flows.QUICK if QUICK else flows.FULL, work / "flows", locust="locust" not in figures.missing
     )
+    if "h2load" in figures.missing:
+        log("HTTP/2: h2load is missing (apt install nghttp2-client), skipped")
+    else:
+        log("HTTP/2 against nginx (bench/http2.py)")
+        figures.http2 = http2_bench.measure(1 if QUICK else http2_bench.ROUNDS)
     figures.seconds = time.monotonic() - began
     figures.load_after = Path("/proc/loadavg").read_text().strip()
     figures.stolen = lib.stolen_share(stolen_before, lib.jiffies_stolen())

@@ -248,3 +248,21 @@ def test_the_https_section_shows_cpu_per_request_and_resumed_handshakes(tmp_path
     assert "| fast, HTTPS, a connection per request | 800 | 60% | 760.4 | 60% | 100% | `c` |" in text
     report.write_report(run.Figures(quick=True), path)
     assert "## 10." not in path.read_text()  # nothing measured, no section
+
+
+def test_the_http2_section_sets_ours_beside_h2load_and_httpx(tmp_path: Path) -> None:
+    f = run.Figures(quick=True)
+    row = {"transport": "h2c", "streams": 100, "failed": 0}
+    f.http2 = [
+        {**row, "generator": "loadgen", "round": 1, "rps": 100_000.0, "cpu_us_per_request": 9.0},
+        {**row, "generator": "loadgen", "round": 2, "rps": 120_000.0, "cpu_us_per_request": 8.0},
+        {**row, "generator": "h2load", "round": 1, "rps": 150_000.0, "cpu_us_per_request": 6.0},
+        {**row, "generator": "httpx", "round": 1, "rps": 1_100.0, "cpu_us_per_request": 700.0},
+    ]
+    path = tmp_path / "benchmarks.md"
+    report.write_report(f, path)
+    text = path.read_text()
+    assert "## 12. HTTP/2 against nginx" in text
+    assert "| h2c | 100 | 100,000–120,000 | 9.0 | 150,000 | 6.0 | 1,100 | 700.0 | 0.73x | 100.00x |" in text
+    report.write_report(run.Figures(quick=True), path)
+    assert "## 12." not in path.read_text()
