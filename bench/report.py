@@ -173,8 +173,8 @@ def _http2(f: Figures, add: Any) -> None:
         "`bench/http2.py`: nginx (one worker, core 1, `http2_max_concurrent_streams 128`) answers h2c and "
         "HTTP/2 over TLS; each generator, pinned to core 0, drives one connection closed loop with 1, 10 and "
         "100 streams: ours (the HTTP/2 engine, its own framing and HPACK through `hpack`), h2load "
-        "(`-c 1 -m N`, C, nghttp2) and httpx (`http2=True`: the `h2` state machine). Rates are the range over "
-        "rounds; CPU per request the median (ours and httpx: their process's CPU over their requests; "
+        "(`-c 1 -m N`, C, nghttp2) and httpx (`http2=True`: the `h2` state machine). Rates are the range "
+        "over rounds; CPU per request the median (ours and httpx: their process's CPU over their requests; "
         "h2load: its share of a core over its whole run, so a little high). With 1 stream each request waits "
         "out a round trip, so the rate there is latency, not CPU."
     )
