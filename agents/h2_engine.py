@@ -182,6 +182,8 @@ class _Connection(asyncio.Protocol):
         self.unacked = 0  # body bytes read since our last WINDOW_UPDATE for the connection
         self.blocked: set[int] = set()  # streams with body left to send, waiting for a window
         self.continued: tuple[int, int, list[bytes]] | None = None  # a header block in CONTINUATION frames
+        self.outgoing: list[bytes] = []  # frames to write at the end of this turn of the event loop
+        self.flushing = False
         self.reads = engine._reads
         """Some request may be READ (numbers were reserved): its streams are looked at. Without, a stream
         costs only this flag's checks."""
@@ -221,10 +223,23 @@ class _Connection(asyncio.Protocol):
             data = self._split_headers(sid, block, end_stream=not body)
         if body:
             data += self._send_body(sid, stream)
-        self.transport.write(data)
+        self.outgoing.append(data)
+        if not self.flushing:
+            self.flushing = True
+            engine._loop.call_soon(self.flush)  # type: ignore[union-attr]
         if self.next_stream > MAX_STREAM_ID:  # no stream number left: the next go to another connection
             self.going_away = True
             engine._retire(self)
+
+    def flush(self) -> None:
+        """Write the frames gathered in this turn of the event loop in one go: a write per turn rather than
+        per request (over TLS also a record per turn), whatever the streams sent meanwhile."""
+        self.flushing = False
+        if self.outgoing:
+            data = b"".join(self.outgoing)
+            self.outgoing = []
+            if not self.closed:
+                self.transport.write(data)
 
     def _split_headers(self, sid: int, block: bytes, *, end_stream: bool) -> bytes:
         size = self.peer_frame
@@ -271,6 +286,7 @@ class _Connection(asyncio.Protocol):
             engine._broken(self, "protocol")
             return
         if out and not self.closed:
+            self.flush()  # what was gathered first: our frames keep the order they were made in
             self.transport.write(b"".join(out))
         if self.going_away:
             engine._retire(self)
@@ -778,6 +794,7 @@ class H2Engine:
 
     def _close_idle(self, connection: _Connection) -> None:
         """Close ``connection``, idle for the idle expiry: GOAWAY (no error), then the socket."""
+        connection.flush()
         connection.closed = True
         connection.transport.write(goaway(0, NO_ERROR))
         connection.transport.close()
@@ -825,4 +842,5 @@ class H2Engine:
                 reset.append(rst_stream(sid, CANCEL))
                 self._failed(stream, "timeout", now)
             if not connection.closed:
+                connection.flush()  # a stream's HEADERS before its RST_STREAM
                 connection.transport.write(b"".join(reset))
