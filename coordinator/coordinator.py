@@ -820,6 +820,7 @@ class Coordinator:
             "hours": self.hours.state(),
             "aggregate": aggregate_state(self.agg),
             "data_leases": self._leases.to_state(),
+            "code_reference": list(self._code_reference) if self._code_reference else None,
         }
 
     @classmethod
@@ -864,6 +865,9 @@ class Coordinator:
         self.hours = HourTable.restore(st["hours"])
         self.agg = restore_aggregate(st["aggregate"], profile.result_names, self.curve, **roles(profile))
         self._leases.restore(st.get("data_leases", {}))
+        reference = st.get("code_reference")  # the agent whose flow code every later one must match
+        if reference:
+            self._code_reference = (str(reference[0]), {str(k): str(v) for k, v in reference[1].items()})
         # Give every agent the rest of its own timeout to notice the new coordinator and re-attach.
         now = clock() + max(0.0, config.coordinator_timeout - config.agent_timeout)
         self._last_heard = dict.fromkeys(self.agents, now)

@@ -68,6 +68,7 @@ class ScriptedAgent:
     interval: Callable[[int, float], wire.Interval]
     max_rate: float = 0.0
     refuse: str | None = None  # answer Start with Refused(reason)
+    code_hashes: dict[str, str] | None = None  # its answer to a CodeCheck (the hashes of flows in Python)
     clock_offset: float = 0.0  # its clock runs this far ahead of the coordinator's
     silent_coordinator_timeout: float = 10.0
     received: list[wire.Message] = field(default_factory=list)
@@ -115,6 +116,8 @@ class ScriptedAgent:
             msg = await self._recv(0.2)
             if isinstance(msg, wire.Welcome):
                 welcomed = True
+            elif isinstance(msg, wire.CodeCheck):
+                await self._send(wire.CodeHashes(dict(self.code_hashes or {}), ""))
             elif isinstance(msg, wire.Ping):
                 await self._send(wire.Pong(msg.seq, msg.t_coord, self.clock()))
             elif isinstance(msg, wire.Heartbeat) and self._epoch is None:

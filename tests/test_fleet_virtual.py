@@ -133,6 +133,40 @@ def test_a_crashed_coordinator_resumes_and_the_agents_resend_what_it_had_not_mad
     assert all(a.finished for a in agents)
 
 
+def test_a_resumed_coordinator_still_refuses_a_late_agent_whose_flow_code_differs(tmp_path: Path) -> None:
+    """The hashes of the first admitted agent's Python flow code survive a coordinator crash: an agent that
+    joins after the resume with other code is refused, not taken as the new reference."""
+    fleet = VirtualFleet()
+    ref = "tests.flow_functions:shop"
+    same, other = {ref: "a" * 64}, {ref: "b" * 64}
+    for i in range(2):
+        fleet.agent(f"a{i}", _steady, code_hashes=same)
+    flows = f'[[flows]]\nname = "shop"\nfunction = "{ref}"\nsteps = ["size", "wait"]\n'
+    path = tmp_path / "p.toml"
+    path.write_text(
+        'name = "virtual"\ntarget = "http://127.0.0.1:9"\n[load]\narrival = "constant"\n'
+        f'stages = [{{ duration = "0s", rate = {RATE} }}, {{ duration = "20s", rate = {RATE} }}]\n{flows}'
+    )
+    profile = load_profile(path)
+    coord = fleet.coordinator(profile, expect_agents=2, out_dir=tmp_path / "out")
+    fleet.crash_at = fleet.loop.now + 6.3
+    with pytest.raises(Crashed):
+        coord.run()
+    coord.close()
+    resumed = fleet.resume(tmp_path / "out")
+    late = fleet.agent("late", _steady, code_hashes=other)
+    try:
+        doc = resumed.run_resumed()
+    finally:
+        resumed.close()
+        fleet.settle()
+        fleet.close()
+    refused = [e for e in doc["events"] if e["type"] == "agent_code_refused"]
+    assert [e["agent"] for e in refused] == ["late"] and "differs from agent a" in refused[0]["reason"]
+    assert late.stopped is not None and "Python flows" in late.stopped
+    assert "late" not in {a["id"] for a in doc["agents"]}
+
+
 def test_every_agent_refusing_the_run_is_a_run_that_did_not_carry_its_load(tmp_path: Path) -> None:
     fleet = VirtualFleet()
     for i in range(2):
