@@ -3,9 +3,9 @@ the hash by which the coordinator checks that every agent runs the same code.
 
 Code never travels: the profile names a function that is already installed on every agent (the same package,
 the same version). When an agent joins a run with such flows, the coordinator asks it for the hash of each
-function's module source (:func:`code_hash`, SHA-256 of the file's bytes) and admits it only if the hashes
-agree with the other agents': two agents running different versions of a journey would make one run of two
-different tests.
+function's source (:func:`code_hash`: the SHA-256 of its package's Python files) and admits it only if the
+hashes agree with the other agents': two agents running different versions of a journey would make one run
+of two different tests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+MAX_HASHED_FILES = 2000
+"""A flow package with more Python files than this is refused (its hash would be slow, and it is likely an
+application rather than load-test code)."""
 _REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -61,7 +65,9 @@ def resolve(ref: str) -> Callable[..., Any]:
 
 
 def code_hash(ref: str) -> str:
-    """SHA-256 of the source of the module that holds ``ref``'s function. Raises :class:`CodeError`."""
+    """SHA-256 of the source ``ref``'s function runs: the ``.py`` files of the package that holds its module
+    (its directory and those below, by path relative to it, so a helper module beside the flow counts too),
+    or the module's file alone if it is not in a package. Raises :class:`CodeError`."""
     fn = resolve(ref)
     try:
         path = inspect.getsourcefile(fn)
@@ -69,8 +75,21 @@ def code_hash(ref: str) -> str:
         path = None
     if path is None:
         raise CodeError(f"flow {ref!r}: its module's source file cannot be found, so it cannot be checked")
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    source = Path(path)
+    in_package = "." in ref.partition(":")[0] or source.name == "__init__.py"
+    files = sorted(source.parent.rglob("*.py")) if in_package else [source]
+    if len(files) > MAX_HASHED_FILES:
+        raise CodeError(
+            f"flow {ref!r}: its package {source.parent} holds over {MAX_HASHED_FILES} Python files; put the "
+            "flows in a package of their own"
+        )
+    digest = hashlib.sha256()
+    for file in files:
+        name = file.relative_to(source.parent).as_posix().encode()
+        digest.update(len(name).to_bytes(4, "big") + name)
+        content = file.read_bytes()
+        digest.update(len(content).to_bytes(8, "big") + content)
+    return digest.hexdigest()
 
 
 def hashes(refs: list[str]) -> tuple[dict[str, str], str]:

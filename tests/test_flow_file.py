@@ -256,3 +256,35 @@ def test_flows_written_in_python_are_named_and_checked() -> None:
         with pytest.raises(ProfileError) as info:
             parse_profile(base | {"flows": [flow_doc]}, "p.toml")
         assert info.value.field == field and reason in info.value.reason
+
+
+def _package(root: Path, name: str, helper: str) -> None:
+    pkg = root / name
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "steps.py").write_text(f"WAIT = {helper!r}\n")
+    (pkg / "flows.py").write_text("from .steps import WAIT\n\n\nasync def go(s):\n    await s.pause(WAIT)\n")
+
+
+def test_a_flows_hash_covers_the_helper_modules_of_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two installs whose flow module is the same but whose helper module beside it differs hash apart; the
+    same files under another folder hash alike."""
+    import sys
+
+    from loadgen.code_refs import code_hash
+
+    _package(tmp_path / "v1", "hashpkg1", "1s")
+    _package(tmp_path / "v2", "hashpkg2", "2s")
+    _package(tmp_path / "v3", "hashpkg3", "1s")
+    monkeypatch.syspath_prepend(str(tmp_path / "v1"))
+    monkeypatch.syspath_prepend(str(tmp_path / "v2"))
+    monkeypatch.syspath_prepend(str(tmp_path / "v3"))
+    try:
+        one, two, three = (code_hash(f"hashpkg{i}.flows:go") for i in (1, 2, 3))
+    finally:
+        for name in [m for m in sys.modules if m.startswith("hashpkg")]:
+            del sys.modules[name]
+    assert one != two  # only steps.py differs
+    assert one == three  # same files, another place and package name
