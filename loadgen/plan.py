@@ -202,6 +202,19 @@ def _summary(profile: Profile, curve: RateCurve) -> str:
             else "as many as the requests in flight need",
         ),
     ]
+    if load.http_version != "1.1":
+        streams = load.max_streams_per_connection
+        lines.append(
+            (
+                "protocol",
+                "HTTP/2 or HTTP/1.1, as the server agrees by ALPN (https; http: HTTP/1.1)"
+                if load.http_version == "auto"
+                else "HTTP/2",
+            )
+        )
+        if load.http_version == "2" or streams is not None:
+            limit = f"at most {streams:,}" if streams else "as many as the server allows"
+            lines.append(("streams", f"{limit} per HTTP/2 connection"))
     if profile.thresholds:
         lines.append(("thresholds", ", ".join(profile.thresholds)))
     return "\n".join(f"{key:<12}{value}" for key, value in lines)

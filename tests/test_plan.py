@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,29 @@ def test_any_profile_renders_within_the_width(prof: Profile, width: int, height:
     assert all(len(line) <= width for line in chart)
     curve = RateCurve(prof.load.start_rate, prof.load.stages)
     assert f"{format_count(curve.total)} expected" in plan
+
+
+@pytest.mark.parametrize(
+    ("load", "protocol", "streams"),
+    [
+        ({}, None, None),
+        ({"http_version": "2"}, "HTTP/2", "as many as the server allows per HTTP/2 connection"),
+        (
+            {"http_version": "2", "max_streams_per_connection": 50},
+            "HTTP/2",
+            "at most 50 per HTTP/2 connection",
+        ),
+        ({"http_version": "auto"}, "HTTP/2 or HTTP/1.1, as the server agrees by ALPN", None),
+    ],
+)
+def test_the_plan_says_which_http_version_and_streams(
+    load: dict[str, object], protocol: str | None, streams: str | None
+) -> None:
+    base = profile((Stage(10.0, 5.0),))
+    plan = render_plan(dataclasses.replace(base, load=dataclasses.replace(base.load, **load)))
+    assert (protocol is None) == ("protocol" not in plan)
+    if protocol is not None:
+        assert f"protocol    {protocol}" in plan
+    assert (streams is None) == ("streams " not in plan)
+    if streams is not None:
+        assert f"streams     {streams}" in plan
