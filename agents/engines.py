@@ -57,6 +57,16 @@ def default_engine_factory(
     if http_version == "2":
         from agents.h2_engine import H2Engine
 
+        if engine == "httpx":
+            from agents.proxy import environment_proxy
+
+            proxy = environment_proxy(target)
+            if proxy is not None:  # going around it silently could reach the target by another path
+                raise ValueError(
+                    f"the environment sets a proxy for {target} ({proxy.split('@')[-1]}), and HTTP/2 does "
+                    'not go through proxies here: use http_version = "1.1" with --engine httpx, or unset it'
+                )
+
         h2: Engine = H2Engine(
             target,
             requests,

@@ -281,3 +281,21 @@ def test_a_dead_proxy_is_a_connect_error() -> None:
         assert sink.categories == ["connect"] * 3
 
     run(test)
+
+
+def test_http2_with_a_proxy_in_the_environment_is_refused_not_bypassed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--engine httpx honours the environment's proxy; the HTTP/2 engine cannot, so it refuses rather than
+    reach the target around the proxy."""
+    from agents.engines import Route, default_engine_factory
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("http_proxy", "http://user:secret@proxy.internal:3128")
+    h2 = Route(http_version="2")
+    with pytest.raises(ValueError, match="proxy.internal:3128") as refused:
+        default_engine_factory("httpx", "http://example.com", [get("/")], RecordingSink(), 1.0, 1, h2)
+    assert "secret" not in str(refused.value)
+    default_engine_factory("fast", "http://example.com", [get("/")], RecordingSink(), 1.0, 1, h2)  # no proxy
