@@ -295,7 +295,7 @@ def test_http2_with_a_proxy_in_the_environment_is_refused_not_bypassed(
         monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.setenv("http_proxy", "http://user:secret@proxy.internal:3128")
     h2 = Route(http_version="2")
-    with pytest.raises(ValueError, match="proxy.internal:3128") as refused:
+    with pytest.raises(ValueError, match=r"proxy\.internal:3128") as refused:
         default_engine_factory("httpx", "http://example.com", [get("/")], RecordingSink(), 1.0, 1, h2)
     assert "secret" not in str(refused.value)
     default_engine_factory("fast", "http://example.com", [get("/")], RecordingSink(), 1.0, 1, h2)  # no proxy
