@@ -46,7 +46,7 @@ class Request:
 
 @dataclass
 class _Outgoing:
-    body: bytes
+    body: memoryview
     trailers: Fields | None
     pad: int | None
 
@@ -122,7 +122,7 @@ class Connection(asyncio.Protocol):
         end = not body and trailers is None
         self.h2.send_headers(stream, [(b":status", code), *headers], end_stream=end)
         if not end:
-            self._outgoing[stream] = _Outgoing(body, trailers, pad)
+            self._outgoing[stream] = _Outgoing(memoryview(body), trailers, pad)
             self._pump()
         self.flush()
 
@@ -135,7 +135,7 @@ class Connection(asyncio.Protocol):
                     n = min(room - (out.pad + 1 if out.pad is not None else 0), size, len(out.body))
                     if n <= 0:
                         break
-                    chunk, out.body = out.body[:n], out.body[n:]
+                    chunk, out.body = out.body[:n], out.body[n:]  # memoryviews: no copy of the rest
                     last = not out.body and out.trailers is None
                     self.h2.send_data(stream, chunk, end_stream=last, pad_length=out.pad)
                 if out.body:
