@@ -456,3 +456,60 @@ def test_a_stream_that_times_out_is_cancelled_and_its_late_answer_keeps_the_tabl
     run(body)
     assert sink.categories == ["timeout", "", ""]
     assert sink.statuses == [0, 299, 299]
+
+
+def test_a_connection_told_to_go_away_is_closed_once_its_last_stream_timed_out() -> None:
+    """GOAWAY keeps stream 1, which is never answered: when it times out the connection carries nothing and
+    takes nothing new, so the engine closes it (it does once its streams are answered)."""
+
+    def answer(connection: Connection, request: Request) -> None:
+        if connection is connection.server.connections[0]:
+            connection.raw(GoAwayFrame(0, last_stream_id=request.stream, error_code=0).serialize())
+        else:
+            connection.respond(request.stream, 200, b"ok")
+
+    sink = RecordingSink()
+
+    async def body() -> None:
+        async with H2Server(answer) as server:
+
+            async def go(eng: H2Engine) -> None:
+                eng.submit(0, eng._clock())
+                await wait_for(reported(sink, 1))
+                await wait_for(lambda: server.connections[0].lost, within=1.0)
+                await submit_all(eng, sink, [0])  # on a new connection
+
+            await with_engine(engine(server, sink, timeout=0.3), go)
+
+    run(body)
+    assert sink.categories == ["timeout", ""]
+
+
+def test_a_refused_stream_sent_again_times_out_from_its_first_submit() -> None:
+    """A is refused once B is on the wire, and goes again after B on the same connection; neither is answered.
+    A times out ``timeout`` after it was first submitted, not once B (submitted later) does."""
+    timeout = 0.5
+
+    def answer(connection: Connection, request: Request) -> None:
+        if request.path == b"/b":
+            connection.h2.reset_stream(1, ErrorCodes.REFUSED_STREAM)
+
+    sink = RecordingSink()
+
+    async def body() -> None:
+        async with H2Server(answer) as server:
+
+            async def go(eng: H2Engine) -> None:
+                eng.submit(0, eng._clock())
+                await asyncio.sleep(0.25)
+                eng.submit(1, eng._clock())
+                await wait_for(reported(sink, 2), within=2.0)
+                assert [r.stream for r in server.requests] == [1, 3, 5]
+
+            await with_engine(engine(server, sink, [get("/a"), get("/b")], timeout=timeout), go)
+
+    run(body)
+    assert sink.categories == ["timeout", "timeout"]
+    a, b = sink.outcomes
+    assert (a.req, b.req) == (0, 1)
+    assert a.done - a.intended < timeout + 0.15
