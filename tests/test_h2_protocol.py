@@ -98,6 +98,8 @@ def test_a_header_block_in_continuation_frames_and_padded_frames_are_read() -> N
     def answer(connection: Connection, request: Request) -> None:
         if request.path in (b"/big", b"/"):
             connection.respond(request.stream, 200, b"body", big, pad=30)
+        elif request.path == b"/bighead":  # END_STREAM on the HEADERS frame, END_HEADERS on the last part
+            connection.respond(request.stream, 204, b"", big)
         else:  # HEADERS padded and with priority fields, DATA padded: written by hand (h2 pads only DATA)
             head = HeadersFrame(request.stream, encoded(connection, [(b":status", b"201"), (b"x-a", b"1")]))
             flag(head, "END_HEADERS", "PADDED", "PRIORITY")
@@ -112,7 +114,8 @@ def test_a_header_block_in_continuation_frames_and_padded_frames_are_read() -> N
     async def body() -> None:
         async with H2Server(answer) as server:
             eng = engine(server, sink)
-            reqs = [reading(eng, "/big"), reading(eng, "/hand"), reading(eng, "/big"), reading(eng, "/hand")]
+            paths = ["/big", "/hand", "/big", "/hand", "/bighead"]
+            reqs = [reading(eng, path) for path in paths]
 
             async def go(eng: H2Engine) -> None:
                 for req in reqs:  # one after the other: later blocks refer to the table the first filled
@@ -123,7 +126,8 @@ def test_a_header_block_in_continuation_frames_and_padded_frames_are_read() -> N
             await with_engine(eng, go)
 
     run(body)
-    assert sink.statuses == [200, 201, 200, 201, 200, 200, 200]
+    assert sink.statuses == [200, 201, 200, 201, 204, 200, 200, 200]
+    assert sink.replies[4] == (big, b"")
     for headers, data in sink.replies[0:3:2]:
         assert headers[: len(big)] == big
         assert data == b"body"
