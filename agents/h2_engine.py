@@ -828,11 +828,9 @@ class H2Engine:
             self.in_flight -= 1
             self._on_error(req, intended, 0.0, now, "timeout")
         for connection in [*self._open, *self._retiring]:
-            late = []
-            for sid, stream in connection.streams.items():  # in the order they were submitted
-                if stream.submitted > cutoff:
-                    break
-                late.append(sid)
+            # Every stream is looked at: they are in the order they were sent, not always the order they were
+            # submitted in (a refused one, REFUSED_STREAM, goes again behind streams submitted after it).
+            late = [sid for sid, stream in connection.streams.items() if stream.submitted <= cutoff]
             if not late:
                 continue
             reset = []
@@ -844,3 +842,5 @@ class H2Engine:
             if not connection.closed:
                 connection.flush()  # a stream's HEADERS before its RST_STREAM
                 connection.transport.write(b"".join(reset))
+            if connection.going_away:
+                self._retire(connection)  # closed if that was its last stream

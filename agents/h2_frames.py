@@ -70,7 +70,6 @@ _NAMES: dict[bytes, int] = {}
 for _i, (_name, _) in enumerate(STATIC, 1):
     _NAMES.setdefault(_name, _i)
 _STATUS_INDEX = {i: int(value) for i, (name, value) in enumerate(STATIC, 1) if name == b":status"}
-_STATUS_NAME = _NAMES[b":status"]
 
 
 class FrameError(Exception):
@@ -174,7 +173,8 @@ def _skip_string(block: bytes, at: int) -> tuple[int, int, bool]:
 def scan_status(block: bytes) -> int:
     """The ``:status`` of a response header block, read without decoding the other fields; -1 if the block
     must go through the full decoder instead (it changes the dynamic table, refers to it for the status, or
-    codes the status with Huffman); 0 if it has no status (a trailer block, or a malformed one)."""
+    codes the status, or a field name given as a string, with Huffman); 0 if it has no status (a trailer
+    block, or a malformed one)."""
     status = 0
     at, end = 0, len(block)
     while at < end:
@@ -189,12 +189,16 @@ def scan_status(block: bytes) -> int:
         if byte & 0xC0 == 0x40 or byte & 0xE0 == 0x20:
             return -1  # incremental indexing, or a table size update: the decoder must see it
         index, at = _read_integer(block, at, 4)  # literal without indexing / never indexed
+        named = index in _STATUS_INDEX  # any of the static table's :status entries names it (7541 6.2.2)
         if index == 0:
-            _, at, _ = _skip_string(block, at)
+            start, at, huffman = _skip_string(block, at)
+            if huffman and not status:
+                return -1  # a Huffman-coded name: it might be ":status"
+            named = block[start:at] == b":status"
         elif index > len(STATIC) and not status:
             return -1  # its name is in the dynamic table: it might be the status
         start, at, huffman = _skip_string(block, at)
-        if index == _STATUS_NAME:
+        if named:
             if huffman:
                 return -1
             try:
@@ -252,8 +256,8 @@ class BlockDecoder:
 
     __slots__ = ("_decoder", "_fields", "_same")
 
-    def __init__(self) -> None:
-        self._decoder = Decoder()
+    def __init__(self, decoder: Decoder | None = None) -> None:
+        self._decoder = Decoder() if decoder is None else decoder  # given: by a test that watches it
         self._same = b""  # the last block decoded, if decoding it left the table as it was
         self._fields: list[tuple[bytes, bytes]] = []
 
