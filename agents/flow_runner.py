@@ -234,7 +234,8 @@ class FlowRunner:
                 units.append(None)  # a step: never an arrival of its own
                 continue
             step = _Step(r.name, i, None)
-            self._compile(step, r, i, slots, reads=False)
+            # Sent as written, as without flows: the loader never read a plain request as a template.
+            self._compile(step, r, i, slots, reads=False, templated=False)
             units.append(_Flow(i, [step], cookies=False, data=[], whole=False))
         units += [None] * len(profile.code_steps)  # steps of flows written in Python: never arrivals
         for flow in profile.flows:
@@ -293,10 +294,14 @@ class FlowRunner:
         mine = [d for d in data if used & set(d.columns)]
         return _Flow(index[flow.name], steps, flow.cookies, mine, whole=True)
 
-    def _compile(self, step: _Step, request: Request, i: int, slots: Slots, *, reads: bool) -> None:
+    def _compile(
+        self, step: _Step, request: Request, i: int, slots: Slots, *, reads: bool, templated: bool = True
+    ) -> None:
         head = step.head = slots.head_of(request)
         step.flags = (HEAD if head.method.upper() == "HEAD" else 0) | (READ if reads else 0)
         step.prepared = slots.prepared(i)
+        if not templated:
+            return
         path = compile_template(request.path)
         headers = tuple(compile_template(v) for _, v in head.headers)
         body = compile_template(head.body.decode("utf-8", "surrogateescape"))

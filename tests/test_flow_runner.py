@@ -505,3 +505,19 @@ def test_steps_sent_after_the_last_arrival_are_still_counted_as_sent() -> None:
     assert pending.names["buy.pay"][:3] == (1, 1, 0)
     assert pending.names["buy.login"][:3] == (1, 1, 0)
     assert pending.names["buy"][:3] == (1, 1, 0)
+
+
+@pytest.mark.parametrize("path", ["/x/{{id}}", "/a{{b", "/q?n={{counter}}"])
+def test_a_plain_request_is_sent_as_written_beside_flows(path: str) -> None:
+    """Plain [[requests]] are not templates (the loader never checks them as such, and without flows the
+    engine sends them as written): beside flows they go the same, counted once."""
+    text = PROFILE.replace('name = "home"\npath = "/"', f'name = "home"\npath = "{path}"')
+    _, runner, engine, recorder, _ = setup(text)
+    runner.submit(0, 0.0)
+    recorder.scheduled(0, 0.0)
+    req, _, data, _ = engine.sent[-1]
+    assert data == engine.prepared(0)  # the profile's own bytes
+    runner.response(req, 0.0, 0.0, 0.2, 200)
+    t = totals(recorder)
+    assert t["home"][:3] == (1, 1, 0)
+    assert runner.in_flight == 0
