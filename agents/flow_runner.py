@@ -151,6 +151,11 @@ class _Data:
         self.used = 0
         ask(self.index, self.asked)
 
+    def ask_again(self, ask: Callable[[int, int], None]) -> None:
+        """Ask once more for the rows asked for and not granted (the question or its answer was lost)."""
+        if self.asked and not self.exhausted:
+            ask(self.index, self.asked)
+
     def granted(self, start: int, count: int) -> None:
         self.asked = 0
         if count == 0:
@@ -449,6 +454,14 @@ class FlowRunner:
         """The coordinator's answer to :attr:`ask` (``count`` 0: no rows left)."""
         if 0 <= source < len(self._data) and self._data[source].mode == "unique":
             self._data[source].granted(start, count)
+
+    def ask_again(self) -> None:
+        """A new coordinator took over the run: what was asked of the one before and not granted is asked
+        again (a question it never read, or an answer it never sent, would leave that source dry for the rest
+        of the run). A grant that does come twice only leaves rows unused: every grant is a new block."""
+        for source in self._data:
+            if source.mode == "unique":
+                source.ask_again(self.ask)
 
     # --- the engine's side (the Sink)
 
