@@ -399,9 +399,12 @@ class FlowRunner:
                     exc,
                     category,
                 )
+        end = self._clock()
+        # A step it gave up on is still the engine's: the request number is not free before its outcome.
+        await session.outstanding()
         inst.active = session.active
         inst.session = None
-        self._end(slot, inst, self._clock(), category)
+        self._end(slot, inst, end, category)
 
     def send_code_step(self, slot: int, prepared: object, flags: int, intended: float) -> None:
         """A step of a flow written in Python goes out on its instance's request number."""

@@ -521,3 +521,68 @@ def test_a_plain_request_is_sent_as_written_beside_flows(path: str) -> None:
     t = totals(recorder)
     assert t["home"][:3] == (1, 1, 0)
     assert runner.in_flight == 0
+
+
+def test_a_step_the_python_flow_gave_up_on_keeps_its_request_number_until_the_engine_answers() -> None:
+    """A flow written in Python may stop waiting for a step (``asyncio.timeout``) while the engine still
+    carries its request: the instance's request number is not used again until that outcome comes, which
+    goes to the step it belongs to, never to a later one (or to a freed instance)."""
+    runner, engine, recorder, _ = code_setup("impatient", '["slow", "fast"]')
+    events: list[str] = []
+
+    async def scenario() -> None:
+        runner.submit(2, 0.0)  # result names: py.slow, py.fast, py
+        done = 0
+        slow: tuple[int, float] | None = None
+        for i in range(400):
+            await asyncio.sleep(0.001)
+            while done < len(engine.sent):
+                req, intended, data, _ = engine.sent[done]
+                done += 1
+                target = data.split(b" ")[1]
+                events.append(f"sent {target.decode()}")
+                if target == b"/slow":
+                    slow = (req, intended)  # answered late, below
+                    continue
+                engine.reply.headers, engine.reply.body = [], b"fast"
+                runner.response(req, intended, intended, intended + 0.01, 200)
+            if slow is not None and i >= 100:  # long after the flow's own 20 ms timeout
+                events.append("answered /slow")
+                engine.reply.headers, engine.reply.body = [], b"slow"
+                runner.response(*slow, slow[1], slow[1] + 0.1, 200)
+                slow = None
+            if runner.in_flight == 0 and slow is None and i >= 100:
+                return
+
+    asyncio.run(scenario())
+    assert events == ["sent /slow", "answered /slow", "sent /fast"]  # one request per number at a time
+    assert runner.in_flight == 0
+    t = totals(recorder)
+    assert t["py.slow"][:3] == (1, 1, 0)  # its outcome, when it came, counted for it
+    assert t["py.fast"][:3] == (1, 1, 0)
+    assert t["py"][1:4] == (1, 0, {})  # the flow ok, counted once
+
+
+def test_a_python_flow_that_gives_up_on_its_last_step_ends_once_the_engine_has_answered() -> None:
+    runner, engine, recorder, _ = code_setup("gives_up", '["slow"]')
+    in_flight_before_answer: list[int] = []
+
+    async def scenario() -> None:
+        runner.submit(1, 0.0)  # result names: py.slow, py
+        for _ in range(100):  # long after the flow's own 20 ms timeout
+            await asyncio.sleep(0.001)
+        in_flight_before_answer.append(runner.in_flight)
+        ((req, intended, _, _),) = engine.sent
+        engine.reply.headers, engine.reply.body = [], b""
+        runner.response(req, intended, intended, intended + 0.5, 200)  # no instance may have it yet
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+            if runner.in_flight == 0:
+                return
+
+    asyncio.run(scenario())
+    assert in_flight_before_answer == [1]  # its request number is still the engine's
+    assert runner.in_flight == 0
+    t = totals(recorder)
+    assert t["py.slow"][:3] == (1, 1, 0)
+    assert t["py"][1:4] == (1, 0, {})
