@@ -29,6 +29,7 @@ Extractor = Callable[[Headers, bytes], str | None]
 
 _SEGMENT = re.compile(r'\.([A-Za-z_][A-Za-z0-9_-]*)|\[(-?\d+)\]|\["((?:[^"\\]|\\.)*)"\]')
 _MISSING = object()
+_AGE = re.compile(r"-?[0-9]+")  # RFC 6265's max-age-av (str.isdigit takes other digits int() refuses)
 
 
 def parse_json_path(text: str) -> tuple[str | int, ...]:
@@ -98,7 +99,8 @@ def set_cookies(headers: Headers) -> list[tuple[str, str, bool]]:
         deleted = False
         for attr in attrs:
             k, _, v = attr.strip().partition("=")
-            if k.lower() == "max-age" and v.strip().lstrip("-").isdigit() and int(v) <= 0:
+            age = v.strip()
+            if k.lower() == "max-age" and _AGE.fullmatch(age) and int(age) <= 0:
                 deleted = True
         out.append((name.strip(), val.strip().strip('"'), deleted))
     return out
