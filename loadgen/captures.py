@@ -172,9 +172,14 @@ def check_failure(check: Check, status: int, body: bytes) -> str | None:
         doc = _parsed(body)
         for path, expected in check.json:
             found = find_json(doc, parse_json_path(path))
-            if found is _MISSING or found != expected or type(found) is not type(expected):
+            if found is _MISSING or found != expected or _kind(found) is not _kind(expected):
                 return f"{path} is not {expected!r}"
     return None
+
+
+def _kind(value: Any) -> type:
+    """A JSON value's kind: its type, but one kind of number (7 is 7.0, as JSON has it; true is not 1)."""
+    return float if type(value) is int else type(value)
 
 
 class CookieJar:

@@ -157,6 +157,16 @@ def test_checks() -> None:
     assert check_failure(Check(json=(("$.x", 1),)), 200, b"nope") is not None
 
 
+def test_a_json_check_compares_numbers_as_json_does() -> None:
+    """JSON has one kind of number: a server writing 7.0 (Python's json, most serializers of a float) meets
+    a check written 7, and the other way round; true is still not 1."""
+    assert check_failure(Check(json=(("$.n", 7),)), 200, b'{"n": 7.0}') is None
+    assert check_failure(Check(json=(("$.n", 7.0),)), 200, b'{"n": 7}') is None
+    assert check_failure(Check(json=(("$.n", 7),)), 200, b'{"n": 7.5}') is not None
+    assert check_failure(Check(json=(("$.n", 1),)), 200, b'{"n": true}') is not None
+    assert check_failure(Check(json=(("$.n", True),)), 200, b'{"n": 1}') is not None
+
+
 def test_a_cookie_with_an_odd_max_age_is_kept_not_a_crash() -> None:
     """Header bytes are the server's: a Max-Age the cookie rules cannot read (here a superscript two, which
     str.isdigit takes for a digit) is ignored, as RFC 6265 says, instead of raising in the engine's
