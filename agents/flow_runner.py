@@ -209,6 +209,7 @@ class FlowRunner:
         self._logged: set[tuple[str, str]] = set()  # (flow, category) of user code errors logged once
         self.due = Due()
         self.live = 0
+        self._halted = False  # the drain gave up: instances still in flight start no step any more
         self.auth: str | None = None  # the profile's Authorization header, for flows written in Python
         self.ask: Callable[[int, int], None] = _no_coordinator
         """How the runner asks the coordinator for ``count`` rows of unique source number ``source``; the
@@ -408,11 +409,15 @@ class FlowRunner:
 
     def send_code_step(self, slot: int, prepared: object, flags: int, intended: float) -> None:
         """A step of a flow written in Python goes out on its instance's request number."""
+        if self._halted:
+            return  # never answered: the instance stays in flight until the runner closes
         engine = self._engine
         engine.put(self._base + slot, prepared, flags)
         engine.submit(self._base + slot, intended)
 
     def _send(self, slot: int, inst: _Instance, step: _Step, intended: float) -> None:
+        if self._halted:
+            return  # the instance stays in flight, as the agent's last report counted it
         prepared = step.prepared
         jar = inst.jar
         cookie = None if jar is None else jar.header()
@@ -573,10 +578,14 @@ class FlowRunner:
         await self._engine.start()
 
     async def drain(self, deadline: float) -> None:
-        """Wait until no instance is in flight (steps and pauses), or the clock reaches ``deadline``."""
+        """Wait until no instance is in flight (steps and pauses), or the clock reaches ``deadline``: then the
+        agent's last report counts those left as in flight, and none of them starts another step (load that
+        no result would show)."""
         while self.live:
             left = deadline - self._clock()
             if left <= 0:
+                self._halted = True
+                self._cancel_pauses()
                 return
             await asyncio.sleep(min(left, 0.005))
 
@@ -585,11 +594,14 @@ class FlowRunner:
         for task in tasks:
             task.cancel()  # flows written in Python still running: in flight at the end
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._cancel_pauses()
+        await self._engine.aclose()
+
+    def _cancel_pauses(self) -> None:
         for inst in self._instances:
             if inst.timer is not None:
                 inst.timer.cancel()
                 inst.timer = None
-        await self._engine.aclose()
 
 
 def _no_coordinator(source: int, count: int) -> None:

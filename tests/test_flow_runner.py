@@ -101,20 +101,24 @@ class Clock:
         return self.now
 
     def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> Any:
-        self.timers.append((self.now + delay, fn, args))
-        return _Handle()
+        handle = _Handle()
+        self.timers.append((self.now + delay, fn, (handle, *args)))
+        return handle
 
     def advance(self, to: float) -> None:
         self.now = to
         due = [t for t in self.timers if t[0] <= to]
         self.timers = [t for t in self.timers if t[0] > to]
-        for _, fn, args in due:
-            fn(*args)
+        for _, fn, (handle, *args) in due:
+            if not handle.cancelled:
+                fn(*args)
 
 
 class _Handle:
+    cancelled = False
+
     def cancel(self) -> None:
-        pass
+        self.cancelled = True
 
 
 def setup(text: str = PROFILE) -> tuple[Profile, FlowRunner, FakeEngine, Recorder, Clock]:
@@ -586,3 +590,16 @@ def test_a_python_flow_that_gives_up_on_its_last_step_ends_once_the_engine_has_a
     t = totals(recorder)
     assert t["py.slow"][:3] == (1, 1, 0)
     assert t["py"][1:4] == (1, 0, {})
+
+
+def test_no_step_leaves_after_the_drain_has_given_up() -> None:
+    """At the drain's deadline the agent sends its last report, which counts the instances still pausing as
+    in flight: none of them may then start a step (load the results never see)."""
+    _, runner, engine, _, clock = setup()
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.125, body=LOGIN_BODY)  # then a 2 s pause
+    clock.now = 1.0
+    asyncio.run(runner.drain(0.5))  # the deadline has passed: the drain gives up at once
+    assert runner.in_flight == 1  # as the last report says
+    clock.advance(5.0)
+    assert len(engine.sent) == 1  # the pay step never leaves
