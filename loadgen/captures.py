@@ -5,7 +5,8 @@ once per step.
   ``$.items[0].id``. A string is captured as it is; a number, boolean or null as its JSON text; an object or
   array as compact JSON.
 - ``header:NAME``: the first response header of that name (any case).
-- ``regex:PATTERN``: the first match's first group, or the whole match when the pattern has no group.
+- ``regex:PATTERN``: the first match's first group, or the whole match when the pattern has no group; the
+  body is searched as UTF-8 text.
 - ``cookie:NAME``: the value the response's ``Set-Cookie`` gives that cookie.
 
 :class:`CookieJar` is a flow instance's cookies: every ``Set-Cookie`` of its responses (name and value; a
@@ -131,16 +132,17 @@ def compile_capture(capture: Capture) -> Extractor:
 
         return from_cookie
     try:
-        pattern = re.compile(expr.encode("utf-8"))
+        pattern = re.compile(expr)
     except re.error as exc:
         raise ValueError(f"regex {expr!r}: {exc}") from None
 
     def from_regex(headers: Headers, body: bytes) -> str | None:
-        m = pattern.search(body)
+        # Searched as text, so that \w, . and (?i) mean characters (bytes not UTF-8 read as U+FFFD).
+        m = pattern.search(body.decode("utf-8", "replace"))
         if m is None:
             return None
-        found = m.group(1) if pattern.groups else m.group(0)
-        return None if found is None else found.decode("utf-8", "replace")
+        found: str | None = m.group(1) if pattern.groups else m.group(0)
+        return found
 
     return from_regex
 

@@ -138,6 +138,15 @@ def test_capture_syntax_errors(text: str) -> None:
         capture_of(text)
 
 
+def test_a_regex_capture_reads_the_body_as_text() -> None:
+    """A pattern is text: \\w, . and (?i) mean characters of a UTF-8 body, not its bytes (as bytes, \\w
+    stopped at the first letter beyond ASCII and . took half of one)."""
+    body = "name=Jürgen; city=Köln; Ä=1".encode()
+    assert compile_capture(Capture("v", "regex", r"name=(\w+)"))([], body) == "Jürgen"
+    assert compile_capture(Capture("v", "regex", r"city=(..)"))([], body) == "Kö"
+    assert compile_capture(Capture("v", "regex", r"(?i)ä=(\d)"))([], body) == "1"
+
+
 def test_a_bad_regex_is_refused_when_compiled() -> None:
     with pytest.raises(ValueError, match="regex"):
         compile_capture(Capture("v", "regex", "(unclosed"))
