@@ -122,6 +122,13 @@ class _Data:
         self.used = 0  # rows used since the last request
         self.exhausted = False
 
+    def ready(self, ask: Callable[[int, int], None]) -> bool:
+        """Whether :meth:`draw` has a row to give (asking for more when a unique source has none here)."""
+        if self.mode != "unique" or self.blocks:
+            return True
+        self.request(ask)
+        return False
+
     def draw(self, ask: Callable[[int, int], None]) -> tuple[str, ...] | None:
         if self.mode == "random":
             return self.rows[self.rng.randrange(len(self.rows))]
@@ -349,12 +356,17 @@ class FlowRunner:
         self.live += 1
         if flow.whole:
             values = self._env.copy() if self._env else {}
+            # Every source first: an arrival that is not sent must not spend a unique row of another.
+            ready = True
+            for source in flow.data:
+                ready = source.ready(self.ask) and ready  # each one asks for what it lacks
+            if not ready:
+                self._recorder.no_data()  # no row of a unique source here: not sent, counted as dropped
+                self._free_slot(slot, inst)
+                return
             for source in flow.data:
                 row = source.draw(self.ask)
-                if row is None:  # no row of a unique source here: not sent, counted as dropped
-                    self._recorder.no_data()
-                    self._free_slot(slot, inst)
-                    return
+                assert row is not None
                 values.update(zip(source.columns, row, strict=True))
             inst.values = values
             # A jar only where a later step could send its cookies back (a flow in Python: any call).

@@ -603,3 +603,29 @@ def test_no_step_leaves_after_the_drain_has_given_up() -> None:
     assert runner.in_flight == 1  # as the last report says
     clock.advance(5.0)
     assert len(engine.sent) == 1  # the pay step never leaves
+
+
+def test_an_arrival_without_a_row_of_one_unique_source_spends_no_row_of_another(tmp_path: Path) -> None:
+    """Rows of a unique source are used once, ever: an arrival that is not sent (no row of the second
+    source yet) must not take one of the first with it."""
+    (tmp_path / "users.csv").write_text("user\n" + "".join(f"u{i}\n" for i in range(10)), encoding="utf-8")
+    (tmp_path / "codes.csv").write_text("code\n" + "".join(f"c{i}\n" for i in range(10)), encoding="utf-8")
+    data = '[[data]]\nfile = "users.csv"\nmode = "unique"\n\n[[data]]\nfile = "codes.csv"\nmode = "unique"\n'
+    text = PROFILE.replace("[[flows]]", data + "\n[[flows]]").replace("/login", "/login/{{ code }}")
+    text = text.replace('{{ random_choice("ann") }}', "{{ user }}")
+    profile = parse_profile(tomllib.loads(text), str(tmp_path / "p.toml"))
+    recorder = Recorder(profile.result_names, profile.step_names)
+    clock = Clock()
+    runner = FlowRunner(profile, recorder, clock=clock, rng=random.Random(1), call_later=clock.call_later)
+    runner.ask = lambda source, count: None  # the test grants
+    engine = FakeEngine(list(profile.requests))
+    runner.bind(engine)  # type: ignore[arg-type]
+    runner.granted(0, 0, 10)  # ten users; the codes' block is late
+    for i in range(3):
+        runner.submit(3, float(i))  # not sent: no code yet
+    assert engine.sent == [] and runner.in_flight == 0
+    runner.granted(1, 0, 10)
+    runner.submit(3, 3.0)
+    (_, _, sent, _) = engine.sent[0]
+    assert sent.startswith(b"POST /login/c0 ")
+    assert sent.endswith(b'{"user": "u0"}')  # the first user: none was spent by the arrivals not sent
