@@ -76,7 +76,7 @@ def as_text(value: Any) -> str:
 def _parsed(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's limit
         return _MISSING
 
 

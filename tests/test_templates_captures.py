@@ -138,6 +138,14 @@ def test_capture_syntax_errors(text: str) -> None:
         capture_of(text)
 
 
+def test_a_body_nested_too_deep_for_the_json_parser_finds_nothing() -> None:
+    """The body is the server's: JSON nested past the parser's recursion limit fails the capture or check
+    (the step fails), instead of raising RecursionError in the engine's response callback."""
+    body = b"[" * 100_000
+    assert compile_capture(Capture("v", "json", "$.a"))([], body) is None
+    assert check_failure(Check(json=(("$.a", 1),)), 200, body) is not None
+
+
 def test_a_regex_capture_reads_the_body_as_text() -> None:
     """A pattern is text: \\w, . and (?i) mean characters of a UTF-8 body, not its bytes (as bytes, \\w
     stopped at the first letter beyond ASCII and . took half of one)."""
