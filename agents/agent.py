@@ -433,6 +433,9 @@ class Agent:
             log.warning("a new coordinator took over; re-sending %d unconfirmed intervals", len(self._outbox))
             for data in self._outbox.unconfirmed():
                 await self._send_bytes(data)
+            run = self._run
+            if run is not None and isinstance(run.engine, FlowRunner):
+                run.engine.ask_again()  # test data rows asked of the coordinator before, never granted
         self._epoch = msg.epoch
 
     async def _on_reshare(self, msg: Reshare) -> None:

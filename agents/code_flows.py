@@ -79,6 +79,8 @@ class CodeSession:
         runner = self._runner
         if runner.auth is not None and not any(k.lower() == "authorization" for k in given):
             given["Authorization"] = runner.auth  # the profile's auth, as for every request
+        if self.waiter is not None:  # a step given up on (the flow's own timeout) still holds the number
+            await asyncio.shield(self.waiter)
         intended = self.next_intended
         recorder = runner.recorder
         recorder.step_scheduled(rec)
@@ -93,7 +95,15 @@ class CodeSession:
         waiter = self.waiter = asyncio.get_running_loop().create_future()
         flags = READ | (HEAD if method.upper() == "HEAD" else 0)
         runner.send_code_step(self._slot, prepared, flags, intended)
-        status, raw_headers, reply, sent, done, error = await waiter
+        allowed = None if expect is None else tuple(expect)
+        try:
+            # Shielded: a flow that stops waiting (asyncio.timeout) leaves the request with the engine, and
+            # its outcome must still find this waiter, not a later step's (see FlowRunner.response).
+            outcome = await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            waiter.add_done_callback(lambda w: self._late(rec, intended, allowed, w))
+            raise
+        status, raw_headers, reply, sent, done, error = outcome
         self.next_intended = done
         self.active += done - intended
         if error is not None:
@@ -104,13 +114,30 @@ class CodeSession:
         response = Response(
             status, tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers), reply
         )
-        allowed = None if expect is None else tuple(expect)
         failed = status not in allowed if allowed is not None else status >= 400
         category = f"http_{status}" if failed else None
         recorder.step_done(rec, intended, sent, done, category, True)
         if category is not None:
             raise StepFailed(name, category, response)
         return response
+
+    def _late(
+        self, rec: int, intended: float, allowed: tuple[int, ...] | None, waiter: asyncio.Future[Outcome]
+    ) -> None:
+        """The outcome of a step the flow stopped waiting for: counted for that step when it comes."""
+        if waiter.cancelled():
+            return
+        status, _, _, sent, done, error = waiter.result()
+        if error is not None:
+            self._runner.recorder.step_done(rec, intended, sent, done, error, False)
+            return
+        failed = status not in allowed if allowed is not None else status >= 400
+        self._runner.recorder.step_done(rec, intended, sent, done, f"http_{status}" if failed else None, True)
+
+    async def outstanding(self) -> None:
+        """Wait until the engine has reported the last request this session sent."""
+        if self.waiter is not None:
+            await asyncio.shield(self.waiter)
 
     async def get(
         self,

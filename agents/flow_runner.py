@@ -122,6 +122,13 @@ class _Data:
         self.used = 0  # rows used since the last request
         self.exhausted = False
 
+    def ready(self, ask: Callable[[int, int], None]) -> bool:
+        """Whether :meth:`draw` has a row to give (asking for more when a unique source has none here)."""
+        if self.mode != "unique" or self.blocks:
+            return True
+        self.request(ask)
+        return False
+
     def draw(self, ask: Callable[[int, int], None]) -> tuple[str, ...] | None:
         if self.mode == "random":
             return self.rows[self.rng.randrange(len(self.rows))]
@@ -150,6 +157,11 @@ class _Data:
         self.asked = count or max(MIN_LEASE, 2 * self.used)
         self.used = 0
         ask(self.index, self.asked)
+
+    def ask_again(self, ask: Callable[[int, int], None]) -> None:
+        """Ask once more for the rows asked for and not granted (the question or its answer was lost)."""
+        if self.asked and not self.exhausted:
+            ask(self.index, self.asked)
 
     def granted(self, start: int, count: int) -> None:
         self.asked = 0
@@ -204,6 +216,7 @@ class FlowRunner:
         self._logged: set[tuple[str, str]] = set()  # (flow, category) of user code errors logged once
         self.due = Due()
         self.live = 0
+        self._halted = False  # the drain gave up: instances still in flight start no step any more
         self.auth: str | None = None  # the profile's Authorization header, for flows written in Python
         self.ask: Callable[[int, int], None] = _no_coordinator
         """How the runner asks the coordinator for ``count`` rows of unique source number ``source``; the
@@ -234,7 +247,8 @@ class FlowRunner:
                 units.append(None)  # a step: never an arrival of its own
                 continue
             step = _Step(r.name, i, None)
-            self._compile(step, r, i, slots, reads=False)
+            # Sent as written, as without flows: the loader never read a plain request as a template.
+            self._compile(step, r, i, slots, reads=False, templated=False)
             units.append(_Flow(i, [step], cookies=False, data=[], whole=False))
         units += [None] * len(profile.code_steps)  # steps of flows written in Python: never arrivals
         for flow in profile.flows:
@@ -293,10 +307,14 @@ class FlowRunner:
         mine = [d for d in data if used & set(d.columns)]
         return _Flow(index[flow.name], steps, flow.cookies, mine, whole=True)
 
-    def _compile(self, step: _Step, request: Request, i: int, slots: Slots, *, reads: bool) -> None:
+    def _compile(
+        self, step: _Step, request: Request, i: int, slots: Slots, *, reads: bool, templated: bool = True
+    ) -> None:
         head = step.head = slots.head_of(request)
         step.flags = (HEAD if head.method.upper() == "HEAD" else 0) | (READ if reads else 0)
         step.prepared = slots.prepared(i)
+        if not templated:
+            return
         path = compile_template(request.path)
         headers = tuple(compile_template(v) for _, v in head.headers)
         body = compile_template(head.body.decode("utf-8", "surrogateescape"))
@@ -338,12 +356,17 @@ class FlowRunner:
         self.live += 1
         if flow.whole:
             values = self._env.copy() if self._env else {}
+            # Every source first: an arrival that is not sent must not spend a unique row of another.
+            ready = True
+            for source in flow.data:
+                ready = source.ready(self.ask) and ready  # each one asks for what it lacks
+            if not ready:
+                self._recorder.no_data()  # no row of a unique source here: not sent, counted as dropped
+                self._free_slot(slot, inst)
+                return
             for source in flow.data:
                 row = source.draw(self.ask)
-                if row is None:  # no row of a unique source here: not sent, counted as dropped
-                    self._recorder.no_data()
-                    self._free_slot(slot, inst)
-                    return
+                assert row is not None
                 values.update(zip(source.columns, row, strict=True))
             inst.values = values
             # A jar only where a later step could send its cookies back (a flow in Python: any call).
@@ -389,17 +412,24 @@ class FlowRunner:
                     exc,
                     category,
                 )
+        end = self._clock()
+        # A step it gave up on is still the engine's: the request number is not free before its outcome.
+        await session.outstanding()
         inst.active = session.active
         inst.session = None
-        self._end(slot, inst, self._clock(), category)
+        self._end(slot, inst, end, category)
 
     def send_code_step(self, slot: int, prepared: object, flags: int, intended: float) -> None:
         """A step of a flow written in Python goes out on its instance's request number."""
+        if self._halted:
+            return  # never answered: the instance stays in flight until the runner closes
         engine = self._engine
         engine.put(self._base + slot, prepared, flags)
         engine.submit(self._base + slot, intended)
 
     def _send(self, slot: int, inst: _Instance, step: _Step, intended: float) -> None:
+        if self._halted:
+            return  # the instance stays in flight, as the agent's last report counted it
         prepared = step.prepared
         jar = inst.jar
         cookie = None if jar is None else jar.header()
@@ -444,6 +474,14 @@ class FlowRunner:
         """The coordinator's answer to :attr:`ask` (``count`` 0: no rows left)."""
         if 0 <= source < len(self._data) and self._data[source].mode == "unique":
             self._data[source].granted(start, count)
+
+    def ask_again(self) -> None:
+        """A new coordinator took over the run: what was asked of the one before and not granted is asked
+        again (a question it never read, or an answer it never sent, would leave that source dry for the rest
+        of the run). A grant that does come twice only leaves rows unused: every grant is a new block."""
+        for source in self._data:
+            if source.mode == "unique":
+                source.ask_again(self.ask)
 
     # --- the engine's side (the Sink)
 
@@ -552,10 +590,14 @@ class FlowRunner:
         await self._engine.start()
 
     async def drain(self, deadline: float) -> None:
-        """Wait until no instance is in flight (steps and pauses), or the clock reaches ``deadline``."""
+        """Wait until no instance is in flight (steps and pauses), or the clock reaches ``deadline``: then the
+        agent's last report counts those left as in flight, and none of them starts another step (load that
+        no result would show)."""
         while self.live:
             left = deadline - self._clock()
             if left <= 0:
+                self._halted = True
+                self._cancel_pauses()
                 return
             await asyncio.sleep(min(left, 0.005))
 
@@ -564,11 +606,14 @@ class FlowRunner:
         for task in tasks:
             task.cancel()  # flows written in Python still running: in flight at the end
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._cancel_pauses()
+        await self._engine.aclose()
+
+    def _cancel_pauses(self) -> None:
         for inst in self._instances:
             if inst.timer is not None:
                 inst.timer.cancel()
                 inst.timer = None
-        await self._engine.aclose()
 
 
 def _no_coordinator(source: int, count: int) -> None:

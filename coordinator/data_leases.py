@@ -10,9 +10,10 @@ the run for ``stop``; for ``drop`` each arrival that finds no row is counted as 
 
 A coordinator that resumes after a crash must never lease a row twice, so its checkpoint holds, per source,
 a mark beyond every row it has granted: before a grant would pass the mark, the mark moves further ahead
-(:data:`RESERVE` rows, or ten times the grant) and the grant says so (``checkpoint``): the coordinator makes
-the new mark durable before it sends the grant. A resumed coordinator goes on from the mark; the rows between
-its last grant and the mark are never used.
+(:data:`RESERVE` rows, or ten times the grant; of a source that does not wrap, a tenth of its rows at most, or
+the grant) and the grant says so (``checkpoint``): the coordinator makes the new mark durable before it sends
+the grant. A resumed coordinator goes on from the mark; the rows between its last grant and the mark are never
+used.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ class DataLeases:
         end = self.cursors[source] = cursor + count
         checkpoint = end > self.marks[source]
         if checkpoint:
-            self.marks[source] = end + max(RESERVE, 10 * count)
+            ahead = max(RESERVE, 10 * count)
+            if not wrap:  # a resume skips to the mark: of a small file, a tenth at most, never all of it
+                ahead = min(ahead, max(count, rows // 10))
+            self.marks[source] = end + ahead
         if wrap:
             return Grant(source, cursor % rows, count, exhausted=False, checkpoint=checkpoint)
         first_end = end >= rows and source not in self.exhausted

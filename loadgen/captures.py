@@ -5,7 +5,8 @@ once per step.
   ``$.items[0].id``. A string is captured as it is; a number, boolean or null as its JSON text; an object or
   array as compact JSON.
 - ``header:NAME``: the first response header of that name (any case).
-- ``regex:PATTERN``: the first match's first group, or the whole match when the pattern has no group.
+- ``regex:PATTERN``: the first match's first group, or the whole match when the pattern has no group; the
+  body is searched as UTF-8 text.
 - ``cookie:NAME``: the value the response's ``Set-Cookie`` gives that cookie.
 
 :class:`CookieJar` is a flow instance's cookies: every ``Set-Cookie`` of its responses (name and value; a
@@ -29,6 +30,7 @@ Extractor = Callable[[Headers, bytes], str | None]
 
 _SEGMENT = re.compile(r'\.([A-Za-z_][A-Za-z0-9_-]*)|\[(-?\d+)\]|\["((?:[^"\\]|\\.)*)"\]')
 _MISSING = object()
+_AGE = re.compile(r"-?[0-9]+")  # RFC 6265's max-age-av (str.isdigit takes other digits int() refuses)
 
 
 def parse_json_path(text: str) -> tuple[str | int, ...]:
@@ -74,7 +76,7 @@ def as_text(value: Any) -> str:
 def _parsed(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser's limit
         return _MISSING
 
 
@@ -98,7 +100,8 @@ def set_cookies(headers: Headers) -> list[tuple[str, str, bool]]:
         deleted = False
         for attr in attrs:
             k, _, v = attr.strip().partition("=")
-            if k.lower() == "max-age" and v.strip().lstrip("-").isdigit() and int(v) <= 0:
+            age = v.strip()
+            if k.lower() == "max-age" and _AGE.fullmatch(age) and int(age) <= 0:
                 deleted = True
         out.append((name.strip(), val.strip().strip('"'), deleted))
     return out
@@ -129,16 +132,17 @@ def compile_capture(capture: Capture) -> Extractor:
 
         return from_cookie
     try:
-        pattern = re.compile(expr.encode("utf-8"))
+        pattern = re.compile(expr)
     except re.error as exc:
         raise ValueError(f"regex {expr!r}: {exc}") from None
 
     def from_regex(headers: Headers, body: bytes) -> str | None:
-        m = pattern.search(body)
+        # Searched as text, so that \w, . and (?i) mean characters (bytes not UTF-8 read as U+FFFD).
+        m = pattern.search(body.decode("utf-8", "replace"))
         if m is None:
             return None
-        found = m.group(1) if pattern.groups else m.group(0)
-        return None if found is None else found.decode("utf-8", "replace")
+        found: str | None = m.group(1) if pattern.groups else m.group(0)
+        return found
 
     return from_regex
 
@@ -170,9 +174,14 @@ def check_failure(check: Check, status: int, body: bytes) -> str | None:
         doc = _parsed(body)
         for path, expected in check.json:
             found = find_json(doc, parse_json_path(path))
-            if found is _MISSING or found != expected or type(found) is not type(expected):
+            if found is _MISSING or found != expected or _kind(found) is not _kind(expected):
                 return f"{path} is not {expected!r}"
     return None
+
+
+def _kind(value: Any) -> type:
+    """A JSON value's kind: its type, but one kind of number (7 is 7.0, as JSON has it; true is not 1)."""
+    return float if type(value) is int else type(value)
 
 
 class CookieJar:

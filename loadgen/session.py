@@ -20,7 +20,9 @@ connect, reset, protocol), raises :class:`StepFailed` after it is counted; left 
 counted failed with the step's category. A flow that returns ends ok. Any other exception ends it failed, as
 ``python:<ExceptionName>``. Each call's intended time is when the previous one ended (or the flow's arrival)
 plus the pauses since: time the function spends on its own work shows in the next step's latency, as it
-would for a user.
+would for a user. A flow that stops waiting for a step (``asyncio.timeout``) does not take it back: the step
+is counted when its outcome comes, and the instance's next step, or its end, waits for that outcome (an
+instance has one request out at a time).
 
 The session keeps its flow instance's cookies (unless the flow says ``cookies = false``) and sends them back.
 ``s.data`` holds the row of test data drawn for this instance (``[[data]]`` columns) and ``env.NAME`` values.

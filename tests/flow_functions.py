@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from loadgen import Session, StepFailed
 
 
@@ -33,3 +36,20 @@ async def undeclared(s: Session) -> None:
 
 def not_async(s: Session) -> None:
     pass
+
+
+async def impatient(s: Session) -> None:
+    """Gives up waiting for a step (its own timeout) and goes on with the next one."""
+    try:
+        async with asyncio.timeout(0.02):
+            await s.get("/slow", name="slow")
+    except TimeoutError:
+        pass
+    await s.get("/fast", name="fast")
+
+
+async def gives_up(s: Session) -> None:
+    """Gives up waiting for its only step and returns."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0.02):
+            await s.get("/slow", name="slow")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tomllib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,15 +19,19 @@ import msgpack
 import pytest
 
 from agents.agent import Agent
-from agents.engine import Due, Sink
+from agents.engine import Due, Reply, Sink
+from agents.http_request import RequestHead, encode_head, request_head
 from agents.steal import StealMeter
 from loadgen.errors import RunError
 from loadgen.profile import Load, Profile, Request, Stage
+from loadgen.profile_file import parse_profile
 from loadgen.transport import MemoryNetwork
 from loadgen.virtual_time import VirtualTimeLoop
 from loadgen.wire import (
     PROTOCOL_VERSION,
     Ack,
+    DataGrant,
+    DataLease,
     Finished,
     Heartbeat,
     Hello,
@@ -530,3 +535,91 @@ def test_malformed_and_unexpected_messages_are_dropped_and_the_run_goes_on(
         "dropped a reshare the agent cannot take",
     ]
     assert "not a msgpack message" in dropped[1] and "missing fields ['finished']" in dropped[2]
+
+
+# --- user journeys with unique test data ---------------------------------------------------------------------
+
+
+class SlotsEngine(FakeEngine):
+    """The fake engine with the slots a flow runner needs (agents.engine.Slots)."""
+
+    def __init__(self, sink: Sink, clock: Callable[[], float]) -> None:
+        super().__init__(sink, clock)
+        self.reply = Reply()
+        self.prefix = ""
+        self._wire: list[object] = [b""]
+
+    def reserve(self, n: int) -> int:
+        base = len(self._wire)
+        self._wire += [b""] * n
+        return base
+
+    def head_of(self, spec: Request) -> RequestHead:
+        return request_head(spec, "t")
+
+    def prepare(self, head: RequestHead) -> object:
+        return encode_head(head)
+
+    def prepared(self, req: int) -> object:
+        return self._wire[req] if req < len(self._wire) else b""
+
+    def put(self, req: int, prepared: object, flags: int) -> None:
+        self._wire[req] = prepared
+
+
+def _unique_data_profile(tmp: Any) -> Profile:
+    (tmp / "u.csv").write_text("user\n" + "".join(f"u{i}\n" for i in range(1000)), encoding="utf-8")
+    text = f"""\
+target = "{TARGET}"
+[load]
+stages = [{{ duration = "30s", rate = 10 }}]
+[[data]]
+file = "u.csv"
+mode = "unique"
+[[flows]]
+name = "f"
+[[flows.steps]]
+path = "/u/{{{{ user }}}}"
+"""
+    return parse_profile(tomllib.loads(text), str(tmp / "p.toml"))
+
+
+def test_a_lease_asked_of_a_coordinator_that_died_is_asked_again_of_the_next(rig: Rig, tmp_path: Any) -> None:
+    """A DataLease (or its DataGrant) lost with the coordinator that crashed must not leave the agent waiting
+    for rows forever: a resumed coordinator (a new epoch) is asked again."""
+    rig.engine_class = SlotsEngine
+    profile = _unique_data_profile(tmp_path)
+    asked: list[float] = []
+
+    async def lease(coord: Coordinator, within: float) -> DataLease | None:
+        deadline = coord.loop.clock() + within
+        while (left := deadline - coord.loop.clock()) > 0:
+            msg = await coord.recv(left)
+            if isinstance(msg, DataLease):
+                return msg
+        return None
+
+    async def script(coord: Coordinator) -> None:
+        await coord.join(profile)
+        assert await lease(coord, 5.0) is not None  # the first coordinator dies before it answers
+        asked.append(coord.loop.clock())
+        coord.send(Heartbeat(coord.loop.clock(), "epoch-2"))  # a resumed coordinator takes over
+        again = await lease(coord, 5.0)
+        if again is not None:
+            asked.append(coord.loop.clock())
+            coord.send(DataGrant(again.source, 0, again.count))
+        until = coord.loop.clock() + 3.0  # three seconds of arrivals with the rows granted
+        while coord.loop.clock() < until:
+            msg = await coord.recv(until - coord.loop.clock())
+            if isinstance(msg, Heartbeat):
+                coord.send(Heartbeat(coord.loop.clock(), "epoch-2"))
+        coord.send(Stop("enough"))
+        while not isinstance(msg := await coord.recv(), Finished):
+            assert msg is not None, "the agent fell silent"
+        coord.send(Ack(msg.last_index, True))
+
+    outcome, coord = rig.play(rig.agent(), script)
+    assert outcome is None
+    assert len(asked) == 2, "the agent never asked the new coordinator: it would find no row all run"
+    (finished,) = coord.of(Finished)
+    assert finished.ok > 0  # the rows granted by the new coordinator were used

@@ -101,20 +101,24 @@ class Clock:
         return self.now
 
     def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> Any:
-        self.timers.append((self.now + delay, fn, args))
-        return _Handle()
+        handle = _Handle()
+        self.timers.append((self.now + delay, fn, (handle, *args)))
+        return handle
 
     def advance(self, to: float) -> None:
         self.now = to
         due = [t for t in self.timers if t[0] <= to]
         self.timers = [t for t in self.timers if t[0] > to]
-        for _, fn, args in due:
-            fn(*args)
+        for _, fn, (handle, *args) in due:
+            if not handle.cancelled:
+                fn(*args)
 
 
 class _Handle:
+    cancelled = False
+
     def cancel(self) -> None:
-        pass
+        self.cancelled = True
 
 
 def setup(text: str = PROFILE) -> tuple[Profile, FlowRunner, FakeEngine, Recorder, Clock]:
@@ -505,3 +509,123 @@ def test_steps_sent_after_the_last_arrival_are_still_counted_as_sent() -> None:
     assert pending.names["buy.pay"][:3] == (1, 1, 0)
     assert pending.names["buy.login"][:3] == (1, 1, 0)
     assert pending.names["buy"][:3] == (1, 1, 0)
+
+
+@pytest.mark.parametrize("path", ["/x/{{id}}", "/a{{b", "/q?n={{counter}}"])
+def test_a_plain_request_is_sent_as_written_beside_flows(path: str) -> None:
+    """Plain [[requests]] are not templates (the loader never checks them as such, and without flows the
+    engine sends them as written): beside flows they go the same, counted once."""
+    text = PROFILE.replace('name = "home"\npath = "/"', f'name = "home"\npath = "{path}"')
+    _, runner, engine, recorder, _ = setup(text)
+    runner.submit(0, 0.0)
+    recorder.scheduled(0, 0.0)
+    req, _, data, _ = engine.sent[-1]
+    assert data == engine.prepared(0)  # the profile's own bytes
+    runner.response(req, 0.0, 0.0, 0.2, 200)
+    t = totals(recorder)
+    assert t["home"][:3] == (1, 1, 0)
+    assert runner.in_flight == 0
+
+
+def test_a_step_the_python_flow_gave_up_on_keeps_its_request_number_until_the_engine_answers() -> None:
+    """A flow written in Python may stop waiting for a step (``asyncio.timeout``) while the engine still
+    carries its request: the instance's request number is not used again until that outcome comes, which
+    goes to the step it belongs to, never to a later one (or to a freed instance)."""
+    runner, engine, recorder, _ = code_setup("impatient", '["slow", "fast"]')
+    events: list[str] = []
+
+    async def scenario() -> None:
+        runner.submit(2, 0.0)  # result names: py.slow, py.fast, py
+        done = 0
+        slow: tuple[int, float] | None = None
+        for i in range(400):
+            await asyncio.sleep(0.001)
+            while done < len(engine.sent):
+                req, intended, data, _ = engine.sent[done]
+                done += 1
+                target = data.split(b" ")[1]
+                events.append(f"sent {target.decode()}")
+                if target == b"/slow":
+                    slow = (req, intended)  # answered late, below
+                    continue
+                engine.reply.headers, engine.reply.body = [], b"fast"
+                runner.response(req, intended, intended, intended + 0.01, 200)
+            if slow is not None and i >= 100:  # long after the flow's own 20 ms timeout
+                events.append("answered /slow")
+                engine.reply.headers, engine.reply.body = [], b"slow"
+                runner.response(*slow, slow[1], slow[1] + 0.1, 200)
+                slow = None
+            if runner.in_flight == 0 and slow is None and i >= 100:
+                return
+
+    asyncio.run(scenario())
+    assert events == ["sent /slow", "answered /slow", "sent /fast"]  # one request per number at a time
+    assert runner.in_flight == 0
+    t = totals(recorder)
+    assert t["py.slow"][:3] == (1, 1, 0)  # its outcome, when it came, counted for it
+    assert t["py.fast"][:3] == (1, 1, 0)
+    assert t["py"][1:4] == (1, 0, {})  # the flow ok, counted once
+
+
+def test_a_python_flow_that_gives_up_on_its_last_step_ends_once_the_engine_has_answered() -> None:
+    runner, engine, recorder, _ = code_setup("gives_up", '["slow"]')
+    in_flight_before_answer: list[int] = []
+
+    async def scenario() -> None:
+        runner.submit(1, 0.0)  # result names: py.slow, py
+        for _ in range(100):  # long after the flow's own 20 ms timeout
+            await asyncio.sleep(0.001)
+        in_flight_before_answer.append(runner.in_flight)
+        ((req, intended, _, _),) = engine.sent
+        engine.reply.headers, engine.reply.body = [], b""
+        runner.response(req, intended, intended, intended + 0.5, 200)  # no instance may have it yet
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+            if runner.in_flight == 0:
+                return
+
+    asyncio.run(scenario())
+    assert in_flight_before_answer == [1]  # its request number is still the engine's
+    assert runner.in_flight == 0
+    t = totals(recorder)
+    assert t["py.slow"][:3] == (1, 1, 0)
+    assert t["py"][1:4] == (1, 0, {})
+
+
+def test_no_step_leaves_after_the_drain_has_given_up() -> None:
+    """At the drain's deadline the agent sends its last report, which counts the instances still pausing as
+    in flight: none of them may then start a step (load the results never see)."""
+    _, runner, engine, _, clock = setup()
+    runner.submit(3, 0.0)
+    answer(runner, engine, clock, 0.125, body=LOGIN_BODY)  # then a 2 s pause
+    clock.now = 1.0
+    asyncio.run(runner.drain(0.5))  # the deadline has passed: the drain gives up at once
+    assert runner.in_flight == 1  # as the last report says
+    clock.advance(5.0)
+    assert len(engine.sent) == 1  # the pay step never leaves
+
+
+def test_an_arrival_without_a_row_of_one_unique_source_spends_no_row_of_another(tmp_path: Path) -> None:
+    """Rows of a unique source are used once, ever: an arrival that is not sent (no row of the second
+    source yet) must not take one of the first with it."""
+    (tmp_path / "users.csv").write_text("user\n" + "".join(f"u{i}\n" for i in range(10)), encoding="utf-8")
+    (tmp_path / "codes.csv").write_text("code\n" + "".join(f"c{i}\n" for i in range(10)), encoding="utf-8")
+    data = '[[data]]\nfile = "users.csv"\nmode = "unique"\n\n[[data]]\nfile = "codes.csv"\nmode = "unique"\n'
+    text = PROFILE.replace("[[flows]]", data + "\n[[flows]]").replace("/login", "/login/{{ code }}")
+    text = text.replace('{{ random_choice("ann") }}', "{{ user }}")
+    profile = parse_profile(tomllib.loads(text), str(tmp_path / "p.toml"))
+    recorder = Recorder(profile.result_names, profile.step_names)
+    clock = Clock()
+    runner = FlowRunner(profile, recorder, clock=clock, rng=random.Random(1), call_later=clock.call_later)
+    runner.ask = lambda source, count: None  # the test grants
+    engine = FakeEngine(list(profile.requests))
+    runner.bind(engine)  # type: ignore[arg-type]
+    runner.granted(0, 0, 10)  # ten users; the codes' block is late
+    for i in range(3):
+        runner.submit(3, float(i))  # not sent: no code yet
+    assert engine.sent == [] and runner.in_flight == 0
+    runner.granted(1, 0, 10)
+    runner.submit(3, 3.0)
+    (_, _, sent, _) = engine.sent[0]
+    assert sent.startswith(b"POST /login/c0 ")
+    assert sent.endswith(b'{"user": "u0"}')  # the first user: none was spent by the arrivals not sent

@@ -138,6 +138,23 @@ def test_capture_syntax_errors(text: str) -> None:
         capture_of(text)
 
 
+def test_a_body_nested_too_deep_for_the_json_parser_finds_nothing() -> None:
+    """The body is the server's: JSON nested past the parser's recursion limit fails the capture or check
+    (the step fails), instead of raising RecursionError in the engine's response callback."""
+    body = b"[" * 100_000
+    assert compile_capture(Capture("v", "json", "$.a"))([], body) is None
+    assert check_failure(Check(json=(("$.a", 1),)), 200, body) is not None
+
+
+def test_a_regex_capture_reads_the_body_as_text() -> None:
+    """A pattern is text: \\w, . and (?i) mean characters of a UTF-8 body, not its bytes (as bytes, \\w
+    stopped at the first letter beyond ASCII and . took half of one)."""
+    body = "name=Jürgen; city=Köln; Ä=1".encode()
+    assert compile_capture(Capture("v", "regex", r"name=(\w+)"))([], body) == "Jürgen"
+    assert compile_capture(Capture("v", "regex", r"city=(..)"))([], body) == "Kö"
+    assert compile_capture(Capture("v", "regex", r"(?i)ä=(\d)"))([], body) == "1"
+
+
 def test_a_bad_regex_is_refused_when_compiled() -> None:
     with pytest.raises(ValueError, match="regex"):
         compile_capture(Capture("v", "regex", "(unclosed"))
@@ -155,6 +172,25 @@ def test_checks() -> None:
     assert check_failure(Check(json=(("$.items[0].id", "7"),)), 200, BODY) is not None  # types differ
     assert check_failure(Check(json=(("$.items[0].ok", 1),)), 200, BODY) is not None  # true is not 1
     assert check_failure(Check(json=(("$.x", 1),)), 200, b"nope") is not None
+
+
+def test_a_json_check_compares_numbers_as_json_does() -> None:
+    """JSON has one kind of number: a server writing 7.0 (Python's json, most serializers of a float) meets
+    a check written 7, and the other way round; true is still not 1."""
+    assert check_failure(Check(json=(("$.n", 7),)), 200, b'{"n": 7.0}') is None
+    assert check_failure(Check(json=(("$.n", 7.0),)), 200, b'{"n": 7}') is None
+    assert check_failure(Check(json=(("$.n", 7),)), 200, b'{"n": 7.5}') is not None
+    assert check_failure(Check(json=(("$.n", 1),)), 200, b'{"n": true}') is not None
+    assert check_failure(Check(json=(("$.n", True),)), 200, b'{"n": 1}') is not None
+
+
+def test_a_cookie_with_an_odd_max_age_is_kept_not_a_crash() -> None:
+    """Header bytes are the server's: a Max-Age the cookie rules cannot read (here a superscript two, which
+    str.isdigit takes for a digit) is ignored, as RFC 6265 says, instead of raising in the engine's
+    callback."""
+    jar = CookieJar()
+    jar.update([(b"Set-Cookie", b"a=1; Max-Age=\xb2"), (b"Set-Cookie", b"b=2; Max-Age=-\xb2")])
+    assert jar.header() == "a=1; b=2"
 
 
 def test_cookie_jar() -> None:
