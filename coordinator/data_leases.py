@@ -4,8 +4,10 @@ to agents in blocks, so that no two agents ever use the same row (a pure policy:
 An agent asks for rows (:class:`~loadgen.wire.DataLease`) before it needs them and again when its block runs
 low; the coordinator hands out the next block from one cursor per source (:class:`~loadgen.wire.DataGrant`).
 Rows leased to an agent that is lost are never handed out again in the same pass: each row is used at most
-once per pass, never twice at the same time. After the last row, the source's ``on_exhausted`` decides:
-``wrap`` starts a new pass from the first row, ``stop`` and ``drop`` grant nothing more (the coordinator stops
+once per pass. After the last row, the source's ``on_exhausted`` decides: ``wrap`` starts a new pass from
+the first row (a block is at most one pass; when the fleet holds more rows leased than the file has, as a
+small file does, the next pass hands a row to one agent while another still holds it, as Gatling's circular
+feeder does), ``stop`` and ``drop`` grant nothing more (the coordinator stops
 the run for ``stop``; for ``drop`` each arrival that finds no row is counted as dropped, cause ``no_data``).
 
 A coordinator that resumes after a crash must never lease a row twice, so its checkpoint holds, per source,
@@ -57,7 +59,9 @@ class DataLeases:
         cursor = self.cursors[source]
         count = min(count, MAX_LEASE)
         wrap = self._sources[source].on_exhausted == "wrap"
-        if not wrap:
+        if wrap:
+            count = min(count, rows)  # a block holds no row twice
+        else:
             left = rows - cursor
             count = max(0, min(count, left, -(-left // (2 * max(1, agents)))))
         end = self.cursors[source] = cursor + count
