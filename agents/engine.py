@@ -53,6 +53,15 @@ def no_arrivals() -> float:
     return math.inf
 
 
+async def wait_drained(in_flight: Callable[[], int], clock: Callable[[], float], deadline: float) -> None:
+    """Wait until ``in_flight()`` is 0 or ``clock()`` reaches ``deadline`` (every engine's ``drain``)."""
+    while in_flight():
+        left = deadline - clock()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, 0.005))
+
+
 class Due:
     """When the arrival loop's next arrival is due (``at``) and how to send it (``release()``, which returns
     when the next one is due and sets ``at`` again).

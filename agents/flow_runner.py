@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from agents.code_flows import CodeSession
-from agents.engine import HEAD, READ, Due, Engine, Reply, Slots
+from agents.engine import HEAD, READ, Due, Engine, Reply, Slots, wait_drained
 from agents.http_request import PRINTABLE, RequestHead
 from agents.recorder import Recorder
 from loadgen.captures import CookieJar, Extractor, check_failure, compile_capture
@@ -593,13 +593,10 @@ class FlowRunner:
         """Wait until no instance is in flight (steps and pauses), or the clock reaches ``deadline``: then the
         agent's last report counts those left as in flight, and none of them starts another step (load that
         no result would show)."""
-        while self.live:
-            left = deadline - self._clock()
-            if left <= 0:
-                self._halted = True
-                self._cancel_pauses()
-                return
-            await asyncio.sleep(min(left, 0.005))
+        await wait_drained(lambda: self.live, self._clock, deadline)
+        if self.live:
+            self._halted = True
+            self._cancel_pauses()
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)

@@ -53,6 +53,7 @@ from agents.engine import (
     Unreachable,
     connect_category,
     connect_first,
+    wait_drained,
 )
 from agents.h2_frames import (
     ACK,
@@ -610,11 +611,7 @@ class H2Engine:
         self._flags[req] = flags
 
     async def drain(self, deadline: float) -> None:
-        while self.in_flight:
-            left = deadline - self._clock()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, 0.005))
+        await wait_drained(lambda: self.in_flight, self._clock, deadline)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -61,13 +61,12 @@ plain containers for that reason). Everything else runs once per connection or p
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from agents.engine import MAX_OPENING, Due, Sink
+from agents.engine import MAX_OPENING, Due, Sink, wait_drained
 
 SWEEP_INTERVAL = 0.05
 """Seconds between timeout sweeps (less for timeouts under 0.2 s): how late a timeout is reported at most."""
@@ -420,11 +419,7 @@ class Pool(Generic[C]):
 
     async def drain(self, deadline: float) -> None:
         """Wait until nothing is in flight or the clock reaches ``deadline``."""
-        while self.in_flight:
-            left = deadline - self.clock()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, 0.005))
+        await wait_drained(lambda: self.in_flight, self.clock, deadline)
 
 
 class _ServiceWindow:

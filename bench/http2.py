@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.lib import GEN_CORE, ON_TARGET_CORE, PY, free_port, log, run_beside_target
+from bench.lib import GEN_CORE, ON_TARGET_CORE, PY, free_port, log, run_beside_target, self_signed
 from bench.nginx import running_nginx
 
 REQUESTS = 50_000
@@ -53,16 +52,7 @@ def h2_nginx() -> Iterator[dict[str, str]]:
     """nginx as in the module docstring; yields its URLs by name (``h2c``, ``tls``)."""
     with tempfile.TemporaryDirectory(prefix="loadgen-bench-h2-") as name:
         folder = Path(name)
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-                *("-nodes", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")),
-                *("-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        self_signed(folder)
         ports = {"h2c": free_port(), "tls": free_port()}
         with running_nginx(folder, HTTP.format(dir=folder, **ports), ports.values(), prefix=ON_TARGET_CORE):
             yield {"h2c": f"http://127.0.0.1:{ports['h2c']}/", "tls": f"https://127.0.0.1:{ports['tls']}/"}

@@ -131,6 +131,20 @@ PACKAGES = {
 }  # the Debian package of each, if not its name
 
 
+def self_signed(folder: Path) -> None:
+    """A self-signed P-256 certificate for 127.0.0.1, ``cert.pem`` and ``key.pem`` in ``folder`` (openssl)."""
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")),
+            *("-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
 def ensure_tools() -> list[str]:
     """Install nginx, wrk and h2load (apt-get), and Locust and py-spy (their own virtualenv) if missing;
     return what is missing."""

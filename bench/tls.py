@@ -17,14 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.lib import BENCH, GEN_CORE, ON_TARGET_CORE, PY, free_port, log, run_beside_target
+from bench.lib import BENCH, GEN_CORE, ON_TARGET_CORE, PY, free_port, log, run_beside_target, self_signed
 from bench.nginx import running_nginx
 
 SECONDS = 10
@@ -56,16 +55,7 @@ def tls_nginx() -> Iterator[tuple[Path, dict[str, int]]]:
     """nginx as in the module docstring; yields its folder (``cert.pem`` is the CA to trust) and ports."""
     with tempfile.TemporaryDirectory(prefix="loadgen-bench-tls-") as name:
         folder = Path(name)
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-                *("-nodes", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")),
-                *("-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        self_signed(folder)
         ports = {"keep": free_port(), "close": free_port(), "plain": free_port()}
         http = HTTP.format(dir=folder, flush=LOG_FLUSH, **ports)
         with running_nginx(folder, http, ports.values(), prefix=ON_TARGET_CORE, worker_connections=4096):
